@@ -1,0 +1,78 @@
+"""Shared test set-up: an isolated DDS domain per test session and a real rclpy graph fixture."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Before rclpy starts: keep this session's DDS traffic on this machine and apart from other runs,
+# and let large raw images through Fast DDS (shared/ROS2_ON_PIP.md).
+os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA'
+os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
+
+import rclpy  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / 'test' / 'data'
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
+    """Poll condition until true or timeout; never a bare sleep-and-hope."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll_s)
+    return condition()
+
+
+class Graph:
+    """A private rclpy context with an executor spinning in a background thread."""
+
+    def __init__(self) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self._nodes: list[Node] = []
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # shutdown races end the thread quietly
+            pass
+
+    def add(self, node: Node) -> Node:
+        self._nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def node(self, name: str) -> Node:
+        return self.add(Node(name, context=self.context))
+
+    def close(self) -> None:
+        for node in self._nodes:
+            self.executor.remove_node(node)
+            node.destroy_node()
+        self.executor.shutdown(timeout_sec=2.0)
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=2.0)
+
+
+@pytest.fixture
+def graph() -> Iterator[Graph]:
+    g = Graph()
+    try:
+        yield g
+    finally:
+        g.close()

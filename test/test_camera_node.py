@@ -1,0 +1,149 @@
+"""camera_node on a real graph (rclpy over Fast DDS): keyframes, stamps, sizes, malformed input."""
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+from conftest import wait_for
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from frames import compressed_msg, image_msg, scene, stamp_s
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from vln_ros.nodes.camera_node import CameraNode
+from vln_ros.nodes.diagnostics import values_of
+
+
+class Probe:
+    """A test node that feeds the camera node and records what it publishes."""
+
+    def __init__(self, graph, input_type=Image, topic='image'):
+        self.node = graph.node('probe')
+        self.keyframes: list[CompressedImage] = []
+        self.decisions: list[DiagnosticStatus] = []
+        self.diagnostics: list[DiagnosticStatus] = []
+        self._lock = threading.Lock()
+        self.pub = self.node.create_publisher(input_type, topic, qos_profile_sensor_data)
+        self.node.create_subscription(CompressedImage, 'vln/keyframe', self._keep(self.keyframes), 10)
+        self.node.create_subscription(DiagnosticStatus, 'vln/keyframe_decisions', self._keep(self.decisions), 100)
+        self.node.create_subscription(
+            DiagnosticArray, '/diagnostics',
+            lambda m: self.diagnostics.extend(s for s in m.status if s.name == '/camera_node'), 10)
+
+    def _keep(self, into):
+        def callback(msg):
+            with self._lock:
+                into.append(msg)
+        return callback
+
+    def connected(self) -> bool:
+        return self.pub.get_subscription_count() > 0
+
+    def send_paced(self, msgs, timeout_s=5.0):
+        """Publish one at a time, each after the previous one was decided (no best-effort loss race)."""
+        for msg in msgs:
+            before = len(self.decisions)
+            self.pub.publish(msg)
+            assert wait_for(lambda: len(self.decisions) > before, timeout_s), 'frame never decided'
+
+
+def camera(graph, **params):
+    overrides = [Parameter(k, value=v) for k, v in {'publish_decisions': True, **params}.items()]
+    return graph.add(CameraNode(context=graph.context, parameter_overrides=overrides))
+
+
+def test_keyframes_carry_capture_stamp_frame_id_and_inference_size(graph):
+    camera(graph, max_side_px=448, frame_id='', **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph)
+    assert wait_for(probe.connected, 5.0)
+    # 3 scenes x 4 frames at 10 Hz capture stamps: a keyframe at each cut.
+    frames = [image_msg(scene(i // 4, 480, 640), 1000.0 + i * 0.1, frame_id='front_cam') for i in range(12)]
+    probe.send_paced(frames)
+    assert wait_for(lambda: len(probe.keyframes) == 3, 5.0), len(probe.keyframes)
+    assert [round(stamp_s(k), 3) for k in probe.keyframes] == [1000.0, 1000.4, 1000.8]
+    assert [d.values[2].value for d in probe.decisions] == (['first'] + ['still'] * 3 + ['change'] + ['still'] * 3
+                                                           + ['change'] + ['still'] * 3)
+    for kf in probe.keyframes:
+        assert kf.format == 'jpeg' and kf.header.frame_id == 'front_cam'
+        img = cv2.imdecode(np.frombuffer(kf.data, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (320, 448, 3)  # 640x480 -> 448x336 -> 448x320 (multiples of 32)
+    # the keyframe is the same picture as the frame it came from
+    sent = cv2.resize(scene(1, 480, 640), (448, 320), interpolation=cv2.INTER_AREA)
+    got = cv2.imdecode(np.frombuffer(probe.keyframes[1].data, np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(got.astype(int) - sent).mean() < 6
+
+
+def test_compressed_input_and_frame_id_override(graph):
+    camera(graph, input_transport='compressed', frame_id='base_camera', max_side_px=0, max_pixels=64 * 64,
+           align_px=1, **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph, CompressedImage, 'image/compressed')
+    assert wait_for(probe.connected, 5.0)
+    probe.send_paced([compressed_msg(scene(1), 5.0, 'jpeg'), compressed_msg(scene(2), 5.5, 'png')])
+    assert wait_for(lambda: len(probe.keyframes) == 2, 5.0)
+    for kf in probe.keyframes:
+        img = cv2.imdecode(np.frombuffer(kf.data, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape[0] * img.shape[1] <= 64 * 64 and kf.header.frame_id == 'base_camera'
+
+
+def test_malformed_frames_are_counted_and_the_node_keeps_working(graph):
+    camera(graph, diagnostics_period_s=0.2, **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph)
+    assert wait_for(probe.connected, 5.0)
+    good = image_msg(scene(1, 120, 160), 1.0)
+    bad = []
+    for field, value in (('width', 0), ('step', 5), ('encoding', 'h264'), ('height', 121)):
+        msg = image_msg(scene(1, 120, 160), 1.0)
+        setattr(msg, field, value)
+        bad.append(msg)
+    short = image_msg(scene(1, 120, 160), 1.0)
+    short.data = short.data[:100]
+    bad.append(short)
+    probe.send_paced(bad * 3)
+    assert [d.message for d in probe.decisions] == ['rejected'] * 15
+    assert wait_for(lambda: probe.diagnostics and int(values_of(probe.diagnostics[-1])['decode_errors']) == 15,
+                    5.0)
+    probe.send_paced([good, image_msg(scene(2, 120, 160), 2.0)])
+    assert wait_for(lambda: len(probe.keyframes) == 2, 5.0)
+    assert wait_for(lambda: int(values_of(probe.diagnostics[-1])['keyframes_published']) == 2, 5.0)
+    values = values_of(probe.diagnostics[-1])
+    assert values['rejected_empty'] == '3' and values['rejected_bad_step'] == '3'
+    assert values['rejected_unsupported_encoding'] == '3' and values['rejected_bad_length'] == '6'
+    assert values['internal_errors'] == '0'
+
+
+def test_corrupt_compressed_frames_are_dropped(graph):
+    camera(graph, input_transport='compressed', diagnostics_period_s=0.2, **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph, CompressedImage, 'image/compressed')
+    assert wait_for(probe.connected, 5.0)
+    probe.send_paced([CompressedImage(format='jpeg', data=data) for data in (b'', b'\xff\xd8garbage', bytes(1000))])
+    assert wait_for(lambda: probe.diagnostics and values_of(probe.diagnostics[-1])['decode_errors'] == '3', 5.0)
+    # the period in which they came in is a warning; once the input stops it reads stale
+    assert any(s.level == DiagnosticStatus.WARN and s.message == 'dropping malformed frames'
+               for s in probe.diagnostics)
+    assert wait_for(lambda: probe.diagnostics[-1].level == DiagnosticStatus.STALE, 5.0)
+    probe.send_paced([compressed_msg(scene(4), 3.0)])
+    assert wait_for(lambda: len(probe.keyframes) == 1, 5.0)
+
+
+def test_full_hd_raw_frames_arrive_and_diagnostics_report_rates(graph):
+    camera(graph, diagnostics_period_s=0.5, **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph)
+    assert wait_for(probe.connected, 5.0)
+    frames = [image_msg(scene(i, 1080, 1920), 10.0 + i) for i in range(4)]
+    probe.send_paced(frames)
+    assert wait_for(lambda: len(probe.keyframes) == 4, 5.0)
+    assert wait_for(lambda: any(float(values_of(s)['frame_time_ms_p50']) > 0 for s in probe.diagnostics), 5.0)
+    keys = values_of(probe.diagnostics[-1])
+    for key in ('input_rate_hz', 'keyframe_rate_hz', 'decode_errors', 'frame_time_ms_p99', 'frames_skipped'):
+        assert key in keys
+
+
+def test_unstamped_frames_get_receive_time(graph):
+    camera(graph, **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph)
+    assert wait_for(probe.connected, 5.0)
+    probe.send_paced([image_msg(scene(1), 0.0)])
+    assert wait_for(lambda: len(probe.keyframes) == 1, 5.0)
+    assert stamp_s(probe.keyframes[0]) > 1e9  # wall-clock seconds, not zero

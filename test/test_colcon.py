@@ -1,0 +1,57 @@
+"""The ROS-native path: `colcon build` of this package in a scratch workspace against the venv's ROS 2,
+then the executables it installs under install/lib/vln_ros start and answer on the graph."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+from test_executables import start_and_stop
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    if shutil.which('colcon', path=os.path.dirname(sys.executable)) is None:
+        pytest.fail('colcon is not in the venv: run tools/install.sh')
+    ws = tmp_path_factory.mktemp('colcon_ws')
+    (ws / 'src').mkdir()
+    (ws / 'src' / 'vln_ros').symlink_to(REPO)
+    env = dict(os.environ, AMENT_PREFIX_PATH=sys.prefix, CMAKE_PREFIX_PATH=sys.prefix,
+               PATH=f'{os.path.dirname(sys.executable)}:{os.environ["PATH"]}')
+    result = subprocess.run(
+        ['colcon', 'build', '--event-handlers', 'console_cohesion+', '--cmake-args',
+         f'-DPython3_EXECUTABLE={sys.executable}', '-DBUILD_TESTING=OFF'],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return ws, env, result.stdout + result.stderr
+
+
+def test_colcon_build_log_has_no_error_lines(workspace):
+    _, _, log = workspace
+    errors = [line for line in log.splitlines() if re.search(r'(^|[^_\w-])[Ee]rror[:\s]', line)]
+    assert not errors, errors
+    assert 'Finished <<< vln_ros' in log
+
+
+def test_installed_package_has_interfaces_sources_and_executables(workspace):
+    ws, _, _ = workspace
+    site = ws / 'install' / 'vln_ros' / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' \
+        / 'site-packages' / 'vln_ros'
+    for path in ('msg/_waypoint_array.py', 'srv/_set_task.py', 'core/keyframe.py', 'nodes/camera_node.py'):
+        assert (site / path).is_file(), path
+    assert (ws / 'install' / 'vln_ros' / 'share' / 'vln_ros' / 'config' / 'vln.yaml').is_file()
+    assert os.access(ws / 'install' / 'vln_ros' / 'lib' / 'vln_ros' / 'camera_node', os.X_OK)
+
+
+def test_installed_camera_node_starts_and_answers(workspace, graph):
+    ws, env, _ = workspace
+    script = (f'cd {ws} && . install/setup.bash && python -c "import vln_ros.nodes.camera_node as m; '
+              f'assert m.__file__.startswith(\'{ws}/install\'), m.__file__" && '
+              f'exec {ws}/install/vln_ros/lib/vln_ros/camera_node --ros-args --params-file '
+              f'{ws}/install/vln_ros/share/vln_ros/config/vln.yaml')
+    seen, _ = start_and_stop(graph, ['bash', '-c', script], '/camera_node', env=env)
+    assert seen[0].hardware_id == 'camera_node'

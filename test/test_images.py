@@ -1,0 +1,192 @@
+"""core/images: every camera encoding in, every malformed message rejected with its reason."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from frames import compressed_msg, image_msg, scene
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vln_ros.core import images
+
+H, W = 48, 64
+BGR = (40, 120, 200)
+
+
+def _yuv() -> tuple[int, int, int]:
+    """Y, U, V of the test colour as OpenCV's YUV 4:2:0 conversions define them."""
+    i420 = cv2.cvtColor(np.full((H, W, 3), BGR, np.uint8), cv2.COLOR_BGR2YUV_I420)
+    return int(i420[0, 0]), int(i420[H, 0]), int(i420[H + H // 4, 0])
+
+
+def _bayer(pattern: str, scale: int = 1, dtype=np.uint8) -> np.ndarray:
+    value = {'b': BGR[0], 'g': BGR[1], 'r': BGR[2]}
+    tile = np.array([[value[pattern[0]], value[pattern[1]]], [value[pattern[2]], value[pattern[3]]]]) * scale
+    return np.tile(tile, (H // 2, W // 2)).astype(dtype)
+
+
+def _packed_422(order: str) -> np.ndarray:
+    y, u, v = _yuv()
+    quad = {'uyvy': [u, y, v, y], 'yuyv': [y, u, y, v]}[order]
+    return np.tile(np.array(quad, np.uint8), (H, W // 2)).reshape(H, W, 2)
+
+
+def _nv(order: str) -> np.ndarray:
+    y, u, v = _yuv()
+    uv = [u, v] if order == 'nv12' else [v, u]
+    return np.vstack([np.full((H, W), y, np.uint8), np.tile(np.array(uv, np.uint8), (H // 2, W // 2))])
+
+
+GRAY = round(0.299 * BGR[2] + 0.587 * BGR[1] + 0.114 * BGR[0])
+COLOUR_CASES = {
+    'bgr8': np.full((H, W, 3), BGR, np.uint8),
+    'rgb8': np.full((H, W, 3), BGR[::-1], np.uint8),
+    'bgra8': np.full((H, W, 4), (*BGR, 255), np.uint8),
+    'rgba8': np.full((H, W, 4), (*BGR[::-1], 255), np.uint8),
+    'bgr16': np.full((H, W, 3), BGR, np.uint16) * 257,
+    'rgb16': np.full((H, W, 3), BGR[::-1], np.uint16) * 257,
+    'bgra16': np.full((H, W, 4), (*BGR, 255), np.uint16) * 257,
+    '8UC3': np.full((H, W, 3), BGR, np.uint8),
+    'bayer_rggb8': _bayer('rggb'), 'bayer_bggr8': _bayer('bggr'),
+    'bayer_gbrg8': _bayer('gbrg'), 'bayer_grbg8': _bayer('grbg'),
+    'bayer_rggb16': _bayer('rggb', 257, np.uint16), 'bayer_grbg16': _bayer('grbg', 257, np.uint16),
+    'uyvy': _packed_422('uyvy'), 'yuv422': _packed_422('uyvy'),
+    'yuyv': _packed_422('yuyv'), 'yuv422_yuy2': _packed_422('yuyv'),
+    'nv12': _nv('nv12'), 'nv21': _nv('nv21'),
+}
+GRAY_CASES = {
+    'mono8': np.full((H, W), GRAY, np.uint8),
+    'mono16': np.full((H, W), GRAY * 257, np.uint16),
+    '8UC1': np.full((H, W), GRAY, np.uint8),
+}
+
+
+def _raw(encoding: str, data: np.ndarray, step: int | None = None, big_endian: bool = False):
+    class Msg:  # core/images works on anything shaped like sensor_msgs/Image
+        pass
+    m = Msg()
+    m.encoding, m.width, m.height, m.is_bigendian = encoding, W, H, big_endian
+    row_bytes = data.nbytes // data.shape[0]
+    m.step = step or row_bytes
+    m.data = data.tobytes()
+    return m
+
+
+@pytest.mark.parametrize('encoding', sorted(COLOUR_CASES))
+def test_colour_encodings_decode_to_bgr(encoding):
+    out = images.decode(_raw(encoding, COLOUR_CASES[encoding]))
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    centre = out[8:-8, 8:-8].reshape(-1, 3).mean(axis=0)  # Bayer borders are interpolated
+    assert np.allclose(centre, BGR, atol=4), centre
+
+
+@pytest.mark.parametrize('encoding', sorted(GRAY_CASES))
+def test_gray_encodings_decode_to_mono8(encoding):
+    out = images.decode(_raw(encoding, GRAY_CASES[encoding]))
+    assert out.shape == (H, W) and out.dtype == np.uint8
+    assert abs(int(out.mean()) - GRAY) <= 1
+
+
+def test_big_endian_mono16():
+    data = GRAY_CASES['mono16'].astype('>u2')
+    assert abs(int(images.decode(_raw('mono16', data, big_endian=True)).mean()) - GRAY) <= 1
+
+
+def test_bgr8_is_zero_copy_and_rclpy_messages_work():
+    img = scene(1)
+    msg = image_msg(img, 1.0)
+    out = images.decode(msg)
+    assert np.array_equal(out, img)
+    assert not out.flags.owndata  # a view into the message buffer: no 6 MB copy per 1080p frame
+
+
+def test_padded_rows_honour_step():
+    img = COLOUR_CASES['bgr8'].copy()
+    img[::2] = (1, 2, 3)
+    padded = np.zeros((H, W * 3 + 16), np.uint8)
+    padded[:, :W * 3] = img.reshape(H, -1)
+    padded[:, W * 3:] = 255  # garbage in the padding must not leak into the image
+    assert np.array_equal(images.decode(_raw('bgr8', padded, step=W * 3 + 16)), img)
+
+
+@pytest.mark.parametrize(('mutate', 'reason'), [
+    (lambda m: setattr(m, 'width', 0), images.EMPTY),
+    (lambda m: setattr(m, 'height', 0), images.EMPTY),
+    (lambda m: setattr(m, 'encoding', 'h264'), images.UNSUPPORTED_ENCODING),
+    (lambda m: setattr(m, 'encoding', ''), images.UNSUPPORTED_ENCODING),
+    (lambda m: setattr(m, 'step', W * 3 - 1), images.BAD_STEP),
+    (lambda m: setattr(m, 'step', 0), images.BAD_STEP),
+    (lambda m: setattr(m, 'data', m.data[:-1]), images.BAD_LENGTH),
+    (lambda m: setattr(m, 'data', m.data + b'\0'), images.BAD_LENGTH),
+    (lambda m: setattr(m, 'data', b''), images.BAD_LENGTH),
+    (lambda m: setattr(m, 'width', W * 2), images.BAD_STEP),
+    (lambda m: setattr(m, 'height', H + 1), images.BAD_LENGTH),
+])
+def test_malformed_raw_images_are_rejected_with_a_reason(mutate, reason):
+    msg = _raw('bgr8', COLOUR_CASES['bgr8'])
+    mutate(msg)
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode(msg)
+    assert info.value.reason == reason
+
+
+def test_odd_sized_nv12_is_rejected():
+    msg = _raw('nv12', _nv('nv12'))
+    msg.width = W - 1
+    with pytest.raises(images.ImageRejected, match='even'):
+        images.decode(msg)
+
+
+def test_unconvertible_generic_encoding_is_rejected():
+    msg = _raw('32FC2', np.zeros((H, W, 2), np.float32))
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode(msg)
+    assert info.value.reason == images.UNSUPPORTED_ENCODING
+
+
+def test_jpeg_and_png_compressed():
+    img = scene(3, H * 4, W * 4)
+    jpeg = images.decode(compressed_msg(img, 0.0, 'jpeg'))
+    assert jpeg.shape == img.shape and np.abs(jpeg.astype(int) - img).mean() < 6
+    png = images.decode(compressed_msg(img, 0.0, 'png'))
+    assert np.array_equal(png, img)
+    gray = images.decode(compressed_msg(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), 0.0))
+    assert gray.ndim == 2
+    ok, png16 = cv2.imencode('.png', np.full((H, W), 40000, np.uint16))
+    assert images.decode_compressed('png', png16.tobytes()).dtype == np.uint8
+
+
+@pytest.mark.parametrize(('fmt', 'data', 'reason'), [
+    ('jpeg', b'', images.EMPTY),
+    ('jpeg', b'\xff\xd8\xff\xe0 this is not a jpeg', images.CORRUPT_COMPRESSED),
+    ('png', bytes(range(256)) * 4, images.CORRUPT_COMPRESSED),
+    ('16UC1; compressedDepth png', b'\0' * 64, images.UNSUPPORTED_FORMAT),
+])
+def test_malformed_compressed_images_are_rejected(fmt, data, reason):
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode_compressed(fmt, data)
+    assert info.value.reason == reason
+
+
+@given(width=st.integers(1, 5000), height=st.integers(1, 5000), max_side=st.integers(0, 2000),
+       max_pixels=st.integers(0, 4_000_000), align=st.sampled_from([1, 14, 28, 32]))
+def test_fit_size_limits_keep_aspect_and_never_upscale(width, height, max_side, max_pixels, align):
+    w, h = images.fit_size(width, height, max_side, max_pixels, align)
+    assert 1 <= w <= width and 1 <= h <= height
+    if max_side:
+        assert max(w, h) <= max(max_side, 1)
+    if max_pixels and max_pixels >= align * align:
+        assert w * h <= max(max_pixels, 1)
+    for side, original in ((w, width), (h, height)):
+        assert side % align == 0 or side < align
+    if min(w, h) >= 4 * align:  # alignment rounds down by less than one cell per side
+        assert abs(w / h - width / height) / (width / height) < 0.5
+
+
+def test_resize_and_jpeg_roundtrip():
+    img = scene(5, 1080, 1920)
+    small = images.resize_for_inference(img, 448, 0, 32)
+    assert small.shape == (224, 448, 3)
+    decoded = cv2.imdecode(np.frombuffer(images.encode_jpeg(small, 85), np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == small.shape

@@ -1,0 +1,130 @@
+"""Camera messages to OpenCV images and back, with every malformed input turned into ImageRejected.
+
+Works on anything shaped like sensor_msgs/Image (encoding, width, height, step, is_bigendian, data) or
+sensor_msgs/CompressedImage (format, data): rclpy messages, rosbags messages, or plain objects in tests.
+Colour conversions are rosbags-image's (every encoding it knows: rgb8, bgr8, rgba8, bgra8, mono8, mono16,
+yuv422 variants, nv12/nv21, Bayer, 16-bit colour, generic 8UC3...). This module adds what the camera node
+needs beyond it: honouring `step` (padded rows), checking sizes before touching the buffer, and the
+NV12/NV21 plane layout. Output is uint8, either gray (H, W) or BGR (H, W, 3).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+from rosbags.image import ImageError
+# rosbags-image's encoding table and colour conversion; its public image_to_cvimage ignores `step`.
+from rosbags.image.image import Format, convert_color, to_cvtype
+
+# Reasons a frame is rejected; the camera node counts each separately.
+EMPTY = 'empty'
+UNSUPPORTED_ENCODING = 'unsupported_encoding'
+BAD_STEP = 'bad_step'
+BAD_LENGTH = 'bad_length'
+CORRUPT_COMPRESSED = 'corrupt_compressed'
+UNSUPPORTED_FORMAT = 'unsupported_format'
+
+_GRAY_FORMATS = {Format.GRAY, Format.GENERIC}
+
+
+class ImageRejected(ValueError):
+    """A camera message that cannot be turned into an image; `reason` is one of the constants above."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f'{reason}: {detail}')
+        self.reason = reason
+
+
+def decode(msg: Any) -> np.ndarray:
+    """A uint8 gray or BGR image from an Image or CompressedImage message (zero copy for bgr8/mono8)."""
+    if hasattr(msg, 'format'):
+        return decode_compressed(msg.format, msg.data)
+    return decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data)
+
+
+def decode_raw(encoding: str, width: int, height: int, step: int, is_bigendian: bool, data: Any) -> np.ndarray:
+    if width <= 0 or height <= 0:
+        raise ImageRejected(EMPTY, f'{width}x{height} image')
+    try:
+        depth_bits, fmt, typestr, channels = to_cvtype(encoding)
+    except ImageError:
+        raise ImageRejected(UNSUPPORTED_ENCODING, f'encoding {encoding!r}') from None
+    itemsize = depth_bits // 8
+    row_bytes = width * channels * itemsize
+    rows = height
+    if fmt in (Format.YUV_NV12, Format.YUV_NV21):
+        if width % 2 or height % 2:
+            raise ImageRejected(BAD_STEP, f'{encoding} needs even width and height, got {width}x{height}')
+        rows = height * 3 // 2  # full-size Y plane, then half-size interleaved UV
+    if step < row_bytes or step % itemsize:
+        raise ImageRejected(BAD_STEP, f'step {step} for {width} px of {encoding} (needs >= {row_bytes})')
+    buffer = np.frombuffer(data, np.uint8)
+    if buffer.size != step * rows:
+        raise ImageRejected(BAD_LENGTH, f'{buffer.size} bytes of data, expected step {step} x {rows} rows '
+                                        f'= {step * rows}')
+
+    dtype = np.dtype(typestr).newbyteorder('>' if is_bigendian else '<')
+    image = buffer.reshape(rows, step)[:, :row_bytes].view(dtype)
+    image = image.reshape((rows, width) if channels == 1 else (rows, width, channels))
+    if not dtype.isnative:
+        image = image.astype(dtype.newbyteorder('='))
+    if encoding in ('bgr8', 'mono8'):
+        return image
+    target = 'mono8' if fmt in _GRAY_FORMATS and channels == 1 else 'bgr8'
+    try:
+        converted = convert_color(image, encoding, target)
+    except (ImageError, cv2.error) as exc:
+        raise ImageRejected(UNSUPPORTED_ENCODING, f'{encoding} -> {target}: {exc}') from None
+    return np.ascontiguousarray(converted, dtype=np.uint8)
+
+
+def decode_compressed(fmt: str, data: Any) -> np.ndarray:
+    buffer = np.frombuffer(data, np.uint8)
+    if buffer.size == 0:
+        raise ImageRejected(EMPTY, 'no compressed data')
+    if 'compressedDepth' in fmt:
+        raise ImageRejected(UNSUPPORTED_FORMAT, f'format {fmt!r} (depth images are not camera frames)')
+    # IMREAD_ANYCOLOR keeps gray JPEGs gray (no 3x copy) and gives BGR otherwise; 16-bit PNGs become 8-bit.
+    image = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR)
+    if image is None or image.size == 0:
+        raise ImageRejected(CORRUPT_COMPRESSED, f'{buffer.size} bytes of {fmt or "unnamed format"} '
+                                                'that OpenCV cannot decode')
+    return image
+
+
+def fit_size(width: int, height: int, max_side: int, max_pixels: int, align: int) -> tuple[int, int]:
+    """Largest size within max_side and max_pixels (0 = no limit), aspect kept, never upscaled,
+    each side rounded down to a multiple of `align` when it is at least that big."""
+    scale = 1.0
+    if max_side:
+        scale = min(scale, max_side / max(width, height))
+    if max_pixels:
+        scale = min(scale, math.sqrt(max_pixels / (width * height)))
+    w, h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+    while max_pixels and w * h > max_pixels and max(w, h) > 1:  # a 1 px floor on a thin image's short side
+        if w >= h:
+            w -= 1
+        else:
+            h -= 1
+    if w >= align:
+        w -= w % align
+    if h >= align:
+        h -= h % align
+    return w, h
+
+
+def resize_for_inference(image: np.ndarray, max_side: int, max_pixels: int, align: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    size = fit_size(w, h, max_side, max_pixels, align)
+    if size == (w, h):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    ok, encoded = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # only for images OpenCV cannot write at all; decode() never returns one
+        raise ValueError(f'JPEG encoding failed for an image of shape {image.shape}')
+    return encoded.tobytes()

@@ -1,0 +1,55 @@
+"""Counters, rates and latency percentiles for /diagnostics and the benchmarks (no ROS)."""
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+
+import numpy as np
+
+
+class LatencyWindow:
+    """The last `size` durations; percentiles in milliseconds."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self._values.append(seconds)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def percentile_ms(self, q: float) -> float:
+        """q-th percentile in ms; NaN while empty."""
+        if not self._values:
+            return float('nan')
+        return float(np.percentile(np.fromiter(self._values, float), q)) * 1e3
+
+
+class EventCounters:
+    """Thread-safe named counters with per-interval rates (events/s since the last `rates` call)."""
+
+    def __init__(self, start_s: float) -> None:
+        """start_s: when counting began, on the clock later passed to `rates` (monotonic seconds)."""
+        self._lock = threading.Lock()
+        self._totals: Counter[str] = Counter()
+        self._at_last_rates: Counter[str] = Counter()
+        self._last_rates_time_s = start_s
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._totals[name] += n
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._totals)
+
+    def rates(self, now_s: float) -> dict[str, float]:
+        """Events per second of each counter since the previous call (or since start_s)."""
+        with self._lock:
+            elapsed = now_s - self._last_rates_time_s
+            rates = {name: (total - self._at_last_rates[name]) / elapsed if elapsed > 0 else 0.0
+                     for name, total in self._totals.items()}
+            self._at_last_rates = Counter(self._totals)
+            self._last_rates_time_s = now_s
+            return rates

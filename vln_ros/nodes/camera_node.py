@@ -1,0 +1,178 @@
+"""camera_node: camera frames in, keyframes at inference resolution out (vln/keyframe, JPEG).
+
+Subscribes `image` (sensor_msgs/Image) or `image/compressed` (sensor_msgs/CompressedImage) with sensor-data
+QoS. The subscription callback only drops the frame into a size-1 latest-wins slot; one worker thread
+decodes it, asks the keyframe sampler, and for a keyframe resizes, JPEG-encodes and publishes it with the
+frame's own capture stamp. When the worker falls behind, frames in between are skipped (and counted),
+never queued. Malformed frames are logged (throttled), counted by reason and dropped.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from vln_ros.core import images
+from vln_ros.core.config import CameraParams
+from vln_ros.core.keyframe import Decision, KeyframeSampler
+from vln_ros.core.latest import LatestSlot
+from vln_ros.core.stats import EventCounters, LatencyWindow
+from vln_ros.nodes import diagnostics
+from vln_ros.nodes.parameters import declare_params
+from vln_ros.nodes.runner import run_node
+
+KEYFRAME_TOPIC = 'vln/keyframe'
+DECISIONS_TOPIC = 'vln/keyframe_decisions'
+# Keyframes are few and each one matters: reliable, but only the newest two are kept for a slow reader.
+# (Best-effort subscribers, e.g. rviz, still connect to a reliable publisher.)
+KEYFRAME_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _stamp_s(stamp: Any) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class CameraNode(Node):
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__('camera_node', **node_kwargs)
+        self.params: CameraParams = declare_params(self, CameraParams)
+        p = self.params
+        self._sampler = KeyframeSampler(p.keyframe)
+        self._slot: LatestSlot[Image | CompressedImage] = LatestSlot()
+        self._counters = EventCounters(time.monotonic())
+        self._frame_time = LatencyWindow()
+        self._last_decision: Decision | None = None
+        self._last_frame_time_s = time.monotonic()
+
+        msg_type, topic = (Image, 'image') if p.input_transport == 'raw' else (CompressedImage, 'image/compressed')
+        self._input_topic = self.resolve_topic_name(topic)
+        # Sensor-data QoS (best effort, depth 5): a camera must never wait for us, and a late frame is
+        # worth less than the next one.
+        self.create_subscription(msg_type, topic, self._on_frame, qos_profile_sensor_data)
+        self._keyframe_pub = self.create_publisher(CompressedImage, KEYFRAME_TOPIC, KEYFRAME_QOS)
+        self._decision_pub = (self.create_publisher(DiagnosticStatus, DECISIONS_TOPIC, 10)
+                              if p.publish_decisions else None)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+
+        self._worker = threading.Thread(target=self._work, name='camera_node_worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f'{self._input_topic} ({p.input_transport}) -> {self.resolve_topic_name(KEYFRAME_TOPIC)} '
+            f'(JPEG q{p.jpeg_quality}, max side {p.max_side_px} px, max pixels {p.max_pixels or "any"}); '
+            f'keyframe threshold {p.keyframe.change_threshold}, interval '
+            f'{p.keyframe.min_interval_s}-{p.keyframe.max_interval_s} s')
+
+    # -- executor thread: nothing here may take time ------------------------------------------------
+    def _on_frame(self, msg: Image | CompressedImage) -> None:
+        self._counters.add('frames_received')
+        if self._slot.put(msg):
+            self._counters.add('frames_skipped')
+
+    # -- worker thread ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            msg = self._slot.take(timeout_s=0.5)
+            if msg is None:
+                if self._slot.closed:
+                    return
+                continue
+            try:
+                self._process(msg)
+            except Exception as exc:  # the worker must outlive any bug a frame can trigger
+                self._counters.add('internal_errors')
+                self.get_logger().error(f'frame processing failed: {exc!r}',
+                                        throttle_duration_sec=self.params.log_throttle_s or None)
+
+    def _process(self, msg: Image | CompressedImage) -> None:
+        started = time.perf_counter()
+        self._last_frame_time_s = time.monotonic()
+        try:
+            image = images.decode(msg)
+        except images.ImageRejected as exc:
+            self._counters.add('rejected_' + exc.reason)
+            self._counters.add('decode_errors')
+            self.get_logger().warning(f'dropped a frame from {self._input_topic}: {exc}',
+                                      throttle_duration_sec=self.params.log_throttle_s or None)
+            if self._decision_pub is not None:
+                self._decision_pub.publish(DiagnosticStatus(
+                    level=DiagnosticStatus.WARN, name='keyframe_decision', message='rejected',
+                    values=[KeyValue(key='reason', value=exc.reason), KeyValue(key='detail', value=str(exc))]))
+            return
+        header = msg.header
+        stamp_s = _stamp_s(header.stamp)
+        if stamp_s == 0.0:
+            # An unstamped driver: use the receive time, or the interval logic would see no time pass.
+            self._counters.add('unstamped_frames')
+            header.stamp = self.get_clock().now().to_msg()
+            stamp_s = _stamp_s(header.stamp)
+
+        decision = self._sampler.decide(image, stamp_s)
+        self._last_decision = decision
+        self._counters.add('frames_processed')
+        if decision.keyframe:
+            p = self.params
+            small = images.resize_for_inference(image, p.max_side_px, p.max_pixels, p.align_px)
+            out = CompressedImage(format='jpeg', data=images.encode_jpeg(small, p.jpeg_quality))
+            out.header.stamp = header.stamp
+            out.header.frame_id = p.frame_id or header.frame_id
+            self._keyframe_pub.publish(out)
+            self._counters.add('keyframes_published')
+        if self._decision_pub is not None:
+            self._decision_pub.publish(self._decision_status(decision, header.stamp))
+        self._frame_time.add(time.perf_counter() - started)
+
+    @staticmethod
+    def _decision_status(d: Decision, stamp: Any) -> DiagnosticStatus:
+        values = {'stamp': f'{stamp.sec}.{stamp.nanosec:09d}', 'keyframe': str(d.keyframe).lower(),
+                  'reason': d.reason.value, 'score': f'{d.score:.5f}', 'histogram': f'{d.histogram:.5f}',
+                  'pixel': f'{d.pixel:.5f}', 'edge': f'{d.edge:.5f}', 'since_last_s': f'{d.since_last_s:.3f}'}
+        return DiagnosticStatus(name='keyframe_decision', message=d.reason.value,
+                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+    # -- diagnostics (timer, executor thread) -------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        totals = self._counters.totals()
+        rates = self._counters.rates(time.monotonic())
+        decision = self._last_decision
+        values: dict[str, object] = {
+            'input_topic': self._input_topic,
+            'input_rate_hz': rates.get('frames_received', 0.0),
+            'processed_rate_hz': rates.get('frames_processed', 0.0),
+            'keyframe_rate_hz': rates.get('keyframes_published', 0.0),
+            'frame_time_ms_p50': self._frame_time.percentile_ms(50),
+            'frame_time_ms_p99': self._frame_time.percentile_ms(99),
+            'last_reason': decision.reason.value if decision else 'none',
+            'last_score': decision.score if decision else float('nan'),
+        }
+        for name in ('frames_received', 'frames_processed', 'frames_skipped', 'keyframes_published',
+                     'decode_errors', 'unstamped_frames', 'internal_errors'):
+            values[name] = totals.get(name, 0)
+        values.update({k: v for k, v in sorted(totals.items()) if k.startswith('rejected_')})
+
+        if rates.get('frames_received', 0.0) == 0.0:
+            level, message = diagnostics.STALE, f'no frames on {self._input_topic}'
+        elif rates.get('decode_errors', 0.0) > 0.0 or rates.get('internal_errors', 0.0) > 0.0:
+            level, message = diagnostics.WARN, 'dropping malformed frames'
+        else:
+            level, message = diagnostics.OK, 'ok'
+        self._diag_pub.publish(diagnostics.array(self, diagnostics.status(self, level, message, values)))
+
+    def destroy_node(self) -> None:
+        if hasattr(self, '_worker'):  # absent when the parameters failed validation in __init__
+            self._slot.close()
+            self._worker.join(timeout=2.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node('camera_node', CameraNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

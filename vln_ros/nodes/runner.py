@@ -1,0 +1,42 @@
+"""The one `main` every vln_ros node executable uses: init, spin, shut down, and exit codes.
+
+Exit codes: 0 after a normal shutdown (Ctrl-C, SIGTERM via launch, rclpy shutdown), 2 when the
+parameters are invalid (the message names the parameter, the value and the allowed range).
+Written with try/finally rather than `with rclpy.init()` so it runs on Jazzy as well as Kilted.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+
+from vln_ros.core.config import ParameterError
+
+EXIT_BAD_PARAMETERS = 2
+
+
+def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = None,
+             threads: int = 1) -> int:
+    rclpy.init(args=args)
+    # SIGTERM (what launch and process supervisors send) ends the spin like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+    node = None
+    try:
+        node = factory()
+        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        executor.spin()
+    except ParameterError as exc:
+        print(f'[{name}] invalid parameters, not starting: {exc}', file=sys.stderr, flush=True)
+        return EXIT_BAD_PARAMETERS
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
