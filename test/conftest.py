@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-# Before rclpy starts: keep this session's DDS traffic on this machine and apart from other runs,
-# and let large raw images through Fast DDS (shared/ROS2_ON_PIP.md).
-os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA'
-os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
+from vln_ros import local_graph
+
+# Before rclpy starts: keep this session's DDS traffic on this machine (loopback and shared memory,
+# large raw images included) and apart from other runs.
+local_graph.use(domain_id=1 + os.getpid() % 100)
 
 import rclpy  # noqa: E402
 from rclpy.context import Context  # noqa: E402

@@ -115,12 +115,23 @@ def fit_size(width: int, height: int, max_side: int, max_pixels: int, align: int
     return w, h
 
 
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Downscale to size (width, height) with area averaging, fast.
+
+    INTER_AREA straight from 1080p costs ~1.5-3 ms on one core; bilinear to twice the target first and
+    then area averaging is several times cheaper and still averages enough pixels (no aliasing, quiet
+    sensor noise) for both the keyframe scores and the model's input.
+    """
+    w, h = size
+    if image.shape[1] > 2 * w and image.shape[0] > 2 * h:
+        image = cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def resize_for_inference(image: np.ndarray, max_side: int, max_pixels: int, align: int) -> np.ndarray:
     h, w = image.shape[:2]
     size = fit_size(w, h, max_side, max_pixels, align)
-    if size == (w, h):
-        return image
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image if size == (w, h) else shrink(image, size)
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:

@@ -1,0 +1,226 @@
+"""`make demo`: stream a video through the real camera_node process and show which frames became
+keyframes and why.
+
+The camera node runs as its own process (the installed `camera_node` executable, config/vln.yaml, with
+`publish_decisions` on); this process plays the video as sensor_msgs/Image frames stamped with video
+time, records every decision and keyframe that comes back over DDS, prints a summary and writes
+<out>/keyframes.png (score timeline + keyframe strip) and <out>/decisions.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vln_ros import local_graph
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_VIDEO = REPO / 'test' / 'data' / 'people_clip.mp4'
+STAMP_BASE_S = 1000.0  # video time 0 maps to this capture stamp (0 would read as "unstamped")
+
+
+@dataclass
+class Record:
+    frame: int
+    reason: str
+    keyframe: bool
+    score: float
+    histogram: float
+    pixel: float
+    edge: float
+
+
+def _camera_node_command(params_file: Path) -> list[str]:
+    exe = shutil.which('camera_node', path=os.path.dirname(sys.executable)) or shutil.which('camera_node')
+    if exe is None:
+        raise SystemExit('camera_node executable not found: run `make demo` (it installs the venv) '
+                         'or source your ROS 2 workspace')
+    return [exe, '--ros-args', '--params-file', str(params_file), '-p', 'publish_decisions:=true',
+            '-p', 'diagnostics_period_s:=0.5']
+
+
+def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[list[Record], dict, list]:
+    import cv2
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    if not frames:
+        raise SystemExit(f'no frames could be read from {video}')
+    fps = fps or cap.get(cv2.CAP_PROP_FPS) or 10.0
+
+    local_graph.use(domain_id=100 + os.getpid() % 100)  # this process and the node, on loopback
+    proc = subprocess.Popen(_camera_node_command(params_file), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    rclpy.init()
+    node = rclpy.create_node('vln_demo_player')
+    lock = threading.Lock()
+    records: list[Record] = []
+    keyframes: list[tuple[int, bytes]] = []
+    diagnostics: dict[str, str] = {}
+
+    def frame_of(stamp_s: float) -> int:
+        return round((stamp_s - STAMP_BASE_S) * fps)
+
+    def on_decision(msg: DiagnosticStatus) -> None:
+        v = {kv.key: kv.value for kv in msg.values}
+        if msg.message == 'rejected':
+            return
+        with lock:
+            records.append(Record(frame_of(float(v['stamp'])), v['reason'], v['keyframe'] == 'true',
+                                  float(v['score']), float(v['histogram']), float(v['pixel']), float(v['edge'])))
+
+    def on_keyframe(msg: CompressedImage) -> None:
+        with lock:
+            keyframes.append((frame_of(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9), bytes(msg.data)))
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith('camera_node'):
+                diagnostics.update({kv.key: kv.value for kv in status.values})
+
+    node.create_subscription(DiagnosticStatus, 'vln/keyframe_decisions', on_decision, 1000)
+    node.create_subscription(CompressedImage, 'vln/keyframe', on_keyframe, 100)
+    node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+    pub = node.create_publisher(Image, 'image', qos_profile_sensor_data)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while pub.get_subscription_count() == 0 or node.count_publishers('vln/keyframe_decisions') == 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit('camera_node did not come up:\n' + (proc.stdout.read() if proc.stdout else ''))
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the decision/keyframe subscriptions match too
+        print(f'streaming {len(frames)} frames of {video.name} ({frames[0].shape[1]}x{frames[0].shape[0]}, '
+              f'{fps:g} fps video time) at {speed:g}x through camera_node ...', flush=True)
+        period = 1.0 / (fps * speed)
+        start = time.monotonic()
+        for i, frame in enumerate(frames):
+            stamp = STAMP_BASE_S + i / fps
+            msg = Image(height=frame.shape[0], width=frame.shape[1], encoding='bgr8', step=frame.shape[1] * 3,
+                        data=frame.tobytes())
+            msg.header.frame_id = 'camera'
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), round((stamp % 1) * 1e9)
+            pub.publish(msg)
+            time.sleep(max(0.0, start + (i + 1) * period - time.monotonic()))
+        settle = time.monotonic() + 3.0
+        while time.monotonic() < settle and (not records or records[-1].frame < len(frames) - 1):
+            time.sleep(0.05)
+        time.sleep(1.2)  # one more diagnostics period
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    with lock:
+        return sorted(records, key=lambda r: r.frame), dict(diagnostics), sorted(keyframes)
+
+
+def picture(path: Path, video: Path, records: list[Record], keyframes: list[tuple[int, bytes]],
+            threshold: float, fps: float) -> None:
+    import cv2
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t = np.array([r.frame for r in records]) / fps
+    fig = plt.figure(figsize=(14, 9.5), dpi=100)
+    ax = fig.add_axes((0.06, 0.6, 0.92, 0.35))
+    ax.plot(t, [r.histogram for r in records], lw=0.8, color='#9bbbd4', label='histogram distance')
+    ax.plot(t, [r.pixel for r in records], lw=0.8, color='#b7d49b', label='pixel difference')
+    ax.plot(t, [r.edge for r in records], lw=0.8, color='#e2b88f', label='edge difference')
+    ax.plot(t, [r.score for r in records], lw=1.8, color='#333333', label='change score (weighted)')
+    ax.axhline(threshold, color='#c0392b', ls='--', lw=1, label=f'threshold {threshold:g}')
+    colours = {'first': '#8e44ad', 'change': '#c0392b', 'max_interval': '#2980b9', 'clock_jump': '#7f8c8d'}
+    for reason, colour in colours.items():
+        ks = [r for r in records if r.keyframe and r.reason == reason]
+        if ks:
+            ax.scatter([r.frame / fps for r in ks], [min(r.score, 0.6) for r in ks], s=60, color=colour,
+                       zorder=5, label=f'keyframe: {reason}')
+    ax.set_ylim(0, 0.6)
+    ax.set_xlim(0, (records[-1].frame + 1) / fps if records else 1)
+    ax.set_xlabel('video time [s]')
+    ax.set_ylabel('score vs last keyframe')
+    ax.set_title(f'camera_node keyframe sampler on {video.name}: {sum(r.keyframe for r in records)} keyframes '
+                 f'from {len(records)} frames')
+    ax.legend(loc='upper right', fontsize=8, ncol=3)
+
+    by_frame = {r.frame: r for r in records}
+    shown = keyframes[:18]  # three rows of six
+    for n, (frame, data) in enumerate(shown):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        sub = fig.add_axes((0.01 + (n % 6) * 0.165, 0.36 - (n // 6) * 0.175, 0.155, 0.14))
+        sub.imshow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        r = by_frame.get(frame)
+        label = f't={frame / fps:.1f}s {r.reason} {r.score:.2f}' if r else f't={frame / fps:.1f}s'
+        sub.set_title(label, fontsize=8, color=colours.get(r.reason if r else '', 'black'))
+        sub.axis('off')
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--video', type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument('--params-file', type=Path, default=REPO / 'config' / 'vln.yaml')
+    parser.add_argument('--fps', type=float, default=0.0, help='video frame rate (default: from the file)')
+    parser.add_argument('--speed', type=float, default=4.0, help='playback speed factor (stamps keep video time)')
+    parser.add_argument('--out', type=Path, default=Path('demo_out'))
+    args = parser.parse_args(argv)
+
+    from vln_ros.core.config import CameraParams, load_node_yaml, validate_params
+    params = validate_params(CameraParams, load_node_yaml(args.params_file, 'camera_node'))
+    import cv2
+    fps = args.fps or cv2.VideoCapture(str(args.video)).get(cv2.CAP_PROP_FPS) or 10.0
+
+    records, diag, keyframes = stream(args.video, args.params_file, fps, args.speed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / 'decisions.jsonl').open('w') as f:
+        for r in records:
+            f.write(json.dumps(r.__dict__) + '\n')
+    picture(args.out / 'keyframes.png', args.video, records, keyframes, params.keyframe.change_threshold, fps)
+
+    print(f'\n{"frame":>6} {"time":>7}  {"reason":<13} {"score":>6} {"hist":>6} {"pixel":>6} {"edge":>6}')
+    for r in records:
+        if r.keyframe:
+            print(f'{r.frame:>6} {r.frame / fps:>6.1f}s  {r.reason:<13} {r.score:>6.3f} {r.histogram:>6.3f} '
+                  f'{r.pixel:>6.3f} {r.edge:>6.3f}')
+    reasons: dict[str, int] = {}
+    for r in records:
+        reasons[r.reason] = reasons.get(r.reason, 0) + 1
+    print(f'\nframes decided: {len(records)}  keyframes: {sum(r.keyframe for r in records)} '
+          f'(received over DDS: {len(keyframes)})  decisions by reason: {reasons}')
+    print(f"camera_node diagnostics: received {diag.get('frames_received', '?')}, "
+          f"skipped {diag.get('frames_skipped', '?')}, decode errors {diag.get('decode_errors', '?')}, "
+          f"frame time p50 {diag.get('frame_time_ms_p50', '?')} ms / p99 {diag.get('frame_time_ms_p99', '?')} ms")
+    print(f'picture: {args.out / "keyframes.png"}   every decision: {args.out / "decisions.jsonl"}')
+    return 0 if records and keyframes else 1
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
