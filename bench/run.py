@@ -82,7 +82,8 @@ class CameraNodeUnderTest:
         self.Image = Image
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
         deadline = time.monotonic() + 30
         while self.pub.get_subscription_count() == 0 or self.node.count_publishers('vln/keyframe') == 0:
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -108,7 +109,8 @@ class CameraNodeUnderTest:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        self.executor.shutdown()
+        self.executor.shutdown(timeout_sec=2.0)  # stop callbacks before the node goes away
+        self.spinner.join(timeout=2.0)
         self.node.destroy_node()
         rclpy.try_shutdown()
 

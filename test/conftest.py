@@ -60,12 +60,11 @@ class Graph:
         return self.add(Node(name, context=self.context))
 
     def close(self) -> None:
-        for node in self._nodes:
-            self.executor.remove_node(node)
-            node.destroy_node()
-        self.executor.shutdown(timeout_sec=2.0)
-        rclpy.try_shutdown(context=self.context)
+        self.executor.shutdown(timeout_sec=2.0)  # stop callbacks before their nodes go away
         self._thread.join(timeout=2.0)
+        for node in self._nodes:
+            node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
 
 
 @pytest.fixture

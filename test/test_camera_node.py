@@ -147,3 +147,23 @@ def test_unstamped_frames_get_receive_time(graph):
     probe.send_paced([image_msg(scene(1), 0.0)])
     assert wait_for(lambda: len(probe.keyframes) == 1, 5.0)
     assert stamp_s(probe.keyframes[0]) > 1e9  # wall-clock seconds, not zero
+
+
+def test_a_burst_is_skipped_to_the_newest_frame_and_every_frame_is_accounted_for(graph):
+    camera(graph, diagnostics_period_s=0.2, **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph)
+    assert wait_for(probe.connected, 5.0)
+    frames = [image_msg(scene(i % 3, 1080, 1920), 50.0 + i * 0.01) for i in range(40)]
+    for msg in frames:  # as fast as rclpy publishes: faster than the node decides 1080p frames
+        probe.pub.publish(msg)
+
+    def settled():
+        if not probe.diagnostics:
+            return False
+        v = {k: int(x) for k, x in values_of(probe.diagnostics[-1]).items() if k.startswith('frames_')}
+        return v['frames_received'] > 0 and v['frames_received'] == v['frames_processed'] + v['frames_skipped']
+    assert wait_for(settled, 10.0)
+    values = values_of(probe.diagnostics[-1])
+    # latest wins: the newest frame is never the one skipped, and nothing is left queued
+    assert wait_for(lambda: probe.decisions and probe.decisions[-1].values[0].value == '50.390000000', 5.0)
+    assert len(probe.decisions) == int(values['frames_processed'])

@@ -67,3 +67,16 @@ def test_node_executables_match_between_cmake_and_setup_cfg():
     assert cmake_nodes == nodes
     for name in nodes:  # the generated launcher imports vln_ros.nodes.<name>:main
         assert scripts[name] == f'vln_ros.nodes.{name}:main'
+
+
+def test_readme_documents_every_parameter_with_its_default():
+    readme = (REPO / 'README.md').read_text()
+    for node, model in NODE_PARAMS.items():
+        for spec in param_specs(model):
+            if isinstance(spec.default, bool):
+                default = str(spec.default).lower()
+            else:
+                default = '""' if spec.default == '' else spec.default
+            row = re.search(rf'^\| `{re.escape(spec.name)}` \| ([^|]+) \|', readme, re.M)
+            assert row, f'{node}: {spec.name} is not in the README parameter table'
+            assert row.group(1).strip() == str(default), (spec.name, row.group(1), default)

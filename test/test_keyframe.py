@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from vln_ros.core.config import KeyframeParams
 from vln_ros.core.keyframe import KeyframeSampler, Reason, downscale_gray
+from vln_ros.demo.keyframes import read_frames
 
 FPS = 10.0
 
@@ -126,13 +127,7 @@ STILL = (100, 265)
 
 @pytest.fixture(scope='module')
 def clip_decisions():
-    cap = cv2.VideoCapture(str(DATA / 'people_clip.mp4'))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = read_frames(DATA / 'people_clip.mp4')
     assert len(frames) == 400
     return run(frames, KeyframeParams())
 

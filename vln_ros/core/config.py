@@ -206,7 +206,7 @@ class CameraParams(StrictModel):
     jpeg_quality: int = param(85, 'JPEG quality of published keyframes', ge=1, le=100)
     frame_id: str = param('', "Overrides the camera's header.frame_id when not empty")
     diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
-    log_throttle_s: float = param(5.0, 'At most one log line per kind of rejected frame this often', 's',
+    log_throttle_s: float = param(5.0, 'At most one log line about rejected frames this often (0 = every one)', 's',
                                   ge=0.0, le=3600.0)
     publish_decisions: bool = param(False, "Publish every frame's keyframe decision and scores on "
                                     'vln/keyframe_decisions (for tuning and the demo)')

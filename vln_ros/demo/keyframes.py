@@ -47,6 +47,18 @@ def _camera_node_command(params_file: Path) -> list[str]:
             '-p', 'diagnostics_period_s:=0.5']
 
 
+def read_frames(video: Path) -> list:
+    """Every frame of a video file, BGR uint8, in order."""
+    import cv2
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
 def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[list[Record], dict, list]:
     import cv2
     import rclpy
@@ -55,16 +67,9 @@ def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[li
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, Image
 
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = read_frames(video)
     if not frames:
         raise SystemExit(f'no frames could be read from {video}')
-    fps = fps or cap.get(cv2.CAP_PROP_FPS) or 10.0
 
     local_graph.use(domain_id=100 + os.getpid() % 100)  # this process and the node, on loopback
     proc = subprocess.Popen(_camera_node_command(params_file), stdout=subprocess.PIPE,
@@ -133,7 +138,8 @@ def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[li
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        executor.shutdown()
+        executor.shutdown(timeout_sec=2.0)  # stop callbacks before the node goes away
+        spinner.join(timeout=2.0)
         node.destroy_node()
         rclpy.try_shutdown()
     with lock:
