@@ -56,51 +56,32 @@ def bench_keyframe_decision() -> None:
         emit(f'keyframe_decision_ms_p99_{label}', np.percentile(times, 99), 'ms')
 
 
-class CameraNodeUnderTest:
-    """The real camera_node executable in its own process, plus a publisher/subscriber node here."""
+class NodeUnderTest:
+    """A real node executable in its own process (config/vln.yaml + extra parameters), and a probe node
+    here, spinning in a background thread, for the subclass's publishers and subscriptions."""
 
-    def __init__(self, *extra_params: str) -> None:
+    def __init__(self, executable: str, params: tuple[str, ...]) -> None:
         import rclpy
-        from diagnostic_msgs.msg import DiagnosticStatus
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import CompressedImage, Image
-
-        exe = Path(sys.executable).parent / 'camera_node'
-        args = [str(exe), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml'),
-                '-p', 'publish_decisions:=true']
-        for p in extra_params:
+        args = [str(Path(sys.executable).parent / executable), '--ros-args',
+                '--params-file', str(REPO / 'config' / 'vln.yaml')]
+        for p in params:
             args += ['-p', p]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         rclpy.init()
         self.node = rclpy.create_node('bench_probe')
-        self.decisions = 0
-        self.keyframe_latencies: list[float] = []
-        self.node.create_subscription(DiagnosticStatus, 'vln/keyframe_decisions', self._on_decision, 1000)
-        self.node.create_subscription(CompressedImage, 'vln/keyframe', self._on_keyframe, 100)
-        self.pub = self.node.create_publisher(Image, 'image', qos_profile_sensor_data)
-        self.Image = Image
         self.executor = SingleThreadedExecutor()
+
+    def start(self, ready) -> None:
+        """Spin the probe and wait (bounded) until ready() says the node under test is connected."""
         self.executor.add_node(self.node)
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self.spinner.start()
         deadline = time.monotonic() + 30
-        while self.pub.get_subscription_count() == 0 or self.node.count_publishers('vln/keyframe') == 0:
+        while not ready():
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError('camera_node did not come up')
+                raise RuntimeError(f'{self.proc.args[0]} did not come up')
             time.sleep(0.05)
-        time.sleep(1.0)
-
-    def _on_decision(self, _msg) -> None:
-        self.decisions += 1
-
-    def _on_keyframe(self, msg) -> None:
-        now = self.node.get_clock().now().nanoseconds * 1e-9
-        self.keyframe_latencies.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
-
-    def image(self, frame: np.ndarray):
-        h, w = frame.shape[:2]
-        return self.Image(height=h, width=w, encoding='bgr8', step=w * 3, data=frame.tobytes())
 
     def close(self) -> None:
         import rclpy
@@ -113,6 +94,33 @@ class CameraNodeUnderTest:
         self.spinner.join(timeout=2.0)
         self.node.destroy_node()
         rclpy.try_shutdown()
+
+
+class CameraNodeUnderTest(NodeUnderTest):
+    def __init__(self, *params: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticStatus
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CompressedImage, Image
+        super().__init__('camera_node', ('publish_decisions:=true', *params))
+        self.decisions = 0
+        self.keyframe_latencies: list[float] = []
+        self.node.create_subscription(DiagnosticStatus, 'vln/keyframe_decisions', self._on_decision, 1000)
+        self.node.create_subscription(CompressedImage, 'vln/keyframe', self._on_keyframe, 100)
+        self.pub = self.node.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.Image = Image
+        self.start(lambda: self.pub.get_subscription_count() > 0 and self.node.count_publishers('vln/keyframe') > 0)
+        time.sleep(1.0)  # let the keyframe and decision subscriptions match as well
+
+    def _on_decision(self, _msg) -> None:
+        self.decisions += 1
+
+    def _on_keyframe(self, msg) -> None:
+        now = self.node.get_clock().now().nanoseconds * 1e-9
+        self.keyframe_latencies.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
+
+    def image(self, frame: np.ndarray):
+        h, w = frame.shape[:2]
+        return self.Image(height=h, width=w, encoding='bgr8', step=w * 3, data=frame.tobytes())
 
 
 def bench_camera_node_fps(seconds: float = 4.0) -> None:
@@ -162,10 +170,79 @@ def bench_keyframe_latency(count: int = 150, rate: float = 30.0) -> None:
     emit('keyframe_latency_ms_p99_1080p', np.percentile(latencies, 99), 'ms')
 
 
+def _burn_one_core() -> subprocess.Popen:
+    """Another process keeping one of the two cores busy (the issue's load condition)."""
+    return subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+
+
+class ControllerUnderTest(NodeUnderTest):
+    def __init__(self, *params: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import Twist
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from vln_ros.msg import WaypointArray
+        super().__init__('controller_node', ('diagnostics_period_s:=0.5', *params))
+        self.cmds: list[tuple[float, float]] = []  # (receive time, vx)
+        self.diagnostics: dict[str, str] = {}
+        self.node.create_subscription(Twist, 'cmd_vel', lambda m: self.cmds.append((time.perf_counter(), m.linear.x)),
+                                      100)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.plans = self.node.create_publisher(WaypointArray, 'vln/waypoints',
+                                                QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        # ready once the controller reports that it sees our plan publisher (no discovery race)
+        self.start(lambda: self.diagnostics.get('plan_publishers', '0') != '0')
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.endswith('controller_node'):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def plan(self, stop: bool):
+        from vln_ros.msg import Waypoint, WaypointArray
+        msg = WaypointArray(task_id='bench', stop=stop,
+                            waypoints=[] if stop else [Waypoint(dx=0.5, confidence=1.0)] * 10)
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        return msg
+
+
+def bench_controller(seconds: float = 12.0, cycles: int = 40) -> None:
+    burner = _burn_one_core()
+    ctl = ControllerUnderTest('publish_zero_forever:=true', 'rate_hz:=50.0')
+    try:
+        time.sleep(seconds)  # the loop's own periods, measured inside the node, ~10 s window
+        d = ctl.diagnostics
+        emit('controller_rate_hz', float(d['rate_hz']), 'Hz')
+        emit('controller_period_jitter_ms_p99', float(d['period_jitter_ms_p99']), 'ms')
+        emit('controller_period_ms_max', float(d['period_ms_max']), 'ms')
+        # New plan published -> first cmd_vel that follows it (vx > 0 after standing still).
+        latencies, rng = [], np.random.default_rng(1)
+        for _ in range(cycles):
+            ctl.plans.publish(ctl.plan(stop=True))
+            deadline = time.perf_counter() + 2.0
+            while not (ctl.cmds and ctl.cmds[-1][1] == 0.0) and time.perf_counter() < deadline:
+                time.sleep(0.005)
+            time.sleep(0.1 + rng.uniform(0.0, 0.02))  # any phase of the 20 ms control period
+            sent = time.perf_counter()
+            ctl.plans.publish(ctl.plan(stop=False))
+            while time.perf_counter() < sent + 1.0:
+                moving = [t for t, vx in ctl.cmds[-20:] if vx > 0.0 and t >= sent]
+                if moving:
+                    latencies.append(moving[0] - sent)
+                    break
+                time.sleep(0.001)
+        emit('plan_to_first_cmd_ms_p50', np.percentile(np.array(latencies) * 1e3, 50), 'ms')
+        emit('plan_to_first_cmd_ms_p99', np.percentile(np.array(latencies) * 1e3, 99), 'ms')
+    finally:
+        ctl.close()
+        burner.kill()
+
+
 def main() -> int:
     bench_keyframe_decision()
     bench_camera_node_fps()
     bench_keyframe_latency()
+    bench_controller()
     out = REPO / 'bench_out'
     out.mkdir(exist_ok=True)
     (out / 'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in RESULTS))

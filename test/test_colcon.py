@@ -44,14 +44,16 @@ def test_installed_package_has_interfaces_sources_and_executables(workspace):
     for path in ('msg/_waypoint_array.py', 'srv/_set_task.py', 'core/keyframe.py', 'nodes/camera_node.py'):
         assert (site / path).is_file(), path
     assert (ws / 'install' / 'vln_ros' / 'share' / 'vln_ros' / 'config' / 'vln.yaml').is_file()
-    assert os.access(ws / 'install' / 'vln_ros' / 'lib' / 'vln_ros' / 'camera_node', os.X_OK)
+    for node in ('camera_node', 'controller_node'):
+        assert os.access(ws / 'install' / 'vln_ros' / 'lib' / 'vln_ros' / node, os.X_OK)
 
 
-def test_installed_camera_node_starts_and_answers(workspace, graph):
+@pytest.mark.parametrize('node', ['camera_node', 'controller_node'])
+def test_installed_executables_start_and_answer(workspace, graph, node):
     ws, env, _ = workspace
-    script = (f'cd {ws} && . install/setup.bash && python -c "import vln_ros.nodes.camera_node as m; '
-              f'assert m.__file__.startswith(\'{ws}/install\'), m.__file__" && '
-              f'exec {ws}/install/vln_ros/lib/vln_ros/camera_node --ros-args --params-file '
+    script = (f'cd {ws} && . install/setup.bash && python -c "import vln_ros.nodes.{node} as m; '
+              f"assert m.__file__.startswith('{ws}/install'), m.__file__\" && "
+              f'exec {ws}/install/vln_ros/lib/vln_ros/{node} --ros-args --params-file '
               f'{ws}/install/vln_ros/share/vln_ros/config/vln.yaml')
-    seen, _ = start_and_stop(graph, ['bash', '-c', script], '/camera_node', env=env)
-    assert seen[0].hardware_id == 'camera_node'
+    seen, _ = start_and_stop(graph, ['bash', '-c', script], f'/{node}', env=env)
+    assert seen[0].hardware_id == node

@@ -44,14 +44,25 @@ def test_camera_node_executable_starts_answers_and_stops(graph):
     assert 'invalid' not in out
 
 
-@pytest.mark.parametrize(('args', 'expected'), [
-    (['-p', 'max_side_px:=-5'], ["'max_side_px' = -5", '0 <= int <= 8192 [px]']),
-    (['-p', 'keyframe.max_interval_s:=2'], ["'keyframe.max_interval_s' = 2 is an integer", '2.0']),
-    (['-p', 'input_transport:=theora'], ["'input_transport' = 'theora'", 'one of raw, compressed']),
-    (['-p', 'keyframe.min_interval_s:=30.0'], ['keyframe.min_interval_s (30.0) must not exceed']),
+def test_controller_node_executable_starts_answers_and_stops(graph):
+    seen, out = start_and_stop(
+        graph, [str(VENV_BIN / 'controller_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml')],
+        '/controller_node')
+    assert seen[0].message == 'no_plan'
+
+
+@pytest.mark.parametrize(('node', 'args', 'expected'), [
+    ('camera_node', ['-p', 'max_side_px:=-5'], ["'max_side_px' = -5", '0 <= int <= 8192 [px]']),
+    ('camera_node', ['-p', 'keyframe.max_interval_s:=2'], ["'keyframe.max_interval_s' = 2 is an integer", '2.0']),
+    ('camera_node', ['-p', 'input_transport:=theora'], ["'input_transport' = 'theora'", 'one of raw, compressed']),
+    ('camera_node', ['-p', 'keyframe.min_interval_s:=30.0'], ['keyframe.min_interval_s (30.0) must not exceed']),
+    ('controller_node', ['-p', 'rate_hz:=500.0'], ["'rate_hz' = 500.0", '10.0 <= float <= 100.0 [Hz]']),
+    ('controller_node', ['-p', 'max_linear_x:=-1.0'], ["'max_linear_x' = -1.0", '0.0 <= float <= 3.0 [m/s]']),
+    ('controller_node', ['-p', 'lookahead_m:=0.05'],
+     ['goal_tolerance_m (0.1) must be smaller than lookahead_m (0.05)']),
 ])
-def test_bad_parameters_fail_start_up_with_a_clear_message(args, expected):
-    result = subprocess.run([str(VENV_BIN / 'camera_node'), '--ros-args', *args],
+def test_bad_parameters_fail_start_up_with_a_clear_message(node, args, expected):
+    result = subprocess.run([str(VENV_BIN / node), '--ros-args', *args],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     for text in expected:

@@ -213,4 +213,62 @@ class CameraParams(StrictModel):
     keyframe: KeyframeParams = KeyframeParams()
 
 
-NODE_PARAMS: dict[str, type[StrictModel]] = {'camera_node': CameraParams}
+class ControllerParams(StrictModel):
+    """controller_node: the newest plan to cmd_vel, and the robot's last line of safety."""
+
+    rate_hz: float = param(50.0, 'Control loop and cmd_vel rate (the robot needs 30-50 Hz)', 'Hz', ge=10.0, le=100.0)
+    max_linear_x: float = param(0.5, 'Largest forward speed command', 'm/s', ge=0.0, le=3.0)
+    max_linear_y: float = param(0.2, 'Largest sideways (strafe) speed command', 'm/s', ge=0.0, le=2.0)
+    max_angular_z: float = param(0.8, 'Largest yaw rate command', 'rad/s', ge=0.0, le=4.0)
+    max_accel_x: float = param(0.5, 'Forward speed may grow this fast', 'm/s^2', gt=0.0, le=10.0)
+    max_accel_y: float = param(0.5, 'Sideways speed may grow this fast', 'm/s^2', gt=0.0, le=10.0)
+    max_accel_z: float = param(1.5, 'Yaw rate may grow this fast', 'rad/s^2', gt=0.0, le=20.0)
+    max_decel_x: float = param(1.0, 'Forward speed shrinks this fast when slowing or stopping', 'm/s^2',
+                               gt=0.0, le=20.0)
+    max_decel_y: float = param(1.0, 'Sideways speed shrinks this fast when slowing or stopping', 'm/s^2',
+                               gt=0.0, le=20.0)
+    max_decel_z: float = param(3.0, 'Yaw rate shrinks this fast when slowing or stopping', 'rad/s^2',
+                               gt=0.0, le=40.0)
+    deadband_linear: float = param(0.005, 'Linear speed targets smaller than this become 0', 'm/s', ge=0.0, le=0.2)
+    deadband_angular: float = param(0.01, 'Yaw rate targets smaller than this become 0', 'rad/s', ge=0.0, le=0.5)
+    lookahead_m: float = param(0.5, 'Pure pursuit look-ahead distance along the plan', 'm', gt=0.0, le=5.0)
+    heading_gain: float = param(1.5, 'Yaw rate per radian of bearing (or final heading) error', '1/s',
+                                gt=0.0, le=10.0)
+    lateral_gain: float = param(0.3, 'Share of the speed used to strafe towards the look-ahead point '
+                                '(0 = turn only)', ge=0.0, le=1.0)
+    rotate_in_place_rad: float = param(0.8, 'Turn on the spot (no translation) while the look-ahead point is '
+                                       'further off the nose than this', 'rad', gt=0.0, le=3.1416)
+    goal_tolerance_m: float = param(0.1, 'The plan is done once the robot is this close to its last waypoint '
+                                    '(and within yaw_tolerance_rad of its heading)', 'm', gt=0.0, le=2.0)
+    yaw_tolerance_rad: float = param(0.1, 'Heading tolerance at the last waypoint', 'rad', gt=0.0, le=3.1416)
+    slowdown_distance_m: float = param(0.5, 'Speed scales down linearly within this distance of the last '
+                                       'waypoint', 'm', ge=0.0, le=5.0)
+    min_confidence: float = param(0.2, 'Waypoints less confident than this are not followed (stop)',
+                                  ge=0.0, le=1.0)
+    plan_timeout_s: float = param(15.0, "A plan older than this (by its keyframe's capture stamp) is not "
+                                  'followed: stop', 's', gt=0.0, le=120.0)
+    inference_timeout_s: float = param(10.0, 'No plan received for this long means the inference node is '
+                                       'silent or gone: stop', 's', gt=0.0, le=120.0)
+    future_tolerance_s: float = param(0.5, 'A plan stamped further in the future than this (clock skew) is '
+                                      'rejected: stop', 's', ge=0.0, le=10.0)
+    odom_timeout_s: float = param(0.5, 'Once odometry has been seen, silence this long stops the robot '
+                                  '(without odometry the controller integrates its own commands)', 's',
+                                  gt=0.0, le=10.0)
+    estop_timeout_s: float = param(0.0, 'Dead-man: e-stop publisher silent this long counts as engaged '
+                                   '(latched); 0 = off', 's', ge=0.0, le=60.0)
+    zero_hold_s: float = param(1.0, 'After stopping, publish zero this long, then go quiet (so a twist_mux '
+                               'can hand over)', 's', ge=0.0, le=60.0)
+    publish_zero_forever: bool = param(False, 'Keep publishing zero while stopped instead of going quiet')
+    cmd_vel_stamped: bool = param(False, 'Publish geometry_msgs/TwistStamped instead of Twist on cmd_vel')
+    base_frame: str = param('base_link', 'frame_id of TwistStamped commands')
+    diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
+
+    @model_validator(mode='after')
+    def _consistent(self) -> ControllerParams:
+        if self.goal_tolerance_m >= self.lookahead_m:
+            raise ValueError(f'goal_tolerance_m ({self.goal_tolerance_m}) must be smaller than lookahead_m '
+                             f'({self.lookahead_m})')
+        return self
+
+
+NODE_PARAMS: dict[str, type[StrictModel]] = {'camera_node': CameraParams, 'controller_node': ControllerParams}

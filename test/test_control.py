@@ -1,0 +1,312 @@
+"""core/control: the control law and every safety behaviour, without ROS."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vln_ros.core.config import ControllerParams
+from vln_ros.core.control import (
+    Controller,
+    Plan,
+    PlanRejected,
+    Pose2D,
+    PoseHistory,
+    StopReason,
+    Waypoint,
+    limit_rate,
+    plan_path,
+)
+
+DT = 0.02
+P = ControllerParams()
+
+
+def straight(n=4, step=0.5, stamp=0.0, confidence=1.0):
+    return Plan(stamp, tuple(Waypoint(step, 0.0, 0.0, confidence) for _ in range(n)))
+
+
+def run(c: Controller, t0: float, seconds: float, odom=None):
+    """Step the controller; with odom=Pose2D-integrating robot, feed back the commanded motion."""
+    out, t = [], t0
+    pose = odom
+    for _ in range(round(seconds / DT)):
+        t += DT
+        if pose is not None:
+            c.set_odometry(t, pose)
+        cmd = c.step(t, DT)
+        out.append((t, cmd))
+        if pose is not None:
+            pose = pose.compose(Pose2D(cmd.twist.vx * DT, cmd.twist.vy * DT, cmd.twist.wz * DT))
+    return out
+
+
+def following(c, plan, now=0.0):
+    c.set_plan(plan, now)
+    return run(c, now, 1.0)
+
+
+def test_waypoint_straight_ahead_drives_forward():
+    cmds = following(Controller(P), Plan(0.0, (Waypoint(2.0, 0.0, 0.0, 1.0),)))
+    assert all(cmd.twist.vx > 0 for _, cmd in cmds)
+    assert all(cmd.twist.wz == 0 and cmd.twist.vy == 0 for _, cmd in cmds)
+
+
+def test_waypoint_to_the_left_turns_counter_clockwise():
+    cmds = following(Controller(P), Plan(0.0, (Waypoint(0.5, 1.0, 0.0, 1.0),)))
+    assert all(cmd.twist.wz > 0 for _, cmd in cmds)
+    cmds = following(Controller(P), Plan(0.0, (Waypoint(0.5, -1.0, 0.0, 1.0),)))
+    assert all(cmd.twist.wz < 0 for _, cmd in cmds)
+
+
+def test_ninety_degrees_is_never_a_yaw_rate_of_ninety():
+    for plan in (Plan(0.0, (Waypoint(0.0, 1.0, 0.0, 1.0),)), Plan(0.0, (Waypoint(0.0, 0.0, math.pi / 2, 1.0),)),
+                 Plan(0.0, (Waypoint(0.0, 0.0, 90.0, 1.0),))):
+        cmds = run(_with(Controller(P), plan), 0.0, 3.0)
+        assert max(abs(cmd.twist.wz) for _, cmd in cmds) <= P.max_angular_z
+        assert max(abs(cmd.twist.wz) for _, cmd in cmds) > 0.5 * P.max_angular_z  # it does turn
+
+
+def _with(c, plan, now=0.0):
+    c.set_plan(plan, now)
+    return c
+
+
+def test_a_plan_that_arrives_when_the_robot_is_half_way_continues_instead_of_restarting():
+    c = Controller(P)
+    c.set_odometry(0.0, Pose2D(0.0, 0.0, 0.0))     # pose at the keyframe's capture
+    c.set_odometry(4.0, Pose2D(1.0, 0.0, 0.0))     # 4 s later it has done 1 m of the 2 m plan
+    c.set_plan(straight(4, 0.5, stamp=0.0), 4.0)
+    cmds = run(c, 4.0, 10.0, odom=Pose2D(1.0, 0.0, 0.0))
+    assert all(cmd.twist.vx >= 0 and abs(cmd.twist.wz) < 1e-6 for _, cmd in cmds)  # never turns back
+    travelled = sum(cmd.twist.vx * DT for _, cmd in cmds)
+    assert 0.8 <= travelled <= 1.0  # the remaining metre (less the goal tolerance), not 2 m
+    assert cmds[-1][1].reason is StopReason.PLAN_DONE
+
+
+def test_a_plan_is_re_expressed_after_the_robot_turned():
+    c = Controller(P)
+    c.set_odometry(0.0, Pose2D())
+    c.set_odometry(2.0, Pose2D(0.0, 0.0, math.pi / 2))  # turned left 90 degrees since the capture
+    c.set_plan(Plan(0.0, (Waypoint(2.0, 0.0, 0.0, 1.0),)), 2.0)  # "ahead" as seen at capture
+    cmds = run(c, 2.0, 0.5, odom=Pose2D(0.0, 0.0, math.pi / 2))
+    assert all(cmd.twist.wz < 0 for _, cmd in cmds)  # so now it lies to the right
+
+
+def test_without_odometry_the_commands_sent_are_integrated():
+    c = Controller(P)
+    c.set_plan(straight(2, 0.5, stamp=0.0), 0.0)
+    run(c, 0.0, 2.0)
+    moved = c.history.latest()
+    assert moved.x > 0.3 and abs(moved.y) < 1e-9
+    # a second plan from a keyframe captured at t=0 is followed from where the robot is now
+    c.set_plan(straight(2, 0.5, stamp=0.0), 2.0)
+    travelled = sum(cmd.twist.vx * DT for _, cmd in run(c, 2.0, 8.0))
+    assert travelled < 1.0 - moved.x + 0.05
+
+
+def test_confidence_scales_speed_and_low_confidence_stops():
+    fast = max(cmd.twist.vx for _, cmd in run(_with(Controller(P), straight(8, 0.5, confidence=1.0)), 0, 3))
+    slow = max(cmd.twist.vx for _, cmd in run(_with(Controller(P), straight(8, 0.5, confidence=0.5)), 0, 3))
+    assert slow == pytest.approx(fast / 2, rel=0.05)
+    cmds = run(_with(Controller(P), straight(8, 0.5, confidence=0.1)), 0, 1)
+    assert all(cmd.twist.is_zero() and cmd.reason is StopReason.LOW_CONFIDENCE for _, cmd in cmds)
+
+
+def moving(params=P, seconds=3.0):
+    c = Controller(params)
+    c.set_plan(straight(20, 0.5, stamp=0.0), 0.0)
+    cmds = run(c, 0.0, seconds)
+    assert cmds[-1][1].twist.vx == pytest.approx(params.max_linear_x)
+    return c, seconds
+
+
+def assert_ramps_to_zero(cmds, reason, params=P):
+    """Zero within v/decel + one period, never growing on the way, with the given reason."""
+    speeds = [cmd.twist.vx for _, cmd in cmds]
+    bound = params.max_linear_x / params.max_decel_x + DT
+    assert all(b <= a + 1e-12 for a, b in zip(speeds, speeds[1:])), 'not a decelerating ramp'
+    zero_at = next(t for t, cmd in cmds if cmd.twist.is_zero())
+    assert zero_at - cmds[0][0] <= bound + 1e-9
+    assert len(set(speeds[:5])) > 1, 'a step, not a ramp'
+    assert all(cmd.reason is reason for _, cmd in cmds)
+
+
+def test_stop_plan_decelerates_to_zero():
+    c, t = moving()
+    c.set_plan(Plan(t, (), stop=True), t)
+    assert_ramps_to_zero(run(c, t, 1.0), StopReason.STOP_PLAN)
+
+
+def test_stale_plan_decelerates_to_zero():
+    params = ControllerParams(plan_timeout_s=3.5)
+    c, t = moving(params)
+    cmds = run(c, t, 1.5)
+    stale = [(tt, cmd) for tt, cmd in cmds if tt > 3.5 + 1e-9]
+    assert all(cmd.twist.vx > 0 for tt, cmd in cmds if tt <= 3.5)
+    assert_ramps_to_zero(stale, StopReason.PLAN_STALE, params)
+
+
+def test_silent_inference_node_decelerates_to_zero():
+    params = ControllerParams(inference_timeout_s=3.2)
+    c, t = moving(params)
+    silent = [(tt, cmd) for tt, cmd in run(c, t, 1.5) if tt > 3.2 + 1e-9]
+    assert_ramps_to_zero(silent, StopReason.INFERENCE_SILENT, params)
+
+
+def test_plan_from_the_future_is_rejected_and_stops():
+    c, t = moving()
+    with pytest.raises(PlanRejected, match='future'):
+        c.set_plan(straight(stamp=t + 5.0), t)
+    assert_ramps_to_zero(run(c, t, 1.0), StopReason.PLAN_FROM_FUTURE)
+
+
+@pytest.mark.parametrize('bad', [math.nan, math.inf, -math.inf])
+def test_non_finite_plan_is_rejected_never_forwarded_and_stops(bad):
+    c, t = moving()
+    for plan in (Plan(t, (Waypoint(bad, 0, 0, 1),)), Plan(t, (Waypoint(1, 0, 0, bad),)), Plan(bad, (Waypoint(1, 0, 0, 1),))):
+        with pytest.raises(PlanRejected, match='nonfinite'):
+            c.set_plan(plan, t)
+    cmds = run(c, t, 1.0)
+    assert all(math.isfinite(v) for _, cmd in cmds for v in (cmd.twist.vx, cmd.twist.vy, cmd.twist.wz))
+    assert_ramps_to_zero(cmds, StopReason.PLAN_REJECTED)
+
+
+def test_non_finite_odometry_is_rejected_and_stops_until_valid_again():
+    c = Controller(P)
+    c.set_odometry(0.0, Pose2D())
+    c.set_plan(straight(20, 0.5, stamp=0.0), 0.0)
+    cmds = run(c, 0.0, 3.0, odom=Pose2D())
+    assert cmds[-1][1].twist.vx > 0
+    assert c.set_odometry(3.0, Pose2D(math.nan, 0.0, 0.0)) is False
+    stopping = [c.step(3.0 + k * DT, DT) for k in range(1, 40)]
+    assert stopping[-1].twist.is_zero() and all(s.reason is StopReason.ODOM_INVALID for s in stopping)
+    assert c.history.latest().is_finite()  # the NaN never entered the history
+    c.set_odometry(3.8, Pose2D(1.0, 0.0, 0.0))
+    assert c.step(3.82, DT).reason is StopReason.NONE
+
+
+def test_stale_odometry_stops():
+    c = Controller(P)
+    c.set_odometry(0.0, Pose2D())
+    c.set_plan(straight(stamp=0.0), 0.0)
+    cmds = run(c, 0.0, 1.0)  # no more odometry after t=0
+    assert all(cmd.reason is StopReason.ODOM_STALE for t, cmd in cmds if t > P.odom_timeout_s)
+
+
+def test_estop_stops_within_one_period_and_stays_latched_until_released():
+    c, t = moving()
+    c.estop_message(True, t)
+    assert c.step(t + DT, DT).twist.is_zero()  # the very next period
+    c.estop_message(False, t + 0.1)  # the button released: still latched
+    later = run(c, t + 0.1, 1.0)
+    assert all(cmd.twist.is_zero() and cmd.reason is StopReason.ESTOP for _, cmd in later)
+    ok, _ = c.release_estop(t + 1.2)
+    assert ok and c.estop_engaged is None
+    resumed = run(c, t + 1.2, 0.5)
+    assert resumed[-1][1].twist.vx > 0 and resumed[0][1].twist.vx <= P.max_accel_x * DT + 1e-9  # ramps up
+
+
+def test_estop_release_is_refused_while_asserted():
+    c = Controller(P)
+    c.estop_message(True, 0.0)
+    ok, message = c.release_estop(0.1)
+    assert not ok and 'still asserted' in message
+
+
+def test_deadman_engages_when_the_estop_publisher_is_silent_and_needs_release():
+    params = ControllerParams(estop_timeout_s=0.5)
+    c = Controller(params)
+    c.set_plan(straight(20, 0.5, stamp=0.0), 0.0)
+    for k in range(1, 21):
+        c.estop_message(False, k * 0.1)  # heartbeat at 10 Hz
+        c.step(k * 0.1, 0.1)
+    assert c.step(2.05, 0.05).reason is StopReason.NONE
+    cmds = run(c, 2.05, 1.0)  # heartbeat stops at t=2.0
+    engaged = [(t, cmd) for t, cmd in cmds if cmd.reason is StopReason.ESTOP_DEADMAN]
+    assert engaged and engaged[0][0] <= 2.0 + 0.5 + DT + 1e-9 and engaged[0][1].twist.is_zero()
+    assert not c.release_estop(3.1)[0]  # still silent
+    c.estop_message(False, 3.2)
+    assert c.release_estop(3.2)[0]
+
+
+def test_safe_start_up_no_motion_before_the_first_valid_plan():
+    c = Controller(P)
+    cmds = run(c, 0.0, 2.0)
+    assert all(cmd.twist.is_zero() and cmd.reason is StopReason.NO_PLAN for _, cmd in cmds)
+
+
+def test_zero_is_held_then_quiet_or_forever():
+    c = Controller(ControllerParams(zero_hold_s=0.5))
+    cmds = run(c, 0.0, 1.0)
+    assert all(cmd.publish for t, cmd in cmds if t < 0.5 - 1e-9)
+    assert not any(cmd.publish for t, cmd in cmds if t > 0.52)
+    c = Controller(ControllerParams(zero_hold_s=0.5, publish_zero_forever=True))
+    assert all(cmd.publish for _, cmd in run(c, 0.0, 2.0))
+
+
+def test_rate_limiter():
+    assert limit_rate(0.0, 1.0, 0.1, 0.5, 1.0) == pytest.approx(0.05)
+    assert limit_rate(0.5, 0.0, 0.1, 0.5, 1.0) == pytest.approx(0.4)
+    assert limit_rate(0.05, -1.0, 0.1, 0.5, 1.0) == 0.0  # through zero: stop first
+    assert limit_rate(-0.3, -0.1, 0.1, 0.5, 1.0) == pytest.approx(-0.2)
+
+
+def test_plan_path_chains_relative_steps():
+    path = plan_path(Plan(0.0, (Waypoint(1, 0, math.pi / 2, 1), Waypoint(1, 0, 0, 1))))
+    assert path[1][0].x == pytest.approx(1.0) and path[1][0].y == pytest.approx(1.0)
+
+
+def test_pose_history_interpolates_and_restarts_when_time_goes_back():
+    h = PoseHistory()
+    h.add(0.0, Pose2D(0, 0, 0))
+    h.add(1.0, Pose2D(1, 0, 1.0))
+    assert h.at(0.5) == Pose2D(0.5, 0.0, 0.5)
+    h.add(0.2, Pose2D(5, 5, 0))
+    assert h.at(0.0) == Pose2D(5, 5, 0)
+
+
+finite = st.floats(-5, 5, allow_nan=False)
+waypoints = st.builds(Waypoint, finite, finite, st.floats(-4, 4, allow_nan=False), st.floats(0, 1))
+events = st.lists(st.one_of(
+    st.tuples(st.just('plan'), st.lists(waypoints, max_size=6), st.booleans(), st.floats(-20, 1)),
+    st.tuples(st.just('estop'), st.booleans()),
+    st.tuples(st.just('release')),
+    st.tuples(st.just('odom'), finite, finite, finite),
+    st.tuples(st.just('wait'), st.floats(0.005, 0.5))), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=events, rate=st.sampled_from([10.0, 30.0, 50.0, 100.0]))
+def test_limits_hold_on_every_sample_of_any_plan_sequence(events, rate):
+    p = ControllerParams(rate_hz=rate)
+    c, t, dt, previous = Controller(p), 100.0, 1.0 / rate, None
+    for event in events:
+        kind = event[0]
+        if kind == 'plan':
+            try:
+                c.set_plan(Plan(t + event[3], tuple(event[1]), stop=event[2]), t)
+            except PlanRejected:
+                pass
+        elif kind == 'estop':
+            c.estop_message(event[1], t)
+        elif kind == 'release':
+            c.release_estop(t)
+        elif kind == 'odom':
+            c.set_odometry(t, Pose2D(*event[1:]))
+        for _ in range(max(1, round((event[1] if kind == 'wait' else dt) / dt))):
+            t += dt
+            cmd = c.step(t, dt).twist
+            for v in (cmd.vx, cmd.vy, cmd.wz):
+                assert math.isfinite(v)
+            assert abs(cmd.vx) <= p.max_linear_x and abs(cmd.vy) <= p.max_linear_y
+            assert abs(cmd.wz) <= p.max_angular_z
+            if previous is not None and c.estop_engaged is None:
+                for a, b, acc, dec in ((previous.vx, cmd.vx, p.max_accel_x, p.max_decel_x),
+                                       (previous.vy, cmd.vy, p.max_accel_y, p.max_decel_y),
+                                       (previous.wz, cmd.wz, p.max_accel_z, p.max_decel_z)):
+                    limit = (acc if abs(b) > abs(a) and (a == 0 or (a > 0) == (b > 0)) else dec) * dt
+                    assert abs(b - a) <= limit + 1e-9
+            previous = cmd

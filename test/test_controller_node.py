@@ -1,0 +1,231 @@
+"""controller_node on a real graph: rate, following, e-stop latch and release, stale/NaN plans,
+a killed inference process, safe start-up, TwistStamped. Timing bounds are generous (2-core CI)."""
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist, TwistStamped
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+
+from vln_ros.msg import Waypoint, WaypointArray
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def plan_msg(node, waypoints, age_s=0.0, stop=False, task='t1'):
+    msg = WaypointArray(task_id=task, stop=stop, waypoints=[Waypoint(dx=dx, dy=dy, dtheta=th, confidence=c)
+                                                            for dx, dy, th, c in waypoints])
+    stamp_ns = node.get_clock().now().nanoseconds - int(age_s * 1e9)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+    msg.header.frame_id = 'base_link'
+    return msg
+
+
+AHEAD = [(0.5, 0.0, 0.0, 1.0)] * 20  # 10 m straight ahead
+
+
+class Robot:
+    """Records cmd_vel (with receive times) and publishes plans and e-stops."""
+
+    def __init__(self, graph, cmd_type=Twist):
+        self.node = graph.node('robot')
+        self.cmds: list[tuple[float, Twist]] = []
+        self._lock = threading.Lock()
+        self.node.create_subscription(cmd_type, 'cmd_vel', self._on_cmd, 10)
+        self.plans = self.node.create_publisher(WaypointArray, 'vln/waypoints', RELIABLE)
+        self.estop = self.node.create_publisher(Bool, 'vln/estop', RELIABLE)
+        self.release = self.node.create_client(Trigger, 'vln/release_estop')
+        self.diagnostics: dict[str, str] = {}
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name == '/controller_node':
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def ready(self, timeout_s=10.0):
+        """The controller has discovered our plan and e-stop publishers (it reports what it sees), so
+        nothing we publish now is lost to a discovery race."""
+        return wait_for(lambda: self.diagnostics.get('estop_publishers', '0') != '0'
+                        and self.diagnostics.get('plan_publishers', '0') != '0', timeout_s)
+
+    def _on_cmd(self, msg):
+        with self._lock:
+            self.cmds.append((time.monotonic(), msg))
+
+    def since(self, t0):
+        with self._lock:
+            return [(t, m) for t, m in self.cmds if t >= t0]
+
+    def vx(self, msg):
+        return (msg.twist if isinstance(msg, TwistStamped) else msg).linear.x
+
+    def moving(self, timeout_s=5.0):
+        return wait_for(lambda: self.cmds and self.vx(self.cmds[-1][1]) > 0.2, timeout_s)
+
+    def stopped_after(self, t0, timeout_s):
+        """Seconds from t0 until a zero command arrived (None if not within timeout_s)."""
+        ok = wait_for(lambda: any(self.vx(m) == 0.0 for _, m in self.since(t0)), timeout_s)
+        return next(t for t, m in self.since(t0) if self.vx(m) == 0.0) - t0 if ok else None
+
+
+@pytest.fixture
+def controller():
+    """Start the real controller_node executable with the given parameters (a process of its own, as on
+    the robot: its control-loop timing is its own executor's, not the test's)."""
+    procs = []
+
+    def start(**params):
+        args = [str(Path(sys.executable).parent / 'controller_node'), '--ros-args', '-p', 'diagnostics_period_s:=0.2']
+        for name, value in params.items():
+            args += ['-p', f'{name}:={str(value).lower() if isinstance(value, bool) else value}']
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        return procs[-1]
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+        try:
+            assert proc.wait(timeout=10) == 0, proc.stdout.read()
+        finally:
+            proc.kill()
+
+
+def moving_robot(graph, controller, cmd_type=Twist, age_s=0.0, **params) -> Robot:
+    """A controller process with the given parameters, following a 10 m plan straight ahead."""
+    controller(**params)
+    robot = Robot(graph, cmd_type)
+    assert robot.ready()
+    robot.plans.publish(plan_msg(robot.node, AHEAD, age_s=age_s))
+    assert robot.moving()
+    return robot
+
+
+def test_follows_a_plan_at_the_configured_rate(graph, controller):
+    robot = moving_robot(graph, controller, rate_hz=50.0)
+    t0 = time.monotonic()
+    time.sleep(2.0)
+    window = robot.since(t0)
+    rate = (len(window) - 1) / (window[-1][0] - window[0][0])
+    assert 45.0 <= rate <= 55.0, rate
+    assert all(0.0 < robot.vx(m) <= 0.5 for _, m in window)
+
+
+def test_safe_start_up_publishes_only_zero_then_goes_quiet(graph, controller):
+    controller(zero_hold_s=0.5)
+    robot = Robot(graph)
+    assert wait_for(lambda: len(robot.cmds) > 5, 5.0)
+    time.sleep(1.0)
+    assert all(robot.vx(m) == 0.0 and m.angular.z == 0.0 for _, m in robot.cmds)
+    count = len(robot.cmds)
+    time.sleep(0.5)
+    assert len(robot.cmds) == count  # quiet after zero_hold_s
+
+
+def test_estop_stops_within_a_period_stays_latched_and_releases_by_service(graph, controller):
+    robot = moving_robot(graph, controller, rate_hz=50.0)
+    t0 = time.monotonic()
+    robot.estop.publish(Bool(data=True))
+    took = robot.stopped_after(t0, 1.0)
+    assert took is not None and took < 0.02 + 0.03, took  # one period (+ delivery on a loaded 2-core box)
+    robot.estop.publish(Bool(data=False))
+    robot.plans.publish(plan_msg(robot.node, AHEAD))  # a fresh plan does not release it either
+    t1 = time.monotonic()
+    time.sleep(0.5)
+    assert all(robot.vx(m) == 0.0 for _, m in robot.since(t1))
+    assert robot.release.wait_for_service(5.0)
+    future = robot.release.call_async(Trigger.Request())
+    assert wait_for(future.done, 5.0) and future.result().success
+    assert robot.moving()
+
+
+def test_release_is_refused_while_the_estop_is_asserted(graph, controller):
+    controller()
+    robot = Robot(graph)
+    assert robot.ready()
+    robot.estop.publish(Bool(data=True))
+    time.sleep(0.2)
+    assert robot.release.wait_for_service(5.0)
+    future = robot.release.call_async(Trigger.Request())
+    assert wait_for(future.done, 5.0)
+    assert not future.result().success and 'still asserted' in future.result().message
+
+
+def test_stale_plan_ends_in_a_ramp_to_zero(graph, controller):
+    robot = moving_robot(graph, controller, age_s=0.8, plan_timeout_s=2.0)  # goes stale 1.2 s from now
+    t0 = time.monotonic()
+    took = robot.stopped_after(t0, 4.0)
+    assert took is not None and took <= 1.2 + 0.5 / 1.0 + 0.3
+    speeds = [robot.vx(m) for _, m in robot.since(t0)]
+    peak = speeds.index(max(speeds))
+    ramp = speeds[peak:speeds.index(0.0) + 1]
+    assert len(ramp) >= 10 and all(b <= a for a, b in zip(ramp, ramp[1:]))  # decelerating, not a step
+
+
+@pytest.mark.parametrize('bad', [math.nan, math.inf])
+def test_non_finite_plan_is_rejected_and_stops(graph, controller, bad):
+    robot = moving_robot(graph, controller)
+    t0 = time.monotonic()
+    robot.plans.publish(plan_msg(robot.node, [(bad, 0.0, 0.0, 1.0)]))
+    assert robot.stopped_after(t0, 2.0) is not None
+    assert all(math.isfinite(robot.vx(m)) for _, m in robot.cmds)
+
+
+def test_future_plan_never_moves_the_robot(graph, controller):
+    controller()
+    robot = Robot(graph)
+    assert robot.ready()
+    robot.plans.publish(plan_msg(robot.node, AHEAD, age_s=-5.0))
+    time.sleep(0.8)
+    assert robot.cmds and all(robot.vx(m) == 0.0 for _, m in robot.cmds)
+
+
+INFERENCE_STUB = textwrap.dedent('''
+    import os, sys, time
+    from vln_ros import local_graph
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from vln_ros.msg import Waypoint, WaypointArray
+    rclpy.init()
+    node = rclpy.create_node('inference_stub')
+    pub = node.create_publisher(WaypointArray, 'vln/waypoints', QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    print('ready', flush=True)
+    while True:  # a plan every 0.3 s until killed
+        msg = WaypointArray(task_id='t', waypoints=[Waypoint(dx=0.5, confidence=1.0)] * 20)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        pub.publish(msg)
+        time.sleep(0.3)
+''')
+
+
+def test_killed_inference_process_ends_in_zero_within_the_bound(graph, controller):
+    controller(inference_timeout_s=1.0)
+    robot = Robot(graph)
+    stub = subprocess.Popen([sys.executable, '-c', INFERENCE_STUB], stdout=subprocess.PIPE, text=True)
+    try:
+        assert robot.moving(timeout_s=15.0)
+        t0 = time.monotonic()
+        stub.send_signal(signal.SIGKILL)  # no goodbye: the DDS participant just vanishes
+        took = robot.stopped_after(t0, 5.0)
+        # bound: inference_timeout_s (1.0, counted from the last plan, <= 0.3 s before the kill)
+        # + max speed / max decel (0.5 s) + margins for a loaded machine
+        assert took is not None and took <= 1.0 + 0.5 + 0.3, took
+    finally:
+        stub.kill()
+        stub.wait()
+
+
+def test_twist_stamped_output(graph, controller):
+    robot = moving_robot(graph, controller, TwistStamped, cmd_vel_stamped=True, base_frame='body')
+    assert robot.cmds[-1][1].header.frame_id == 'body'

@@ -1,0 +1,379 @@
+"""The control law and the safety layer: newest plan + time + odometry -> velocity command. No ROS.
+
+A plan's waypoints are relative steps (REP-103: x forward, y left, yaw CCW) from the robot's pose when its
+keyframe was captured. By the time the plan arrives the robot has moved, so the path is re-expressed from
+that pose to the current one using the pose history (odometry, or without it the integral of the commands
+already sent). The robot then follows the path by pure pursuit: heading towards a look-ahead point, a
+little strafing, turning on the spot when the point is far off the nose, slowing near the end and
+turning to the final heading. Speed scales with the waypoint's confidence. Every command is clamped and
+acceleration-limited; anything wrong (no plan, stop plan, stale or future plan, silent inference node,
+e-stop, dead-man, non-finite input, stale odometry) ends in a deceleration to zero at max decel, or for
+the e-stop, zero at once.
+"""
+from __future__ import annotations
+
+import bisect
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from vln_ros.core.config import ControllerParams
+
+
+def wrap_angle(a: float) -> float:
+    return math.atan2(math.sin(a), math.cos(a))
+
+
+@dataclass(frozen=True, slots=True)
+class Pose2D:
+    x: float = 0.0
+    y: float = 0.0
+    yaw: float = 0.0
+
+    def compose(self, other: Pose2D) -> Pose2D:
+        """self ⊕ other: `other` expressed in self's frame, returned in self's parent frame."""
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        return Pose2D(self.x + c * other.x - s * other.y, self.y + s * other.x + c * other.y,
+                      wrap_angle(self.yaw + other.yaw))
+
+    def inverse(self) -> Pose2D:
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        return Pose2D(-c * self.x - s * self.y, s * self.x - c * self.y, -self.yaw)
+
+    def is_finite(self) -> bool:
+        return math.isfinite(self.x) and math.isfinite(self.y) and math.isfinite(self.yaw)
+
+
+@dataclass(frozen=True, slots=True)
+class Twist2D:
+    vx: float = 0.0  # forward [m/s]
+    vy: float = 0.0  # left [m/s]
+    wz: float = 0.0  # yaw rate, CCW [rad/s]
+
+    def is_zero(self) -> bool:
+        return self.vx == 0.0 and self.vy == 0.0 and self.wz == 0.0
+
+
+ZERO = Twist2D()
+
+
+@dataclass(frozen=True, slots=True)
+class Waypoint:
+    dx: float
+    dy: float
+    dtheta: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    stamp_s: float                     # capture time of the keyframe it was made from
+    waypoints: tuple[Waypoint, ...]
+    stop: bool = False
+    task_id: str = ''
+
+
+class PlanRejected(ValueError):
+    """A plan that must not be followed; `reason` is the counter name."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f'{reason}: {detail}')
+        self.reason = reason
+
+
+class StopReason(enum.Enum):
+    NONE = 'following'                 # not stopping
+    NO_PLAN = 'no_plan'
+    STOP_PLAN = 'stop_plan'            # the model said stop (goal reached or must stop)
+    PLAN_DONE = 'plan_done'            # reached the last waypoint
+    PLAN_STALE = 'plan_stale'
+    PLAN_FROM_FUTURE = 'plan_from_future'
+    PLAN_REJECTED = 'plan_rejected'    # non-finite plan
+    LOW_CONFIDENCE = 'low_confidence'
+    INFERENCE_SILENT = 'inference_silent'
+    ODOM_INVALID = 'odom_invalid'
+    ODOM_STALE = 'odom_stale'
+    ESTOP = 'estop'
+    ESTOP_DEADMAN = 'estop_deadman'
+
+
+@dataclass(frozen=True)
+class Command:
+    twist: Twist2D
+    reason: StopReason
+    publish: bool            # False once stopped for zero_hold_s (quiet, so a twist_mux can take over)
+
+
+class PoseHistory:
+    """Timestamped poses in the odometry (or dead-reckoning) frame, interpolated on request."""
+
+    def __init__(self, horizon_s: float = 60.0) -> None:
+        self.horizon_s = horizon_s
+        self._times: deque[float] = deque()
+        self._poses: deque[Pose2D] = deque()
+
+    def add(self, t: float, pose: Pose2D) -> None:
+        if self._times and t < self._times[-1]:  # time went back (bag loop, clock reset): start over
+            self.clear()
+        self._times.append(t)
+        self._poses.append(pose)
+        while self._times and self._times[0] < t - self.horizon_s:
+            self._times.popleft()
+            self._poses.popleft()
+
+    def clear(self) -> None:
+        self._times.clear()
+        self._poses.clear()
+
+    def latest(self) -> Pose2D | None:
+        return self._poses[-1] if self._poses else None
+
+    def at(self, t: float) -> Pose2D | None:
+        """Pose at time t (linear interpolation; the nearest end outside the recorded span)."""
+        if not self._times:
+            return None
+        times = self._times
+        i = bisect.bisect_left(times, t)
+        if i == 0:
+            return self._poses[0]
+        if i >= len(times):
+            return self._poses[-1]
+        t0, t1 = times[i - 1], times[i]
+        a = (t - t0) / (t1 - t0) if t1 > t0 else 1.0
+        p0, p1 = self._poses[i - 1], self._poses[i]
+        return Pose2D(p0.x + a * (p1.x - p0.x), p0.y + a * (p1.y - p0.y),
+                      wrap_angle(p0.yaw + a * wrap_angle(p1.yaw - p0.yaw)))
+
+
+def validate_plan(plan: Plan, now_s: float, params: ControllerParams) -> None:
+    """Raise PlanRejected for a plan that must not even be looked at (non-finite, from the future)."""
+    if not math.isfinite(plan.stamp_s):
+        raise PlanRejected('nonfinite_plan', f'stamp {plan.stamp_s}')
+    for i, w in enumerate(plan.waypoints):
+        if not all(math.isfinite(v) for v in (w.dx, w.dy, w.dtheta, w.confidence)):
+            raise PlanRejected('nonfinite_plan', f'waypoint {i} = {w}')
+    if plan.stamp_s - now_s > params.future_tolerance_s:
+        raise PlanRejected('future_plan', f'stamped {plan.stamp_s - now_s:.3f} s in the future')
+
+
+def plan_path(plan: Plan) -> list[tuple[Pose2D, float]]:
+    """The waypoints as poses in the keyframe's body frame, with their confidence (chained steps)."""
+    pose, path = Pose2D(), []
+    for w in plan.waypoints:
+        pose = pose.compose(Pose2D(w.dx, w.dy, w.dtheta))
+        path.append((pose, w.confidence))
+    return path
+
+
+def limit_rate(previous: float, target: float, dt: float, accel: float, decel: float) -> float:
+    """Move from previous towards target: |v| grows at most accel*dt and shrinks at most decel*dt per step.
+    A change of sign first decelerates to zero."""
+    if previous != 0.0 and (target == 0.0 or (target > 0) != (previous > 0)):
+        return math.copysign(max(0.0, abs(previous) - decel * dt), previous)
+    limit = accel * dt if abs(target) > abs(previous) else decel * dt
+    return previous + max(-limit, min(limit, target - previous))
+
+
+def _clamp(v: float, limit: float) -> float:
+    return max(-limit, min(limit, v))
+
+
+@dataclass
+class _Following:
+    plan: Plan
+    path: list[tuple[Pose2D, float]]
+    received_s: float
+    segment: int = 0          # progress: the path segment the robot was last closest to (never goes back)
+
+
+@dataclass
+class Controller:
+    """One robot's controller. Not thread-safe: the node serialises calls."""
+
+    params: ControllerParams
+    history: PoseHistory = field(default_factory=PoseHistory)
+    _following: _Following | None = None
+    _stop: StopReason = StopReason.NO_PLAN
+    _last_plan_received_s: float | None = None
+    _odom_seen_s: float | None = None
+    _odom_invalid: bool = False
+    _estop: StopReason | None = None       # latched ESTOP or ESTOP_DEADMAN
+    _estop_active: bool = False            # the last e-stop message said true
+    _estop_heard_s: float | None = None
+    _started_s: float | None = None
+    _output: Twist2D = ZERO
+    _stopped_since_s: float | None = None
+
+    # -- inputs --------------------------------------------------------------------------------------
+    def set_plan(self, plan: Plan, now_s: float) -> None:
+        """Take a new plan (it replaces the old one at once). Raises PlanRejected; the robot then stops."""
+        self._last_plan_received_s = now_s
+        try:
+            validate_plan(plan, now_s, self.params)
+        except PlanRejected as exc:
+            self._following = None
+            self._stop = StopReason.PLAN_FROM_FUTURE if exc.reason == 'future_plan' else StopReason.PLAN_REJECTED
+            raise
+        if plan.stop or not plan.waypoints:
+            self._following, self._stop = None, StopReason.STOP_PLAN
+            return
+        self._following = _Following(plan, plan_path(plan), now_s)
+        self._stop = StopReason.NONE
+
+    def set_odometry(self, t_s: float, pose: Pose2D) -> bool:
+        """Record the robot's pose at t_s (odometry frame). A non-finite pose is rejected (False) and
+        the robot stops until a valid one arrives."""
+        self._odom_seen_s = t_s
+        if not pose.is_finite() or not math.isfinite(t_s):
+            self._odom_invalid = True
+            return False
+        self._odom_invalid = False
+        self.history.add(t_s, pose)
+        return True
+
+    def estop_message(self, engaged: bool, now_s: float) -> None:
+        self._estop_heard_s = now_s
+        self._estop_active = engaged
+        if engaged:
+            self._estop = StopReason.ESTOP
+
+    def release_estop(self, now_s: float) -> tuple[bool, str]:
+        """Explicit release of a latched e-stop; refused while the cause is still there."""
+        if self._estop_active:
+            return False, 'e-stop is still asserted (last vln/estop message was true)'
+        if self._deadman_expired(now_s):
+            return False, f'e-stop publisher silent for more than {self.params.estop_timeout_s} s'
+        was = self._estop
+        self._estop = None
+        return True, 'released' if was else 'was not engaged'
+
+    @property
+    def estop_engaged(self) -> StopReason | None:
+        return self._estop
+
+    def _deadman_expired(self, now_s: float) -> bool:
+        if self.params.estop_timeout_s <= 0.0:
+            return False
+        heard = self._estop_heard_s if self._estop_heard_s is not None else self._started_s
+        return heard is not None and now_s - heard > self.params.estop_timeout_s
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def step(self, now_s: float, dt_s: float) -> Command:
+        """One control period: the command to publish at now_s (ROS time), dt_s after the previous one."""
+        if self._started_s is None:
+            self._started_s = now_s
+        dt_s = min(max(dt_s, 0.0), 0.2)  # a stalled loop must not turn into one huge acceleration step
+        if self._deadman_expired(now_s) and self._estop is None:
+            self._estop = StopReason.ESTOP_DEADMAN
+
+        reason, target = self._target(now_s)
+        if self._estop is not None:
+            reason, output = self._estop, ZERO  # emergency: zero at once, no ramp
+        else:
+            p = self.params
+            output = Twist2D(
+                _clamp(limit_rate(self._output.vx, target.vx, dt_s, p.max_accel_x, p.max_decel_x), p.max_linear_x),
+                _clamp(limit_rate(self._output.vy, target.vy, dt_s, p.max_accel_y, p.max_decel_y), p.max_linear_y),
+                _clamp(limit_rate(self._output.wz, target.wz, dt_s, p.max_accel_z, p.max_decel_z), p.max_angular_z))
+            if not all(math.isfinite(v) for v in (output.vx, output.vy, output.wz)):
+                output, reason = ZERO, StopReason.PLAN_REJECTED  # unreachable by construction; never forward NaN
+        self._output = output
+        if self._odom_seen_s is None:
+            self._dead_reckon(now_s, dt_s, output)
+
+        if not output.is_zero():
+            self._stopped_since_s = None
+            return Command(output, reason, True)
+        if self._stopped_since_s is None:
+            self._stopped_since_s = now_s
+        quiet = (not self.params.publish_zero_forever
+                 and now_s - self._stopped_since_s >= self.params.zero_hold_s)
+        return Command(output, reason, not quiet)
+
+    def _dead_reckon(self, now_s: float, dt_s: float, twist: Twist2D) -> None:
+        """Without odometry, the pose history is the integral of the commands sent."""
+        last = self.history.latest() or Pose2D()
+        self.history.add(now_s, last.compose(Pose2D(twist.vx * dt_s, twist.vy * dt_s, twist.wz * dt_s)))
+
+    def _target(self, now_s: float) -> tuple[StopReason, Twist2D]:
+        p = self.params
+        if self._odom_invalid:
+            return StopReason.ODOM_INVALID, ZERO
+        if self._odom_seen_s is not None and now_s - self._odom_seen_s > p.odom_timeout_s:
+            return StopReason.ODOM_STALE, ZERO
+        f = self._following
+        if f is None:
+            return self._stop, ZERO
+        if self._last_plan_received_s is not None and now_s - self._last_plan_received_s > p.inference_timeout_s:
+            return StopReason.INFERENCE_SILENT, ZERO
+        if now_s - f.plan.stamp_s > p.plan_timeout_s:
+            return StopReason.PLAN_STALE, ZERO
+        return self._pursue(f, now_s)
+
+    def _pursue(self, f: _Following, now_s: float) -> tuple[StopReason, Twist2D]:
+        p = self.params
+        pose_then = self.history.at(f.plan.stamp_s) or Pose2D()
+        pose_now = self.history.latest() or Pose2D()
+        to_now = pose_now.inverse().compose(pose_then)  # keyframe body frame -> current body frame
+        # The path starts where the robot stood at capture; the robot itself is at (0, 0) facing +x.
+        points = [to_now] + [to_now.compose(pose) for pose, _ in f.path]
+        confidences = [c for _, c in f.path]
+
+        # Progress: the closest segment from the current one on, so a plan that arrives when the robot
+        # is already half way continues from there instead of going back to its start.
+        best = (math.inf, f.segment, 0.0)
+        for i in range(f.segment, len(points) - 1):
+            a, b = points[i], points[i + 1]
+            ex, ey = b.x - a.x, b.y - a.y
+            length2 = ex * ex + ey * ey
+            t = 0.0 if length2 == 0.0 else max(0.0, min(1.0, -(a.x * ex + a.y * ey) / length2))
+            d = math.hypot(a.x + t * ex, a.y + t * ey)
+            if d < best[0] - 1e-9:
+                best = (d, i, t)
+        _, f.segment, t = best
+
+        # Look-ahead point: lookahead_m further along the path from the robot's projection on it.
+        i = f.segment
+        x, y = points[i].x + t * (points[i + 1].x - points[i].x), points[i].y + t * (points[i + 1].y - points[i].y)
+        remaining = p.lookahead_m
+        while True:
+            b = points[i + 1]
+            gap = math.hypot(b.x - x, b.y - y)
+            if gap >= remaining:
+                x, y = x + (b.x - x) * remaining / gap, y + (b.y - y) * remaining / gap
+                break
+            remaining -= gap
+            x, y = b.x, b.y
+            if i + 2 >= len(points):
+                break
+            i += 1
+        confidence = confidences[i]
+        goal = points[-1]
+        goal_distance = math.hypot(goal.x, goal.y)
+        if confidence < p.min_confidence:
+            return StopReason.LOW_CONFIDENCE, ZERO
+
+        if goal_distance <= p.goal_tolerance_m:
+            if abs(goal.yaw) <= p.yaw_tolerance_rad:
+                self._following, self._stop = None, StopReason.PLAN_DONE
+                return StopReason.PLAN_DONE, ZERO
+            return StopReason.NONE, self._deadband(Twist2D(0.0, 0.0, _clamp(p.heading_gain * goal.yaw,
+                                                                             p.max_angular_z)))
+
+        speed = p.max_linear_x * confidence
+        if p.slowdown_distance_m > 0.0:
+            speed *= min(1.0, goal_distance / p.slowdown_distance_m)
+        bearing = math.atan2(y, x)
+        wz = _clamp(p.heading_gain * bearing, p.max_angular_z)
+        if abs(bearing) > p.rotate_in_place_rad:
+            return StopReason.NONE, self._deadband(Twist2D(0.0, 0.0, wz))
+        return StopReason.NONE, self._deadband(Twist2D(
+            _clamp(speed * math.cos(bearing), p.max_linear_x),
+            _clamp(p.lateral_gain * speed * math.sin(bearing), p.max_linear_y), wz))
+
+    def _deadband(self, t: Twist2D) -> Twist2D:
+        p = self.params
+        return Twist2D(0.0 if abs(t.vx) < p.deadband_linear else t.vx,
+                       0.0 if abs(t.vy) < p.deadband_linear else t.vy,
+                       0.0 if abs(t.wz) < p.deadband_angular else t.wz)

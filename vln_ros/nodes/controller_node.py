@@ -1,0 +1,209 @@
+"""controller_node: the newest plan (vln/waypoints) to cmd_vel at rate_hz, and the robot's safety layer.
+
+All decisions are vln_ros.core.control's; this node only converts messages, keeps time and publishes.
+Concurrency: the control loop is a timer in its own callback group and the inputs (plans, odometry,
+e-stop, the release service, diagnostics) share another, on a two-thread executor, so no input callback
+can delay a control period. A lock serialises access to the controller between the two groups; every
+critical section is a few microseconds.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import Odometry
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+
+from vln_ros.core.config import ControllerParams
+from vln_ros.core.control import Controller, Plan, PlanRejected, Pose2D, StopReason, Twist2D, Waypoint
+from vln_ros.core.stats import EventCounters, LatencyWindow
+from vln_ros.msg import WaypointArray
+from vln_ros.nodes import diagnostics
+from vln_ros.nodes.parameters import declare_params
+from vln_ros.nodes.runner import run_node
+
+# Plans and e-stop messages must not be lost: reliable. (A best-effort e-stop publisher cannot match
+# this subscription; that is reported as an incompatible-QoS error, and the dead-man covers it.)
+RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# cmd_vel: only the newest command matters to the robot.
+CMD_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+# Stopped for a reason that is not a fault: diagnostics stay OK.
+NORMAL_STOPS = {StopReason.NONE, StopReason.NO_PLAN, StopReason.STOP_PLAN, StopReason.PLAN_DONE}
+
+
+def _seconds(stamp: Any) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def plan_from_msg(msg: WaypointArray) -> Plan:
+    return Plan(_seconds(msg.header.stamp),
+                tuple(Waypoint(w.dx, w.dy, w.dtheta, w.confidence) for w in msg.waypoints),
+                stop=msg.stop, task_id=msg.task_id)
+
+
+def pose_from_odometry(msg: Odometry) -> Pose2D:
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+    return Pose2D(p.x, p.y, yaw)
+
+
+class ControllerNode(Node):
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__('controller_node', **node_kwargs)
+        self.params: ControllerParams = declare_params(self, ControllerParams)
+        p = self.params
+        self._controller = Controller(p)
+        self._lock = threading.Lock()
+        self._counters = EventCounters(time.monotonic())
+        self._periods = LatencyWindow(size=max(100, int(10 * p.rate_hz)))  # ~10 s of control periods
+        self._jitter = LatencyWindow(size=max(100, int(10 * p.rate_hz)))   # |period - 1/rate_hz|
+        self._last_tick: float | None = None
+        self._last_command = Twist2D()
+        self._last_reason = StopReason.NO_PLAN
+        self._last_plan_stamp_s: float | None = None
+
+        loop_group, io_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self.create_subscription(WaypointArray, 'vln/waypoints', self._on_plan, RELIABLE_QOS,
+                                 callback_group=io_group)
+        self.create_subscription(Odometry, 'odom', self._on_odometry, qos_profile_sensor_data,
+                                 callback_group=io_group)
+        self.create_subscription(
+            Bool, 'vln/estop', self._on_estop, RELIABLE_QOS, callback_group=io_group,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_estop_qos_mismatch))
+        self.create_service(Trigger, 'vln/release_estop', self._on_release, callback_group=io_group)
+        self._cmd_type = TwistStamped if p.cmd_vel_stamped else Twist
+        self._cmd_pub = self.create_publisher(self._cmd_type, 'cmd_vel', CMD_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(1.0 / p.rate_hz, self._tick, callback_group=loop_group)
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics, callback_group=io_group)
+        self.get_logger().info(
+            f'{self.resolve_topic_name("vln/waypoints")} -> {self.resolve_topic_name("cmd_vel")} '
+            f'({self._cmd_type.__name__}) at {p.rate_hz} Hz; limits vx {p.max_linear_x} m/s, vy {p.max_linear_y} '
+            f'm/s, wz {p.max_angular_z} rad/s; plan timeout {p.plan_timeout_s} s, inference timeout '
+            f'{p.inference_timeout_s} s, dead-man {p.estop_timeout_s or "off"}')
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- inputs (io group) --------------------------------------------------------------------------
+    def _on_plan(self, msg: WaypointArray) -> None:
+        self._counters.add('plans_received')
+        plan = plan_from_msg(msg)
+        with self._lock:
+            try:
+                self._controller.set_plan(plan, self._now())
+                self._last_plan_stamp_s = plan.stamp_s
+            except PlanRejected as exc:
+                self._counters.add('plans_rejected_' + exc.reason)
+                self.get_logger().warning(f'rejected a plan of task {msg.task_id!r}, stopping: {exc}',
+                                          throttle_duration_sec=2.0)
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        stamp = _seconds(msg.header.stamp) or self._now()
+        with self._lock:
+            accepted = self._controller.set_odometry(stamp, pose_from_odometry(msg))
+        if not accepted:
+            self._counters.add('odometry_rejected')
+            self.get_logger().warning('rejected non-finite odometry, stopping', throttle_duration_sec=2.0)
+
+    def _on_estop(self, msg: Bool) -> None:
+        with self._lock:
+            was = self._controller.estop_engaged
+            self._controller.estop_message(bool(msg.data), self._now())
+        if msg.data and was is None:
+            self._counters.add('estop_engagements')
+            self.get_logger().error('e-stop engaged: stopping (latched until vln/release_estop)')
+
+    def _on_estop_qos_mismatch(self, event: Any) -> None:
+        self._counters.add('estop_qos_mismatches')
+        self.get_logger().error('an e-stop publisher with incompatible QoS cannot reach this node; publish '
+                                'vln/estop RELIABLE', throttle_duration_sec=10.0)
+
+    def _on_release(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            response.success, response.message = self._controller.release_estop(self._now())
+        self.get_logger().info(f'e-stop release requested: {response.message}')
+        return response
+
+    # -- the control loop (its own group) --------------------------------------------------------------
+    def _tick(self) -> None:
+        tick = time.monotonic()
+        dt = 1.0 / self.params.rate_hz if self._last_tick is None else tick - self._last_tick
+        if self._last_tick is not None:
+            self._periods.add(dt)
+            self._jitter.add(abs(dt - 1.0 / self.params.rate_hz))
+        self._last_tick = tick
+        with self._lock:
+            command = self._controller.step(self._now(), dt)
+        self._last_command, self._last_reason = command.twist, command.reason
+        if command.publish:
+            self._cmd_pub.publish(self._message(command.twist))
+            self._counters.add('commands_published')
+
+    def _message(self, t: Twist2D) -> Twist | TwistStamped:
+        twist = Twist()
+        twist.linear.x, twist.linear.y, twist.angular.z = t.vx, t.vy, t.wz
+        if self._cmd_type is Twist:
+            return twist
+        msg = TwistStamped(twist=twist)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.params.base_frame
+        return msg
+
+    # -- diagnostics (io group) --------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        nominal = 1.0 / self.params.rate_hz
+        rates = self._counters.rates(time.monotonic())
+        totals = self._counters.totals()
+        reason, command = self._last_reason, self._last_command
+        plan_age = self._now() - self._last_plan_stamp_s if self._last_plan_stamp_s is not None else float('nan')
+        values: dict[str, object] = {
+            'stop_reason': reason.value,
+            'rate_hz': 1.0 / (self._periods.percentile_ms(50) / 1e3) if len(self._periods) else float('nan'),
+            'period_ms_p50': self._periods.percentile_ms(50),
+            'period_ms_p99': self._periods.percentile_ms(99),
+            'period_ms_max': self._periods.percentile_ms(100),
+            'period_jitter_ms_p99': self._jitter.percentile_ms(99),
+            'plan_age_s': plan_age,
+            'plan_rate_hz': rates.get('plans_received', 0.0),
+            'cmd_vx': command.vx, 'cmd_vy': command.vy, 'cmd_wz': command.wz,
+            'estop': self._controller.estop_engaged.value if self._controller.estop_engaged else 'released',
+            # who can reach this robot: an operator wants to know that an e-stop publisher exists
+            'estop_publishers': self.count_publishers(self.resolve_topic_name('vln/estop')),
+            'plan_publishers': self.count_publishers(self.resolve_topic_name('vln/waypoints')),
+        }
+        for name in ('plans_received', 'commands_published', 'odometry_rejected', 'estop_engagements'):
+            values[name] = totals.get(name, 0)
+        values.update({k: v for k, v in sorted(totals.items()) if k.startswith(('plans_rejected_', 'estop_qos'))})
+        slow = len(self._periods) and self._periods.percentile_ms(50) > 1.1e3 * nominal
+        if reason in (StopReason.ESTOP, StopReason.ESTOP_DEADMAN):
+            level, message = diagnostics.WARN, f'stopped: {reason.value} (release with vln/release_estop)'
+        elif reason not in NORMAL_STOPS:
+            level, message = diagnostics.WARN, f'stopped: {reason.value}'
+        elif slow:
+            level, message = diagnostics.WARN, f'control loop slower than {self.params.rate_hz} Hz'
+        else:
+            level, message = diagnostics.OK, reason.value
+        self._diag_pub.publish(diagnostics.array(self, diagnostics.status(self, level, message, values)))
+
+
+def main(args: list[str] | None = None) -> int:
+    # A thread holding the GIL keeps it up to the switch interval (5 ms by default) before a due control
+    # tick can run; 0.5 ms keeps the loop's period jitter well inside a millisecond or two.
+    sys.setswitchinterval(0.0005)
+    # Two threads: the control-loop group and the input group never wait for each other.
+    return run_node('controller_node', ControllerNode, args, threads=2)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
