@@ -15,6 +15,7 @@ import pytest
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import Odometry
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -75,10 +76,15 @@ class Robot:
     def moving(self, timeout_s=5.0):
         return wait_for(lambda: self.cmds and self.vx(self.cmds[-1][1]) > 0.2, timeout_s)
 
+    @staticmethod
+    def is_zero(msg):
+        t = msg.twist if isinstance(msg, TwistStamped) else msg
+        return (t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z) == (0.0,) * 6
+
     def stopped_after(self, t0, timeout_s):
-        """Seconds from t0 until a zero command arrived (None if not within timeout_s)."""
-        ok = wait_for(lambda: any(self.vx(m) == 0.0 for _, m in self.since(t0)), timeout_s)
-        return next(t for t, m in self.since(t0) if self.vx(m) == 0.0) - t0 if ok else None
+        """Seconds from t0 until an all-zero command arrived (None if not within timeout_s)."""
+        ok = wait_for(lambda: any(self.is_zero(m) for _, m in self.since(t0)), timeout_s)
+        return next(t for t, m in self.since(t0) if self.is_zero(m)) - t0 if ok else None
 
 
 @pytest.fixture
@@ -115,11 +121,13 @@ def moving_robot(graph, controller, cmd_type=Twist, age_s=0.0, **params) -> Robo
 def test_follows_a_plan_at_the_configured_rate(graph, controller):
     robot = moving_robot(graph, controller, rate_hz=50.0)
     t0 = time.monotonic()
-    time.sleep(2.0)
-    window = robot.since(t0)
-    rate = (len(window) - 1) / (window[-1][0] - window[0][0])
-    assert 45.0 <= rate <= 55.0, rate
-    assert all(0.0 < robot.vx(m) <= 0.5 for _, m in window)
+    time.sleep(3.0)
+    received = len([t for t, _ in robot.since(t0) if t < t0 + 3.0])
+    # Receive times bunch up on a loaded machine, so count over the window instead of timing arrivals;
+    # the node's own loop rate (measured from its timer periods) must be on target too.
+    assert 45.0 <= received / 3.0 <= 55.0, received
+    assert wait_for(lambda: 48.0 <= float(robot.diagnostics.get('rate_hz', 'nan')) <= 52.0, 2.0), robot.diagnostics
+    assert all(0.0 < robot.vx(m) <= 0.5 for _, m in robot.since(t0))
 
 
 def test_safe_start_up_publishes_only_zero_then_goes_quiet(graph, controller):
@@ -142,11 +150,15 @@ def test_estop_stops_within_a_period_stays_latched_and_releases_by_service(graph
     robot.estop.publish(Bool(data=False))
     robot.plans.publish(plan_msg(robot.node, AHEAD))  # a fresh plan does not release it either
     t1 = time.monotonic()
-    time.sleep(0.5)
-    assert all(robot.vx(m) == 0.0 for _, m in robot.since(t1))
+    time.sleep(1.5)  # longer than zero_hold_s
+    assert all(robot.is_zero(m) for _, m in robot.since(t1))  # latched, and never quiet meanwhile
     assert robot.release.wait_for_service(5.0)
     future = robot.release.call_async(Trigger.Request())
     assert wait_for(future.done, 5.0) and future.result().success
+    t2 = time.monotonic()
+    time.sleep(0.3)
+    assert all(robot.is_zero(m) for _, m in robot.since(t2))  # a release alone never restarts motion
+    robot.plans.publish(plan_msg(robot.node, AHEAD))
     assert robot.moving()
 
 
@@ -179,7 +191,7 @@ def test_non_finite_plan_is_rejected_and_stops(graph, controller, bad):
     t0 = time.monotonic()
     robot.plans.publish(plan_msg(robot.node, [(bad, 0.0, 0.0, 1.0)]))
     assert robot.stopped_after(t0, 2.0) is not None
-    assert all(math.isfinite(robot.vx(m)) for _, m in robot.cmds)
+    assert all(math.isfinite(v) for _, m in robot.cmds for v in (m.linear.x, m.linear.y, m.angular.z))
 
 
 def test_future_plan_never_moves_the_robot(graph, controller):
@@ -229,3 +241,41 @@ def test_killed_inference_process_ends_in_zero_within_the_bound(graph, controlle
 def test_twist_stamped_output(graph, controller):
     robot = moving_robot(graph, controller, TwistStamped, cmd_vel_stamped=True, base_frame='body')
     assert robot.cmds[-1][1].header.frame_id == 'body'
+
+
+def test_non_finite_odometry_stops_the_robot(graph, controller):
+    controller()
+    robot = Robot(graph)
+    odom = robot.node.create_publisher(Odometry, 'odom', 10)
+    state = {'x': 0.0}
+
+    def publish_odom():
+        msg = Odometry()
+        msg.header.stamp = robot.node.get_clock().now().to_msg()
+        msg.pose.pose.position.x = state['x']
+        msg.pose.pose.orientation.w = 1.0
+        odom.publish(msg)
+    robot.node.create_timer(0.02, publish_odom)
+    assert robot.ready()
+    robot.plans.publish(plan_msg(robot.node, AHEAD))
+    assert robot.moving()
+    t0 = time.monotonic()
+    state['x'] = math.nan
+    assert robot.stopped_after(t0, 2.0) is not None
+    assert wait_for(lambda: int(robot.diagnostics.get('odometry_rejected', '0')) > 0, 2.0)
+    assert robot.diagnostics['stop_reason'] == 'odom_invalid'
+
+
+def test_deadman_engages_when_the_estop_heartbeat_stops(graph, controller):
+    controller(estop_timeout_s=0.5)
+    robot = Robot(graph)
+    beating = {'on': True}
+    robot.node.create_timer(0.1, lambda: beating['on'] and robot.estop.publish(Bool(data=False)))
+    assert robot.ready()
+    robot.plans.publish(plan_msg(robot.node, AHEAD))
+    assert robot.moving()
+    t0 = time.monotonic()
+    beating['on'] = False
+    took = robot.stopped_after(t0, 3.0)
+    assert took is not None and took <= 0.5 + 0.1 + 0.05 + 0.2, took  # timeout + heartbeat gap + period + slack
+    assert wait_for(lambda: robot.diagnostics.get('estop') == 'estop_deadman', 2.0)

@@ -131,6 +131,19 @@ def test_malformed_raw_images_are_rejected_with_a_reason(mutate, reason):
     assert info.value.reason == reason
 
 
+def test_oversized_frames_are_rejected_before_decoding():
+    msg = _raw('bgr8', COLOUR_CASES['bgr8'])
+    msg.width, msg.height, msg.step = 100_000, 100_000, 300_000
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode(msg)
+    assert info.value.reason == images.TOO_LARGE
+    # a PNG that claims 20000 x 20000 pixels (a decompression bomb) is refused by OpenCV's limit
+    ok, png = cv2.imencode('.png', np.zeros((20_000, 20_000), np.uint8))
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode_compressed('png', png.tobytes())
+    assert info.value.reason == images.TOO_LARGE
+
+
 def test_odd_sized_nv12_is_rejected():
     msg = _raw('nv12', _nv('nv12'))
     msg.width = W - 1

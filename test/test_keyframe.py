@@ -145,3 +145,10 @@ def test_real_footage_still_stretch_gets_only_max_interval_keyframes(clip_decisi
     assert still and all(reason is Reason.MAX_INTERVAL for _, reason in still)
     assert len(still) <= (STILL[1] - STILL[0]) / FPS / KeyframeParams().max_interval_s + 1
     assert sum(d.keyframe for d in clip_decisions) <= 0.06 * len(clip_decisions)
+
+
+def test_a_tall_thin_frame_gets_a_small_analysis_copy():
+    small = downscale_gray(np.zeros((10_000, 1, 3), np.uint8), 160)
+    assert small.shape == (160, 1)  # longest side bounded: not 1.6 million rows
+    portrait = downscale_gray(np.zeros((1920, 1080), np.uint8), 160)
+    assert portrait.shape == (160, 90)

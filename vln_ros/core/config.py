@@ -168,8 +168,8 @@ def load_node_yaml(path: str | Path, node_name: str) -> dict[str, Any]:
 class KeyframeParams(StrictModel):
     """When a camera frame becomes a keyframe (core/keyframe.py)."""
 
-    analysis_width_px: int = param(160, 'Width of the grayscale copy the scores are computed on', 'px',
-                                   ge=32, le=1280)
+    analysis_side_px: int = param(160, 'Longest side of the grayscale copy the scores are computed on', 'px',
+                                  ge=32, le=1280)
     histogram_bins: int = param(32, 'Bins of the intensity histogram', ge=4, le=256)
     weight_histogram: float = param(0.3, 'Weight of the histogram distance in the change score', ge=0.0, le=1.0)
     weight_pixel: float = param(0.4, 'Weight of the mean absolute pixel difference in the change score',

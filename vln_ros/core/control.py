@@ -21,6 +21,14 @@ from dataclasses import dataclass, field
 from vln_ros.core.config import ControllerParams
 
 
+# A plan is local: more waypoints or longer steps than this are not a plan but a broken answer, and an
+# unbounded count would let one message stall the control loop.
+MAX_WAYPOINTS = 256
+MAX_STEP_M = 50.0
+# Odometry further than this from its origin is corrupt, not a pose (and would overflow the geometry).
+MAX_ODOM_M = 1.0e6
+
+
 def wrap_angle(a: float) -> float:
     return math.atan2(math.sin(a), math.cos(a))
 
@@ -96,6 +104,7 @@ class StopReason(enum.Enum):
     ODOM_STALE = 'odom_stale'
     ESTOP = 'estop'
     ESTOP_DEADMAN = 'estop_deadman'
+    CLOCK_JUMP = 'clock_jump'          # ROS time went backwards (bag loop, sim reset): plan and poses dropped
 
 
 @dataclass(frozen=True)
@@ -113,14 +122,16 @@ class PoseHistory:
         self._times: deque[float] = deque()
         self._poses: deque[Pose2D] = deque()
 
-    def add(self, t: float, pose: Pose2D) -> None:
-        if self._times and t < self._times[-1]:  # time went back (bag loop, clock reset): start over
-            self.clear()
+    def add(self, t: float, pose: Pose2D) -> bool:
+        """Append a pose; an out-of-order sample is dropped (False). Clock resets are the controller's."""
+        if self._times and t < self._times[-1]:
+            return False
         self._times.append(t)
         self._poses.append(pose)
         while self._times and self._times[0] < t - self.horizon_s:
             self._times.popleft()
             self._poses.popleft()
+        return True
 
     def clear(self) -> None:
         self._times.clear()
@@ -150,9 +161,13 @@ def validate_plan(plan: Plan, now_s: float, params: ControllerParams) -> None:
     """Raise PlanRejected for a plan that must not even be looked at (non-finite, from the future)."""
     if not math.isfinite(plan.stamp_s):
         raise PlanRejected('nonfinite_plan', f'stamp {plan.stamp_s}')
+    if len(plan.waypoints) > MAX_WAYPOINTS:
+        raise PlanRejected('too_many_waypoints', f'{len(plan.waypoints)} waypoints (at most {MAX_WAYPOINTS})')
     for i, w in enumerate(plan.waypoints):
         if not all(math.isfinite(v) for v in (w.dx, w.dy, w.dtheta, w.confidence)):
             raise PlanRejected('nonfinite_plan', f'waypoint {i} = {w}')
+        if abs(w.dx) > MAX_STEP_M or abs(w.dy) > MAX_STEP_M or abs(w.dtheta) > 4 * math.pi:
+            raise PlanRejected('implausible_plan', f'waypoint {i} = {w} (steps up to {MAX_STEP_M} m, 4 pi rad)')
     if plan.stamp_s - now_s > params.future_tolerance_s:
         raise PlanRejected('future_plan', f'stamped {plan.stamp_s - now_s:.3f} s in the future')
 
@@ -176,6 +191,9 @@ def limit_rate(previous: float, target: float, dt: float, accel: float, decel: f
 
 
 def _clamp(v: float, limit: float) -> float:
+    """Clamp to [-limit, limit]; NaN becomes 0 (min/max would turn it into +limit)."""
+    if v != v:
+        return 0.0
     return max(-limit, min(limit, v))
 
 
@@ -193,6 +211,7 @@ class Controller:
 
     params: ControllerParams
     history: PoseHistory = field(default_factory=PoseHistory)
+    _odom_arrived_s: float | None = None   # when the last accepted odometry arrived (liveness)
     _following: _Following | None = None
     _stop: StopReason = StopReason.NO_PLAN
     _last_plan_received_s: float | None = None
@@ -204,10 +223,18 @@ class Controller:
     _started_s: float | None = None
     _output: Twist2D = ZERO
     _stopped_since_s: float | None = None
+    _last_step_s: float | None = None
+
+    def __post_init__(self) -> None:
+        # The capture pose of any plan young enough to follow must still be in the history.
+        self.history.horizon_s = max(self.history.horizon_s, self.params.plan_timeout_s + 5.0)
 
     # -- inputs --------------------------------------------------------------------------------------
     def set_plan(self, plan: Plan, now_s: float) -> None:
-        """Take a new plan (it replaces the old one at once). Raises PlanRejected; the robot then stops."""
+        """Take a new plan (it replaces the old one at once). Raises PlanRejected; the robot then stops.
+        While an e-stop is latched, plans are refused: a release must not start a plan by itself."""
+        if self._estop is not None:
+            raise PlanRejected('estop_engaged', f'e-stop latched ({self._estop.value}); plan ignored')
         self._last_plan_received_s = now_s
         try:
             validate_plan(plan, now_s, self.params)
@@ -221,22 +248,35 @@ class Controller:
         self._following = _Following(plan, plan_path(plan), now_s)
         self._stop = StopReason.NONE
 
-    def set_odometry(self, t_s: float, pose: Pose2D) -> bool:
-        """Record the robot's pose at t_s (odometry frame). A non-finite pose is rejected (False) and
-        the robot stops until a valid one arrives."""
-        self._odom_seen_s = t_s
-        if not pose.is_finite() or not math.isfinite(t_s):
+    def set_odometry(self, t_s: float, pose: Pose2D, now_s: float | None = None) -> bool:
+        """Record the robot's pose at t_s (its stamp, odometry frame), arriving at now_s (default t_s).
+        A non-finite or implausible pose is rejected (False) and the robot stops until a valid one
+        arrives; an out-of-order one is dropped (False). Liveness is judged by arrival, not by stamp."""
+        now_s = t_s if now_s is None else now_s
+        if not (pose.is_finite() and math.isfinite(t_s)) or abs(pose.x) > MAX_ODOM_M or abs(pose.y) > MAX_ODOM_M:
             self._odom_invalid = True
             return False
         self._odom_invalid = False
-        self.history.add(t_s, pose)
+        if self._odom_seen_s is None:
+            # Poses so far were dead reckoning in a frame of their own: never mix the two.
+            self.history.clear()
+        self._odom_seen_s = t_s
+        if not self.history.add(t_s, pose):
+            return False
+        self._odom_arrived_s = now_s
         return True
 
     def estop_message(self, engaged: bool, now_s: float) -> None:
         self._estop_heard_s = now_s
         self._estop_active = engaged
         if engaged:
-            self._estop = StopReason.ESTOP
+            self._engage(StopReason.ESTOP)
+
+    def _engage(self, reason: StopReason) -> None:
+        """Latch an e-stop and forget the plan: after a release the robot waits for a new plan
+        (a reset must not restart motion by itself)."""
+        self._estop = reason
+        self._following, self._stop = None, StopReason.NO_PLAN
 
     def release_estop(self, now_s: float) -> tuple[bool, str]:
         """Explicit release of a latched e-stop; refused while the cause is still there."""
@@ -263,14 +303,24 @@ class Controller:
         """One control period: the command to publish at now_s (ROS time), dt_s after the previous one."""
         if self._started_s is None:
             self._started_s = now_s
+        if self._last_step_s is not None and now_s < self._last_step_s:
+            # Time went backwards: every age and timeout would read as fresh. Drop what was known.
+            self._following, self._stop = None, StopReason.CLOCK_JUMP
+            self._last_plan_received_s = self._estop_heard_s = self._odom_arrived_s = None
+            self._started_s = now_s
+            self.history.clear()  # odometry (if any) refills it; _odom_seen_s keeps dead reckoning off
+        self._last_step_s = now_s
         dt_s = min(max(dt_s, 0.0), 0.2)  # a stalled loop must not turn into one huge acceleration step
         if self._deadman_expired(now_s) and self._estop is None:
-            self._estop = StopReason.ESTOP_DEADMAN
+            self._engage(StopReason.ESTOP_DEADMAN)
 
-        reason, target = self._target(now_s)
         if self._estop is not None:
             reason, output = self._estop, ZERO  # emergency: zero at once, no ramp
         else:
+            reason, target = self._target(now_s)
+            if not all(math.isfinite(v) for v in (target.vx, target.vy, target.wz)):
+                reason, target = StopReason.PLAN_REJECTED, ZERO  # e.g. geometry overflow: never forward it
+                self._following = None
             p = self.params
             output = Twist2D(
                 _clamp(limit_rate(self._output.vx, target.vx, dt_s, p.max_accel_x, p.max_decel_x), p.max_linear_x),
@@ -287,7 +337,8 @@ class Controller:
             return Command(output, reason, True)
         if self._stopped_since_s is None:
             self._stopped_since_s = now_s
-        quiet = (not self.params.publish_zero_forever
+        # Never quiet while e-stopped: a lower-priority twist_mux input must not take over then.
+        quiet = (not self.params.publish_zero_forever and self._estop is None
                  and now_s - self._stopped_since_s >= self.params.zero_hold_s)
         return Command(output, reason, not quiet)
 
@@ -300,7 +351,8 @@ class Controller:
         p = self.params
         if self._odom_invalid:
             return StopReason.ODOM_INVALID, ZERO
-        if self._odom_seen_s is not None and now_s - self._odom_seen_s > p.odom_timeout_s:
+        if self._odom_seen_s is not None and (self._odom_arrived_s is None
+                                              or now_s - self._odom_arrived_s > p.odom_timeout_s):
             return StopReason.ODOM_STALE, ZERO
         f = self._following
         if f is None:
@@ -319,6 +371,11 @@ class Controller:
         # The path starts where the robot stood at capture; the robot itself is at (0, 0) facing +x.
         points = [to_now] + [to_now.compose(pose) for pose, _ in f.path]
         confidences = [c for _, c in f.path]
+        if not all(point.is_finite() for point in points):
+            # Overflowing geometry (unreachable through the input checks; defence in depth): an angle
+            # computed from infinities can look perfectly finite, so check the path itself.
+            self._following, self._stop = None, StopReason.PLAN_REJECTED
+            return StopReason.PLAN_REJECTED, ZERO
 
         # Progress: the closest segment from the current one on, so a plan that arrives when the robot
         # is already half way continues from there instead of going back to its start.

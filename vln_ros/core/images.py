@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 from rosbags.image import ImageError
+
+from vln_ros import MAX_IMAGE_PIXELS as MAX_PIXELS
 # rosbags-image's encoding table and colour conversion; its public image_to_cvimage ignores `step`.
 from rosbags.image.image import Format, convert_color, to_cvtype
 
@@ -25,6 +27,7 @@ BAD_STEP = 'bad_step'
 BAD_LENGTH = 'bad_length'
 CORRUPT_COMPRESSED = 'corrupt_compressed'
 UNSUPPORTED_FORMAT = 'unsupported_format'
+TOO_LARGE = 'too_large'
 
 _GRAY_FORMATS = {Format.GRAY, Format.GENERIC}
 
@@ -47,6 +50,8 @@ def decode(msg: Any) -> np.ndarray:
 def decode_raw(encoding: str, width: int, height: int, step: int, is_bigendian: bool, data: Any) -> np.ndarray:
     if width <= 0 or height <= 0:
         raise ImageRejected(EMPTY, f'{width}x{height} image')
+    if width * height > MAX_PIXELS:
+        raise ImageRejected(TOO_LARGE, f'{width}x{height} image (at most {MAX_PIXELS} pixels)')
     try:
         depth_bits, fmt, typestr, channels = to_cvtype(encoding)
     except ImageError:
@@ -87,7 +92,11 @@ def decode_compressed(fmt: str, data: Any) -> np.ndarray:
     if 'compressedDepth' in fmt:
         raise ImageRejected(UNSUPPORTED_FORMAT, f'format {fmt!r} (depth images are not camera frames)')
     # IMREAD_ANYCOLOR keeps gray JPEGs gray (no 3x copy) and gives BGR otherwise; 16-bit PNGs become 8-bit.
-    image = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR)
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR)
+    except cv2.error as exc:  # OpenCV raises (not returns None) for images over its pixel limit
+        reason = TOO_LARGE if 'MAX_IMAGE_PIXELS' in str(exc) else CORRUPT_COMPRESSED
+        raise ImageRejected(reason, f'{buffer.size} bytes of {fmt or "unnamed format"}: {exc.err}') from None
     if image is None or image.size == 0:
         raise ImageRejected(CORRUPT_COMPRESSED, f'{buffer.size} bytes of {fmt or "unnamed format"} '
                                                 'that OpenCV cannot decode')

@@ -59,10 +59,12 @@ class _Signature:
     edge_count: int
 
 
-def downscale_gray(image: np.ndarray, width: int) -> np.ndarray:
-    """Small grayscale copy of a BGR/BGRA/gray uint8 image; ~0.15 ms from 1080p on one core."""
+def downscale_gray(image: np.ndarray, side: int) -> np.ndarray:
+    """Small grayscale copy (longest side `side`) of a BGR/BGRA/gray uint8 image; ~0.15 ms from 1080p.
+    Bounding the longest side, not the width, keeps a tall thin frame from becoming a huge copy."""
     h, w = image.shape[:2]
-    small = shrink(image, (width, max(1, round(width * h / w))))
+    scale = side / max(h, w)
+    small = shrink(image, (max(1, round(w * scale)), max(1, round(h * scale))))
     if small.ndim == 3:
         small = cv2.cvtColor(small, cv2.COLOR_BGRA2GRAY if small.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     return small
@@ -83,7 +85,7 @@ class KeyframeSampler:
         self._last = None
 
     def _signature(self, image: np.ndarray) -> _Signature:
-        gray = downscale_gray(image, self.params.analysis_width_px)
+        gray = downscale_gray(image, self.params.analysis_side_px)
         hist = cv2.calcHist([gray], [0], None, [self.params.histogram_bins], [0, 256]).ravel()
         hist /= gray.size
         edges = cv2.Canny(gray, _CANNY_LOW, _CANNY_HIGH)

@@ -71,6 +71,11 @@ class CameraNode(Node):
     # -- executor thread: nothing here may take time ------------------------------------------------
     def _on_frame(self, msg: Image | CompressedImage) -> None:
         self._counters.add('frames_received')
+        if msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0:
+            # An unstamped driver: the receive time is the best capture time there is (and without it
+            # the interval logic would see no time pass).
+            self._counters.add('unstamped_frames')
+            msg.header.stamp = self.get_clock().now().to_msg()
         if self._slot.put(msg):
             self._counters.add('frames_skipped')
 
@@ -105,14 +110,7 @@ class CameraNode(Node):
                     values=[KeyValue(key='reason', value=exc.reason), KeyValue(key='detail', value=str(exc))]))
             return
         header = msg.header
-        stamp_s = _stamp_s(header.stamp)
-        if stamp_s == 0.0:
-            # An unstamped driver: use the receive time, or the interval logic would see no time pass.
-            self._counters.add('unstamped_frames')
-            header.stamp = self.get_clock().now().to_msg()
-            stamp_s = _stamp_s(header.stamp)
-
-        decision = self._sampler.decide(image, stamp_s)
+        decision = self._sampler.decide(image, _stamp_s(header.stamp))
         self._last_decision = decision
         self._counters.add('frames_processed')
         if decision.keyframe:

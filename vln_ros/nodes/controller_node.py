@@ -52,7 +52,11 @@ def plan_from_msg(msg: WaypointArray) -> Plan:
 
 
 def pose_from_odometry(msg: Odometry) -> Pose2D:
+    """Planar pose; a quaternion that is not (nearly) unit gives NaN so the controller rejects it."""
     p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    norm = math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w)
+    if not 0.9 <= norm <= 1.1:  # also catches NaN: comparisons with NaN are False
+        return Pose2D(p.x, p.y, math.nan)
     yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
     return Pose2D(p.x, p.y, yaw)
 
@@ -68,6 +72,7 @@ class ControllerNode(Node):
         self._periods = LatencyWindow(size=max(100, int(10 * p.rate_hz)))  # ~10 s of control periods
         self._jitter = LatencyWindow(size=max(100, int(10 * p.rate_hz)))   # |period - 1/rate_hz|
         self._last_tick: float | None = None
+        self._last_now: float | None = None
         self._last_command = Twist2D()
         self._last_reason = StopReason.NO_PLAN
         self._last_plan_stamp_s: float | None = None
@@ -109,12 +114,15 @@ class ControllerNode(Node):
                                           throttle_duration_sec=2.0)
 
     def _on_odometry(self, msg: Odometry) -> None:
-        stamp = _seconds(msg.header.stamp) or self._now()
+        now = self._now()
+        stamp = _seconds(msg.header.stamp) or now
+        pose = pose_from_odometry(msg)
         with self._lock:
-            accepted = self._controller.set_odometry(stamp, pose_from_odometry(msg))
+            accepted = self._controller.set_odometry(stamp, pose, now)
         if not accepted:
             self._counters.add('odometry_rejected')
-            self.get_logger().warning('rejected non-finite odometry, stopping', throttle_duration_sec=2.0)
+            self.get_logger().warning(f'rejected odometry (non-finite, implausible or out of order): {pose}',
+                                      throttle_duration_sec=2.0)
 
     def _on_estop(self, msg: Bool) -> None:
         with self._lock:
@@ -137,14 +145,18 @@ class ControllerNode(Node):
 
     # -- the control loop (its own group) --------------------------------------------------------------
     def _tick(self) -> None:
-        tick = time.monotonic()
-        dt = 1.0 / self.params.rate_hz if self._last_tick is None else tick - self._last_tick
-        if self._last_tick is not None:
-            self._periods.add(dt)
-            self._jitter.add(abs(dt - 1.0 / self.params.rate_hz))
+        tick, now = time.monotonic(), self._now()
+        if self._last_tick is not None:  # loop timing statistics: wall clock
+            period = tick - self._last_tick
+            self._periods.add(period)
+            self._jitter.add(abs(period - 1.0 / self.params.rate_hz))
         self._last_tick = tick
+        # The control law runs on ROS time (the timer does too), so accelerations stay within limits
+        # in simulation at any real-time factor.
+        dt = 1.0 / self.params.rate_hz if self._last_now is None else now - self._last_now
+        self._last_now = now
         with self._lock:
-            command = self._controller.step(self._now(), dt)
+            command = self._controller.step(now, dt)
         self._last_command, self._last_reason = command.twist, command.reason
         if command.publish:
             self._cmd_pub.publish(self._message(command.twist))
