@@ -77,6 +77,7 @@ def test_readme_documents_every_parameter_with_its_default():
                 default = str(spec.default).lower()
             else:
                 default = '""' if spec.default == '' else spec.default
-            row = re.search(rf'^\| `{re.escape(spec.name)}` \| ([^|]+) \|', readme, re.M)
+            row = re.search(rf'^\| `{re.escape(spec.name)}` \| ([^|]+) \| ([^|]+) \|', readme, re.M)
             assert row, f'{node}: {spec.name} is not in the README parameter table'
             assert row.group(1).strip() == str(default), (spec.name, row.group(1), default)
+            assert row.group(2).strip() == spec.allowed(), (spec.name, row.group(2), spec.allowed())
