@@ -17,7 +17,7 @@ local_graph.use(domain_id=1 + os.getpid() % 100)
 
 import rclpy  # noqa: E402
 from rclpy.context import Context  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,10 @@ class Graph:
     def __init__(self) -> None:
         self.context = Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        # Single-threaded on purpose: rclpy's MultiThreadedExecutor in one busy test process was seen
+        # to deliver 50 Hz topics at a few Hz. Nodes that need their own threads (camera_node's worker)
+        # have them; timing-critical nodes run as their own processes.
+        self.executor = SingleThreadedExecutor(context=self.context)
         self._nodes: list[Node] = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()

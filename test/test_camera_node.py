@@ -46,7 +46,7 @@ class Probe:
         for msg in msgs:
             before = len(self.decisions)
             self.pub.publish(msg)
-            assert wait_for(lambda: len(self.decisions) > before, timeout_s), 'frame never decided'
+            assert wait_for(lambda before=before: len(self.decisions) > before, timeout_s), 'frame never decided'
 
 
 def camera(graph, **params):

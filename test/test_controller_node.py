@@ -131,14 +131,15 @@ def test_follows_a_plan_at_the_configured_rate(graph, controller):
 
 
 def test_safe_start_up_publishes_only_zero_then_goes_quiet(graph, controller):
-    controller(zero_hold_s=0.5)
+    # zero_hold_s long enough that discovery on a loaded machine does not miss the whole hold window
+    controller(zero_hold_s=3.0)
     robot = Robot(graph)
-    assert wait_for(lambda: len(robot.cmds) > 5, 5.0)
-    time.sleep(1.0)
-    assert all(robot.vx(m) == 0.0 and m.angular.z == 0.0 for _, m in robot.cmds)
+    assert wait_for(lambda: len(robot.cmds) > 5, 10.0)
+    assert wait_for(lambda: time.monotonic() - robot.cmds[-1][0] > 0.5, 3.0 + 2.0)  # gone quiet
+    assert all(robot.is_zero(m) for _, m in robot.cmds)
     count = len(robot.cmds)
     time.sleep(0.5)
-    assert len(robot.cmds) == count  # quiet after zero_hold_s
+    assert len(robot.cmds) == count
 
 
 def test_estop_stops_within_a_period_stays_latched_and_releases_by_service(graph, controller):
@@ -175,14 +176,16 @@ def test_release_is_refused_while_the_estop_is_asserted(graph, controller):
 
 
 def test_stale_plan_ends_in_a_ramp_to_zero(graph, controller):
-    robot = moving_robot(graph, controller, age_s=0.8, plan_timeout_s=2.0)  # goes stale 1.2 s from now
+    # A fresh plan that goes stale 2 s after its capture: time to reach full speed first, so the ramp
+    # down is long enough (0.5 m/s at 1 m/s^2: ~25 commands) to tell from a step even on a loaded machine.
+    robot = moving_robot(graph, controller, plan_timeout_s=2.0)
     t0 = time.monotonic()
-    took = robot.stopped_after(t0, 4.0)
-    assert took is not None and took <= 1.2 + 0.5 / 1.0 + 0.3
+    took = robot.stopped_after(t0, 5.0)
+    assert took is not None and took <= 2.0 + 0.5 + 0.5, took
     speeds = [robot.vx(m) for _, m in robot.since(t0)]
     peak = speeds.index(max(speeds))
     ramp = speeds[peak:speeds.index(0.0) + 1]
-    assert len(ramp) >= 10 and all(b <= a for a, b in zip(ramp, ramp[1:]))  # decelerating, not a step
+    assert len(ramp) >= 10 and all(b <= a for a, b in zip(ramp, ramp[1:])), ramp  # decelerating, not a step
 
 
 @pytest.mark.parametrize('bad', [math.nan, math.inf])
@@ -267,15 +270,26 @@ def test_non_finite_odometry_stops_the_robot(graph, controller):
 
 
 def test_deadman_engages_when_the_estop_heartbeat_stops(graph, controller):
-    controller(estop_timeout_s=0.5)
+    controller(estop_timeout_s=1.0)
     robot = Robot(graph)
-    beating = {'on': True}
-    robot.node.create_timer(0.1, lambda: beating['on'] and robot.estop.publish(Bool(data=False)))
+    beating = threading.Event()
+    beating.set()
+
+    def heartbeat():  # its own thread: 10 Hz whatever the test's executor is doing
+        while beating.is_set():
+            robot.estop.publish(Bool(data=False))
+            time.sleep(0.1)
+    threading.Thread(target=heartbeat, daemon=True).start()
     assert robot.ready()
+    # With the dead-man on, the node may start latched (no heartbeat heard within the timeout of its
+    # start, e.g. slow discovery): a release is then needed, and granted once the heartbeat is heard.
+    assert robot.release.wait_for_service(5.0)
+    future = robot.release.call_async(Trigger.Request())
+    assert wait_for(future.done, 5.0) and future.result().success, future.result()
     robot.plans.publish(plan_msg(robot.node, AHEAD))
     assert robot.moving()
     t0 = time.monotonic()
-    beating['on'] = False
-    took = robot.stopped_after(t0, 3.0)
-    assert took is not None and took <= 0.5 + 0.1 + 0.05 + 0.2, took  # timeout + heartbeat gap + period + slack
+    beating.clear()
+    took = robot.stopped_after(t0, 4.0)
+    assert took is not None and took <= 1.0 + 0.1 + 0.05 + 0.3, took  # timeout + heartbeat gap + period + slack
     assert wait_for(lambda: robot.diagnostics.get('estop') == 'estop_deadman', 2.0)

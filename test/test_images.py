@@ -191,7 +191,7 @@ def test_fit_size_limits_keep_aspect_and_never_upscale(width, height, max_side, 
         assert max(w, h) <= max(max_side, 1)
     if max_pixels and max_pixels >= align * align:
         assert w * h <= max(max_pixels, 1)
-    for side, original in ((w, width), (h, height)):
+    for side in (w, h):
         assert side % align == 0 or side < align
     if min(w, h) >= 4 * align:
         # each side loses less than one alignment cell (plus a pixel of flooring) to rounding down

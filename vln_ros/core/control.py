@@ -201,7 +201,6 @@ def _clamp(v: float, limit: float) -> float:
 class _Following:
     plan: Plan
     path: list[tuple[Pose2D, float]]
-    received_s: float
     segment: int = 0          # progress: the path segment the robot was last closest to (never goes back)
 
 
@@ -245,7 +244,7 @@ class Controller:
         if plan.stop or not plan.waypoints:
             self._following, self._stop = None, StopReason.STOP_PLAN
             return
-        self._following = _Following(plan, plan_path(plan), now_s)
+        self._following = _Following(plan, plan_path(plan))
         self._stop = StopReason.NONE
 
     def set_odometry(self, t_s: float, pose: Pose2D, now_s: float | None = None) -> bool:

@@ -60,7 +60,6 @@ def read_frames(video: Path) -> list:
 
 
 def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[list[Record], dict, list]:
-    import cv2
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from rclpy.executors import SingleThreadedExecutor
