@@ -62,6 +62,9 @@ class Twist2D:
     def is_zero(self) -> bool:
         return self.vx == 0.0 and self.vy == 0.0 and self.wz == 0.0
 
+    def is_finite(self) -> bool:
+        return math.isfinite(self.vx) and math.isfinite(self.vy) and math.isfinite(self.wz)
+
 
 ZERO = Twist2D()
 
@@ -210,11 +213,11 @@ class Controller:
 
     params: ControllerParams
     history: PoseHistory = field(default_factory=PoseHistory)
-    _odom_arrived_s: float | None = None   # when the last accepted odometry arrived (liveness)
     _following: _Following | None = None
     _stop: StopReason = StopReason.NO_PLAN
     _last_plan_received_s: float | None = None
-    _odom_seen_s: float | None = None
+    _odometry_mode: bool = False           # odometry has been seen: no more dead reckoning
+    _odom_arrived_s: float | None = None   # when the last accepted odometry arrived (liveness)
     _odom_invalid: bool = False
     _estop: StopReason | None = None       # latched ESTOP or ESTOP_DEADMAN
     _estop_active: bool = False            # the last e-stop message said true
@@ -256,10 +259,10 @@ class Controller:
             self._odom_invalid = True
             return False
         self._odom_invalid = False
-        if self._odom_seen_s is None:
+        if not self._odometry_mode:
             # Poses so far were dead reckoning in a frame of their own: never mix the two.
             self.history.clear()
-        self._odom_seen_s = t_s
+            self._odometry_mode = True
         if not self.history.add(t_s, pose):
             return False
         self._odom_arrived_s = now_s
@@ -307,7 +310,7 @@ class Controller:
             self._following, self._stop = None, StopReason.CLOCK_JUMP
             self._last_plan_received_s = self._estop_heard_s = self._odom_arrived_s = None
             self._started_s = now_s
-            self.history.clear()  # odometry (if any) refills it; _odom_seen_s keeps dead reckoning off
+            self.history.clear()  # odometry (if any) refills it; _odometry_mode keeps dead reckoning off
         self._last_step_s = now_s
         dt_s = min(max(dt_s, 0.0), 0.2)  # a stalled loop must not turn into one huge acceleration step
         if self._deadman_expired(now_s) and self._estop is None:
@@ -317,7 +320,7 @@ class Controller:
             reason, output = self._estop, ZERO  # emergency: zero at once, no ramp
         else:
             reason, target = self._target(now_s)
-            if not all(math.isfinite(v) for v in (target.vx, target.vy, target.wz)):
+            if not target.is_finite():
                 reason, target = StopReason.PLAN_REJECTED, ZERO  # e.g. geometry overflow: never forward it
                 self._following = None
             p = self.params
@@ -325,10 +328,10 @@ class Controller:
                 _clamp(limit_rate(self._output.vx, target.vx, dt_s, p.max_accel_x, p.max_decel_x), p.max_linear_x),
                 _clamp(limit_rate(self._output.vy, target.vy, dt_s, p.max_accel_y, p.max_decel_y), p.max_linear_y),
                 _clamp(limit_rate(self._output.wz, target.wz, dt_s, p.max_accel_z, p.max_decel_z), p.max_angular_z))
-            if not all(math.isfinite(v) for v in (output.vx, output.vy, output.wz)):
+            if not output.is_finite():
                 output, reason = ZERO, StopReason.PLAN_REJECTED  # unreachable by construction; never forward NaN
         self._output = output
-        if self._odom_seen_s is None:
+        if not self._odometry_mode:
             self._dead_reckon(now_s, dt_s, output)
 
         if not output.is_zero():
@@ -350,7 +353,7 @@ class Controller:
         p = self.params
         if self._odom_invalid:
             return StopReason.ODOM_INVALID, ZERO
-        if self._odom_seen_s is not None and (self._odom_arrived_s is None
+        if self._odometry_mode and (self._odom_arrived_s is None
                                               or now_s - self._odom_arrived_s > p.odom_timeout_s):
             return StopReason.ODOM_STALE, ZERO
         f = self._following

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from rosbags.image import ImageError
 
-from vln_ros import MAX_IMAGE_PIXELS as MAX_PIXELS
+from vln_ros import MAX_IMAGE_PIXELS
 # rosbags-image's encoding table and colour conversion; its public image_to_cvimage ignores `step`.
 from rosbags.image.image import Format, convert_color, to_cvtype
 
@@ -50,8 +50,8 @@ def decode(msg: Any) -> np.ndarray:
 def decode_raw(encoding: str, width: int, height: int, step: int, is_bigendian: bool, data: Any) -> np.ndarray:
     if width <= 0 or height <= 0:
         raise ImageRejected(EMPTY, f'{width}x{height} image')
-    if width * height > MAX_PIXELS:
-        raise ImageRejected(TOO_LARGE, f'{width}x{height} image (at most {MAX_PIXELS} pixels)')
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageRejected(TOO_LARGE, f'{width}x{height} image (at most {MAX_IMAGE_PIXELS} pixels)')
     try:
         depth_bits, fmt, typestr, channels = to_cvtype(encoding)
     except ImageError:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vln_ros import local_graph
+from vln_ros.nodes.conversions import stamp_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VIDEO = REPO / 'test' / 'data' / 'people_clip.mp4'
@@ -93,7 +94,7 @@ def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[li
 
     def on_keyframe(msg: CompressedImage) -> None:
         with lock:
-            keyframes.append((frame_of(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9), bytes(msg.data)))
+            keyframes.append((frame_of(stamp_seconds(msg.header.stamp)), bytes(msg.data)))
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for status in msg.status:

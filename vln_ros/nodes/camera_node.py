@@ -23,6 +23,7 @@ from vln_ros.core.keyframe import Decision, KeyframeSampler
 from vln_ros.core.latest import LatestSlot
 from vln_ros.core.stats import EventCounters, LatencyWindow
 from vln_ros.nodes import diagnostics
+from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
 
@@ -31,10 +32,6 @@ DECISIONS_TOPIC = 'vln/keyframe_decisions'
 # Keyframes are few and each one matters: reliable, but only the newest two are kept for a slow reader.
 # (Best-effort subscribers, e.g. rviz, still connect to a reliable publisher.)
 KEYFRAME_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def _stamp_s(stamp: Any) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class CameraNode(Node):
@@ -110,7 +107,7 @@ class CameraNode(Node):
                     values=[KeyValue(key='reason', value=exc.reason), KeyValue(key='detail', value=str(exc))]))
             return
         header = msg.header
-        decision = self._sampler.decide(image, _stamp_s(header.stamp))
+        decision = self._sampler.decide(image, stamp_seconds(header.stamp))
         self._last_decision = decision
         self._counters.add('frames_processed')
         if decision.keyframe:

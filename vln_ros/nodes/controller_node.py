@@ -29,6 +29,7 @@ from vln_ros.core.control import Controller, Plan, PlanRejected, Pose2D, StopRea
 from vln_ros.core.stats import EventCounters, LatencyWindow
 from vln_ros.msg import WaypointArray
 from vln_ros.nodes import diagnostics
+from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
 
@@ -41,12 +42,8 @@ CMD_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 NORMAL_STOPS = {StopReason.NONE, StopReason.NO_PLAN, StopReason.STOP_PLAN, StopReason.PLAN_DONE}
 
 
-def _seconds(stamp: Any) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 def plan_from_msg(msg: WaypointArray) -> Plan:
-    return Plan(_seconds(msg.header.stamp),
+    return Plan(stamp_seconds(msg.header.stamp),
                 tuple(Waypoint(w.dx, w.dy, w.dtheta, w.confidence) for w in msg.waypoints),
                 stop=msg.stop, task_id=msg.task_id)
 
@@ -115,7 +112,7 @@ class ControllerNode(Node):
 
     def _on_odometry(self, msg: Odometry) -> None:
         now = self._now()
-        stamp = _seconds(msg.header.stamp) or now
+        stamp = stamp_seconds(msg.header.stamp) or now
         pose = pose_from_odometry(msg)
         with self._lock:
             accepted = self._controller.set_odometry(stamp, pose, now)
