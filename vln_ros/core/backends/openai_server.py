@@ -1,0 +1,120 @@
+"""The openai backend: any OpenAI-compatible chat server (`lmdeploy serve api_server`, vLLM, ...).
+
+For when the GPUs are on another machine than the inference node. The keyframe goes as a data URL (the
+JPEG camera_node made, not re-encoded), guided JSON as `response_format` json_schema, greedy decoding.
+Answers are streamed so that time to first token is measured and cancel() can close the stream between
+chunks.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import httpx
+import openai
+
+from vln_ros.core.backends.base import Answer, Backend, BackendError, Request
+from vln_ros.core.config import OpenAIParams
+
+
+def chat_messages(request: Request) -> list[dict[str, Any]]:
+    """OpenAI chat messages: system prompt, then the image and the user prompt."""
+    return [
+        {'role': 'system', 'content': request.prompt.system},
+        {'role': 'user', 'content': [
+            {'type': 'image_url', 'image_url': {'url': request.image_data_url()}},
+            {'type': 'text', 'text': request.prompt.user},
+        ]},
+    ]
+
+
+def response_format(request: Request) -> dict[str, Any] | None:
+    if not request.guided:
+        return None
+    return {'type': 'json_schema', 'json_schema': {'name': 'vln_plan', 'schema': request.prompt.schema}}
+
+
+class OpenAIBackend(Backend):
+    def __init__(self, params: OpenAIParams, model_name: str, timeout_s: float) -> None:
+        self._params = params
+        self._client = openai.OpenAI(
+            base_url=params.base_url, api_key=os.environ.get(params.api_key_env) or 'none', max_retries=0,
+            timeout=httpx.Timeout(timeout_s, connect=params.connect_timeout_s))
+        self._served_model = params.served_model
+        self.model_name = params.served_model or model_name
+        self._lock = threading.Lock()
+        self._stream: Any = None
+        self._cancelled = False
+
+    def _model(self) -> str:
+        if not self._served_model:  # the server's first model (asked once, when first needed)
+            models = self._client.models.list().data
+            if not models:
+                raise BackendError('unavailable', f'{self._params.base_url} serves no model')
+            self._served_model = models[0].id
+            self.model_name = self._served_model
+        return self._served_model
+
+    def generate(self, request: Request) -> Answer:
+        with self._lock:
+            self._cancelled = False
+        started = time.perf_counter()
+        first_token_s = None
+        parts: list[str] = []
+        usage = None
+        finish_reason = ''
+        try:
+            kwargs: dict[str, Any] = {}
+            fmt = response_format(request)
+            if fmt is not None:
+                kwargs['response_format'] = fmt
+            stream = self._client.chat.completions.create(
+                model=self._model(), messages=chat_messages(request), max_tokens=request.max_new_tokens,
+                temperature=0.0, stream=True, stream_options={'include_usage': True}, **kwargs)
+            with self._lock:
+                self._stream = stream
+                if self._cancelled:
+                    raise BackendError('cancelled')
+            for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        if first_token_s is None:
+                            first_token_s = time.perf_counter() - started
+                        parts.append(choice.delta.content)
+                    finish_reason = choice.finish_reason or finish_reason
+        except BackendError:
+            raise
+        except openai.APITimeoutError as exc:
+            raise BackendError('timeout', str(exc)) from None
+        except openai.APIConnectionError as exc:
+            raise BackendError('cancelled' if self._cancelled else 'unavailable',
+                               f'{self._params.base_url}: {exc}') from None
+        except openai.APIStatusError as exc:
+            raise BackendError(f'http_{exc.status_code}', str(exc)[:200]) from None
+        except (openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
+            raise BackendError('cancelled' if self._cancelled else 'error', repr(exc)[:200]) from None
+        finally:
+            with self._lock:
+                self._stream = None
+        if self._cancelled:
+            raise BackendError('cancelled')
+        return Answer(''.join(parts), time.perf_counter() - started,
+                      usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
+                      first_token_s, finish_reason)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()  # the reading thread then fails in its next read
+            except Exception:  # closing a half-read stream from another thread may raise; it is closed
+                pass
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,103 @@
+"""What the model is asked: system prompt, instruction, the task's recent history and the answer schema.
+
+The answer format is compact on purpose: on the large models every output token costs 5-7 ms of decoding
+(shared/GPU.md), so keys are short, numbers are few and a waypoint is a 4-number array:
+
+    {"env":"corridor, red door ahead on the left","act":"forward","wp":[[0.8,0,0,0.9],[0.6,0.2,20,0.7]]}
+
+wp steps are [forward m, left m, turn left deg, confidence 0-1], each relative to the previous step (the
+first to the robot when the picture was taken), matching msg/Waypoint.msg once degrees become radians.
+Degrees because models write whole degrees well and radians badly (and `20` is one token, `0.349` three).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vln_ros.core.config import ParserParams
+
+# Actions the model may name. stop: must not move (blocked, unsure, danger); arrived: the goal is reached
+# and the task is done. Both end the plan with no waypoints.
+MOVE_ACTIONS = ('forward', 'backward', 'left', 'right', 'turn_left', 'turn_right')
+STOP_ACTION, ARRIVED_ACTION = 'stop', 'arrived'
+ACTIONS = MOVE_ACTIONS + (STOP_ACTION, ARRIVED_ACTION)
+ENV_MAX_CHARS = 120
+
+
+@dataclass(frozen=True)
+class Step:
+    """One earlier step of a task, as the model described and decided it."""
+
+    environment: str
+    action: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    system: str
+    user: str
+    schema: dict[str, Any]
+
+    def digest(self) -> str:
+        """Short hash of everything the model was told except the image (recorded with each answer)."""
+        text = json.dumps([self.system, self.user, self.schema], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def answer_schema(limits: ParserParams) -> dict[str, Any]:
+    """JSON schema of the answer (for guided decoding and for the prompt)."""
+    waypoint = {'type': 'array', 'items': {'type': 'number'}, 'minItems': 4, 'maxItems': 4}
+    return {
+        'type': 'object',
+        'properties': {
+            'env': {'type': 'string', 'maxLength': ENV_MAX_CHARS},
+            'act': {'type': 'string', 'enum': list(ACTIONS)},
+            'wp': {'type': 'array', 'items': waypoint, 'maxItems': limits.max_waypoints},
+        },
+        'required': ['env', 'act', 'wp'],
+        'additionalProperties': False,
+    }
+
+
+def system_prompt(limits: ParserParams) -> str:
+    max_turn_deg = round(limits.max_turn_rad * 57.29578)
+    return (
+        'You are the navigation brain of a quadruped robot. You see one image from its forward-facing camera '
+        'and follow the user\'s instruction step by step.\n'
+        'Answer with one JSON object and nothing else:\n'
+        '{"env":"<the scene in at most 12 words>","act":"<action>","wp":[[forward_m,left_m,turn_left_deg,'
+        'confidence],...]}\n'
+        f'act is one of: {", ".join(ACTIONS)}.\n'
+        f'wp: at most {limits.max_waypoints} steps of the path to follow now, each relative to the previous '
+        'step (the first relative to the robot where the picture was taken). Robot body frame: forward_m '
+        'ahead (negative = back), left_m to the left (negative = right), turn_left_deg counter-clockwise '
+        f'(negative = clockwise). Each step at most {limits.max_step_m:g} m and {max_turn_deg} degrees; '
+        'confidence 0 to 1. Prefer short steps (0.3-1 m) you can see are free.\n'
+        '"stop": do not move now (blocked, unsure, or dangerous), wp []. '
+        '"arrived": the instruction is completed, wp []. Never guess: if you cannot see a safe way, stop.'
+    )
+
+
+def user_prompt(instruction: str, history: Sequence[Step]) -> str:
+    lines = [f'Instruction: {instruction}']
+    if history:
+        lines.append('Earlier steps, oldest first:')
+        lines.extend(f'{i}. {s.environment} -> {s.action}' for i, s in enumerate(history, 1))
+    lines.append('Now: the image.')
+    return '\n'.join(lines)
+
+
+class PromptBuilder:
+    """Builds prompts for one parameter set; the system prompt and schema are made once."""
+
+    def __init__(self, limits: ParserParams, history_steps: int) -> None:
+        self.history_steps = history_steps
+        self.system = system_prompt(limits)
+        self.schema = answer_schema(limits)
+
+    def build(self, instruction: str, history: Sequence[Step]) -> Prompt:
+        recent = list(history)[-self.history_steps:] if self.history_steps else []
+        return Prompt(self.system, user_prompt(instruction, recent), self.schema)
