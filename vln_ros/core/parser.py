@@ -237,7 +237,8 @@ _TEXT_ACTIONS = [
     (r'\b(?:move|go|walk|step|head|proceed|continue|drive)\s+(?:straight\s+)?(?:forward|ahead|straight)\b'
      r'|\bforward\b(?=\s*-?\d)|向前|往前|前进|直走', 'fwd'),
     (r'\b(?:move|go|walk|step|back)\s+(?:back(?:ward)?s?|up)\b|\bbackward\b(?=\s*-?\d)|后退|向后|往后', 'back'),
-    (r'\b(?:arrived|goal\s+reached|reached\s+the\s+goal|task\s+(?:is\s+)?complete)\b|到达|已到|抵达', 'arrived'),
+    (r'\b(?:arrived|goal\s+(?:has\s+been\s+|is\s+)?reached|reached\s+the\s+goal|task\s+(?:is\s+)?complete)\b'
+     r'|到达|已到|抵达', 'arrived'),
     (r'\b(?:stop|halt|do\s+not\s+move|don\'t\s+move)\b|停止|停下|停', 'stop'),
 ]
 _TEXT_ACTION = re.compile('|'.join(f'(?P<{kind}{i}>{pattern})' for i, (pattern, kind) in enumerate(_TEXT_ACTIONS)),

