@@ -51,6 +51,25 @@ def test_controller_node_executable_starts_answers_and_stops(graph):
     assert seen[0].message == 'no_plan'
 
 
+def test_inference_node_executable_with_replay_starts_answers_and_stops(graph, tmp_path):
+    (tmp_path / 'answers.jsonl').write_text('{"stamp_ns": 0, "task_id": "", "instruction": "", "prompt_hash": "", '
+                                            '"text": "{}", "latency_s": 0.1}\n')
+    seen, out = start_and_stop(
+        graph, [str(VENV_BIN / 'inference_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml'),
+                '-p', 'backend:=replay', '-p', f'replay.file:={tmp_path / "answers.jsonl"}'], '/inference_node')
+    assert seen[0].message == 'idle'
+    assert 'ready in' in out
+
+
+def test_inference_node_without_lmdeploy_names_the_fix():
+    """CI never has lmdeploy: the default backend must fail start-up with one line that says what to do."""
+    result = subprocess.run([str(VENV_BIN / 'inference_node'), '--ros-args', '--params-file',
+                             str(REPO / 'config' / 'vln.yaml')], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 3, result.stderr
+    assert "[inference_node] cannot start: backend 'lmdeploy' needs the lmdeploy package" in result.stderr
+    assert "pip install '.[lmdeploy]'" in result.stderr and 'Traceback' not in result.stderr
+
+
 @pytest.mark.parametrize(('node', 'args', 'expected'), [
     ('camera_node', ['-p', 'max_side_px:=-5'], ["'max_side_px' = -5", '0 <= int <= 8192 [px]']),
     ('camera_node', ['-p', 'keyframe.max_interval_s:=2'], ["'keyframe.max_interval_s' = 2 is an integer", '2.0']),
@@ -60,6 +79,9 @@ def test_controller_node_executable_starts_answers_and_stops(graph):
     ('controller_node', ['-p', 'max_linear_x:=-1.0'], ["'max_linear_x' = -1.0", '0.0 <= float <= 3.0 [m/s]']),
     ('controller_node', ['-p', 'lookahead_m:=0.05'],
      ['goal_tolerance_m (0.1) must be smaller than lookahead_m (0.05)']),
+    ('inference_node', ['-p', 'backend:=replay'], ["backend 'replay' needs replay.file"]),
+    ('inference_node', ['-p', 'lmdeploy.tp:=0'], ["'lmdeploy.tp' = 0", '1 <= int <= 16']),
+    ('inference_node', ['-p', 'backend:=vllm'], ["'backend' = 'vllm'", 'one of lmdeploy, openai, replay']),
 ])
 def test_bad_parameters_fail_start_up_with_a_clear_message(node, args, expected):
     result = subprocess.run([str(VENV_BIN / node), '--ros-args', *args],

@@ -413,8 +413,9 @@ class InferenceNode(Node):
             'keyframe_age_ms_p99': self._keyframe_age.percentile_ms(99),
             'consecutive_failures': failures_in_row, 'last_error': last_error,
         }
-        for name in ('keyframes_received', 'keyframes_dropped', 'keyframes_stale', 'requests', 'plans_published',
-                     'stop_plans_published', 'answers_discarded_old_task', 'tasks_started', 'internal_errors'):
+        for name in ('keyframes_received', 'keyframes_dropped', 'keyframes_stale', 'keyframes_not_jpeg', 'requests',
+                     'plans_published', 'stop_plans_published', 'answers_discarded_old_task', 'tasks_started',
+                     'internal_errors'):
             values[name] = totals.get(name, 0)
         values.update({k: v for k, v in sorted(totals.items())
                        if k.startswith(('parse_failures_', 'backend_failures_', 'answers_'))})
