@@ -238,11 +238,129 @@ def bench_controller(seconds: float = 12.0, cycles: int = 40) -> None:
         burner.kill()
 
 
+def bench_parser(repeats: int = 200) -> None:
+    """parse_answer per answer over the corpus of realistic model answers (test/answers.py)."""
+    from answers import CORPUS
+
+    from vln_ros.core.config import ParserParams
+    from vln_ros.core.parser import parse_answer
+    limits = ParserParams()
+    times = []
+    for _ in range(repeats):
+        for text, *_ in CORPUS:
+            t0 = time.perf_counter()
+            parse_answer(text, limits)
+            times.append(time.perf_counter() - t0)
+    times = np.array(times[len(CORPUS):]) * 1e6
+    emit('parser_us_p50', np.percentile(times, 50), 'us')
+    emit('parser_us_p99', np.percentile(times, 99), 'us')
+
+
+def bench_answer_tokens() -> None:
+    """Qwen3 tokens of a typical two-step answer in our format (output tokens are the latency)."""
+    from test_inference_core import TYPICAL_ANSWER
+
+    from vln_ros.core.prompts import qwen_tokenizer
+    emit('answer_tokens_two_waypoints', len(qwen_tokenizer().encode(TYPICAL_ANSWER).ids), 'tokens')
+
+
+class InferenceNodeUnderTest(NodeUnderTest):
+    """inference_node with the replay backend answering every keyframe after `latency_s`."""
+
+    def __init__(self, latency_s: float) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CompressedImage
+
+        from vln_ros.core.backends.base import AnswerRecord
+        from vln_ros.msg import WaypointArray
+        from vln_ros.srv import SetTask
+        out = REPO / 'bench_out'
+        out.mkdir(exist_ok=True)
+        answer = '{"env":"corridor","act":"forward","wp":[[0.5,0,0,0.9],[0.5,0.1,10,0.8]]}'
+        (out / 'replay.jsonl').write_text(AnswerRecord(0, '', '', '', answer, latency_s).to_json() + '\n')
+        super().__init__('inference_node', ('backend:=replay', f'replay.file:={out / "replay.jsonl"}',
+                                            'replay.loop:=true', 'diagnostics_period_s:=0.5'))
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.plan_ages: list[float] = []
+        self.diagnostics: dict[str, str] = {}
+        self.node.create_subscription(WaypointArray, 'vln/waypoints', self._on_plan, reliable)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.keyframes = self.node.create_publisher(CompressedImage, 'vln/keyframe', QoSProfile(
+            depth=2, reliability=ReliabilityPolicy.RELIABLE))
+        self.set_task = self.node.create_client(SetTask, 'vln/set_task')
+        self.start(lambda: self.set_task.service_is_ready() and self.keyframes.get_subscription_count() > 0)
+        # A service reply can be lost while discovery still matches the reply path: retry until answered.
+        for _ in range(10):
+            future = self.set_task.call_async(SetTask.Request(instruction='go down the corridor'))
+            deadline = time.monotonic() + 1.0
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if future.done():
+                break
+            self.set_task.remove_pending_request(future)
+        else:
+            raise RuntimeError('inference_node did not answer vln/set_task')
+        import cv2
+        self.msg = CompressedImage(format='jpeg', data=cv2.imencode('.jpg', scene(0, 448, 448))[1].tobytes())
+
+    def _on_plan(self, msg) -> None:
+        if msg.action == 'forward':
+            now = self.node.get_clock().now().nanoseconds * 1e-9
+            self.plan_ages.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.endswith('inference_node'):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def send(self, rate_hz: float, seconds: float) -> None:
+        start, sent = time.monotonic(), 0
+        while time.monotonic() - start < seconds:
+            self.msg.header.stamp = self.node.get_clock().now().to_msg()
+            self.keyframes.publish(self.msg)
+            sent += 1
+            time.sleep(max(0.0, start + sent / rate_hz - time.monotonic()))
+
+
+def bench_inference_overhead() -> None:
+    """The node's own time per plan (received -> backend called, plus returned -> published), measured
+    inside the node, with an instant replay backend: keyframes at 5 Hz for 20 s."""
+    node = InferenceNodeUnderTest(latency_s=0.0)
+    try:
+        node.send(5.0, 20.0)
+        time.sleep(1.5)
+        emit('inference_overhead_ms_p50', float(node.diagnostics['overhead_ms_p50']), 'ms')
+    finally:
+        node.close()
+
+
+def bench_inference_overload() -> None:
+    """Keyframes at 20 Hz into a 500 ms backend (10x overload): capture stamp -> plan received."""
+    node = InferenceNodeUnderTest(latency_s=0.5)
+    try:
+        node.send(20.0, 15.0)
+        time.sleep(1.0)
+        ages = np.array(node.plan_ages) * 1e3
+        print(f'# {len(ages)} plans, {node.diagnostics.get("keyframes_dropped")} of '
+              f'{node.diagnostics.get("keyframes_received")} keyframes dropped', file=sys.stderr)
+        emit('inference_stale_keyframe_age_ms_p99', np.percentile(ages, 99), 'ms')
+        emit('inference_stale_keyframe_age_ms_p50', np.percentile(ages, 50), 'ms')
+    finally:
+        node.close()
+
+
+BENCHES = {'keyframe': [bench_keyframe_decision, bench_camera_node_fps, bench_keyframe_latency],
+           'controller': [bench_controller],
+           'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload]}
+
+
 def main() -> int:
-    bench_keyframe_decision()
-    bench_camera_node_fps()
-    bench_keyframe_latency()
-    bench_controller()
+    """`make bench` runs all; `python bench/run.py inference` only that group."""
+    groups = sys.argv[1:] or list(BENCHES)
+    for group in groups:
+        for bench in BENCHES[group]:
+            bench()
     out = REPO / 'bench_out'
     out.mkdir(exist_ok=True)
     (out / 'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in RESULTS))

@@ -70,6 +70,11 @@ class Probe:
         self.set_client = n.create_client(SetTask, 'vln/set_task')
         self.stop_client = n.create_client(Trigger, 'vln/stop_task')
         assert self.set_client.wait_for_service(timeout_sec=5.0)
+        # A service reply can be lost while discovery is still matching the reply path: warm both clients
+        # up with harmless calls (an empty instruction is refused; there is no task to stop) until answered.
+        for client, request in ((self.set_client, SetTask.Request(instruction='')),
+                                (self.stop_client, Trigger.Request())):
+            assert any(self._answered(client, request) for _ in range(5)), 'service never answered'
         assert wait_for(lambda: self.keyframes.get_subscription_count() > 0
                         and self.instructions.get_subscription_count() > 0, 5.0)
 
@@ -82,6 +87,14 @@ class Probe:
     def _on_plan(self, msg):
         with self.lock:
             self.plans.append((time.monotonic(), msg))
+
+    @staticmethod
+    def _answered(client, request):
+        future = client.call_async(request)
+        if wait_for(future.done, 1.0):
+            return True
+        client.remove_pending_request(future)
+        return False
 
     def call(self, client, request, timeout_s=5.0):
         future = client.call_async(request)
