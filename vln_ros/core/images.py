@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 from rosbags.image import ImageError
 
-from vln_ros import MAX_IMAGE_PIXELS
 # rosbags-image's encoding table and colour conversion; its public image_to_cvimage ignores `step`.
 from rosbags.image.image import Format, convert_color, to_cvtype
+
+from vln_ros import MAX_IMAGE_PIXELS
 
 # Reasons a frame is rejected; the camera node counts each separately.
 EMPTY = 'empty'

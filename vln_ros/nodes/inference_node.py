@@ -45,12 +45,11 @@ from vln_ros.core.stats import EventCounters, LatencyWindow
 from vln_ros.core.tasks import State, TaskManager, TaskRejected
 from vln_ros.msg import TaskStatus, Waypoint, WaypointArray
 from vln_ros.nodes import diagnostics
-from vln_ros.nodes.conversions import stamp_seconds
-from vln_ros.nodes.runner import run_node
+from vln_ros.nodes.camera_node import KEYFRAME_QOS, KEYFRAME_TOPIC
 from vln_ros.nodes.parameters import declare_params
+from vln_ros.nodes.runner import run_node
 from vln_ros.srv import SetTask
 
-KEYFRAME_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)  # as camera_node publishes them
 PLAN_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # After a timeout the cancelled request gets this long to end before the next one may start.
@@ -108,7 +107,7 @@ class InferenceNode(Node):
             self._tasks.loading(done=True)
             self._publish_status()
 
-        self.create_subscription(CompressedImage, 'vln/keyframe', self._on_keyframe, KEYFRAME_QOS)
+        self.create_subscription(CompressedImage, KEYFRAME_TOPIC, self._on_keyframe, KEYFRAME_QOS)
         self.create_subscription(String, 'vln/instruction', self._on_instruction, PLAN_QOS)
         self.create_service(SetTask, 'vln/set_task', self._on_set_task)
         self.create_service(Trigger, 'vln/stop_task', self._on_stop_task)
@@ -116,7 +115,7 @@ class InferenceNode(Node):
         self._worker = threading.Thread(target=self._work, name='inference_worker', daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f'ready in {self._load_time_s:.1f} s: {self.resolve_topic_name("vln/keyframe")} -> '
+            f'ready in {self._load_time_s:.1f} s: {self.resolve_topic_name(KEYFRAME_TOPIC)} -> '
             f'{self._backend.model_name} ({p.backend}) -> {self.resolve_topic_name("vln/waypoints")}; '
             f'timeout {p.inference_timeout_s} s, guided JSON {p.guided_json}, history {p.history_steps} steps'
             + (f', recording to {p.record_file}' if p.record_file else ''))

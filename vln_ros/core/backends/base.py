@@ -61,7 +61,7 @@ class Backend(abc.ABC):
     def cancel(self) -> None:
         """Abort the request in flight, if any (thread-safe, returns at once)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: most backends hold nothing to release)
         """Release the model (bounded in time)."""
 
 
