@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean gpu-setup gpu-model gpu-check gpu-bench
 
 install:
 	@tools/install.sh
@@ -21,5 +21,27 @@ test: install
 bench: install
 	$(PY) bench/run.py
 
+# On a GPU machine (README, "GPU check and latency"): the image's Python gets ROS 2, our interfaces and
+# lmdeploy from the wheels tools/gpu/fetch_wheels.sh put under .whl/ (no network there), then a random-weight
+# model of SHAPE is built once (models/build_random_model.py) and checked or measured.
+GPU_PY ?= python3
+SHAPE ?= 8b
+MODEL ?= /tmp/vln_models/Qwen3-VL-$(SHAPE)-random
+TP ?= 1
+GPU ?= H200
+GPU_OUT ?= gpu_out
+
+gpu-setup:
+	@tools/gpu/setup.sh
+
+gpu-model: gpu-setup
+	@[ -f $(MODEL)/config.json ] || $(GPU_PY) models/build_random_model.py --shape $(SHAPE) --out $(MODEL)
+
+gpu-check: gpu-model
+	$(GPU_PY) bench/gpu.py check --model $(MODEL) --tp $(TP) --out $(GPU_OUT)
+
+gpu-bench: gpu-model
+	$(GPU_PY) bench/gpu.py bench --model $(MODEL) --tp $(TP) --gpu $(GPU) --out $(GPU_OUT)
+
 clean:
-	rm -rf .venv build install log demo_out bench_out .pytest_cache .hypothesis
+	rm -rf .venv build install log demo_out bench_out gpu_out .pytest_cache .hypothesis

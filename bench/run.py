@@ -60,24 +60,25 @@ class NodeUnderTest:
     """A real node executable in its own process (config/vln.yaml + extra parameters), and a probe node
     here, spinning in a background thread, for the subclass's publishers and subscriptions."""
 
-    def __init__(self, executable: str, params: tuple[str, ...]) -> None:
+    def __init__(self, executable: str, params: tuple[str, ...], log: Path | None = None) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         args = [str(Path(sys.executable).parent / executable), '--ros-args',
                 '--params-file', str(REPO / 'config' / 'vln.yaml')]
         for p in params:
             args += ['-p', p]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=log.open('w') if log else subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
         rclpy.init()
         self.node = rclpy.create_node('bench_probe')
         self.executor = SingleThreadedExecutor()
 
-    def start(self, ready) -> None:
+    def start(self, ready, timeout_s: float = 30.0) -> None:
         """Spin the probe and wait (bounded) until ready() says the node under test is connected."""
         self.executor.add_node(self.node)
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self.spinner.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout_s
         while not ready():
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f'{self.proc.args[0]} did not come up')
@@ -265,46 +266,63 @@ def bench_answer_tokens() -> None:
 
 
 class InferenceNodeUnderTest(NodeUnderTest):
-    """inference_node with the replay backend answering every keyframe after `latency_s`."""
+    """inference_node in its own process with `params`, a keyframe publisher, and the plans, task states and
+    diagnostics it publishes. `replay(latency_s)` answers every keyframe after latency_s."""
 
-    def __init__(self, latency_s: float) -> None:
+    def __init__(self, params: tuple[str, ...], startup_s: float = 30.0, instruction: str = 'go down the corridor',
+                 keyframe_px: int = 448, log: Path | None = None) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage
 
-        from vln_ros.core.backends.base import AnswerRecord
-        from vln_ros.msg import WaypointArray
+        from vln_ros.msg import TaskStatus, WaypointArray
         from vln_ros.srv import SetTask
+        super().__init__('inference_node', ('diagnostics_period_s:=0.5', *params), log)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.plans: list[tuple[float, object]] = []  # (receive time, WaypointArray)
+        self.plan_ages: list[float] = []
+        self.states: list[tuple[float, object]] = []
+        self.diagnostics: dict[str, str] = {}
+        self.node.create_subscription(WaypointArray, 'vln/waypoints', self._on_plan, reliable)
+        self.node.create_subscription(TaskStatus, 'vln/task_status', lambda m: self.states.append(
+            (time.monotonic(), m)), QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                                               durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.keyframes = self.node.create_publisher(CompressedImage, 'vln/keyframe', QoSProfile(
+            depth=2, reliability=ReliabilityPolicy.RELIABLE))
+        self._set_task = self.node.create_client(SetTask, 'vln/set_task')
+        self.start(lambda: self._set_task.service_is_ready() and self.keyframes.get_subscription_count() > 0
+                   and bool(self.states) and self.states[-1][1].state_name != 'loading', startup_s)
+        if instruction:
+            self.set_task(instruction)
+        import cv2
+        self.msg = CompressedImage(format='jpeg', data=cv2.imencode('.jpg', scene(0, keyframe_px, keyframe_px))[1]
+                                   .tobytes())
+
+    @classmethod
+    def replay(cls, latency_s: float) -> InferenceNodeUnderTest:
+        from vln_ros.core.backends.base import AnswerRecord
         out = REPO / 'bench_out'
         out.mkdir(exist_ok=True)
         answer = '{"env":"corridor","act":"forward","wp":[[0.5,0,0,0.9],[0.5,0.1,10,0.8]]}'
         (out / 'replay.jsonl').write_text(AnswerRecord(0, '', '', '', answer, latency_s).to_json() + '\n')
-        super().__init__('inference_node', ('backend:=replay', f'replay.file:={out / "replay.jsonl"}',
-                                            'replay.loop:=true', 'diagnostics_period_s:=0.5'))
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.plan_ages: list[float] = []
-        self.diagnostics: dict[str, str] = {}
-        self.node.create_subscription(WaypointArray, 'vln/waypoints', self._on_plan, reliable)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
-        self.keyframes = self.node.create_publisher(CompressedImage, 'vln/keyframe', QoSProfile(
-            depth=2, reliability=ReliabilityPolicy.RELIABLE))
-        self.set_task = self.node.create_client(SetTask, 'vln/set_task')
-        self.start(lambda: self.set_task.service_is_ready() and self.keyframes.get_subscription_count() > 0)
-        # A service reply can be lost while discovery still matches the reply path: retry until answered.
+        return cls(('backend:=replay', f'replay.file:={out / "replay.jsonl"}', 'replay.loop:=true'))
+
+    def set_task(self, instruction: str):
+        """vln/set_task, retried: a service reply can be lost while discovery still matches the reply path."""
+        from vln_ros.srv import SetTask
         for _ in range(10):
-            future = self.set_task.call_async(SetTask.Request(instruction='go down the corridor'))
+            future = self._set_task.call_async(SetTask.Request(instruction=instruction))
             deadline = time.monotonic() + 1.0
             while not future.done() and time.monotonic() < deadline:
                 time.sleep(0.01)
             if future.done():
-                break
-            self.set_task.remove_pending_request(future)
-        else:
-            raise RuntimeError('inference_node did not answer vln/set_task')
-        import cv2
-        self.msg = CompressedImage(format='jpeg', data=cv2.imencode('.jpg', scene(0, 448, 448))[1].tobytes())
+                return future.result()
+            self._set_task.remove_pending_request(future)
+        raise RuntimeError('inference_node did not answer vln/set_task')
 
     def _on_plan(self, msg) -> None:
+        self.plans.append((time.monotonic(), msg))
         if msg.action == 'forward':
             now = self.node.get_clock().now().nanoseconds * 1e-9
             self.plan_ages.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
@@ -326,7 +344,7 @@ class InferenceNodeUnderTest(NodeUnderTest):
 def bench_inference_overhead() -> None:
     """The node's own time per plan (received -> backend called, plus returned -> published), measured
     inside the node, with an instant replay backend: keyframes at 5 Hz for 20 s."""
-    node = InferenceNodeUnderTest(latency_s=0.0)
+    node = InferenceNodeUnderTest.replay(latency_s=0.0)
     try:
         node.send(5.0, 20.0)
         time.sleep(1.5)
@@ -337,7 +355,7 @@ def bench_inference_overhead() -> None:
 
 def bench_inference_overload() -> None:
     """Keyframes at 20 Hz into a 500 ms backend (10x overload): capture stamp -> plan received."""
-    node = InferenceNodeUnderTest(latency_s=0.5)
+    node = InferenceNodeUnderTest.replay(latency_s=0.5)
     try:
         node.send(20.0, 15.0)
         time.sleep(1.0)

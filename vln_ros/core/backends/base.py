@@ -26,6 +26,8 @@ class Request:
     max_new_tokens: int
     guided: bool             # constrain the answer to prompt.schema
     image_max_pixels: int
+    # Benchmarks only: generate exactly max_new_tokens (random-weight models never stop on their own).
+    ignore_eos: bool = False
 
     def image_data_url(self) -> str:
         return 'data:image/jpeg;base64,' + base64.b64encode(self.image_jpeg).decode('ascii')

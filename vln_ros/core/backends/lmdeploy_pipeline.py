@@ -10,8 +10,9 @@ API facts this relies on (lmdeploy 0.18; shared/GPU.md and the lmdeploy source):
   Qwen3-VL, so engine `auto` is PyTorch. `distributed_executor_backend` is 'mp' or 'ray' (lmdeploy's own
   default for tp > 1 on CUDA is Ray; the GPU test machines have no Ray, so `executor: mp` there).
 - Messages in OpenAI form; an image item `{'type': 'image_data', 'image_data': {'data': PIL.Image}}` skips
-  base64 and URL loading. Qwen3-VL reads the image budget from the request's `mm_processor_kwargs`
-  (`max_pixels`); Qwen2/2.5-VL from keys of the image item: both are sent.
+  base64 and URL loading. Qwen3-VL reads the image budget from the request's `mm_processor_kwargs`, keyed
+  by modality (`{'image': {'min_pixels', 'max_pixels'}}`, lmdeploy/vl/model/preprocess_utils.py); older
+  Qwen2/2.5-VL code paths from keys of the image item: both are sent.
 - Greedy: `do_sample=False`. Guided JSON: `response_format={'type': 'json_schema', 'json_schema': {...}}`.
 - Cancel: a `pipe.session()` per request, `session.abort()` from any thread (the stream then ends with
   finish_reason 'abort'). Abort is a no-op before the request holds an engine handle, so the flag is also
@@ -30,6 +31,8 @@ from typing import Any
 
 from vln_ros.core.backends.base import Answer, Backend, BackendError, Request
 from vln_ros.core.config import InferenceParams, LmdeployParams, StartupError
+
+MIN_IMAGE_PIXELS = 32 * 32  # one Qwen3-VL image token
 
 INSTALL_HINT = ("backend 'lmdeploy' needs the lmdeploy package, which is not installed here: on the GPU machine "
                 "run pip install '.[lmdeploy]' in the package (see models/README.md); or use backend:=openai "
@@ -63,9 +66,19 @@ def chat_messages(request: Request, image: Any) -> list[dict[str, Any]]:
     ]
 
 
+def mm_processor_kwargs(request: Request) -> dict[str, Any]:
+    """The image budget for the HF processor. min_pixels is lowered too: the processor's default minimum
+    (256x256 px for Qwen3-VL) would upscale a small keyframe, and a minimum above the maximum makes lmdeploy
+    ignore both."""
+    return {'image': {'min_pixels': min(MIN_IMAGE_PIXELS, request.image_max_pixels),
+                      'max_pixels': request.image_max_pixels}}
+
+
 def gen_config_kwargs(request: Request) -> dict[str, Any]:
     """Keyword arguments of GenerationConfig: greedy, bounded, guided when asked."""
     kwargs: dict[str, Any] = {'max_new_tokens': request.max_new_tokens, 'do_sample': False}
+    if request.ignore_eos:
+        kwargs['ignore_eos'] = True
     if request.guided:
         kwargs['response_format'] = {'type': 'json_schema',
                                      'json_schema': {'name': 'vln_plan', 'schema': request.prompt.schema}}
@@ -116,7 +129,7 @@ class LmdeployBackend(Backend):
         try:
             for out in self._pipe.stream_infer(chat_messages(request, image), sessions=session,
                                                gen_config=gen_config,
-                                               mm_processor_kwargs={'max_pixels': request.image_max_pixels}):
+                                               mm_processor_kwargs=mm_processor_kwargs(request)):
                 if self._cancelled:
                     session.abort()
                     raise BackendError('cancelled')

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""The lmdeploy path on a GPU machine: `make gpu-check` and `make gpu-bench` (README, "GPU check and latency").
+
+    python3 bench/gpu.py check --model DIR [--tp N] [--out DIR]
+    python3 bench/gpu.py bench --model DIR [--tp N] [--gpu H100|H200] [--sizes 256,448,640] [--out DIR]
+
+check: the real inference_node process, lmdeploy backend, keyframes over ROS 2. Verifies that it reports
+loading then idle, that plans are published for a task, that a task switch aborts the request in flight
+(no plan of the old task after the switch), and that SIGINT ends it, engine included, within a bound.
+
+bench: the lmdeploy backend in this process with the project's real prompt, answer format and guided
+decoding, per image size, unguided and guided: keyframe-to-plan latency (JPEG decode + model + parse;
+the node itself adds ~1.4 ms, `make bench`'s inference_overhead_ms_p50), time to first token, tokens,
+load time and GPU memory, next to the roofline (vln_ros/core/model_shapes.py). Random weights never stop
+on their own, so every answer is exactly ANSWER_TOKENS long (the real two-waypoint answer's length).
+
+Each prints one JSON object per line and writes them to --out (results.jsonl), with a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'bench'))
+sys.path.insert(0, str(REPO / 'test'))
+
+# NVLink multicast can take a shared host's GPUs out of service: keep it off, children included.
+os.environ.update(NCCL_NVLS_ENABLE='0', TORCH_SYMM_MEM_DISABLE_MULTICAST='1', NVSHMEM_DISABLE_NVLS='1')
+
+ANSWER_TOKENS = 48  # Qwen3 tokens of a two-waypoint answer in the project's format (README, "answer format")
+
+
+class Results:
+    def __init__(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.file = (out / 'results.jsonl').open('a')
+
+    def emit(self, **row) -> None:
+        line = json.dumps(row)
+        print(line, flush=True)
+        self.file.write(line + '\n')
+        self.file.flush()
+
+
+def gpu_memory_mib() -> list[int]:
+    """Memory in use on each GPU (nvidia-smi); empty where there is none."""
+    import shutil
+    if shutil.which('nvidia-smi') is None:
+        return []
+    done = subprocess.run(['nvidia-smi', '--query-gpu=memory.used', '--format=csv,noheader,nounits'],
+                          capture_output=True, text=True, check=False)
+    return [int(v) for v in done.stdout.split()] if done.returncode == 0 else []
+
+
+def model_shape(model: Path) -> str:
+    """The shape name in vln_ros/core/model_shapes.py whose config matches the model folder's."""
+    from vln_ros.core.model_shapes import SHAPES
+    text = json.loads((model / 'config.json').read_text())['text_config']
+    for name, shape in SHAPES.items():
+        if (shape.hidden, shape.layers, shape.intermediate) == (
+                text['hidden_size'], text['num_hidden_layers'],
+                text.get('moe_intermediate_size') or text['intermediate_size']):
+            return name
+    raise SystemExit(f'{model}: not one of the shapes in vln_ros/core/model_shapes.py')
+
+
+# -- check ------------------------------------------------------------------------------------------------
+
+def check(args: argparse.Namespace, results: Results) -> int:
+    from run import InferenceNodeUnderTest
+
+    from vln_ros import local_graph
+    local_graph.use(77)
+    failures: list[str] = []
+
+    def expect(ok: bool, what: str) -> None:
+        results.emit(check=what, ok=bool(ok))
+        if not ok:
+            failures.append(what)
+
+    # Answers of random weights are whitespace under guided decoding: every request runs to max_new_tokens,
+    # which makes it long enough to be caught in flight by a task switch.
+    started = time.monotonic()
+    node = InferenceNodeUnderTest(
+        ('backend:=lmdeploy', f'model:={args.model}', f'lmdeploy.tp:={args.tp}', f'lmdeploy.executor:={args.executor}',
+         f'max_new_tokens:={args.check_tokens}', 'failure_threshold:=1000', 'inference_timeout_s:=60.0',
+         f'record_file:={args.out / "check_answers.jsonl"}'),
+        startup_s=900, instruction='', log=args.out / 'inference_node.log')
+    try:
+        load_s = time.monotonic() - started
+        names = [m.state_name for _, m in node.states]
+        results.emit(name='check_load_s', value=round(load_s, 1), unit='s', states=names)
+        expect('loading' in names and names[-1] == 'idle', f'task_status: loading, then idle ({names})')
+
+        def feed(seconds: float, until=lambda: False) -> None:
+            """Keyframes at 2 Hz (the latest wins in the node) for `seconds`, or until until() holds."""
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < seconds and not until():
+                node.msg.header.stamp = node.node.get_clock().now().to_msg()
+                node.keyframes.publish(node.msg)
+                time.sleep(0.5)
+
+        first = node.set_task('go down the corridor and stop at the red door').task_id
+        feed(args.check_s)
+        plans = [m for _, m in node.plans if m.task_id == first]
+        expect(len(plans) >= 2, f'plans published for the task ({len(plans)} in {args.check_s:.0f} s)')
+        # Switch while a request is in flight: just after a plan, the next request has started.
+        count = len(node.plans)
+        feed(args.check_s, until=lambda: len(node.plans) > count)
+        time.sleep(0.3)
+        second = node.set_task('turn around and go back').task_id
+        switched_at = time.monotonic()
+        feed(args.check_s)
+        after = [m for t, m in node.plans if t > switched_at]
+        old_after = [m for m in after if m.task_id == first and m.action != 'new_task']
+        expect(not old_after, f'no plan of the old task after the switch ({len(old_after)} seen)')
+        expect(any(m.task_id == second for m in after), 'plans of the new task after the switch')
+        records = [json.loads(line) for line in (args.out / 'check_answers.jsonl').read_text().splitlines()]
+        cancelled = [r for r in records if r['error'] == 'cancelled']
+        expect(bool(cancelled), f'the request in flight at the switch was aborted ({len(cancelled)} cancelled)')
+        answered = [r for r in records if not r['error']]
+        expect(all(r['output_tokens'] and r['output_tokens'] > 0 for r in answered) and bool(answered),
+               f'answers came from the model ({len(answered)} answers, tokens '
+               f'{sorted({r["output_tokens"] for r in answered})})')
+        results.emit(name='check_backend_ms_p50', value=float(node.diagnostics.get('backend_ms_p50', 'nan')),
+                     unit='ms', diagnostics=node.diagnostics)
+        results.emit(name='check_gpu_memory_mib', value=gpu_memory_mib(), unit='MiB')
+
+        # Bounded shutdown: SIGINT, and the process (engine and its workers included) is gone in time.
+        bound_s = 10.0 + 15.0  # lmdeploy.shutdown_timeout_s (default) + rclpy and process teardown
+        import psutil
+        children = psutil.Process(node.proc.pid).children(recursive=True)  # the engine's workers, if any
+        t0 = time.monotonic()
+        node.proc.send_signal(signal.SIGINT)
+        try:
+            code = node.proc.wait(timeout=bound_s + 30)
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - t0
+        results.emit(name='check_shutdown_s', value=round(took, 2), unit='s', exit_code=code)
+        expect(code == 0 and took <= bound_s, f'SIGINT ends the node within {bound_s:.0f} s with exit code 0 '
+               f'(took {took:.1f} s, exit code {code})')
+        time.sleep(1.0)
+        leftovers = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        expect(not leftovers, f'none of its {len(children)} child processes left behind ({leftovers})')
+    finally:
+        node.close()
+    results.emit(check='gpu-check', ok=not failures, failures=failures)
+    return 1 if failures else 0
+
+
+# -- bench ------------------------------------------------------------------------------------------------
+
+def bench(args: argparse.Namespace, results: Results) -> int:
+    import cv2
+    import numpy as np
+    from frames import scene
+
+    from vln_ros.core.backends.base import Request
+    from vln_ros.core.backends.lmdeploy_pipeline import LmdeployBackend
+    from vln_ros.core.config import InferenceParams, LmdeployParams, ParserParams
+    from vln_ros.core.model_shapes import GPUS, SHAPES, image_tokens, roofline
+    from vln_ros.core.parser import parse_answer
+    from vln_ros.core.prompts import PromptBuilder, Step
+
+    shape_name = model_shape(args.model)
+    memory_before = gpu_memory_mib()
+    t0 = time.perf_counter()
+    params = InferenceParams(backend='lmdeploy', model=str(args.model), lmdeploy=LmdeployParams(
+        tp=args.tp, executor=args.executor, eager_mode=args.eager))
+    backend = LmdeployBackend(params)
+    load_s = time.perf_counter() - t0
+    memory = gpu_memory_mib()
+    common = dict(shape=shape_name, tp=args.tp, gpu=args.gpu, eager=args.eager)
+    results.emit(name='gpu_load_s', value=round(load_s, 1), unit='s', **common)
+    results.emit(name='gpu_memory_mib', value=[a - b for a, b in zip(memory, memory_before)] or memory,
+                 unit='MiB', note='weights + KV cache (cache_max_entry_count 0.8 of free memory)', **common)
+    limits = ParserParams()
+    prompt = PromptBuilder(limits, history_steps=4).build(
+        'go down the corridor and stop at the red door',
+        [Step('a corridor with doors on both sides', 'forward')] * 4)
+    try:
+        for size in args.sizes:
+            jpeg = cv2.imencode('.jpg', scene(0, size, size))[1].tobytes()
+            for guided in (False, True):
+                request = Request(jpeg, 0, prompt, ANSWER_TOKENS, guided, size * size, ignore_eos=True)
+                for _ in range(args.warmup):
+                    backend.generate(request)
+                latencies, first_token, outputs, inputs = [], [], [], []
+                for _ in range(args.repeats):
+                    started = time.perf_counter()
+                    answer = backend.generate(request)
+                    parse_answer(answer.text, limits)
+                    latencies.append(time.perf_counter() - started)
+                    first_token.append(answer.first_token_s or float('nan'))
+                    outputs.append(answer.output_tokens or 0)
+                    inputs.append(answer.input_tokens or 0)
+                line = roofline(SHAPES[shape_name], GPUS[args.gpu], args.tp, int(np.median(inputs)),
+                                image_tokens(size, size))
+                p50 = float(np.percentile(latencies, 50))
+                results.emit(name='gpu_keyframe_to_plan_s', size_px=size, guided=guided,
+                             p50=round(p50, 4), p99=round(float(np.percentile(latencies, 99)), 4),
+                             ttft_p50=round(float(np.nanpercentile(first_token, 50)), 4),
+                             output_tokens=int(np.median(outputs)), input_tokens=int(np.median(inputs)),
+                             roofline_s=round(line.total_s(int(np.median(outputs))), 4),
+                             roofline_ttft_s=round(line.prefill_s, 4),
+                             ms_per_output_token=round(1e3 * (p50 - float(np.nanpercentile(first_token, 50)))
+                                                       / max(1, int(np.median(outputs)) - 1), 2),
+                             roofline_ms_per_token=round(1e3 * line.decode_s_per_token, 2),
+                             repeats=args.repeats, **common)
+    finally:
+        t0 = time.perf_counter()
+        backend.close()
+        results.emit(name='gpu_close_s', value=round(time.perf_counter() - t0, 1), unit='s', **common)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('what', choices=('check', 'bench'))
+    parser.add_argument('--model', type=Path, required=True)
+    parser.add_argument('--tp', type=int, default=1)
+    parser.add_argument('--executor', default='mp', help='mp or ray, for tp > 1 (the GPU test machines lack Ray)')
+    parser.add_argument('--out', type=Path, default=REPO / 'gpu_out')
+    parser.add_argument('--gpu', default='H200', choices=('H100', 'H200'), help='for the roofline')
+    parser.add_argument('--sizes', default='256,448,640', help='keyframe sides [px]')
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--eager', action='store_true', help='no CUDA graphs')
+    parser.add_argument('--check-tokens', type=int, default=512, help='max_new_tokens during the check')
+    parser.add_argument('--check-s', type=float, default=12.0, help='seconds of keyframes per task in the check')
+    args = parser.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(',')]
+    results = Results(args.out)
+    return check(args, results) if args.what == 'check' else bench(args, results)
+
+
+if __name__ == '__main__':  # lmdeploy's start-up spawns processes that import this module
+    sys.exit(main())
