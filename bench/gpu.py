@@ -215,11 +215,43 @@ def bench(args: argparse.Namespace, results: Results) -> int:
                                                        / max(1, int(np.median(outputs)) - 1), 2),
                              roofline_ms_per_token=round(1e3 * line.decode_s_per_token, 2),
                              repeats=args.repeats, **common)
+        if args.profile:
+            profile(backend, Request(cv2.imencode('.jpg', scene(0, 448, 448))[1].tobytes(), 0, prompt,
+                                     ANSWER_TOKENS, True, 448 * 448, ignore_eos=True), args, results, common)
     finally:
         t0 = time.perf_counter()
         backend.close()
         results.emit(name='gpu_close_s', value=round(time.perf_counter() - t0, 1), unit='s', **common)
     return 0
+
+
+def profile(backend, request, args: argparse.Namespace, results: Results, common: dict) -> None:
+    """Where one request's time goes, unguided and guided: GPU kernel time (CUPTI sees every kernel of the
+    process, the engine's thread included) against wall time, and the top kernels and CPU ops."""
+    import dataclasses
+
+    import torch
+    from torch.profiler import ProfilerActivity
+    for guided in (False, True):
+        req = dataclasses.replace(request, guided=guided)
+        backend.generate(req)  # warm
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            started = time.perf_counter()
+            backend.generate(req)
+            wall = time.perf_counter() - started
+        events = prof.key_averages()
+
+        def device_us(e) -> float:
+            return getattr(e, 'self_device_time_total', None) or getattr(e, 'self_cuda_time_total', 0.0)
+        kernel_s = sum(device_us(e) for e in events) / 1e6
+        top_gpu = sorted(events, key=device_us, reverse=True)[:6]
+        top_cpu = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:6]
+        (args.out / f'profile_{"guided" if guided else "unguided"}.txt').write_text(
+            events.table(sort_by='self_cpu_time_total', row_limit=40))
+        results.emit(name='gpu_profile', guided=guided, wall_s=round(wall, 4), gpu_kernel_s=round(kernel_s, 4),
+                     gpu_busy=round(kernel_s / wall, 3),
+                     top_gpu=[(e.key[:60], round(device_us(e) / 1e3, 1)) for e in top_gpu],
+                     top_cpu=[(e.key[:60], round(e.self_cpu_time_total / 1e3, 1)) for e in top_cpu], **common)
 
 
 def main() -> int:
@@ -234,6 +266,7 @@ def main() -> int:
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--eager', action='store_true', help='no CUDA graphs')
+    parser.add_argument('--profile', action='store_true', help='also profile one 448 px request (torch.profiler)')
     parser.add_argument('--check-tokens', type=int, default=512, help='max_new_tokens during the check')
     parser.add_argument('--check-s', type=float, default=12.0, help='seconds of keyframes per task in the check')
     args = parser.parse_args()

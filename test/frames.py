@@ -1,9 +1,13 @@
 """Synthetic camera frames and message builders for the tests and benchmarks."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+
+if TYPE_CHECKING:  # scene() is also used where ROS is not installed (bench/gpu.py on a GPU machine)
+    from sensor_msgs.msg import CompressedImage, Image
 
 
 def scene(seed: int, height: int = 480, width: int = 640) -> np.ndarray:
@@ -21,6 +25,7 @@ def scene(seed: int, height: int = 480, width: int = 640) -> np.ndarray:
 
 
 def image_msg(img: np.ndarray, stamp_s: float, encoding: str = 'bgr8', frame_id: str = 'camera') -> Image:
+    from sensor_msgs.msg import Image
     msg = Image(height=img.shape[0], width=img.shape[1], encoding=encoding, is_bigendian=False)
     msg.step = img.shape[1] * (img.shape[2] if img.ndim == 3 else 1) * img.itemsize
     msg.data = img.tobytes()
@@ -30,6 +35,7 @@ def image_msg(img: np.ndarray, stamp_s: float, encoding: str = 'bgr8', frame_id:
 
 
 def compressed_msg(img: np.ndarray, stamp_s: float, fmt: str = 'jpeg') -> CompressedImage:
+    from sensor_msgs.msg import CompressedImage
     ok, data = cv2.imencode('.jpg' if fmt == 'jpeg' else '.png', img)
     assert ok
     msg = CompressedImage(format=fmt, data=data.tobytes())

@@ -27,7 +27,7 @@ fi
 vpy=$venv/bin/python
 
 if [ -n "$wheels" ]; then
-  mapfile -t wheel_files < <(find "$wheels" -name '*.whl' | sort)
+  mapfile -t wheel_files < <(find "$wheels" -type f -name '*.whl' | sort)
   key=$(printf '%s\n' "${wheel_files[@]}" | sha256sum | cut -c1-16)
 else
   key=$(digest tools/requirements.txt tools/constraints.txt)
