@@ -1,32 +1,29 @@
 """Start the camera node on the robot: `ros2 launch vln_ros camera.launch.py camera_topic:=/camera/image_raw`.
 
-Thin and declarative: the parameters come from the params file (defaults: config/vln.yaml), the
-executable and its name are the ones the process-level tests start (test/test_executables.py).
-The full stack's launch files (vln.launch.py, replay.launch.py) belong to the bringup issue.
+Thin on purpose: the node, its parameter file, remappings and environment (the large-data transport for
+raw images) and these arguments come from vln_ros/bringup.py, which test/test_launch.py also starts the
+processes from. The whole stack: vln.launch.py.
 """
-import os
-
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from vln_ros import bringup
+
+ARGUMENTS = [a for a in bringup.launch_arguments(bringup.StackArgs) if a.name in bringup.CAMERA_ARGUMENTS]
+
+
+def start_camera(context):
+    values = {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS}
+    share_dir = get_package_share_directory(bringup.PACKAGE)
+    return [Node(output='screen', emulate_tty=True, **process.launch_kwargs())
+            for process in bringup.processes(bringup.StackArgs, {**values, **bringup.CAMERA_ONLY}, share_dir)]
+
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory('vln_ros'), 'config', 'vln.yaml')
     return LaunchDescription([
-        DeclareLaunchArgument('namespace', default_value='', description='Namespace of the robot (all topics are relative)'),
-        DeclareLaunchArgument('params_file', default_value=default_params, description='ROS 2 parameter file for the nodes'),
-        DeclareLaunchArgument('use_sim_time', default_value='false', description='Use /clock (bag replay, simulation)'),
-        DeclareLaunchArgument('camera_topic', default_value='image',
-                              description="The camera's image topic (or its compressed base topic)"),
-        # Raw 1080p frames over Fast DDS are silently lost without the large-data transport.
-        SetEnvironmentVariable('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA'),
-        Node(
-            package='vln_ros', executable='camera_node', name='camera_node', namespace=LaunchConfiguration('namespace'),
-            parameters=[LaunchConfiguration('params_file'), {'use_sim_time': LaunchConfiguration('use_sim_time')}],
-            remappings=[('image', LaunchConfiguration('camera_topic')),
-                        ('image/compressed', [LaunchConfiguration('camera_topic'), '/compressed'])],
-            output='screen', emulate_tty=True),
+        *[DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in ARGUMENTS],
+        OpaqueFunction(function=start_camera),
     ])

@@ -44,8 +44,8 @@ def test_installed_package_has_interfaces_sources_and_executables(workspace):
     for path in ('msg/_waypoint_array.py', 'srv/_set_task.py', 'core/keyframe.py', 'nodes/camera_node.py'):
         assert (site / path).is_file(), path
     assert (ws / 'install' / 'vln_ros' / 'share' / 'vln_ros' / 'config' / 'vln.yaml').is_file()
-    for node in ('camera_node', 'controller_node'):
-        assert os.access(ws / 'install' / 'vln_ros' / 'lib' / 'vln_ros' / node, os.X_OK)
+    for executable in ('camera_node', 'inference_node', 'controller_node', 'vln_bag'):
+        assert os.access(ws / 'install' / 'vln_ros' / 'lib' / 'vln_ros' / executable, os.X_OK), executable
 
 
 @pytest.mark.parametrize('node', ['camera_node', 'controller_node'])
@@ -57,3 +57,10 @@ def test_installed_executables_start_and_answer(workspace, graph, node):
               f'{ws}/install/vln_ros/share/vln_ros/config/vln.yaml')
     seen, _ = start_and_stop(graph, ['bash', '-c', script], f'/{node}', env=env)
     assert seen[0].hardware_id == node
+
+
+def test_installed_bag_tool_runs(workspace):
+    ws, env, _ = workspace
+    result = subprocess.run(['bash', '-c', f'cd {ws} && . install/setup.bash && install/vln_ros/lib/vln_ros/vln_bag '
+                             'play /nonexistent'], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and 'vln_bag play: cannot read bag /nonexistent' in result.stderr, result.stderr

@@ -1,0 +1,237 @@
+"""The vln_ros stack in one place: its nodes, the side each runs on, their executables, parameter files,
+remappings and environment, and the launch arguments that shape them.
+
+Pure Python, no launch imports: launch/*.launch.py build their actions from it (`Process.launch_kwargs`),
+and test/test_launch.py starts the very same processes from it (`Process.command`), because launch itself
+cannot run where the tests run. Change the stack here, never in a launch file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PACKAGE = 'vln_ros'
+PARAMS_FILE = os.path.join('config', 'vln.yaml')   # relative to the package's share folder
+RVIZ_CONFIG = os.path.join('config', 'vln.rviz')
+# Raw images (sensor_msgs/Image) over Fast DDS's default transports are silently lost between processes;
+# every process that carries them needs this (README, "Large images over Fast DDS").
+LARGE_DATA_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'}
+CAMERA = '{camera_topic}'  # placeholder in remappings for the camera_topic argument
+
+
+class Side(str, Enum):
+    ROBOT = 'robot'   # next to the camera and the motors: a lost link still ends in a stop
+    GPU = 'gpu'       # where the model runs
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    executable: str
+    name: str
+    side: Side
+    remappings: tuple[tuple[str, str], ...] = ()
+    raw_images: bool = False         # publishes or subscribes sensor_msgs/Image
+    publishes: tuple[str, ...] = ()  # its output topics (relative to the namespace unless absolute)
+
+
+NODES: tuple[NodeSpec, ...] = (
+    NodeSpec('camera_node', 'camera_node', Side.ROBOT,
+             remappings=(('image', CAMERA), ('image/compressed', CAMERA + '/compressed')), raw_images=True,
+             publishes=('vln/keyframe', '/diagnostics')),
+    NodeSpec('inference_node', 'inference_node', Side.GPU, raw_images=True,  # vln/debug_image
+             publishes=('vln/waypoints', 'vln/task_status', 'vln/path', 'vln/markers', 'vln/debug_image',
+                        '/diagnostics')),
+    NodeSpec('controller_node', 'controller_node', Side.ROBOT, publishes=('cmd_vel', '/diagnostics')),
+)
+BAG_EXECUTABLE = 'vln_bag'
+# camera.launch.py: the camera node alone, with these of vln.launch.py's arguments.
+CAMERA_ONLY = {'nodes': 'camera_node'}
+CAMERA_ARGUMENTS = ('namespace', 'params_file', 'use_sim_time', 'camera_topic')
+RVIZ = NodeSpec('rviz2', 'rviz2', Side.ROBOT, raw_images=True, remappings=(
+    ('image', CAMERA),
+    # rviz2 picks an image transport from the topic's last name: its Keyframe display asks for
+    # vln/keyframe/compressed, which is our vln/keyframe (JPEG CompressedImage).
+    ('vln/keyframe/compressed', 'vln/keyframe')))
+
+
+def _flag(value: bool) -> str:
+    return 'true' if value else 'false'
+
+
+class StackArgs(BaseModel):
+    """The arguments of vln.launch.py: names, defaults and descriptions of the launch arguments."""
+
+    model_config = ConfigDict(extra='forbid', frozen=True)
+
+    namespace: str = Field('', description='Namespace of the robot: every topic of the stack is relative to it, '
+                                           'so several robots can share one graph')
+    params_file: str = Field('', description='ROS 2 parameter file of all nodes; empty = config/vln.yaml of '
+                                             'the installed package')
+    use_sim_time: bool = Field(False, description='Nodes follow /clock instead of the system clock (bag replay, '
+                                                  'simulation)')
+    model: str = Field('', description="inference_node's model: a weights path or model name (parameter model); "
+                                       'empty = the one in the parameter file')
+    tp: int | None = Field(None, description='inference_node: GPUs the model is split over, tensor parallel '
+                                             '(parameter lmdeploy.tp); empty = the one in the parameter file')
+    nodes: str = Field('all', description='Nodes to start here: all, robot (camera_node, controller_node), gpu '
+                                          '(inference_node), or a comma list of node names; the robot and the GPU '
+                                          'server each launch their side on one ROS 2 graph')
+    camera_topic: str = Field('image', description="The camera driver's sensor_msgs/Image topic (compressed: "
+                                                   '<camera_topic>/compressed with input_transport: compressed)')
+    rviz: bool = Field(False, description='Also start rviz2 with config/vln.rviz (camera, keyframes, plan, '
+                                          'annotated keyframe, cmd_vel)')
+
+    @field_validator('tp', mode='before')
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == '' else value
+
+    @field_validator('nodes')
+    @classmethod
+    def _known_nodes(cls, value: str) -> str:
+        select_nodes(value)
+        return value
+
+
+class ReplayArgs(StackArgs):
+    """The arguments of replay.launch.py: a bag played with vln_bag, and the stack on its /clock."""
+
+    bag: str = Field(description='rosbag2 bag to play (folder, .mcap or .db3), e.g. one recorded with vln_bag '
+                                 'record; required')
+    rate: float = Field(1.0, gt=0.0, description='Playback speed factor (2.0 = twice as fast)')
+    loop: bool = Field(False, description='Play the bag again from the start until stopped')
+    wait_s: float = Field(30.0, ge=0.0, description='Before playing, wait up to this long [s] until every played '
+                                                    'topic has a subscriber (the inference node subscribes once its '
+                                                    'model is loaded)')
+    use_sim_time: bool = Field(True, description='Nodes follow the bag time the player publishes on /clock')
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    default: str | None   # None: required
+    description: str
+
+
+def launch_arguments(model: type[StackArgs]) -> list[Argument]:
+    """Launch arguments (name, default as launch text, description) of a launch file, from its model."""
+    arguments = []
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            default = None
+        elif isinstance(info.default, bool):
+            default = _flag(info.default)
+        else:
+            default = '' if info.default is None else str(info.default)
+        arguments.append(Argument(name, default, info.description or ''))
+    return arguments
+
+
+def parse_args(model: type[StackArgs], values: dict[str, str]) -> StackArgs:
+    """Launch argument values (text) -> the validated model; ValueError naming the bad argument."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = '; '.join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+                             for e in exc.errors())
+        raise ValueError(f'bad launch argument: {problems}') from None
+
+
+def select_nodes(selection: str) -> list[NodeSpec]:
+    """'all', a side ('robot', 'gpu') or a comma list of node names -> the nodes to start, in stack order."""
+    wanted = {part.strip() for part in selection.split(',') if part.strip()}
+    names = {n.name for n in NODES}
+    unknown = wanted - names - {'all'} - {s.value for s in Side}
+    if unknown or not wanted:
+        raise ValueError(f"nodes {selection!r}: expected all, {', '.join(s.value for s in Side)} or a comma list "
+                         f"of {', '.join(sorted(names))}")
+    return [n for n in NODES if 'all' in wanted or n.side.value in wanted or n.name in wanted]
+
+
+@dataclass(frozen=True)
+class Process:
+    """One process of the stack, as launch_ros' Node starts it and as the tests start it."""
+
+    package: str
+    executable: str
+    name: str
+    namespace: str = ''
+    params_files: tuple[str, ...] = ()
+    parameters: dict[str, bool | int | float | str] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    arguments: tuple[str, ...] = ()
+
+    def launch_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of launch_ros.actions.Node."""
+        return {'package': self.package, 'executable': self.executable, 'name': self.name,
+                'namespace': self.namespace, 'parameters': [*self.params_files, dict(self.parameters)],
+                'remappings': list(self.remappings), 'additional_env': dict(self.env),
+                'arguments': list(self.arguments)}
+
+    def command(self, executable_path: str) -> list[str]:
+        """The command line launch_ros runs for launch_kwargs(), with parameters as -p instead of the
+        temporary file launch writes them to."""
+        ros_args = ['--ros-args', '-r', f'__node:={self.name}']
+        if self.namespace:
+            ros_args += ['-r', f'__ns:=/{self.namespace.strip("/")}']
+        for path in self.params_files:
+            ros_args += ['--params-file', path]
+        for key, value in self.parameters.items():
+            ros_args += ['-p', f'{key}:={_flag(value) if isinstance(value, bool) else value}']
+        for source, target in self.remappings:
+            ros_args += ['-r', f'{source}:={target}']
+        return [executable_path, *self.arguments, *ros_args]
+
+
+def _remap(spec: NodeSpec, args: StackArgs) -> tuple[tuple[str, str], ...]:
+    return tuple((source, target.replace(CAMERA, args.camera_topic)) for source, target in spec.remappings)
+
+
+def node_process(spec: NodeSpec, args: StackArgs, share_dir: str) -> Process:
+    parameters: dict[str, bool | int | float | str] = {'use_sim_time': args.use_sim_time}
+    if spec.name == 'inference_node':
+        if args.model:
+            parameters['model'] = args.model
+        if args.tp is not None:
+            parameters['lmdeploy.tp'] = args.tp
+    return Process(PACKAGE, spec.executable, spec.name, args.namespace,
+                   (args.params_file or os.path.join(share_dir, PARAMS_FILE),), parameters, _remap(spec, args),
+                   dict(LARGE_DATA_ENV) if spec.raw_images else {})
+
+
+def stack(args: StackArgs, share_dir: str) -> list[Process]:
+    """The node processes to start here (args.nodes), then rviz2 if asked."""
+    processes = [node_process(spec, args, share_dir) for spec in select_nodes(args.nodes)]
+    if args.rviz:
+        processes.append(Process('rviz2', RVIZ.executable, RVIZ.name, args.namespace, (),
+                                 {'use_sim_time': args.use_sim_time}, _remap(RVIZ, args), dict(LARGE_DATA_ENV),
+                                 ('-d', os.path.join(share_dir, RVIZ_CONFIG))))
+    return processes
+
+
+def stack_outputs(args: StackArgs) -> list[str]:
+    """Absolute names of the topics the nodes started here publish."""
+    prefix = '/' + args.namespace.strip('/') if args.namespace.strip('/') else ''
+    topics = {t if t.startswith('/') else f'{prefix}/{t}' for n in select_nodes(args.nodes) for t in n.publishes}
+    return sorted(topics)
+
+
+def player(args: ReplayArgs) -> Process:
+    """vln_bag play for replay.launch.py: bag time on /clock, and not the topics the stack started here
+    publishes itself (a bag of a live run holds its keyframes, plans and cmd_vel too)."""
+    arguments = ['play', args.bag, '--rate', str(args.rate), '--clock', '--wait-for-subscribers', str(args.wait_s),
+                 '--exclude-topics', *stack_outputs(args)]
+    if args.loop:
+        arguments.append('--loop')
+    return Process(PACKAGE, BAG_EXECUTABLE, 'vln_bag_player', env=dict(LARGE_DATA_ENV), arguments=tuple(arguments))
+
+
+def processes(model: type[StackArgs], values: dict[str, str], share_dir: str) -> list[Process]:
+    """What a launch file starts for its argument values: the stack, and the player when replaying."""
+    args = parse_args(model, values)
+    return [*stack(args, share_dir), *([player(args)] if isinstance(args, ReplayArgs) else [])]
