@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vln_ros.core.model_shapes import BOS_TOKEN_ID, EOS_TOKEN_ID, IMAGE_TOKEN_ID, SHAPES  # noqa: E402
+from vln_ros.core.model_shapes import BOS_TOKEN_ID, EOS_TOKEN_ID, IMAGE_TOKEN_ID, SHAPES, image_tokens  # noqa: E402
 from vln_ros.core.prompts import qwen_tokenizer_files  # noqa: E402
 
 # Qwen3-VL-Instruct's rendering, without tools: an image item becomes the vision tokens the processor
@@ -98,10 +98,10 @@ def check(out: Path) -> str:
                 {'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': 'Where is the door?'}]}]
     prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     inputs = processor(text=[prompt], images=[Image.new('RGB', (448, 448))], return_tensors='pt')
-    image_tokens = int((inputs['input_ids'] == IMAGE_TOKEN_ID).sum())
-    if image_tokens != 196:  # 448 x 448 px / (32 x 32 px per token)
-        raise RuntimeError(f'a 448x448 image became {image_tokens} image tokens, expected 196')
-    return f'{len(inputs["input_ids"][0])} prompt tokens, {image_tokens} image tokens'
+    got, expected = int((inputs['input_ids'] == IMAGE_TOKEN_ID).sum()), image_tokens(448, 448)
+    if got != expected:
+        raise RuntimeError(f'a 448x448 image became {got} image tokens, expected {expected}')
+    return f'{len(inputs["input_ids"][0])} prompt tokens, {got} image tokens'
 
 
 def main(argv: list[str] | None = None) -> int:
