@@ -80,7 +80,8 @@ class InferenceNode(Node):
         self._latency = LatencyWindow()      # keyframe received -> plan published
         self._backend_time = LatencyWindow()
         self._first_token = LatencyWindow()
-        self._overhead = LatencyWindow()     # ours: received -> backend called, plus returned -> published
+        self._wait = LatencyWindow()         # received -> taken by the worker (it was busy with the last one)
+        self._overhead = LatencyWindow()     # ours: taken -> backend called, plus returned -> published
         self._keyframe_age = LatencyWindow()  # capture stamp -> plan published
         self._output_tokens = LatencyWindow()  # (a window of numbers; percentile_ms is then x1000)
         self._pending: concurrent.futures.Future[Answer] | None = None
@@ -184,7 +185,7 @@ class InferenceNode(Node):
             if keyframe is None:
                 continue
             try:
-                self._infer(keyframe)
+                self._infer(keyframe, time.perf_counter())
             except Exception as exc:  # the worker must outlive any bug; the robot gets a stop plan
                 self._counters.add('internal_errors')
                 self.get_logger().error(f'inference step failed: {exc!r}', throttle_duration_sec=5.0)
@@ -192,7 +193,7 @@ class InferenceNode(Node):
                     if self._tasks.running:
                         self._publish_stop(None, STOP_ACTION, f'internal error: {exc!r:.80}')
 
-    def _infer(self, keyframe: Keyframe) -> None:
+    def _infer(self, keyframe: Keyframe, taken_s: float) -> None:
         p = self.params
         msg = keyframe.msg
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -217,7 +218,7 @@ class InferenceNode(Node):
         request = Request(bytes(msg.data), stamp_ns, prompt, p.max_new_tokens, p.guided_json, p.image_max_pixels)
         self._counters.add('requests')
         called = time.perf_counter()
-        overhead = called - keyframe.received_s
+        overhead = called - taken_s
         answer, error = self._call_backend(request)
         returned = time.perf_counter()
 
@@ -233,6 +234,7 @@ class InferenceNode(Node):
         if published is None:
             return
         self._overhead.add(overhead + (done - returned))
+        self._wait.add(taken_s - keyframe.received_s)
         self._latency.add(done - keyframe.received_s)
         self._keyframe_age.add(self._now_s() - stamp_ns * 1e-9)
         self._backend_time.add(returned - called)
@@ -408,7 +410,7 @@ class InferenceNode(Node):
             'backend_ms_p50': self._backend_time.percentile_ms(50),
             'first_token_ms_p50': self._first_token.percentile_ms(50),
             'output_tokens_p50': self._output_tokens.percentile_ms(50),
-            'overhead_ms_p50': self._overhead.percentile_ms(50),
+            'wait_ms_p50': self._wait.percentile_ms(50), 'overhead_ms_p50': self._overhead.percentile_ms(50),
             'keyframe_age_ms_p99': self._keyframe_age.percentile_ms(99),
             'consecutive_failures': failures_in_row, 'last_error': last_error,
         }
