@@ -5,13 +5,26 @@ PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install demo test bench clean gpu-setup gpu-model gpu-check gpu-bench
+.PHONY: install demo demo-bag demo-keyframes test bench clean gpu-setup gpu-model gpu-check gpu-bench
 
 install:
 	@tools/install.sh
 
+# The bundled corridor bag through the three node processes (README, "The demo"). BACKEND=lmdeploy uses
+# MODEL and TP (below); BACKEND=openai needs DEMO_ARGS='--param openai.base_url:=http://<server>/v1'.
+BACKEND ?= replay
+DEMO_ARGS ?=
 demo: install
-	$(PY) -m vln_ros.demo.keyframes --out demo_out
+	$(PY) -m vln_ros.demo.run --backend $(BACKEND) $(if $(filter lmdeploy,$(BACKEND)),--model $(MODEL) \
+	  --param lmdeploy.tp:=$(TP)) $(DEMO_ARGS)
+
+# Remake demo/corridor and demo/corridor_answers.jsonl from vln_ros/demo/corridor.py (they are committed).
+demo-bag: install
+	$(PY) -m vln_ros.demo.make_bag --force
+
+# The keyframe sampler alone on a real video clip (test/data/people_clip.mp4).
+demo-keyframes: install
+	$(PY) -m vln_ros.demo.keyframes --out demo_out/keyframes_sampler
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: install

@@ -1,16 +1,15 @@
-"""`make demo` end to end (faster playback): the real camera_node process, the summary, the picture."""
+"""`make demo-keyframes` (faster playback): the real camera_node process on a video, the summary, the picture."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import DATA
 
 
 def test_demo_streams_the_clip_and_writes_its_picture(tmp_path):
-    result = subprocess.run([str(Path(sys.executable).parent / 'vln_demo'), '--speed', '8', '--out', str(tmp_path)],
+    result = subprocess.run([sys.executable, '-m', 'vln_ros.demo.keyframes', '--speed', '8', '--out', str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     decisions = [json.loads(line) for line in (tmp_path / 'decisions.jsonl').read_text().splitlines()]

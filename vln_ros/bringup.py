@@ -8,7 +8,7 @@ cannot run where the tests run. Change the stack here, never in a launch file.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -172,6 +172,10 @@ class Process:
                 'namespace': self.namespace, 'parameters': [*self.params_files, dict(self.parameters)],
                 'remappings': list(self.remappings), 'additional_env': dict(self.env),
                 'arguments': list(self.arguments)}
+
+    def with_parameters(self, extra: dict[str, bool | int | float | str]) -> Process:
+        """This process with more parameters (they win over the parameter files, as in launch)."""
+        return replace(self, parameters={**self.parameters, **extra})
 
     def command(self, executable_path: str) -> list[str]:
         """The command line launch_ros runs for launch_kwargs(), with parameters as -p instead of the

@@ -1,0 +1,299 @@
+"""The stack of replay.launch.py run for real on a bag, and everything it publishes, recorded.
+
+`StackRun` starts the processes vln_ros/bringup.py describes for replay.launch.py (camera_node,
+inference_node, controller_node and the vln_bag player, each its own process with config/vln.yaml)
+and an observer node that records keyframes, plans, velocity commands, task states, annotated keyframes
+and /diagnostics, each with the wall time it arrived at (Recording.bag_time turns that into bag time). `make demo` and the
+end-to-end tests (test/test_e2e.py) both run the stack through it; the tests add faults (kill a node,
+switch the task) while it runs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from vln_ros import bringup
+from vln_ros.demo.make_bag import ANSWERS_NAME, BAG_NAME, CAMERA_TOPIC, DEMO_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+NS_PER_S = 10**9
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+
+
+def executable(name: str) -> str:
+    """An installed executable: next to this Python first (the venv), then on PATH."""
+    found = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f'{name} is not installed: run `make install`, or source your ROS 2 workspace')
+    return found
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    bag: Path = DEMO_DIR / BAG_NAME
+    answers: Path = DEMO_DIR / ANSWERS_NAME
+    camera_topic: str = CAMERA_TOPIC
+    rate: float = 1.0
+    backend: str = 'replay'          # replay: the answers file; lmdeploy / openai: live
+    model: str = ''                  # lmdeploy / openai: the model (empty: the parameter file's)
+    inference_params: tuple[str, ...] = ()   # more inference_node parameters, 'name:=value'
+    params_file: Path = REPO / bringup.PARAMS_FILE
+    wait_s: float = 30.0             # the player waits this long for the stack's subscriptions (model loading)
+
+
+def stack_processes(options: RunOptions) -> list[bringup.Process]:
+    """What replay.launch.py starts for the bag, with the two settings a params file would add for it:
+    the camera reads JPEG frames (the bag holds /compressed), the inference node answers from the
+    recorded answers matched by keyframe stamp (or from a live backend)."""
+    values = {'bag': str(options.bag), 'camera_topic': options.camera_topic, 'rate': str(options.rate),
+              'params_file': str(options.params_file), 'wait_s': str(options.wait_s)}
+    if options.model:
+        values['model'] = options.model
+    processes = bringup.processes(bringup.ReplayArgs, values, str(REPO))
+    inference: dict[str, Any] = {'backend': options.backend}
+    if options.backend == 'replay':
+        inference.update({'replay.file': str(options.answers), 'replay.match': 'stamp'})
+    for item in options.inference_params:
+        name, _, value = item.partition(':=')
+        inference[name] = value
+    extra = {'camera_node': {'input_transport': 'compressed'}, 'inference_node': inference}
+    return [p.with_parameters(extra.get(p.name, {})) for p in processes]
+
+
+@dataclass
+class Stamped:
+    wall_s: float      # time.monotonic() at arrival
+    msg: Any
+
+
+@dataclass
+class Recording:
+    rate: float = 1.0
+    clock: list[tuple[float, float]] = field(default_factory=list)  # (wall, bag) of each /clock heard
+    keyframes: list[Stamped] = field(default_factory=list)
+    plans: list[Stamped] = field(default_factory=list)
+    commands: list[Stamped] = field(default_factory=list)
+    statuses: list[Stamped] = field(default_factory=list)       # vln/task_status
+    debug_images: list[Stamped] = field(default_factory=list)   # vln/debug_image (annotated keyframes)
+    diagnostics: dict[str, list[Stamped]] = field(default_factory=dict)  # by node name: DiagnosticStatus
+
+    def bag_time(self, wall_s: float) -> float:
+        """Bag time at a wall time: the player's /clock is bag start + rate x (wall time since it started
+        playing) until the bag ends, so one /clock message fixes the line; before any, 0. Computed from
+        wall time rather than read from a node's sim clock, which starts only once that node has heard
+        /clock (discovery can take a second or two)."""
+        if not self.clock:
+            return 0.0
+        wall0, bag0 = self.clock[0]
+        return min(bag0 + (wall_s - wall0) * self.rate, max(b for _, b in self.clock))
+
+    def last_diagnostics(self, node: str) -> dict[str, str]:
+        """The newest /diagnostics values of a node ('camera_node' or its full name), {} if none came."""
+        for name, entries in self.diagnostics.items():
+            if (name == node or name.endswith('/' + node)) and entries:
+                return {kv.key: kv.value for kv in entries[-1].msg.values}
+        return {}
+
+
+class Observer:
+    """An rclpy node (its own context and executor thread) recording the stack's outputs and /clock."""
+
+    def __init__(self, recording: Recording) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import Twist
+        from rosgraph_msgs.msg import Clock
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CompressedImage, Image
+
+        from vln_ros.msg import TaskStatus, WaypointArray
+        from vln_ros.srv import SetTask
+
+        self.recording = recording
+        self.lock = threading.Lock()
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node('vln_demo_observer', context=self.context)
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        r = recording
+        self.outputs = [
+            self._subscribe(CompressedImage, 'vln/keyframe', r.keyframes, reliable),
+            self._subscribe(WaypointArray, 'vln/waypoints', r.plans, reliable),
+            self._subscribe(Twist, 'cmd_vel', r.commands, reliable),
+        ]
+        self._subscribe(TaskStatus, 'vln/task_status', r.statuses, latched)
+        self._subscribe(Image, 'vln/debug_image', r.debug_images, QoSProfile(depth=10))
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 100)
+        self.node.create_subscription(Clock, '/clock', self._on_clock, 10)
+        self._set_task = self.node.create_client(SetTask, 'vln/set_task')
+        self._set_task_type = SetTask
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # shutdown races end the thread quietly
+            pass
+
+    def _subscribe(self, msg_type: Any, topic: str, into: list[Stamped], qos: Any) -> Any:
+        def keep(msg: Any) -> None:
+            wall = time.monotonic()
+            with self.lock:
+                into.append(Stamped(wall, msg))
+        return self.node.create_subscription(msg_type, topic, keep, qos)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        wall = time.monotonic()
+        with self.lock:
+            for status in msg.status:
+                self.recording.diagnostics.setdefault(status.name, []).append(Stamped(wall, status))
+
+    def _on_clock(self, msg: Any) -> None:
+        wall = time.monotonic()
+        with self.lock:
+            self.recording.clock.append((wall, msg.clock.sec + msg.clock.nanosec / NS_PER_S))
+
+    def outputs_heard(self) -> bool:
+        return all(s.get_publisher_count() > 0 for s in self.outputs)
+
+    def set_task(self, instruction: str, timeout_s: float = 10.0) -> tuple[Any, float]:
+        """vln/set_task; (response, wall time it arrived). Retried: a reply can be lost while discovery
+        still matches the reply path (each retry is a new switch, so the last response is the one)."""
+        if not self._set_task.wait_for_service(timeout_sec=timeout_s):
+            raise RuntimeError('vln/set_task is not offered')
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            future = self._set_task.call_async(self._set_task_type.Request(instruction=instruction))
+            answered = time.monotonic() + 1.0
+            while not future.done() and time.monotonic() < answered:
+                time.sleep(0.01)
+            if future.done():
+                return future.result(), time.monotonic()
+            self._set_task.remove_pending_request(future)
+        raise RuntimeError('inference_node did not answer vln/set_task')
+
+    def close(self) -> None:
+        import rclpy
+        self.executor.shutdown(timeout_sec=2.0)  # stop callbacks before the node goes away
+        self._thread.join(timeout=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+@dataclass
+class Started:
+    process: bringup.Process
+    popen: subprocess.Popen
+    log: Path
+    log_file: IO[str]
+
+
+class StackRun:
+    """Start the stack on the bag, play it, inject faults, stop; what was heard is in `recording`.
+    The environment (ROS domain, transports) is this process's: set it up before (local_graph.use)."""
+
+    def __init__(self, options: RunOptions, log_dir: Path) -> None:
+        self.options = options
+        self.log_dir = log_dir
+        self.recording = Recording(rate=options.rate)
+        self.observer = Observer(self.recording)
+        self.started: dict[str, Started] = {}
+        self.processes = stack_processes(options)
+        self.play_started_wall_s: float | None = None
+
+    def __enter__(self) -> StackRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.observer.close()
+
+    def _start(self, process: bringup.Process) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f'{process.name}.log'
+        log_file = log.open('w')
+        popen = subprocess.Popen(process.command(executable(process.executable)), env={**os.environ, **process.env},
+                                 stdout=log_file, stderr=subprocess.STDOUT, text=True)
+        self.started[process.name] = Started(process, popen, log, log_file)
+
+    def start_stack(self) -> None:
+        """The three nodes; returns once the observer hears each of their outputs."""
+        for process in self.processes:
+            if process.executable != bringup.BAG_EXECUTABLE:
+                self._start(process)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S + self.options.wait_s
+        while not self.observer.outputs_heard():
+            dead = [name for name, s in self.started.items() if s.popen.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f'the stack did not come up ({", ".join(dead) or "timeout"}):\n' + self.logs())
+            time.sleep(0.05)
+
+    def play(self) -> None:
+        """Start the player (it waits for the stack's subscriptions itself, then plays the bag)."""
+        player = next(p for p in self.processes if p.executable == bringup.BAG_EXECUTABLE)
+        self.play_started_wall_s = time.monotonic()
+        self._start(player)
+
+    @property
+    def player(self) -> subprocess.Popen:
+        return self.started['vln_bag_player'].popen
+
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Poll condition (under the recording lock) until it holds; False on timeout or if a process died
+        that was not killed on purpose."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.observer.lock:
+                if condition():
+                    return True
+            time.sleep(0.02)
+        with self.observer.lock:
+            return condition()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
+        """Signal one process (a fault: SIGKILL is a crash); the wall time it was sent."""
+        self.started[name].popen.send_signal(sig)
+        return time.monotonic()
+
+    def set_task(self, instruction: str) -> tuple[Any, float]:
+        return self.observer.set_task(instruction)
+
+    def stop(self) -> dict[str, int]:
+        """SIGINT to every process still running (what launch does on Ctrl-C); their exit codes."""
+        for s in self.started.values():
+            if s.popen.poll() is None:
+                s.popen.send_signal(signal.SIGINT)
+        codes = {}
+        for name, s in self.started.items():
+            try:
+                codes[name] = s.popen.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                s.popen.kill()
+                codes[name] = s.popen.wait()
+            s.log_file.close()
+        return codes
+
+    def logs(self, tail_lines: int = 30) -> str:
+        parts = []
+        for name, s in self.started.items():
+            s.log_file.flush()
+            lines = s.log.read_text(errors='replace').splitlines()[-tail_lines:]
+            parts.append(f'--- {name} (exit {s.popen.poll()}) ---\n' + '\n'.join(lines))
+        return '\n'.join(parts)
