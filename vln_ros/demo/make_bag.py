@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from vln_ros.core.backends.base import AnswerRecord, AnswerRecorder
@@ -32,8 +32,8 @@ START_NS = 1_763_856_000 * 10**9             # bag time of the first frame (2025
 JPEG_QUALITY = 80
 SCRIPTED_MODEL = 'scripted answers (vln_ros/demo/corridor.py)'
 NS_PER_S = 10**9
-# How a corrupted frame is broken (a test feeds the bag to the camera node): (format, data) from the
-# good JPEG. Each of these must be rejected and counted, never decoded.
+# How corrupt_copy breaks a frame: (format, data) from the good JPEG. The camera node must reject and
+# count each of these, never decode it.
 CORRUPTIONS: tuple[Callable[[bytes], tuple[str, bytes]], ...] = (
     lambda jpeg: ('jpeg', bytes(np.random.default_rng(len(jpeg)).integers(0, 256, len(jpeg), np.uint8))),
     lambda jpeg: ('jpeg', b''),
@@ -52,14 +52,13 @@ def jpeg(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def write_bag(path: Path, corrupt: frozenset[int] = frozenset(), frames: int | None = None) -> int:
-    """The walk as a bag at `path` (must not exist): every frame, or the first `frames`; the frames whose
-    index is in `corrupt` broken in turn by each of CORRUPTIONS. Returns the number of frames written."""
+def write_bag(path: Path) -> int:
+    """The walk as a bag at `path` (must not exist); returns the number of frames written."""
     store = get_typestore(Stores.ROS2_KILTED)
     image_type, string_type = (store.types['sensor_msgs/msg/CompressedImage'], store.types['std_msgs/msg/String'])
     header_type, time_type = store.types['std_msgs/msg/Header'], store.types['builtin_interfaces/msg/Time']
     walk = corridor.walk()
-    stamps = frame_stamps_ns()[:frames]
+    stamps = frame_stamps_ns()
     writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
     writer.open()
     try:
@@ -67,21 +66,44 @@ def write_bag(path: Path, corrupt: frozenset[int] = frozenset(), frames: int | N
         instruction = writer.add_connection(INSTRUCTION_TOPIC, string_type.__msgtype__, typestore=store)
         instruction_ns = START_NS + round(corridor.INSTRUCTION_AT_S * NS_PER_S)
         written_instruction = False
-        for index, stamp_ns in enumerate(stamps):
+        for stamp_ns in stamps:
             if not written_instruction and stamp_ns >= instruction_ns:
                 writer.write(instruction, instruction_ns, store.serialize_cdr(
                     string_type(data=corridor.INSTRUCTION), string_type.__msgtype__))
                 written_instruction = True
             data = jpeg(corridor.render(walk.pose_at((stamp_ns - START_NS) / NS_PER_S)))
-            fmt = 'jpeg'
-            if index in corrupt:
-                fmt, data = CORRUPTIONS[sorted(corrupt).index(index) % len(CORRUPTIONS)](data)
             header = header_type(stamp=time_type(*divmod(stamp_ns, NS_PER_S)), frame_id='camera')
-            message = image_type(header=header, format=fmt, data=np.frombuffer(data, np.uint8))
+            message = image_type(header=header, format='jpeg', data=np.frombuffer(data, np.uint8))
             writer.write(camera, stamp_ns, store.serialize_cdr(message, image_type.__msgtype__))
     finally:
         writer.close()
     return len(stamps)
+
+
+def corrupt_copy(source: Path, path: Path, every: int) -> int:
+    """A copy of the bag at `source` in which every `every`-th camera frame is broken, in turn by each of
+    CORRUPTIONS (for the fault tests); returns how many frames were broken."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    broken = 0
+    with Reader(source) as reader:
+        writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
+        writer.open()
+        try:
+            connections = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store) for c in reader.connections}
+            frame = 0
+            for connection, stamp_ns, data in reader.messages():
+                if connection.topic == CAMERA_TOPIC + '/compressed':
+                    if frame % every == every - 1:
+                        message = store.deserialize_cdr(data, connection.msgtype)
+                        message.format, raw = CORRUPTIONS[broken % len(CORRUPTIONS)](message.data.tobytes())
+                        message.data = np.frombuffer(raw, np.uint8)
+                        data = store.serialize_cdr(message, connection.msgtype)
+                        broken += 1
+                    frame += 1
+                writer.write(connections[connection.id], stamp_ns, data)
+        finally:
+            writer.close()
+    return broken
 
 
 def write_answers(path: Path) -> int:
