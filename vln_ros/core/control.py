@@ -25,6 +25,9 @@ from vln_ros.core.config import ControllerParams
 # unbounded count would let one message stall the control loop.
 MAX_WAYPOINTS = 256
 MAX_STEP_M = 50.0
+# A control step never covers more time than this: a stalled loop must not turn into one huge
+# acceleration step.
+MAX_STEP_DT_S = 0.2
 # Odometry further than this from its origin is corrupt, not a pose (and would overflow the geometry).
 MAX_ODOM_M = 1.0e6
 
@@ -312,7 +315,7 @@ class Controller:
             self._started_s = now_s
             self.history.clear()  # odometry (if any) refills it; _odometry_mode keeps dead reckoning off
         self._last_step_s = now_s
-        dt_s = min(max(dt_s, 0.0), 0.2)  # a stalled loop must not turn into one huge acceleration step
+        dt_s = min(max(dt_s, 0.0), MAX_STEP_DT_S)
         if self._deadman_expired(now_s) and self._estop is None:
             self._engage(StopReason.ESTOP_DEADMAN)
 

@@ -55,7 +55,7 @@ class CameraNode(Node):
         self._decision_pub = (self.create_publisher(DiagnosticStatus, DECISIONS_TOPIC, 10)
                               if p.publish_decisions else None)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._work, name='camera_node_worker', daemon=True)
         self._worker.start()

@@ -81,7 +81,7 @@ class ControllerNode(Node):
         self._cmd_pub = self.create_publisher(self._cmd_type, 'cmd_vel', CMD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0 / p.rate_hz, self._tick)
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(
             f'{self.resolve_topic_name("vln/waypoints")} -> {self.resolve_topic_name("cmd_vel")} '
             f'({self._cmd_type.__name__}) at {p.rate_hz} Hz; limits vx {p.max_linear_x} m/s, vy {p.max_linear_y} '

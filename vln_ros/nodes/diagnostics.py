@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import math
 
+from collections.abc import Callable
+
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rclpy.timer import Timer
 
 OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
                           DiagnosticStatus.STALE)
@@ -14,6 +18,12 @@ def _text(value: object) -> str:
     if isinstance(value, float):
         return 'nan' if math.isnan(value) else f'{value:.4g}'
     return str(value)
+
+
+def start_timer(node: Node, period_s: float, publish: Callable[[], None]) -> Timer:
+    """The /diagnostics timer, on the steady clock: with use_sim_time a ROS-time timer stops when /clock
+    does (a paused or finished bag), which is when an operator most needs to see the node's state."""
+    return node.create_timer(period_s, publish, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
 
 def status(node: Node, level: bytes, message: str, values: dict[str, object]) -> DiagnosticStatus:

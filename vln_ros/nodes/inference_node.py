@@ -112,7 +112,7 @@ class InferenceNode(Node):
         self.create_subscription(String, 'vln/instruction', self._on_instruction, PLAN_QOS)
         self.create_service(SetTask, 'vln/set_task', self._on_set_task)
         self.create_service(Trigger, 'vln/stop_task', self._on_stop_task)
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name='inference_worker', daemon=True)
         self._worker.start()
         self.get_logger().info(
