@@ -37,16 +37,17 @@ IMAGE_HAS='numpy pillow pyyaml packaging typing_extensions certifi idna h11 http
   markdown_it_py mdurl pygments typer shellingham regex safetensors transformers jinja2 markupsafe
   hf_xet requests urllib3 charset_normalizer protobuf opencv_python_headless'
 for name in $IMAGE_HAS; do rm -f "$out/${name}"-[0-9]*.whl; done
-# rosbags' sqlite3 backend and time zones: not used by the nodes.
-rm -f "$out"/apsw-*.whl "$out"/tzdata-*.whl
+# Time zones: not used. (apsw stays: rosbags.rosbag2 imports its sqlite3 storage even for MCAP bags, so
+# vln_bag and `make demo` need it.)
+rm -f "$out"/tzdata-*.whl
 # Keep one version of each package.
 ls "$out" | sed 's/-[0-9].*//' | tr 'A-Z-' 'a-z_' | sort | uniq -d | { ! grep .; } \
   || { echo "two versions of one package in $out (above)" >&2; exit 1; }
 # One call to the GPU machine carries at most 64 MiB: two sets, installed by two calls on the same machine.
 # ros/: ROS 2, the rosidl tool chain and what `import vln_ros.core` needs (setup.sh builds msg/ with it);
-# py/: lmdeploy and the inference backends' clients.
+# py/: lmdeploy, the inference backends' clients and apsw (bags).
 mkdir -p "$out/ros" "$out/py"
-for name in lmdeploy addict apache_tvm_ffi distro fastapi fire httpx2 jiter mmengine_lite openai openai_harmony \
+for name in apsw lmdeploy addict apache_tvm_ffi distro fastapi fire httpx2 jiter mmengine_lite openai openai_harmony \
     platformdirs pybase64 pyzmq shortuuid starlette termcolor uvicorn xgrammar yapf; do
   mv "$out/$name"-[0-9]*.whl "$out/py/"
 done

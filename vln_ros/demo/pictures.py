@@ -137,7 +137,7 @@ def keyframe_strip(path: Path, run: dict, images: list[tuple[float, str, np.ndar
     picks = sorted({round(i) for i in np.linspace(0, len(images) - 1, min(count, len(images)))})
     columns = 4
     rows = math.ceil(len(picks) / columns)
-    fig = plt.figure(figsize=(15, 2.9 * rows + 0.6), dpi=90)
+    fig = plt.figure(figsize=(15, 2.9 * rows + 0.6), dpi=80)
     fig.suptitle('vln/debug_image: keyframes as the inference node annotated them (its answer on top, the plan '
                  'from above in the inset)', fontsize=11)
     for n, index in enumerate(picks):

@@ -79,7 +79,8 @@ class Stamped:
 @dataclass
 class Recording:
     rate: float = 1.0
-    clock: list[tuple[float, float]] = field(default_factory=list)  # (wall, bag) of each /clock heard
+    clock_offset_s: float | None = None   # bag time - rate x wall time, from the least delayed /clock
+    last_clock_s: float = 0.0             # the latest bag time /clock said
     keyframes: list[Stamped] = field(default_factory=list)
     plans: list[Stamped] = field(default_factory=list)
     commands: list[Stamped] = field(default_factory=list)
@@ -89,13 +90,12 @@ class Recording:
 
     def bag_time(self, wall_s: float) -> float:
         """Bag time at a wall time: the player's /clock is bag start + rate x (wall time since it started
-        playing) until the bag ends, so one /clock message fixes the line; before any, 0. Computed from
-        wall time rather than read from a node's sim clock, which starts only once that node has heard
-        /clock (discovery can take a second or two)."""
-        if not self.clock:
+        playing) until the bag ends, so /clock messages fix the line (the least delayed one best); before
+        any, 0. Computed from wall time rather than read from a node's sim clock, which starts only once
+        that node has heard /clock (discovery can take a second or two)."""
+        if self.clock_offset_s is None:
             return 0.0
-        wall0, bag0 = self.clock[0]
-        return min(bag0 + (wall_s - wall0) * self.rate, max(b for _, b in self.clock))
+        return min(self.clock_offset_s + wall_s * self.rate, self.last_clock_s)
 
     def last_diagnostics(self, node: str) -> dict[str, str]:
         """The newest /diagnostics values of a node ('camera_node' or its full name), {} if none came."""
@@ -167,8 +167,12 @@ class Observer:
 
     def _on_clock(self, msg: Any) -> None:
         wall = time.monotonic()
+        bag = msg.clock.sec + msg.clock.nanosec / NS_PER_S
         with self.lock:
-            self.recording.clock.append((wall, msg.clock.sec + msg.clock.nanosec / NS_PER_S))
+            r = self.recording
+            offset = bag - r.rate * wall   # a delayed message reads low, and the clock holds at the end
+            r.clock_offset_s = offset if r.clock_offset_s is None else max(r.clock_offset_s, offset)
+            r.last_clock_s = max(r.last_clock_s, bag)
 
     def outputs_heard(self) -> bool:
         return all(s.get_publisher_count() > 0 for s in self.outputs)
