@@ -117,6 +117,18 @@ def wait_until_moving(run: StackRun) -> None:
                           30.0), run.logs()
 
 
+def kill_while_moving(run: StackRun, name: str) -> float:
+    """SIGKILL a node once the robot walks, let bag time run past the stop bound (inference_timeout_s +
+    the ramp to zero; the player keeps /clock going), check the robot stopped within it; the kill's wall time."""
+    wait_until_moving(run)
+    killed = run.kill(name)
+    bound = LIMITS.inference_timeout_s + ramp_down_s() + STOP_SLACK_S
+    assert run.wait_until(lambda: run.recording.bag_time(time.monotonic()) > run.recording.bag_time(killed) + bound + 1,
+                          bound / RATE + 15.0)
+    stopped_for_good_by(run, killed, bound)
+    return killed
+
+
 def stopped_for_good_by(run: StackRun, since_wall_s: float, bound_s: float) -> float:
     """Bag seconds from since_wall_s to the last moving command heard after it (0 when none moved); fails
     if the robot moved again after coming to rest or moved for longer than bound_s."""
@@ -130,13 +142,7 @@ def stopped_for_good_by(run: StackRun, since_wall_s: float, bound_s: float) -> f
 
 
 def test_killing_the_inference_node_stops_the_robot_within_the_inference_timeout(stack):
-    wait_until_moving(stack)
-    killed = stack.kill('inference_node')
-    bound = LIMITS.inference_timeout_s + ramp_down_s() + STOP_SLACK_S
-    # Let the bag time run past the bound (the player keeps /clock going), then look.
-    assert stack.wait_until(lambda: stack.recording.bag_time(time.monotonic())
-                            > stack.recording.bag_time(killed) + bound + 1.0, bound / RATE + 15.0)
-    stopped_for_good_by(stack, killed, bound)
+    kill_while_moving(stack, 'inference_node')
     reason = stack.recording.last_diagnostics('controller_node')['stop_reason']
     assert reason in ('inference_silent', 'plan_done'), reason  # a plan may end before the timeout
     codes = stack.stop()
@@ -145,12 +151,7 @@ def test_killing_the_inference_node_stops_the_robot_within_the_inference_timeout
 
 
 def test_a_dead_camera_gives_no_plan_from_stale_frames_and_a_controlled_stop(stack):
-    wait_until_moving(stack)
-    killed = stack.kill('camera_node')
-    bound = LIMITS.inference_timeout_s + ramp_down_s() + STOP_SLACK_S
-    assert stack.wait_until(lambda: stack.recording.bag_time(time.monotonic())
-                            > stack.recording.bag_time(killed) + bound + 1.0, bound / RATE + 15.0)
-    stopped_for_good_by(stack, killed, bound)
+    killed = kill_while_moving(stack, 'camera_node')
     rec = stack.recording
     keyframes_before = {(k.msg.header.stamp.sec, k.msg.header.stamp.nanosec) for k in rec.keyframes
                         if k.wall_s < killed}

@@ -109,23 +109,20 @@ class Observer:
     """An rclpy node (its own context and executor thread) recording the stack's outputs and /clock."""
 
     def __init__(self, recording: Recording) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import Twist
         from rosgraph_msgs.msg import Clock
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
+        from vln_ros.graph import SpinningGraph
         from vln_ros.msg import TaskStatus, WaypointArray
         from vln_ros.srv import SetTask
 
         self.recording = recording
         self.lock = threading.Lock()
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node('vln_demo_observer', context=self.context)
+        self.graph = SpinningGraph()
+        self.node = self.graph.node('vln_demo_observer')
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -141,16 +138,6 @@ class Observer:
         self.node.create_subscription(Clock, '/clock', self._on_clock, 10)
         self._set_task = self.node.create_client(SetTask, 'vln/set_task')
         self._set_task_type = SetTask
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # shutdown races end the thread quietly
-            pass
 
     def _subscribe(self, msg_type: Any, topic: str, into: list[Stamped], qos: Any) -> Any:
         def keep(msg: Any) -> None:
@@ -194,11 +181,7 @@ class Observer:
         raise RuntimeError('inference_node did not answer vln/set_task')
 
     def close(self) -> None:
-        import rclpy
-        self.executor.shutdown(timeout_sec=2.0)  # stop callbacks before the node goes away
-        self._thread.join(timeout=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self.graph.close()
 
 
 @dataclass
