@@ -21,6 +21,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from vln_ros.core.backends.base import AnswerRecord, AnswerRecorder
+from vln_ros.core.bags import NS_PER_S
 from vln_ros.demo import corridor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +32,6 @@ INSTRUCTION_TOPIC = '/vln/instruction'
 START_NS = 1_763_856_000 * 10**9             # bag time of the first frame (2025-11-23 00:00 UTC)
 JPEG_QUALITY = 80
 SCRIPTED_MODEL = 'scripted answers (vln_ros/demo/corridor.py)'
-NS_PER_S = 10**9
 # How corrupt_copy breaks a frame: (format, data) from the good JPEG. The camera node must reject and
 # count each of these, never decode it.
 CORRUPTIONS: tuple[Callable[[bytes], tuple[str, bytes]], ...] = (

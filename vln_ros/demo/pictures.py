@@ -19,7 +19,7 @@ from vln_ros.demo import corridor
 
 ACTION_COLOURS = {'forward': '#27ae60', 'turn_left': '#2980b9', 'turn_right': '#8e44ad', 'left': '#16a085',
                   'right': '#16a085', 'backward': '#d35400', 'arrived': '#c0392b', 'stop': '#7f8c8d',
-                  'new_task': '#bdc3c7', 'stopped': '#bdc3c7'}
+                  'new_task': '#bdc3c7'}
 
 
 def _colour(action: str) -> str:

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from vln_ros import local_graph
+from vln_ros.core.bags import NS_PER_S
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
 from vln_ros.demo import corridor, make_bag
-from vln_ros.demo.stack import NS_PER_S, Recording, RunOptions, StackRun
+from vln_ros.demo.stack import Recording, RunOptions, StackRun
 
 LIMIT_KEYS = ('max_linear_x', 'max_linear_y', 'max_angular_z')
 SETTLE_S = 1.5   # after the bag: the last plan, stop and diagnostics
@@ -87,8 +88,7 @@ def to_run(recording: Recording, options: RunOptions, codes: dict[str, int]) -> 
     return {
         'title': f'vln_ros demo: {options.bag.name} bag at {options.rate:g}x through camera_node, inference_node '
                  f'({options.backend}) and controller_node',
-        'bag_start_s': make_bag.START_NS / NS_PER_S if options.bag.name == make_bag.BAG_NAME else
-        (commands[0]['t'] if commands else 0.0),
+        'bag_start_s': make_bag.START_NS / NS_PER_S,
         'limits': {key: getattr(limits, key) for key in LIMIT_KEYS},
         'rate_hz': limits.rate_hz,
         'keyframes': [{'t': bag(s.wall_s), 'stamp': _stamp_s(s.msg)} for s in recording.keyframes],
@@ -149,7 +149,7 @@ def annotated_keyframes(recording: Recording) -> list[tuple[float, str, np.ndarr
 
 
 def run_demo(options: RunOptions, out: Path) -> tuple[dict, Recording]:
-    bag_s = (corridor.frame_times(corridor.walk())[-1] if options.bag.name == make_bag.BAG_NAME else 60.0)
+    bag_s = corridor.frame_times(corridor.walk())[-1]
     with StackRun(options, out / 'logs') as run:
         run.start_stack()
         run.play()

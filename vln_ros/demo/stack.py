@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from vln_ros import bringup
+from vln_ros.core.bags import NS_PER_S
 from vln_ros.demo.make_bag import ANSWERS_NAME, BAG_NAME, CAMERA_TOPIC, DEMO_DIR
 
 REPO = Path(__file__).resolve().parents[2]
-NS_PER_S = 10**9
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
