@@ -178,7 +178,8 @@ def test_no_plan_of_the_old_task_after_a_switch(stack):
     assert after and all(p.task_id == response.task_id for p in after), [(p.task_id, p.action) for p in after]
     switch = [p.msg for p in stack.recording.plans if p.msg.action == 'new_task']
     assert switch[-1].task_id == response.task_id and switch[-1].stop, 'the switch itself publishes a stop plan'
-    assert all(code == 0 for code in stack.stop().values()), stack.logs()
+    codes = stack.stop()
+    assert all(code == 0 for code in codes.values()), (codes, stack.logs())
 
 
 def test_corrupted_frames_are_counted_and_nothing_crashes(tmp_path):

@@ -279,8 +279,7 @@ class StackRun:
 
     def logs(self, tail_lines: int = 30) -> str:
         parts = []
-        for name, s in self.started.items():
-            s.log_file.flush()
+        for name, s in self.started.items():  # the children write to the files themselves
             lines = s.log.read_text(errors='replace').splitlines()[-tail_lines:]
             parts.append(f'--- {name} (exit {s.popen.poll()}) ---\n' + '\n'.join(lines))
         return '\n'.join(parts)

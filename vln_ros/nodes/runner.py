@@ -40,6 +40,11 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
         return EXIT_CANNOT_START
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # SIGINT/SIGTERM shut the context down from outside while a callback was publishing: that
+        # callback's error (the context is gone) is part of a normal shutdown. Anything else is a crash.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
