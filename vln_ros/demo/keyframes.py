@@ -11,16 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from vln_ros import local_graph
+from vln_ros.demo.stack import executable
 from vln_ros.nodes.conversions import stamp_seconds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,10 +39,10 @@ class Record:
 
 
 def _camera_node_command(params_file: Path) -> list[str]:
-    exe = shutil.which('camera_node', path=os.path.dirname(sys.executable)) or shutil.which('camera_node')
-    if exe is None:
-        raise SystemExit('camera_node executable not found: run `make demo` (it installs the venv) '
-                         'or source your ROS 2 workspace')
+    try:
+        exe = executable('camera_node')
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
     return [exe, '--ros-args', '--params-file', str(params_file), '-p', 'publish_decisions:=true',
             '-p', 'diagnostics_period_s:=0.5']
 

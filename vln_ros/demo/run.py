@@ -22,7 +22,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -31,13 +30,10 @@ from vln_ros.core.bags import NS_PER_S
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
 from vln_ros.demo import corridor, make_bag
 from vln_ros.demo.stack import Recording, RunOptions, StackRun
+from vln_ros.nodes.conversions import stamp_seconds
 
 LIMIT_KEYS = ('max_linear_x', 'max_linear_y', 'max_angular_z')
 SETTLE_S = 1.5   # after the bag: the last plan, stop and diagnostics
-
-
-def _stamp_s(msg: Any) -> float:
-    return msg.header.stamp.sec + msg.header.stamp.nanosec / NS_PER_S
 
 
 def control_rate_hz(commands: list[dict]) -> float:
@@ -69,7 +65,7 @@ def to_run(recording: Recording, options: RunOptions, codes: dict[str, int]) -> 
     bag = recording.bag_time
     commands = [{'t': bag(s.wall_s), 'wall': s.wall_s, 'vx': s.msg.linear.x, 'vy': s.msg.linear.y,
                  'wz': s.msg.angular.z} for s in recording.commands]
-    plans = [{'received': bag(s.wall_s), 'stamp': _stamp_s(s.msg), 'task_id': s.msg.task_id, 'action': s.msg.action,
+    plans = [{'received': bag(s.wall_s), 'stamp': stamp_seconds(s.msg.header.stamp), 'task_id': s.msg.task_id, 'action': s.msg.action,
               'environment': s.msg.environment, 'stop': s.msg.stop, 'latency': s.msg.inference_latency,
               'model': s.msg.model, 'waypoints': [[w.dx, w.dy, w.dtheta, w.confidence] for w in s.msg.waypoints]}
              for s in recording.plans]
@@ -91,7 +87,7 @@ def to_run(recording: Recording, options: RunOptions, codes: dict[str, int]) -> 
         'bag_start_s': make_bag.START_NS / NS_PER_S,
         'limits': {key: getattr(limits, key) for key in LIMIT_KEYS},
         'rate_hz': limits.rate_hz,
-        'keyframes': [{'t': bag(s.wall_s), 'stamp': _stamp_s(s.msg)} for s in recording.keyframes],
+        'keyframes': [{'t': bag(s.wall_s), 'stamp': stamp_seconds(s.msg.header.stamp)} for s in recording.keyframes],
         'plans': plans, 'commands': commands, 'statuses': statuses, 'events': events,
         'stops': stops(commands, controller_diagnostics),
         'control_rate_hz': control_rate_hz(commands), 'within_limits': within,
@@ -140,10 +136,10 @@ def summary(run: dict) -> tuple[str, bool]:
 def annotated_keyframes(recording: Recording) -> list[tuple[float, str, np.ndarray]]:
     """(capture stamp, action, BGR) of each annotated keyframe heard, with the action of its plan."""
     from vln_ros.core.images import decode
-    actions = {_stamp_s(p.msg): p.msg.action for p in recording.plans}
+    actions = {stamp_seconds(p.msg.header.stamp): p.msg.action for p in recording.plans}
     out = []
     for s in recording.debug_images:
-        stamp = _stamp_s(s.msg)
+        stamp = stamp_seconds(s.msg.header.stamp)
         out.append((stamp, actions.get(stamp, '?'), np.array(decode(s.msg))))
     return out
 
