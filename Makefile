@@ -12,11 +12,13 @@ install:
 
 # The bundled corridor bag through the three node processes (README, "The demo"). BACKEND=lmdeploy uses
 # MODEL and TP (below); BACKEND=openai needs DEMO_ARGS='--param openai.base_url:=http://<server>/v1'.
+# OUT=<folder>: where demo and bench write (default demo_out/ and bench_out/ in the checkout).
 BACKEND ?= replay
 DEMO_ARGS ?=
+OUT ?=
 demo: install
 	$(PY) -m vln_ros.demo.run --backend $(BACKEND) $(if $(filter lmdeploy,$(BACKEND)),--model $(MODEL) \
-	  --param lmdeploy.tp:=$(TP)) $(DEMO_ARGS)
+	  --param lmdeploy.tp:=$(TP)) $(if $(OUT),--out $(OUT)) $(DEMO_ARGS)
 
 # Remake demo/corridor and demo/corridor_answers.jsonl from vln_ros/demo/corridor.py (they are committed).
 demo-bag: install
@@ -32,7 +34,7 @@ test: install
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
 bench: install
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(OUT),--out $(OUT))
 
 # On a GPU machine (README, "GPU check and latency"): the image's Python gets ROS 2, our interfaces and
 # lmdeploy from the wheels tools/gpu/fetch_wheels.sh put under .whl/ (no network there), then a random-weight

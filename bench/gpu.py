@@ -77,7 +77,7 @@ def check(args: argparse.Namespace, results: Results) -> int:
     from run import InferenceNodeUnderTest
 
     from vln_ros import local_graph
-    local_graph.use(77)
+    print(f'# {local_graph.use_private_domain().describe()}', file=sys.stderr, flush=True)
     failures: list[str] = []
 
     def expect(ok: bool, what: str) -> None:

@@ -1,7 +1,6 @@
 """Shared test set-up: an isolated DDS domain per test session and a real rclpy graph fixture."""
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,8 +10,17 @@ import pytest
 from vln_ros import local_graph
 
 # Before rclpy starts: keep this session's DDS traffic on this machine (loopback and shared memory,
-# large raw images included) and apart from other runs.
-local_graph.use(domain_id=1 + os.getpid() % 100)
+# large raw images included) in a private domain nobody else is in (never the exported ROS_DOMAIN_ID); every
+# process a test starts inherits it.
+try:
+    DOMAIN = local_graph.use_private_domain()
+except local_graph.DomainUnavailable as e:
+    pytest.exit(f'the tests need a private ROS domain: {e}', returncode=3)
+
+
+def pytest_report_header() -> str:
+    return DOMAIN.describe()
+
 
 from vln_ros.graph import SpinningGraph as Graph  # noqa: E402  (a real rclpy graph in a background thread)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import signal
 import subprocess
 import threading
@@ -70,7 +70,8 @@ def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[li
     if not frames:
         raise SystemExit(f'no frames could be read from {video}')
 
-    local_graph.use(domain_id=100 + os.getpid() % 100)  # this process and the node, on loopback
+    claim = local_graph.use_private_domain()  # this process and the node, on loopback, apart from others
+    print(f'# {claim.describe()}', file=sys.stderr, flush=True)
     proc = subprocess.Popen(_camera_node_command(params_file), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     rclpy.init()

@@ -8,17 +8,22 @@ The inference node answers from demo/corridor_answers.jsonl: answers *scripted* 
 script, because no model weights can be had where this runs. With a GPU and a model, --backend lmdeploy
 --model <path> (or openai against a running server) runs the same demo live.
 
+The graph runs in a private DDS domain that nobody else on this machine is in (vln_ros/local_graph.py; the
+exported ROS_DOMAIN_ID is never used): the demo's cmd_vel must never reach a robot's base driver.
+
 Writes <out>/summary.json and <out>/run.json (everything heard, bag time), <out>/timeline.png and
 <out>/keyframes.png, and each process's log under <out>/logs/. Exit code 0 when the run was whole: plans
-came, the robot moved and came to a stop, every process ended cleanly.
+came, the robot moved and came to a stop, every process ended cleanly, and no figure is impossible (times
+outside the bag, negative or NaN figures, more heard than published...); 1 otherwise, naming what failed;
+2 when it could not start (an output folder it cannot write, no private domain).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,12 +33,24 @@ import numpy as np
 from vln_ros import local_graph
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
-from vln_ros.demo import corridor, make_bag
+from vln_ros.demo import corridor
 from vln_ros.demo.stack import Recording, RunOptions, StackRun
 from vln_ros.nodes.conversions import stamp_seconds
 
 LIMIT_KEYS = ('max_linear_x', 'max_linear_y', 'max_angular_z')
 SETTLE_S = 1.5   # after the bag: the last plan, stop and diagnostics
+TIME_SLACK_S = 1.0   # bag time of what was heard may be off by this much (wall -> bag line, delivery)
+RATE_SLACK = 1.25    # cmd_vel faster than this x the configured rate is not one controller at work
+NODES = ('camera_node', 'inference_node', 'controller_node')
+
+
+def bag_facts(bag: Path, camera_topic: str) -> dict:
+    """The played bag's first and last message times [s] and its number of camera frames."""
+    from rosbags.rosbag2 import Reader
+    with Reader(bag) as reader:
+        frames = sum(c.msgcount for c in reader.connections if c.topic.startswith(camera_topic))
+        return {'bag_start_s': reader.start_time / NS_PER_S, 'bag_end_s': (reader.end_time - 1) / NS_PER_S,
+                'bag_frames': frames}
 
 
 def control_rate_hz(commands: list[dict]) -> float:
@@ -59,7 +76,7 @@ def stops(commands: list[dict], diagnostics: list[dict]) -> list[dict]:
     return found
 
 
-def to_run(recording: Recording, options: RunOptions, codes: dict[str, int]) -> dict:
+def to_run(recording: Recording, options: RunOptions, codes: dict[str, int], domain_id: int | None = None) -> dict:
     """Everything heard, as plain data with bag times (run.json; the pictures and tests read it)."""
     limits = validate_params(ControllerParams, load_node_yaml(options.params_file, 'controller_node'))
     bag = recording.bag_time
@@ -84,7 +101,9 @@ def to_run(recording: Recording, options: RunOptions, codes: dict[str, int]) -> 
     return {
         'title': f'vln_ros demo: {options.bag.name} bag at {options.rate:g}x through camera_node, inference_node '
                  f'({options.backend}) and controller_node',
-        'bag_start_s': make_bag.START_NS / NS_PER_S,
+        **bag_facts(options.bag, options.camera_topic),
+        'domain_id': domain_id,
+        'playback_rate': options.rate,
         'limits': {key: getattr(limits, key) for key in LIMIT_KEYS},
         'rate_hz': limits.rate_hz,
         'keyframes': [{'t': bag(s.wall_s), 'stamp': stamp_seconds(s.msg.header.stamp)} for s in recording.keyframes],
@@ -100,28 +119,113 @@ def _node_values(run: dict, node: str) -> dict[str, str]:
     return next((d['values'] for name, d in run['diagnostics'].items() if name.endswith('/' + node)), {})
 
 
+def _count(values: dict[str, str], key: str) -> float | None:
+    try:
+        return float(values[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def impossible_figures(run: dict) -> list[str]:
+    """Figures that no single, whole run of the demo can produce, each named with its value: times outside the
+    bag, negative or NaN durations and rates, more heard than the nodes say they published, more frames than
+    the bag holds. Another graph's nodes in the demo's domain (a second demo, a robot) produce exactly these."""
+    bad: list[str] = []
+    start, end = run['bag_start_s'], run['bag_end_s']
+    span = f'the bag spans 0-{end - start:.1f} s'
+
+    def outside(t: float) -> bool:
+        return not (math.isfinite(t) and start - TIME_SLACK_S <= t <= end + TIME_SLACK_S)
+
+    def first_outside(what: str, items: list[dict], key: str) -> None:
+        wrong = [item[key] for item in items if outside(item[key])]
+        if wrong:
+            bad.append(f'{what} at {wrong[0] - start:.1f} s ({len(wrong)} of {len(items)} outside the bag; {span})')
+
+    first_outside('stops', run['stops'], 't')
+    first_outside('keyframe stamp', run['keyframes'], 'stamp')
+    first_outside('keyframe heard', run['keyframes'], 't')
+    first_outside('plan stamp', run['plans'], 'stamp')
+    first_outside('plan heard', run['plans'], 'received')
+    first_outside('cmd_vel heard', run['commands'], 't')
+    early = [p for p in run['plans'] if p['received'] < p['stamp'] - TIME_SLACK_S]
+    if early:
+        bad.append(f"plan heard {early[0]['stamp'] - early[0]['received']:.1f} s before its keyframe was taken "
+                   f"({len(early)} plans)")
+    latencies = [p['latency'] for p in run['plans']]
+    wrong = [x for x in latencies if not (math.isfinite(x) and x >= 0.0)]
+    if wrong:
+        bad.append(f'plan latency {wrong[0]} s ({len(wrong)} of {len(latencies)} negative or not a number)')
+
+    moved = any(c['vx'] or c['vy'] or c['wz'] for c in run['commands'])
+    ctl = _node_values(run, 'controller_node')
+    playback = run.get('playback_rate', 1.0)
+    # cmd_vel per second of bag time; the controller's own rate_hz is per wall second (its timer is on bag time)
+    for what, rate, factor in (('cmd_vel rate while moving', run['control_rate_hz'] if moved else None, 1.0),
+                               ('controller_node rate_hz', _count(ctl, 'rate_hz'), playback)):
+        if rate is not None and not (math.isfinite(rate) and 0.0 < rate <= RATE_SLACK * run['rate_hz'] * factor):
+            played = f' x {factor:g} playback' if factor != 1.0 else ''
+            bad.append(f"{what} {rate:.1f} Hz (configured {run['rate_hz']:g} Hz{played}: at most {RATE_SLACK:g} x "
+                       'that)')
+
+    values = {node: _node_values(run, node) for node in NODES}
+    for node, v in values.items():
+        if not v:
+            bad.append(f'no /diagnostics heard from {node}')
+    cam, inf = values['camera_node'], values['inference_node']
+    for what, more, than, than_what in (
+            ('camera_node frames_received', _count(cam, 'frames_received'), run['bag_frames'], 'frames in the bag'),
+            ('camera_node keyframes_published', _count(cam, 'keyframes_published'), _count(cam, 'frames_received'),
+             'frames it received'),
+            ('keyframes heard', len(run['keyframes']), _count(cam, 'keyframes_published'),
+             'camera_node keyframes_published'),
+            ('inference_node keyframes_received', _count(inf, 'keyframes_received'),
+             _count(cam, 'keyframes_published'), 'camera_node keyframes_published'),
+            ('plans heard', len(run['plans']), _count(inf, 'plans_published'), 'inference_node plans_published'),
+            ('controller_node plans_received', _count(ctl, 'plans_received'), _count(inf, 'plans_published'),
+             'inference_node plans_published'),
+            ('cmd_vel heard', len(run['commands']), _count(ctl, 'commands_published'),
+             'controller_node commands_published')):
+        if more is not None and than is not None and more > than:
+            bad.append(f'{what} {more:g} > {than:g} {than_what}')
+    return bad
+
+
+def failures(run: dict) -> list[str]:
+    """Why the run was not whole (empty when it was): what did not happen, and every impossible figure."""
+    commands = run['commands']
+    moved = any(c['vx'] or c['vy'] or c['wz'] for c in commands)
+    stopped = bool(commands) and not (commands[-1]['vx'] or commands[-1]['vy'] or commands[-1]['wz'])
+    why = [text for failed, text in ((not run['plans'], 'no plan heard'), (not moved, 'the robot never moved'),
+                                     (moved and not stopped, 'the robot did not come to a stop'),
+                                     (not run['within_limits'], 'a velocity command exceeded the limits'))
+           if failed]
+    why += [f'{name} exited {code}' for name, code in run['exit_codes'].items() if code != 0]
+    return why + [f'impossible figure: {figure}' for figure in impossible_figures(run)]
+
+
 def summary(run: dict) -> tuple[str, bool]:
     """The text `make demo` prints, and whether the run was whole."""
     start = run['bag_start_s']
-    cam, inf, ctl = (_node_values(run, n) for n in ('camera_node', 'inference_node', 'controller_node'))
+    cam, inf, ctl = (_node_values(run, n) for n in NODES)
     actions = Counter(p['action'] for p in run['plans'])
-    latencies = np.array([p['latency'] for p in run['plans'] if p['action'] != 'new_task'] or [math.nan])
+    latencies = [p['latency'] for p in run['plans'] if p['action'] != 'new_task']
     final = run['statuses'][-1] if run['statuses'] else {'state': '?', 'reason': 'no task status heard'}
-    moved = any(c['vx'] or c['vy'] or c['wz'] for c in run['commands'])
-    stopped = bool(run['commands']) and not (run['commands'][-1]['vx'] or run['commands'][-1]['vy']
-                                             or run['commands'][-1]['wz'])
-    clean = all(code == 0 for code in run['exit_codes'].values())
+
+    def ms(q: float) -> str:
+        return f'{np.percentile(latencies, q) * 1e3:.0f}' if latencies else '?'
+
     lines = [
         run['title'],
+        f"  ROS domain {run.get('domain_id', '?')} (private)",
         f"  camera_node     {cam.get('frames_received', '?')} frames received, {cam.get('decode_errors', '?')} "
         f"rejected, {len(run['keyframes'])} keyframes heard (published {cam.get('keyframes_published', '?')}); "
         f"frame time p50 {cam.get('frame_time_ms_p50', '?')} ms",
         f"  inference_node  {inf.get('model', '?')}: {inf.get('requests', '?')} requests, {len(run['plans'])} plans "
         f"({', '.join(f'{a} {n}' for a, n in actions.most_common())}); keyframes dropped while busy "
         f"{inf.get('keyframes_dropped', '?')}",
-        f"                  keyframe -> plan p50 {np.nanpercentile(latencies, 50) * 1e3:.0f} ms, p99 "
-        f"{np.nanpercentile(latencies, 99) * 1e3:.0f} ms (model {inf.get('backend_ms_p50', '?')} ms + waiting for "
-        f"it {inf.get('wait_ms_p50', '?')} ms + node {inf.get('overhead_ms_p50', '?')} ms, p50)",
+        f"                  keyframe -> plan p50 {ms(50)} ms, p99 {ms(99)} ms (model {inf.get('backend_ms_p50', '?')} "
+        f"ms + waiting for it {inf.get('wait_ms_p50', '?')} ms + node {inf.get('overhead_ms_p50', '?')} ms, p50)",
         f"  controller_node {run['control_rate_hz']:.1f} Hz of cmd_vel while moving (configured {run['rate_hz']:g} "
         f"Hz; period p99 {ctl.get('period_ms_p99', '?')} ms), {len(run['commands'])} commands, every one within "
         f"limits: {run['within_limits']}",
@@ -129,8 +233,9 @@ def summary(run: dict) -> tuple[str, bool]:
         f"  task: {final['state']} ({final['reason']})",
         '  exit codes: ' + ', '.join(f'{name} {code}' for name, code in run['exit_codes'].items()),
     ]
-    whole = bool(run['plans']) and moved and stopped and run['within_limits'] and clean
-    return '\n'.join(lines), whole
+    why = failures(run)
+    lines += [f'  FAILED: {reason}' for reason in why]
+    return '\n'.join(lines), not why
 
 
 def annotated_keyframes(recording: Recording) -> list[tuple[float, str, np.ndarray]]:
@@ -144,7 +249,7 @@ def annotated_keyframes(recording: Recording) -> list[tuple[float, str, np.ndarr
     return out
 
 
-def run_demo(options: RunOptions, out: Path) -> tuple[dict, Recording]:
+def run_demo(options: RunOptions, out: Path, domain_id: int | None = None) -> tuple[dict, Recording]:
     bag_s = corridor.frame_times(corridor.walk())[-1]
     with StackRun(options, out / 'logs') as run:
         run.start_stack()
@@ -153,7 +258,28 @@ def run_demo(options: RunOptions, out: Path) -> tuple[dict, Recording]:
             print('the player did not finish in time', file=sys.stderr)
         time.sleep(SETTLE_S)
         codes = run.stop()
-    return to_run(run.recording, options, codes), run.recording
+    return to_run(run.recording, options, codes, domain_id), run.recording
+
+
+def unwritable(folder: Path) -> str:
+    """Why `folder` cannot be created or written to, in one line ('' when it can): checked before anything
+    starts, so that a read-only checkout fails at once and without a traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        where = f' ({e.filename})' if e.filename and Path(e.filename) != folder else ''
+        return f'cannot write to the output folder {folder}{where}: {e.strerror or e}; choose another with --out'
+    return ''
+
+
+def write_outputs(out: Path, run: dict, recording: Recording, text: str, whole: bool) -> None:
+    from vln_ros.demo import pictures
+    (out / 'run.json').write_text(json.dumps(run))
+    (out / 'summary.json').write_text(json.dumps({'text': text, 'whole': whole}, indent=1))
+    pictures.timeline(out / 'timeline.png', run)
+    pictures.keyframe_strip(out / 'keyframes.png', run, annotated_keyframes(recording))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,17 +303,26 @@ def main(argv: list[str] | None = None) -> int:
         if not needed.exists():
             parser.error(f'{needed} is missing: `python -m vln_ros.demo.make_bag` makes it')
 
-    local_graph.use(domain_id=100 + os.getpid() % 100)  # the demo's graph stays on this machine
+    problem = unwritable(args.out) or unwritable(args.out / 'logs')
+    if problem:
+        print(f'vln_demo: {problem}', file=sys.stderr)
+        return 2
+    try:   # the demo's graph: on this machine, in a domain nobody else is in (never the exported ROS_DOMAIN_ID)
+        claim = local_graph.use_private_domain()
+    except local_graph.DomainUnavailable as e:
+        print(f'vln_demo: {e}', file=sys.stderr)
+        return 2
+    print(claim.describe(), flush=True)
     print(f'playing {options.bag} through the stack ({options.backend} answers); logs in {args.out / "logs"} ...',
           flush=True)
-    run, recording = run_demo(options, args.out)
-    from vln_ros.demo import pictures
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / 'run.json').write_text(json.dumps(run))
+    run, recording = run_demo(options, args.out, claim.domain_id)
     text, whole = summary(run)
-    (args.out / 'summary.json').write_text(json.dumps({'text': text, 'whole': whole}, indent=1))
-    pictures.timeline(args.out / 'timeline.png', run)
-    pictures.keyframe_strip(args.out / 'keyframes.png', run, annotated_keyframes(recording))
+    try:
+        write_outputs(args.out, run, recording, text, whole)
+    except OSError as e:
+        print(text)
+        print(f'vln_demo: cannot write the results to {args.out}: {e}', file=sys.stderr)
+        return 2
     print(text)
     print(f"pictures: {args.out / 'timeline.png'}, {args.out / 'keyframes.png'}; data: {args.out / 'run.json'}")
     return 0 if whole else 1

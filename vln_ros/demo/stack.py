@@ -194,7 +194,8 @@ class Started:
 
 class StackRun:
     """Start the stack on the bag, play it, inject faults, stop; what was heard is in `recording`.
-    The environment (ROS domain, transports) is this process's: set it up before (local_graph.use)."""
+    The environment (ROS domain, transports) is this process's: set it up before
+    (local_graph.use_private_domain)."""
 
     def __init__(self, options: RunOptions, log_dir: Path) -> None:
         self.options = options
