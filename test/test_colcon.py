@@ -1,5 +1,6 @@
 """The ROS-native path: `colcon build` of this package in a scratch workspace against the venv's ROS 2,
-then the executables it installs under install/lib/vln_ros start and answer on the graph."""
+then the executables it installs under install/lib/vln_ros start and answer on the graph, and `ros2 launch`
+runs the stack from the install after `. install/setup.bash` (the venv as the underlay a ROS 2 install is)."""
 from __future__ import annotations
 
 import os
@@ -9,8 +10,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, wait_for
 from test_executables import start_and_stop
+from test_ros2_launch import (ACTIVATE, LAUNCH_MISSING, NODE_NAMES, STARTUP_S, Launch, environment, nodes_on_graph,
+                              params_file, stop_cleanly)
 
 
 @pytest.fixture(scope='module')
@@ -64,3 +67,22 @@ def test_installed_bag_tool_runs(workspace):
     result = subprocess.run(['bash', '-c', f'cd {ws} && . install/setup.bash && install/vln_ros/lib/vln_ros/vln_bag '
                              'play /nonexistent'], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and 'vln_bag play: cannot read bag /nonexistent' in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(bool(LAUNCH_MISSING), reason=LAUNCH_MISSING or 'runs')
+def test_ros2_launch_runs_the_stack_from_the_colcon_install(workspace, graph, tmp_path):
+    ws, _, _ = workspace
+    underlay = f'. {ACTIVATE} && ' if ACTIVATE.is_file() else ''   # a ROS 2 install: its setup.bash, sourced already
+    file = params_file(tmp_path / 'p.yaml')
+    launch = Launch(['bash', '-c', f'{underlay}cd {ws} && . install/setup.bash && exec "$@"', 'bash',
+                     'ros2', 'launch', 'vln_ros', 'vln.launch.py', 'namespace:=colcon', f'params_file:={file}'],
+                    environment(tmp_path, keep_prefix=not underlay), tmp_path / 'launch.log')
+    try:
+        watcher = graph.node('colcon_watcher')
+        assert wait_for(lambda: set(NODE_NAMES) <= nodes_on_graph(watcher, '/colcon') or launch.proc.poll() is not None,
+                        STARTUP_S), launch.output()
+        executables = {name: launch.handles[pid].cmdline()[1] for name, pid in launch.started().items()}
+        assert executables == {name: f'{ws}/install/vln_ros/lib/vln_ros/{name}' for name in NODE_NAMES}, executables
+        stop_cleanly(launch, NODE_NAMES)
+    finally:
+        launch.close()

@@ -1,26 +1,37 @@
-"""The vln_ros stack in one place: its nodes, the side each runs on, their executables, parameter files,
-remappings and environment, and the launch arguments that shape them.
+"""The vln_ros stack in one place: its nodes, the side each runs on, their executables, parameter files and
+remappings, and the launch arguments that shape them. (Every process inherits the environment, the DDS
+transports included: see LARGE_DATA_ENV.)
 
-Pure Python, no launch imports: launch/*.launch.py build their actions from it (`Process.launch_kwargs`),
-and test/test_launch.py starts the very same processes from it (`Process.command`), because launch itself
-cannot run where the tests run. Change the stack here, never in a launch file.
+launch/*.launch.py declare the arguments and hand the rest to `launch_actions` (the only code here that
+imports launch, when a launch file runs): it checks that every executable exists before anything starts,
+and makes the nodes a launch cannot do without required (a non-zero exit ends the launch, non-zero).
+Everything else is pure Python: `make demo` (vln_ros/demo/stack.py) and the tests start the very same
+processes from it without launch (`Process.command`). Change the stack here, never in a launch file.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from functools import partial
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vln_ros.core.config import InferenceParams
 
 PACKAGE = 'vln_ros'
 PARAMS_FILE = os.path.join('config', 'vln.yaml')   # relative to the package's share folder
 RVIZ_CONFIG = os.path.join('config', 'vln.rviz')
-# Raw images (sensor_msgs/Image) over Fast DDS's default transports are silently lost between processes;
-# every process that carries them needs this (README, "Large images over Fast DDS").
+# Raw images (sensor_msgs/Image) over Fast DDS's default transports are silently lost between processes; the
+# fix is this in the environment of EVERY process of the graph (README, "Large images over Fast DDS"), so the
+# launch files never set it for a process of their own: they inherit the graph's transports. Measured with a
+# process of its own given it (the launch files did so before): it and a process with the default transports
+# never heard each other, so from a plain shell the controller never got a plan and `ros2 service call
+# /vln/set_task` never found the inference node. launch_actions says so when raw-image nodes start without it.
 LARGE_DATA_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'}
 CAMERA = '{camera_topic}'  # placeholder in remappings for the camera_topic argument
+BACKENDS: tuple[str, ...] = get_args(InferenceParams.model_fields['backend'].annotation)
 
 
 class Side(str, Enum):
@@ -73,6 +84,8 @@ class StackArgs(BaseModel):
                                              'the installed package')
     use_sim_time: bool = Field(False, description='Nodes follow /clock instead of the system clock (bag replay, '
                                                   'simulation)')
+    backend: str = Field('', description=f"inference_node's backend (parameter backend): {', '.join(BACKENDS)}; "
+                                         'empty = the one in the parameter file')
     model: str = Field('', description="inference_node's model: a weights path or model name (parameter model); "
                                        'empty = the one in the parameter file')
     tp: int | None = Field(None, description='inference_node: GPUs the model is split over, tensor parallel '
@@ -94,6 +107,13 @@ class StackArgs(BaseModel):
     @classmethod
     def _known_nodes(cls, value: str) -> str:
         select_nodes(value)
+        return value
+
+    @field_validator('backend')
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value and value not in BACKENDS:
+            raise ValueError(f"backend {value!r}: expected {', '.join(BACKENDS)} or empty (the parameter file's)")
         return value
 
 
@@ -163,8 +183,9 @@ class Process:
     params_files: tuple[str, ...] = ()
     parameters: dict[str, bool | int | float | str] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)   # added to the inherited environment (none of ours)
     arguments: tuple[str, ...] = ()
+    required: bool = True   # a non-zero exit ends the launch (launch_actions); rviz2 is not
 
     def launch_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of launch_ros.actions.Node."""
@@ -199,13 +220,14 @@ def _remap(spec: NodeSpec, args: StackArgs) -> tuple[tuple[str, str], ...]:
 def node_process(spec: NodeSpec, args: StackArgs, share_dir: str) -> Process:
     parameters: dict[str, bool | int | float | str] = {'use_sim_time': args.use_sim_time}
     if spec.name == 'inference_node':
+        if args.backend:
+            parameters['backend'] = args.backend
         if args.model:
             parameters['model'] = args.model
         if args.tp is not None:
             parameters['lmdeploy.tp'] = args.tp
     return Process(PACKAGE, spec.executable, spec.name, args.namespace,
-                   (args.params_file or os.path.join(share_dir, PARAMS_FILE),), parameters, _remap(spec, args),
-                   dict(LARGE_DATA_ENV) if spec.raw_images else {})
+                   (args.params_file or os.path.join(share_dir, PARAMS_FILE),), parameters, _remap(spec, args))
 
 
 def stack(args: StackArgs, share_dir: str) -> list[Process]:
@@ -213,8 +235,8 @@ def stack(args: StackArgs, share_dir: str) -> list[Process]:
     processes = [node_process(spec, args, share_dir) for spec in select_nodes(args.nodes)]
     if args.rviz:
         processes.append(Process('rviz2', RVIZ.executable, RVIZ.name, args.namespace, (),
-                                 {'use_sim_time': args.use_sim_time}, _remap(RVIZ, args), dict(LARGE_DATA_ENV),
-                                 ('-d', os.path.join(share_dir, RVIZ_CONFIG))))
+                                 {'use_sim_time': args.use_sim_time}, _remap(RVIZ, args),
+                                 arguments=('-d', os.path.join(share_dir, RVIZ_CONFIG)), required=False))
     return processes
 
 
@@ -232,10 +254,78 @@ def player(args: ReplayArgs) -> Process:
                  '--exclude-topics', *stack_outputs(args)]
     if args.loop:
         arguments.append('--loop')
-    return Process(PACKAGE, BAG_EXECUTABLE, 'vln_bag_player', env=dict(LARGE_DATA_ENV), arguments=tuple(arguments))
+    return Process(PACKAGE, BAG_EXECUTABLE, 'vln_bag_player', arguments=tuple(arguments))
 
 
 def processes(model: type[StackArgs], values: dict[str, str], share_dir: str) -> list[Process]:
     """What a launch file starts for its argument values: the stack, and the player when replaying."""
     args = parse_args(model, values)
     return [*stack(args, share_dir), *([player(args)] if isinstance(args, ReplayArgs) else [])]
+
+
+def missing_executables(started: list[Process]) -> list[str]:
+    """Why launch_ros could not start each of these processes (it runs <prefix>/lib/<package>/<executable> of
+    the package's ament prefix), as the fix to make; [] when all of them can start."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+    problems = []
+    for process in started:
+        try:
+            prefix = get_package_prefix(process.package)
+        except PackageNotFoundError:
+            if process.package == RVIZ.executable:
+                problems.append('rviz2 is not installed (rviz:=true): install it (apt install ros-$ROS_DISTRO-rviz2) '
+                                'or launch without rviz:=true')
+            else:
+                problems.append(f'package {process.package} is not installed (AMENT_PREFIX_PATH)')
+            continue
+        path = os.path.join(prefix, 'lib', process.package, process.executable)
+        if not os.access(path, os.X_OK):
+            problems.append(f'{path} is missing: build the package again (colcon build, or tools/install.sh for '
+                            'the venv)')
+    return problems
+
+
+def transport_note(started: list[Process], environ: dict[str, str]) -> str | None:
+    """A line for the launch log when processes carrying raw images start over Fast DDS's default transports."""
+    raw = [p.name for p in started if any(n.name == p.name and n.raw_images for n in (*NODES, RVIZ))]
+    if not raw or environ.get('FASTDDS_BUILTIN_TRANSPORTS') or environ.get('FASTDDS_DEFAULT_PROFILES_FILE'):
+        return None
+    return (f"{', '.join(raw)}: raw images (sensor_msgs/Image) over ~0.5 MB are lost over Fast DDS's default "
+            'transports; for raw camera frames export FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for every process of '
+            'the graph (the camera driver too), or use input_transport: compressed (README, "Large images over '
+            'Fast DDS")')
+
+
+def launch_actions(context: Any, model: type[StackArgs], arguments: list[Argument],
+                   fixed: dict[str, str] | None = None) -> list[Any]:
+    """The OpaqueFunction of every launch file: the values of its `arguments` (plus `fixed` ones) -> the Node
+    actions of `processes`, each required one watched. Raises (launch then exits 1 and starts nothing) on a
+    bad argument or an executable that is not installed, before any process starts."""
+    from ament_index_python.packages import get_package_share_directory
+    from launch.actions import LogInfo, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+    from launch_ros.actions import Node
+
+    values = {a.name: context.launch_configurations[a.name] for a in arguments}
+    started = processes(model, {**values, **(fixed or {})}, get_package_share_directory(PACKAGE))
+    problems = missing_executables(started)
+    if problems:
+        raise RuntimeError(f"nothing started: {'; '.join(problems)}")
+    note = transport_note(started, dict(os.environ))
+    actions: list[Any] = [LogInfo(msg=note)] if note else []
+    for process in started:
+        node = Node(output='screen', emulate_tty=True, **process.launch_kwargs())
+        if process.required:
+            # launch 3.7 has no `required`: an exception raised by an event handler makes it shut every process
+            # down and end with exit code 1 (Shutdown alone ends with 0). Exit 0 (a finished bag) is normal.
+            actions.append(RegisterEventHandler(OnProcessExit(target_action=node,
+                                                              on_exit=partial(_required_exit, process.name))))
+        actions.append(node)
+    return actions
+
+
+def _required_exit(name: str, event: Any, context: Any) -> None:
+    if event.returncode != 0:
+        raise RuntimeError(f'{name} exited with code {event.returncode}, and the launch cannot do without it: '
+                           'ending the launch')

@@ -34,9 +34,11 @@ from vln_ros.core.config import InferenceParams, LmdeployParams, StartupError
 
 MIN_IMAGE_PIXELS = 32 * 32  # one Qwen3-VL image token
 
+# Each fix named here works as written: backend is a launch argument of vln.launch.py and replay.launch.py.
 INSTALL_HINT = ("backend 'lmdeploy' needs the lmdeploy package, which is not installed here: on the GPU machine "
-                "run pip install '.[lmdeploy]' in the package (see models/README.md); or use backend:=openai "
-                'against a running server, or backend:=replay with a recording')
+                "run pip install '.[lmdeploy]' in the package (see models/README.md); or choose another backend "
+                '(ros2 launch ... backend:=openai, or ros2 run ... --ros-args -p backend:=openai): openai against a '
+                'running server (parameter openai.base_url), replay with a recording (parameter replay.file)')
 
 
 def engine_kind(params: LmdeployParams) -> str:
