@@ -1,12 +1,16 @@
 """`make bench`: the hot paths' figures, one JSON object per line: {"name", "value", "unit"}.
 
-Also written to bench_out/results.jsonl. Timings come from this machine as it is (2 cores); run it on
-an otherwise idle machine and compare runs side by side, never against a fixed number in a unit test.
+    python bench/run.py [keyframe|controller|inference ...] [--out bench_out]
+
+Also written to <out>/results.jsonl (default bench_out/ in the checkout). Timings come from this machine as
+it is (2 cores); run it on an otherwise idle machine and compare runs side by side, never against a fixed
+number in a unit test. The nodes run in a private ROS domain that nobody else on this machine is in
+(vln_ros/local_graph.py; the exported ROS_DOMAIN_ID is never used); the domain is named on stderr.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,17 +21,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'test'))  # synthetic frames shared with the tests
 
-from vln_ros import local_graph  # noqa: E402
-
-local_graph.use(domain_id=150 + os.getpid() % 50)  # before rclpy: loopback only, large frames pass
-
 import numpy as np  # noqa: E402
 from frames import scene  # noqa: E402
 
+from vln_ros import local_graph  # noqa: E402
 from vln_ros.core.config import KeyframeParams  # noqa: E402
 from vln_ros.core.keyframe import KeyframeSampler  # noqa: E402
 
 RESULTS: list[dict] = []
+OUT = REPO / 'bench_out'   # main() sets it from --out
 SIZES = {'1080p': (1080, 1920), '720p': (720, 1280), '480p': (480, 640)}
 
 
@@ -204,7 +206,52 @@ class ControllerUnderTest(NodeUnderTest):
         msg = WaypointArray(task_id='bench', stop=stop,
                             waypoints=[] if stop else [Waypoint(dx=0.5, confidence=1.0)] * 10)
         msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.header.frame_id = 'base_link'
         return msg
+
+
+def bench_controller_flood(seconds: float = 6.0) -> None:
+    """The control loop's period while its inputs are flooded: 10,000-waypoint plans at 20 Hz (refused by
+    their size), odometry at ~1 kHz and e-stop releases at ~200 Hz, each from its own thread."""
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from std_msgs.msg import Bool
+
+    from vln_ros.msg import Waypoint
+    ctl = ControllerUnderTest('publish_zero_forever:=true', 'rate_hz:=50.0')
+    odom = ctl.node.create_publisher(Odometry, 'odom', qos_profile_sensor_data)
+    estop = ctl.node.create_publisher(Bool, 'vln/estop', QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    flooding = threading.Event()
+    flooding.set()
+    huge = ctl.plan(stop=False)
+    huge.waypoints = [Waypoint(dx=0.01, confidence=1.0)] * 10_000
+
+    def every(period_s: float, publish) -> None:
+        while flooding.is_set():
+            publish()
+            time.sleep(period_s)
+
+    def odometry() -> Odometry:
+        msg = Odometry()
+        msg.header.stamp = ctl.node.get_clock().now().to_msg()
+        msg.pose.pose.orientation.w = 1.0
+        return msg
+    floods = [threading.Thread(target=every, args=args, daemon=True) for args in (
+        (0.05, lambda: ctl.plans.publish(huge)), (0.001, lambda: odom.publish(odometry())),
+        (0.005, lambda: estop.publish(Bool(data=False))))]
+    try:
+        for flood in floods:
+            flood.start()
+        time.sleep(seconds)
+        d = ctl.diagnostics
+        emit('controller_period_ms_p99_under_flood', float(d['period_ms_p99']), 'ms')
+        emit('controller_period_ms_max_under_flood', float(d['period_ms_max']), 'ms')
+        emit('controller_plans_refused_under_flood', float(d.get('plans_rejected_too_many_waypoints', 0)), 'plans')
+    finally:
+        flooding.clear()
+        for flood in floods:
+            flood.join(timeout=2.0)
+        ctl.close()
 
 
 def bench_controller(seconds: float = 12.0, cycles: int = 40) -> None:
@@ -302,8 +349,8 @@ class InferenceNodeUnderTest(NodeUnderTest):
     @classmethod
     def replay(cls, latency_s: float) -> InferenceNodeUnderTest:
         from vln_ros.core.backends.base import AnswerRecord
-        out = REPO / 'bench_out'
-        out.mkdir(exist_ok=True)
+        out = OUT
+        out.mkdir(parents=True, exist_ok=True)
         answer = '{"env":"corridor","act":"forward","wp":[[0.5,0,0,0.9],[0.5,0.1,10,0.8]]}'
         (out / 'replay.jsonl').write_text(AnswerRecord(0, '', '', '', answer, latency_s).to_json() + '\n')
         return cls(('backend:=replay', f'replay.file:={out / "replay.jsonl"}', 'replay.loop:=true'))
@@ -369,19 +416,40 @@ def bench_inference_overload() -> None:
 
 
 BENCHES = {'keyframe': [bench_keyframe_decision, bench_camera_node_fps, bench_keyframe_latency],
-           'controller': [bench_controller],
+           'controller': [bench_controller, bench_controller_flood],
            'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload]}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """`make bench` runs all; `python bench/run.py inference` only that group."""
-    groups = sys.argv[1:] or list(BENCHES)
-    for group in groups:
+    global OUT
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('groups', nargs='*', metavar='GROUP', help=f'{" | ".join(BENCHES)} (default: all)')
+    parser.add_argument('--out', type=Path, default=OUT, help=f'output folder (default {OUT})')
+    args = parser.parse_args(argv)
+    for group in args.groups:
+        if group not in BENCHES:
+            parser.error(f'unknown group {group!r}: one of {", ".join(BENCHES)}')
+    from vln_ros.demo.run import unwritable
+    problem = unwritable(args.out)
+    if problem:
+        print(f'bench: {problem}', file=sys.stderr)
+        return 2
+    OUT = args.out
+    try:   # before rclpy: loopback only, large frames pass, a domain nobody else is in
+        claim = local_graph.use_private_domain()
+    except local_graph.DomainUnavailable as e:
+        print(f'bench: {e}', file=sys.stderr)
+        return 2
+    print(f'# {claim.describe()}', file=sys.stderr, flush=True)
+    for group in args.groups or list(BENCHES):
         for bench in BENCHES[group]:
             bench()
-    out = REPO / 'bench_out'
-    out.mkdir(exist_ok=True)
-    (out / 'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in RESULTS))
+    try:
+        (OUT / 'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in RESULTS))
+    except OSError as e:
+        print(f'bench: cannot write {OUT / "results.jsonl"}: {e}', file=sys.stderr)
+        return 2
     return 0
 
 

@@ -167,3 +167,34 @@ def test_a_burst_is_skipped_to_the_newest_frame_and_every_frame_is_accounted_for
     # latest wins: the newest frame is never the one skipped, and nothing is left queued
     assert wait_for(lambda: probe.decisions and probe.decisions[-1].values[0].value == '50.390000000', 5.0)
     assert len(probe.decisions) == int(values['frames_processed'])
+
+
+def test_changing_log_throttle_s_live_keeps_rejections_logged_and_the_node_working(graph):
+    """rclpy fixes a call site's throttle on first use and raises if it changes: with log_throttle_s
+    settable live, the rejection log must not depend on it (the worker would die on the next bad frame)."""
+    node = camera(graph, log_throttle_s=5.0, diagnostics_period_s=0.2, **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph)
+    assert wait_for(probe.connected, 5.0)
+    bad = image_msg(scene(1, 120, 160), 1.0)
+    bad.encoding = 'h264'
+    probe.send_paced([bad])
+    assert node.set_parameters([Parameter('log_throttle_s', value=0.0)])[0].successful
+    probe.send_paced([bad, bad])
+    probe.send_paced([image_msg(scene(1, 120, 160), 2.0), image_msg(scene(2, 120, 160), 3.0)])
+    assert wait_for(lambda: len(probe.keyframes) == 2, 5.0)
+    assert wait_for(lambda: probe.diagnostics
+                    and values_of(probe.diagnostics[-1]).get('rejected_unsupported_encoding') == '3', 5.0)
+    assert values_of(probe.diagnostics[-1])['internal_errors'] == '0'
+
+
+def test_one_frame_of_another_aspect_ratio_is_skipped_and_keyframes_go_on(graph):
+    """Regression: one odd-sized frame broke every later comparison; the camera never published again."""
+    camera(graph, diagnostics_period_s=0.2, **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph)
+    assert wait_for(probe.connected, 5.0)
+    probe.send_paced([image_msg(scene(1, 120, 160), 1.0), image_msg(scene(1, 120, 120), 1.1),
+                      image_msg(scene(2, 120, 160), 1.2), image_msg(scene(3, 120, 160), 1.3)])
+    assert [d.message for d in probe.decisions] == ['first', 'odd_shape', 'change', 'change']
+    assert wait_for(lambda: len(probe.keyframes) == 3, 5.0)
+    assert wait_for(lambda: probe.diagnostics and values_of(probe.diagnostics[-1])['frames_odd_shape'] == '1', 5.0)
+    assert values_of(probe.diagnostics[-1])['internal_errors'] == '0'

@@ -369,11 +369,131 @@ def test_implausible_odometry_is_rejected(pose):
 def test_odometry_liveness_is_judged_by_arrival_not_stamp():
     c = Controller(P)
     c.set_plan(straight(20, 0.5, stamp=0.0), 0.0)
-    for k in range(1, 50):  # stamps 100 s ahead of the controller's clock, arriving on time
-        c.set_odometry(100.0 + k * DT, Pose2D(), now_s=k * DT)
+    for k in range(1, 50):  # stamps 5 s behind the controller's clock (a slow source), arriving on time
+        c.set_odometry(k * DT - 5.0, Pose2D(), now_s=k * DT)
         c.step(k * DT, DT)
+        assert c.step(k * DT, DT).reason is StopReason.NONE
     cmds = run(c, 49 * DT, 2.0)  # then odometry stops
     assert cmds[-1][1].reason is StopReason.ODOM_STALE and cmds[-1][1].twist.is_zero()
+
+
+def odometry_at(c: Controller, t: float, x: float = 0.0, stamp: float | None = None) -> bool:
+    return c.set_odometry(t if stamp is None else stamp, Pose2D(x, 0.0, 0.0), now_s=t)
+
+
+def test_one_odometry_message_stamped_far_ahead_stops_the_robot_until_the_next_valid_one():
+    """Regression: one stamp an hour ahead made every later message 'out of order': odom_stale for good."""
+    c = Controller(P)
+    c.set_plan(straight(20, 0.5, stamp=0.0), 0.0)
+    t = 0.0
+    for _ in range(25):
+        t += DT
+        odometry_at(c, t)
+        c.step(t, DT)
+    assert c.step(t, 0.0).reason is StopReason.NONE
+    t += DT
+    assert odometry_at(c, t, stamp=t + 3600.0) is False    # fail safe ...
+    assert c.step(t, DT).reason is StopReason.ODOM_INVALID
+    t += DT
+    assert odometry_at(c, t) is True                        # ... then recover with the next valid message
+    assert c.step(t, DT).reason is StopReason.NONE
+    for _ in range(50):
+        t += DT
+        assert odometry_at(c, t)
+        assert c.step(t, DT).reason is StopReason.NONE
+
+
+def test_odometry_whose_clock_restarted_is_taken_again_after_odom_timeout():
+    c = Controller(P)
+    t = 0.0
+    for _ in range(10):
+        t += DT
+        odometry_at(c, t)
+        c.step(t, DT)
+    c.set_plan(straight(20, 0.5, stamp=t), t)
+    t += DT
+    assert odometry_at(c, t, stamp=t - 500.0) is False  # out of order: dropped while the old stream is alive
+    reasons = []
+    while t < 1.0:                                       # the source now stamps from a clock 500 s behind
+        t += DT
+        odometry_at(c, t, stamp=t - 500.0)
+        reasons.append(c.step(t, DT).reason)
+    reset = reasons.index(StopReason.ODOM_RESET)         # history restarted; the plan (old poses) dropped
+    assert (reset + 2) * DT >= P.odom_timeout_s - 1e-9  # not before the old stream was silent that long
+    assert set(reasons[:reset]) == {StopReason.NONE} and set(reasons[reset:]) == {StopReason.ODOM_RESET}
+    c.set_plan(straight(20, 0.5, stamp=t), t)
+    t += DT
+    assert odometry_at(c, t, stamp=t - 500.0) and c.step(t, DT).reason is StopReason.NONE
+
+
+@pytest.mark.parametrize(('change', 'reason'), [
+    ({'frame_id': 'camera_link'}, 'wrong_frame'),
+    ({'frame_id': ''}, 'wrong_frame'),
+    ({'waypoints': (Waypoint(0.5, 0.0, 0.0, 1.5),)}, 'confidence_out_of_range'),
+    ({'waypoints': (Waypoint(0.5, 0.0, 0.0, -0.1),)}, 'confidence_out_of_range'),
+])
+def test_plans_in_another_frame_or_with_confidence_outside_0_1_are_refused(change, reason):
+    c = Controller(P)
+    c.set_plan(straight(stamp=0.0), 0.0)
+    assert c.step(0.2, DT).reason is StopReason.NONE
+    plan = Plan(0.0, change.get('waypoints', straight().waypoints), frame_id=change.get('frame_id', 'base_link'))
+    with pytest.raises(PlanRejected, match=reason) as info:
+        c.set_plan(plan, 0.2)
+    assert info.value.reason == reason
+    assert c.step(0.22, DT).reason is StopReason.PLAN_REJECTED  # the old plan is not followed either
+    c.set_plan(Plan(0.2, straight().waypoints, frame_id='base_link'), 0.24)  # the base frame is fine
+    assert c.step(0.26, DT).reason is StopReason.NONE
+
+
+def test_any_finite_yaw_composes_without_raising():
+    """Regression: yaws of +-1e308 overflowed to inf in composition and step() raised."""
+    a, b = Pose2D(0.0, 0.0, 1e308), Pose2D(1.0, 0.0, 1e308)
+    assert math.isnan(a.compose(b).yaw) or math.isfinite(a.compose(b).yaw)
+    c = Controller(P)
+    c.set_odometry(0.0, Pose2D(0.0, 0.0, 1e308))
+    c.set_plan(straight(stamp=0.0), 0.0)
+    c.set_odometry(0.02, Pose2D(0.01, 0.0, -1e308))
+    cmd = c.step(0.04, DT)
+    assert cmd.twist.is_finite()
+
+
+FINITE = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                   st.sampled_from([1e308, -1e308, 1.7976931348623157e308, 5e-324, 0.0]))  # the edges, often
+SMALL = st.floats(-5.0, 5.0)
+WAYPOINT = st.builds(Waypoint, st.one_of(SMALL, FINITE), SMALL, st.one_of(SMALL, FINITE), st.floats(0.0, 1.0))
+OPERATION = st.one_of(
+    st.tuples(st.just('odometry'), st.one_of(SMALL, FINITE), st.builds(Pose2D, SMALL, SMALL, FINITE)),
+    st.tuples(st.just('plan'), st.one_of(SMALL, FINITE), st.lists(WAYPOINT, max_size=4), st.booleans()),
+    st.tuples(st.just('estop'), st.booleans()),
+    st.tuples(st.just('release')),
+    st.tuples(st.just('step'), st.floats(0.0, 0.5)),   # time goes on
+    st.tuples(st.just('jump'), FINITE),                 # or jumps anywhere
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ops=st.lists(OPERATION, max_size=40), start=FINITE)
+def test_the_core_never_raises_on_finite_input_and_never_exceeds_its_limits(ops, start):
+    c = Controller(P)
+    now = start
+    for op in ops:
+        if op[0] == 'odometry':  # stamped relative to now (small) or anywhere (FINITE)
+            c.set_odometry(now + op[1] if abs(op[1]) <= 5.0 else op[1], op[2], now_s=now)
+        elif op[0] == 'plan':
+            try:
+                c.set_plan(Plan(now + op[1] if abs(op[1]) <= 5.0 else op[1], tuple(op[2]), stop=op[3]), now)
+            except PlanRejected:  # the documented refusal, not a crash
+                pass
+        elif op[0] == 'estop':
+            c.estop_message(op[1], now)
+        elif op[0] == 'release':
+            c.release_estop(now)
+        else:
+            dt = op[1] if op[0] == 'step' else DT
+            now = now + op[1] if op[0] == 'step' else op[1]
+            t = c.step(now, dt).twist
+            assert t.is_finite()
+            assert abs(t.vx) <= P.max_linear_x and abs(t.vy) <= P.max_linear_y and abs(t.wz) <= P.max_angular_z
 
 
 @pytest.mark.parametrize(('waypoints', 'reason'), [

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import rclpy.duration
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
@@ -25,12 +26,12 @@ from vln_ros.msg import Waypoint, WaypointArray
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def plan_msg(node, waypoints, age_s=0.0, stop=False, task='t1'):
+def plan_msg(node, waypoints, age_s=0.0, stop=False, task='t1', frame_id='base_link'):
     msg = WaypointArray(task_id=task, stop=stop, waypoints=[Waypoint(dx=dx, dy=dy, dtheta=th, confidence=c)
                                                             for dx, dy, th, c in waypoints])
     stamp_ns = node.get_clock().now().nanoseconds - int(age_s * 1e9)
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
-    msg.header.frame_id = 'base_link'
+    msg.header.frame_id = frame_id
     return msg
 
 
@@ -113,7 +114,7 @@ def moving_robot(graph, controller, cmd_type=Twist, age_s=0.0, **params) -> Robo
     controller(**params)
     robot = Robot(graph, cmd_type)
     assert robot.ready()
-    robot.plans.publish(plan_msg(robot.node, AHEAD, age_s=age_s))
+    robot.plans.publish(plan_msg(robot.node, AHEAD, age_s=age_s, frame_id=params.get('base_frame', 'base_link')))
     assert robot.moving()
     return robot
 
@@ -219,6 +220,7 @@ INFERENCE_STUB = textwrap.dedent('''
     while True:  # a plan every 0.3 s until killed
         msg = WaypointArray(task_id='t', waypoints=[Waypoint(dx=0.5, confidence=1.0)] * 20)
         msg.header.stamp = node.get_clock().now().to_msg()
+        msg.header.frame_id = 'base_link'
         pub.publish(msg)
         time.sleep(0.3)
 ''')
@@ -246,22 +248,35 @@ def test_twist_stamped_output(graph, controller):
     assert robot.cmds[-1][1].header.frame_id == 'body'
 
 
-def test_non_finite_odometry_stops_the_robot(graph, controller):
-    controller()
-    robot = Robot(graph)
+def odometry_stream(robot: Robot) -> dict[str, float]:
+    """Odometry at 50 Hz from the robot's node; the returned dict sets the next message's x and how far
+    ahead of now it is stamped (ahead_s, used once)."""
     odom = robot.node.create_publisher(Odometry, 'odom', 10)
-    state = {'x': 0.0}
+    state = {'x': 0.0, 'ahead_s': 0.0}
 
     def publish_odom():
         msg = Odometry()
-        msg.header.stamp = robot.node.get_clock().now().to_msg()
+        msg.header.stamp = (robot.node.get_clock().now() + rclpy.duration.Duration(seconds=state['ahead_s'])).to_msg()
         msg.pose.pose.position.x = state['x']
         msg.pose.pose.orientation.w = 1.0
         odom.publish(msg)
+        state['ahead_s'] = 0.0
     robot.node.create_timer(0.02, publish_odom)
+    return state
+
+
+def moving_with_odometry(graph, controller) -> tuple[Robot, dict[str, float]]:
+    controller()
+    robot = Robot(graph)
+    state = odometry_stream(robot)
     assert robot.ready()
     robot.plans.publish(plan_msg(robot.node, AHEAD))
     assert robot.moving()
+    return robot, state
+
+
+def test_non_finite_odometry_stops_the_robot(graph, controller):
+    robot, state = moving_with_odometry(graph, controller)
     t0 = time.monotonic()
     state['x'] = math.nan
     assert robot.stopped_after(t0, 2.0) is not None
@@ -293,3 +308,48 @@ def test_deadman_engages_when_the_estop_heartbeat_stops(graph, controller):
     took = robot.stopped_after(t0, 4.0)
     assert took is not None and took <= 1.0 + 0.1 + 0.05 + 0.3, took  # timeout + heartbeat gap + period + slack
     assert wait_for(lambda: robot.diagnostics.get('estop') == 'estop_deadman', 2.0)
+
+
+def test_an_oversized_plan_is_refused_from_its_bytes_before_it_is_deserialized(monkeypatch):
+    """Regression: 10,000 waypoints were turned into Python objects before the 256-waypoint check (13 ms to
+    deserialize, 6 ms to convert): plans at 20 Hz stretched the 50 Hz loop to p99 60-120 ms."""
+    from rclpy.serialization import serialize_message
+
+    from vln_ros.core.control import PlanRejected
+    from vln_ros.nodes import controller_node
+    msg = WaypointArray(task_id='flood', waypoints=[Waypoint(dx=0.1, confidence=1.0)] * 10_000)
+    msg.header.frame_id = 'base_link'
+    monkeypatch.setattr(controller_node, 'deserialize_message', lambda *a: pytest.fail('deserialized'))
+    with pytest.raises(PlanRejected) as info:
+        controller_node.plan_from_serialized(serialize_message(msg))
+    assert info.value.reason == 'too_many_waypoints' and '10000 waypoints' in str(info.value)
+    with pytest.raises(PlanRejected) as info:
+        controller_node.plan_from_serialized(b'\x00\x01\x00\x00' + b'\xff' * 10)
+    assert info.value.reason == 'malformed_plan'
+    monkeypatch.undo()
+    msg.waypoints = msg.waypoints[:3]
+    assert len(controller_node.plan_from_serialized(serialize_message(msg)).waypoints) == 3
+
+
+@pytest.mark.parametrize(('plan', 'counter'), [
+    (lambda node: plan_msg(node, [(0.5, 0.0, 0.0, 1.0)] * 10_000), 'plans_rejected_too_many_waypoints'),
+    (lambda node: plan_msg(node, AHEAD, frame_id='camera_link'), 'plans_rejected_wrong_frame'),
+    (lambda node: plan_msg(node, [(0.5, 0.0, 0.0, 1.5)] * 4), 'plans_rejected_confidence_out_of_range'),
+])
+def test_refused_plans_stop_the_robot_and_are_counted(graph, controller, plan, counter):
+    robot = moving_robot(graph, controller)
+    t0 = time.monotonic()
+    robot.plans.publish(plan(robot.node))
+    assert robot.stopped_after(t0, 3.0) is not None
+    assert wait_for(lambda: robot.diagnostics.get(counter) == '1', 3.0), robot.diagnostics
+    assert wait_for(lambda: robot.diagnostics.get('stop_reason') == 'plan_rejected', 3.0), robot.diagnostics
+
+
+def test_one_odometry_message_stamped_an_hour_ahead_does_not_stop_the_robot_for_good(graph, controller):
+    robot, state = moving_with_odometry(graph, controller)
+    state['ahead_s'] = 3600.0
+    assert wait_for(lambda: int(robot.diagnostics.get('odometry_rejected', '0')) > 0, 3.0)
+    t0 = time.monotonic()  # the valid odometry after it is taken again: still moving well past odom_timeout_s
+    assert wait_for(lambda: robot.cmds and robot.cmds[-1][0] - t0 > 0.5 + 1.0, 5.0)
+    assert robot.vx(robot.cmds[-1][1]) > 0.2 and robot.diagnostics.get('stop_reason') == 'following', robot.diagnostics
+    assert all(robot.vx(m) <= 0.5 for _, m in robot.since(t0))

@@ -205,3 +205,42 @@ def test_resize_and_jpeg_roundtrip():
     assert small.shape == (224, 448, 3)
     decoded = cv2.imdecode(np.frombuffer(images.encode_jpeg(small, 85), np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == small.shape
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 16x16 JPEG whose frame header (SOF0) is edited to claim width x height."""
+    data = bytearray(cv2.imencode('.jpg', np.full((16, 16, 3), 128, np.uint8))[1].tobytes())
+    sof = data.find(b'\xff\xc0')
+    data[sof + 5:sof + 7], data[sof + 7:sof + 9] = height.to_bytes(2, 'big'), width.to_bytes(2, 'big')
+    return bytes(data)
+
+
+def test_a_small_jpeg_claiming_a_huge_size_is_refused_from_its_header_without_decoding(monkeypatch):
+    """Regression: 631 bytes claiming 8000x4500 were decoded (200 ms, +85 MB) before anything was checked."""
+    data = jpeg_claiming(8000, 4500)
+    assert len(data) < 1000 and images.declared_size(data) == (8000, 4500)
+    monkeypatch.setattr(images.cv2, 'imdecode', lambda *a: pytest.fail('decoded a refused image'))
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode_compressed('jpeg', data)
+    assert info.value.reason == images.IMPLAUSIBLE_SIZE
+    assert '8000x4500 in' in str(info.value)
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode_compressed('jpeg', jpeg_claiming(65_000, 65_000))
+    assert info.value.reason == images.TOO_LARGE
+
+
+@pytest.mark.parametrize(('fmt', 'image'), [
+    ('.png', np.zeros((3000, 4000), np.uint8)),           # deflate's best case
+    ('.png', np.zeros((2000, 3000, 3), np.uint8)),
+    ('.jpg', np.full((2160, 3840, 3), 128, np.uint8)),    # a uniform 4K frame
+    ('.jpg', np.full((9, 7), 3, np.uint8)),
+])
+def test_real_images_compressed_as_far_as_they_go_pass_the_header_check(fmt, image):
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 9] if fmt == '.png' else [cv2.IMWRITE_JPEG_QUALITY, 1]
+    data = cv2.imencode(fmt, image, params)[1].tobytes()
+    images.check_declared_size(data)
+    assert images.decode_compressed(fmt[1:], data).shape[:2] == image.shape[:2]
+
+
+def test_unknown_formats_are_left_to_opencv():
+    assert images.declared_size(b'\x00' * 64) is None

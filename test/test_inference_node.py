@@ -293,6 +293,27 @@ def test_instruction_topic_rejected_instructions_stale_and_foreign_keyframes(gra
     assert wait_for(lambda: probe.diag().get('keyframes_stale') == '1', 5.0)
     probe.send_keyframe(data=b'\x89PNG not a jpeg')
     assert wait_for(lambda: probe.diag().get('keyframes_not_jpeg') == '1', 5.0)
+    data = bytearray(JPEG)  # a real JPEG whose header claims 8000x4500: refused before any decoder sees it
+    sof = data.find(b'\xff\xc0')
+    data[sof + 5:sof + 9] = (4500).to_bytes(2, 'big') + (8000).to_bytes(2, 'big')
+    probe.send_keyframe(data=bytes(data))
+    assert wait_for(lambda: probe.diag().get('keyframes_rejected_implausible_size') == '1', 5.0)
     assert probe.model_plans() == []
     probe.send_keyframe()
     assert wait_for(lambda: probe.model_plans(), 5.0)
+
+
+@pytest.mark.parametrize('order', [('go to the door', ''), ('', 'go to the door'),
+                                   ('go to the door', '', 'turn around', '')])
+def test_accepted_and_rejected_instructions_on_the_topic_in_any_order_keep_the_node_up(graph, tmp_path, order):
+    """Regression: the instruction callback logged at two severities from one call site, which rclpy
+    refuses ('Logger severity cannot be changed between calls'): the node died on the second message."""
+    node, probe = start(graph, tmp_path, FORWARD)
+    for instruction in order:
+        before = len(probe.statuses) if instruction else node._counters.totals().get('tasks_rejected', 0)
+        probe.instructions.publish(String(data=instruction))
+        if instruction:
+            assert wait_for(lambda: probe.statuses[before:] and probe.statuses[-1].instruction == instruction, 5.0)
+        else:
+            assert wait_for(lambda: node._counters.totals().get('tasks_rejected', 0) == before + 1, 5.0)
+    assert probe.set_task('still serving').accepted

@@ -152,3 +152,35 @@ def test_a_tall_thin_frame_gets_a_small_analysis_copy():
     assert small.shape == (160, 1)  # longest side bounded: not 1.6 million rows
     portrait = downscale_gray(np.zeros((1920, 1080), np.uint8), 160)
     assert portrait.shape == (160, 90)
+
+
+def test_one_frame_of_another_aspect_ratio_costs_only_that_frame():
+    """Regression: one frame whose analysis copy had another shape made every later comparison fail
+    ('Sizes of input arguments do not match'): the camera never published a keyframe again."""
+    wide, odd = scene(1, 480, 640), scene(2, 480, 480)
+    sampler = KeyframeSampler(KeyframeParams(min_interval_s=0.0))
+    assert sampler.decide(wide, 0.0).reason is Reason.FIRST
+    d = sampler.decide(odd, 0.1)
+    assert not d.keyframe and d.reason is Reason.ODD_SHAPE
+    assert sampler.decide(wide, 0.2).reason is Reason.STILL     # compared with the last keyframe again
+    assert sampler.decide(scene(3, 480, 640), 0.3).reason is Reason.CHANGE
+
+
+def test_a_camera_that_changes_resolution_starts_over_on_the_second_frame():
+    sampler = KeyframeSampler(KeyframeParams(min_interval_s=0.0))
+    sampler.decide(scene(1, 480, 640), 0.0)
+    square = scene(1, 480, 480)
+    assert sampler.decide(square, 0.1).reason is Reason.ODD_SHAPE
+    d = sampler.decide(square, 0.2)
+    assert d.keyframe and d.reason is Reason.NEW_SHAPE
+    assert sampler.decide(square, 0.3).reason is Reason.STILL
+    # the same size at another resolution is no change of shape at all
+    assert sampler.decide(cv2.resize(square, (960, 960)), 0.4).reason is Reason.STILL
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=st.lists(st.sampled_from([(48, 64), (64, 48), (50, 50), (30, 90), (64, 64)]), min_size=2, max_size=12))
+def test_any_sequence_of_frame_shapes_is_decided_without_error(shapes):
+    sampler = KeyframeSampler(KeyframeParams(min_interval_s=0.0))
+    for i, (h, w) in enumerate(shapes):
+        sampler.decide(scene(i, h * 4, w * 4), 0.1 * i)

@@ -1,9 +1,19 @@
 """vln_ros/nodes/runner.py: a shutdown from outside (SIGINT/SIGTERM) that catches a callback mid-publish
-is a normal exit (0); an error in a callback while the context is alive is a crash."""
+is a normal exit (0); an error in a callback while the context is alive is a crash; every way a node is
+signalled (twice, with its process group, during start-up) ends in exit 0 without a traceback; --help."""
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import rclpy
+from conftest import wait_for
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -40,3 +50,86 @@ def test_a_callback_failing_because_of_the_shutdown_is_a_normal_exit():
 def test_a_callback_failing_on_a_live_context_is_a_crash():
     with pytest.raises(RuntimeError, match='a bug in a callback'):
         run_node('runner_test', Broken, [])
+
+
+class SignalledWhileBuilt(Node):
+    """A node whose construction is interrupted by SIGINT (as a slow model load would be): it must never spin."""
+
+    ticks = 0
+
+    def __init__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        super().__init__('runner_test_signalled')
+        self.create_timer(0.01, self._tick)
+
+    def _tick(self) -> None:
+        SignalledWhileBuilt.ticks += 1
+
+
+def test_a_signal_while_the_node_is_built_ends_it_before_it_spins():
+    previous = signal.getsignal(signal.SIGINT)
+    assert run_node('runner_test', SignalledWhileBuilt, []) == 0
+    assert SignalledWhileBuilt.ticks == 0
+    assert signal.getsignal(signal.SIGINT) is previous, 'the caller gets its own handler back'
+
+
+def test_help_prints_usage_and_parameters_without_starting_ros(capsys):
+    assert run_node('controller_node', Broken, ['controller_node', '--help']) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('usage: controller_node [--help] [--ros-args')
+    assert 'max_linear_x = 0.5  (0.0 <= float <= 3.0 [m/s]; settable live)' in out and 'Exit codes: 0' in out
+    assert 'rate_hz = 50.0  (10.0 <= float <= 100.0 [Hz]; fixed at start-up)' in out
+    assert not rclpy.ok()  # Broken's timer would have raised had it been built and spun
+
+
+def test_unknown_command_line_arguments_are_refused(capsys):
+    assert run_node('controller_node', Broken, ['controller_node', '--max-speed', '9']) == 2
+    assert "unknown arguments ['--max-speed', '9']" in capsys.readouterr().err
+
+
+# -- the executables, signalled as launch, a terminal and supervisors do --------------------------------
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def started_node(executable: str, *args: str) -> subprocess.Popen:
+    """A node process in its own process group, returned once it is spinning (its start-up line)."""
+    proc = subprocess.Popen([str(VENV_BIN / executable), '--ros-args', *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    proc.output = lines  # type: ignore[attr-defined]
+    proc.reader = reader  # type: ignore[attr-defined]
+    assert wait_for(lambda: any('limits vx' in line or 'keyframe threshold' in line for line in lines)
+                    or proc.poll() is not None, 30.0), lines
+    return proc
+
+
+def ended(proc: subprocess.Popen, timeout_s: float = 10.0) -> tuple[int, str]:
+    try:
+        code = proc.wait(timeout=timeout_s)
+    finally:
+        proc.kill()
+    proc.reader.join(timeout=5.0)  # type: ignore[attr-defined]
+    return code, ''.join(proc.output)  # type: ignore[attr-defined]
+
+
+SIGNALLINGS = {
+    'a second SIGINT during shutdown': lambda p: (p.send_signal(signal.SIGINT), time.sleep(0.01),
+                                                  p.send_signal(signal.SIGINT)),
+    'SIGINT to the process group, then to the process (ros2 launch)': lambda p: (
+        os.killpg(p.pid, signal.SIGINT), time.sleep(0.005), p.send_signal(signal.SIGINT)),
+    'SIGTERM then SIGINT': lambda p: (p.send_signal(signal.SIGTERM), time.sleep(0.01), p.send_signal(signal.SIGINT)),
+    'three SIGINTs at once': lambda p: [p.send_signal(signal.SIGINT) for _ in range(3)],
+}
+
+
+@pytest.mark.parametrize('executable', ['controller_node', 'camera_node'])
+@pytest.mark.parametrize('signalling', sorted(SIGNALLINGS))
+def test_every_signal_path_ends_in_exit_0_without_a_traceback(executable, signalling):
+    proc = started_node(executable)
+    SIGNALLINGS[signalling](proc)
+    code, output = ended(proc)
+    assert code == 0, output
+    assert 'Traceback' not in output, output

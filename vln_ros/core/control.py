@@ -33,6 +33,9 @@ MAX_ODOM_M = 1.0e6
 
 
 def wrap_angle(a: float) -> float:
+    """a in (-pi, pi]; NaN for a non-finite angle (math.sin would raise on an infinity)."""
+    if not math.isfinite(a):
+        return math.nan
     return math.atan2(math.sin(a), math.cos(a))
 
 
@@ -86,6 +89,7 @@ class Plan:
     waypoints: tuple[Waypoint, ...]
     stop: bool = False
     task_id: str = ''
+    frame_id: str | None = None        # the frame its steps are in; None: the caller has none to check
 
 
 class PlanRejected(ValueError):
@@ -111,6 +115,7 @@ class StopReason(enum.Enum):
     ESTOP = 'estop'
     ESTOP_DEADMAN = 'estop_deadman'
     CLOCK_JUMP = 'clock_jump'          # ROS time went backwards (bag loop, sim reset): plan and poses dropped
+    ODOM_RESET = 'odom_reset'          # odometry restarted its clock: plan and poses dropped
 
 
 @dataclass(frozen=True)
@@ -167,15 +172,26 @@ def validate_plan(plan: Plan, now_s: float, params: ControllerParams) -> None:
     """Raise PlanRejected for a plan that must not even be looked at (non-finite, from the future)."""
     if not math.isfinite(plan.stamp_s):
         raise PlanRejected('nonfinite_plan', f'stamp {plan.stamp_s}')
-    if len(plan.waypoints) > MAX_WAYPOINTS:
-        raise PlanRejected('too_many_waypoints', f'{len(plan.waypoints)} waypoints (at most {MAX_WAYPOINTS})')
+    check_waypoint_count(len(plan.waypoints))
+    if plan.frame_id is not None and plan.frame_id != params.base_frame:
+        # Steps in another frame (a camera's, the map's) would be followed as if they were the base's.
+        raise PlanRejected('wrong_frame', f'frame_id {plan.frame_id!r} is not base_frame {params.base_frame!r}')
     for i, w in enumerate(plan.waypoints):
         if not all(math.isfinite(v) for v in (w.dx, w.dy, w.dtheta, w.confidence)):
             raise PlanRejected('nonfinite_plan', f'waypoint {i} = {w}')
         if abs(w.dx) > MAX_STEP_M or abs(w.dy) > MAX_STEP_M or abs(w.dtheta) > 4 * math.pi:
             raise PlanRejected('implausible_plan', f'waypoint {i} = {w} (steps up to {MAX_STEP_M} m, 4 pi rad)')
+        if not 0.0 <= w.confidence <= 1.0:  # speed scales with it: 1.5 is no confidence, it is a broken plan
+            raise PlanRejected('confidence_out_of_range', f'waypoint {i} = {w} (confidence must be 0-1)')
     if plan.stamp_s - now_s > params.future_tolerance_s:
         raise PlanRejected('future_plan', f'stamped {plan.stamp_s - now_s:.3f} s in the future')
+
+
+def check_waypoint_count(count: int) -> None:
+    """Raise PlanRejected for more waypoints than a local plan has; callers that can count the waypoints
+    before building a Plan (the node, from the serialized message) check this first."""
+    if count > MAX_WAYPOINTS:
+        raise PlanRejected('too_many_waypoints', f'{count} waypoints (at most {MAX_WAYPOINTS})')
 
 
 def plan_path(plan: Plan) -> list[tuple[Pose2D, float]]:
@@ -231,8 +247,13 @@ class Controller:
     _last_step_s: float | None = None
 
     def __post_init__(self) -> None:
+        self.set_params(self.params)
+
+    def set_params(self, params: ControllerParams) -> None:
+        """New (validated) parameters, in force from the next step."""
+        self.params = params
         # The capture pose of any plan young enough to follow must still be in the history.
-        self.history.horizon_s = max(self.history.horizon_s, self.params.plan_timeout_s + 5.0)
+        self.history.horizon_s = max(self.history.horizon_s, params.plan_timeout_s + 5.0)
 
     # -- inputs --------------------------------------------------------------------------------------
     def set_plan(self, plan: Plan, now_s: float) -> None:
@@ -244,8 +265,7 @@ class Controller:
         try:
             validate_plan(plan, now_s, self.params)
         except PlanRejected as exc:
-            self._following = None
-            self._stop = StopReason.PLAN_FROM_FUTURE if exc.reason == 'future_plan' else StopReason.PLAN_REJECTED
+            self.refuse_plan(exc, now_s)
             raise
         if plan.stop or not plan.waypoints:
             self._following, self._stop = None, StopReason.STOP_PLAN
@@ -253,21 +273,38 @@ class Controller:
         self._following = _Following(plan, plan_path(plan))
         self._stop = StopReason.NONE
 
+    def refuse_plan(self, rejection: PlanRejected, now_s: float) -> None:
+        """A plan arrived and was refused (here or by the caller before it was even built): stop."""
+        self._last_plan_received_s = now_s
+        self._following = None
+        self._stop = StopReason.PLAN_FROM_FUTURE if rejection.reason == 'future_plan' else StopReason.PLAN_REJECTED
+
     def set_odometry(self, t_s: float, pose: Pose2D, now_s: float | None = None) -> bool:
         """Record the robot's pose at t_s (its stamp, odometry frame), arriving at now_s (default t_s).
-        A non-finite or implausible pose is rejected (False) and the robot stops until a valid one
-        arrives; an out-of-order one is dropped (False). Liveness is judged by arrival, not by stamp."""
+        A non-finite or implausible pose, or one stamped further in the future than future_tolerance_s,
+        is rejected (False) and the robot stops until a valid one arrives. An out-of-order one is dropped
+        (False), unless nothing was accepted for odom_timeout_s: then the source has restarted its clock,
+        and the history starts over from it (a stamp far ahead must not lock out every later message).
+        Liveness is judged by arrival, not by stamp."""
         now_s = t_s if now_s is None else now_s
-        if not (pose.is_finite() and math.isfinite(t_s)) or abs(pose.x) > MAX_ODOM_M or abs(pose.y) > MAX_ODOM_M:
+        if (not (pose.is_finite() and math.isfinite(t_s) and math.isfinite(now_s))
+                or abs(pose.x) > MAX_ODOM_M or abs(pose.y) > MAX_ODOM_M
+                or t_s - now_s > self.params.future_tolerance_s):
             self._odom_invalid = True
             return False
         self._odom_invalid = False
+        pose = Pose2D(pose.x, pose.y, wrap_angle(pose.yaw))  # any finite yaw; composing stays finite
         if not self._odometry_mode:
             # Poses so far were dead reckoning in a frame of their own: never mix the two.
             self.history.clear()
             self._odometry_mode = True
         if not self.history.add(t_s, pose):
-            return False
+            if self._odom_arrived_s is not None and now_s - self._odom_arrived_s <= self.params.odom_timeout_s:
+                return False
+            self.history.clear()
+            self.history.add(t_s, pose)
+            if self._following is not None:  # its capture pose is in the old history
+                self._following, self._stop = None, StopReason.ODOM_RESET
         self._odom_arrived_s = now_s
         return True
 

@@ -9,11 +9,14 @@ NV12/NV21 plane layout. Output is uint8, either gray (H, W) or BGR (H, W, 3).
 """
 from __future__ import annotations
 
+import io
 import math
+import warnings
 from typing import Any
 
 import cv2
 import numpy as np
+import PIL.Image
 from rosbags.image import ImageError
 
 # rosbags-image's encoding table and colour conversion; its public image_to_cvimage ignores `step`.
@@ -29,6 +32,13 @@ BAD_LENGTH = 'bad_length'
 CORRUPT_COMPRESSED = 'corrupt_compressed'
 UNSUPPORTED_FORMAT = 'unsupported_format'
 TOO_LARGE = 'too_large'
+IMPLAUSIBLE_SIZE = 'implausible_size'
+
+# No JPEG or PNG packs more pixels into a byte than this: deflate's best ratio is ~1032:1 on the raw rows,
+# which for a 1-bit PNG is ~8,300 pixels a byte; a JPEG needs a few bits for every 8x8 block (~400 px a byte
+# for a uniform image). A header claiming more pixels than this times the data size is a broken or hostile
+# image, and decoding it would still allocate the full claimed size.
+MAX_PIXELS_PER_BYTE = 16_384
 
 _GRAY_FORMATS = {Format.GRAY, Format.GENERIC}
 
@@ -92,6 +102,7 @@ def decode_compressed(fmt: str, data: Any) -> np.ndarray:
         raise ImageRejected(EMPTY, 'no compressed data')
     if 'compressedDepth' in fmt:
         raise ImageRejected(UNSUPPORTED_FORMAT, f'format {fmt!r} (depth images are not camera frames)')
+    check_declared_size(buffer)
     # IMREAD_ANYCOLOR keeps gray JPEGs gray (no 3x copy) and gives BGR otherwise; 16-bit PNGs become 8-bit.
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR)
@@ -102,6 +113,35 @@ def decode_compressed(fmt: str, data: Any) -> np.ndarray:
         raise ImageRejected(CORRUPT_COMPRESSED, f'{buffer.size} bytes of {fmt or "unnamed format"} '
                                                 'that OpenCV cannot decode')
     return image
+
+
+def declared_size(data: Any) -> tuple[int, int] | None:
+    """(width, height) that a compressed image's header claims, read without decoding the pixels
+    (Pillow parses only the header on open); None when Pillow does not know the format."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(io.BytesIO(memoryview(data))) as image:
+                return image.size
+    except PIL.Image.DecompressionBombError:  # over twice Pillow's own limit: report it as huge
+        return (MAX_IMAGE_PIXELS + 1, 1)
+    except Exception:  # Pillow raises many types for unknown or broken headers; OpenCV gets the last word
+        return None
+
+
+def check_declared_size(data: Any) -> None:
+    """Refuse, before decoding, a compressed image whose header claims more pixels than any node decodes
+    or than its data size can plausibly hold (a 631-byte JPEG claiming 8000x4500 costs 200 ms and 85 MB)."""
+    size = declared_size(data)
+    if size is None:
+        return
+    width, height = size
+    length = len(memoryview(data))
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageRejected(TOO_LARGE, f'header claims {width}x{height} (at most {MAX_IMAGE_PIXELS} pixels)')
+    if width * height > MAX_PIXELS_PER_BYTE * length:
+        raise ImageRejected(IMPLAUSIBLE_SIZE, f'header claims {width}x{height} in {length} bytes '
+                                              f'(more than {MAX_PIXELS_PER_BYTE} pixels a byte)')
 
 
 def fit_size(width: int, height: int, max_side: int, max_pixels: int, align: int) -> tuple[int, int]:

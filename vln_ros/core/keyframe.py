@@ -8,11 +8,13 @@ each in [0, 1]:
 Their weighted sum is the change score. A frame becomes a keyframe when the score reaches the threshold
 (no sooner than min_interval_s after the last keyframe), or when max_interval_s has passed without one;
 the first frame always is. Comparing with the last keyframe, not the previous frame, makes a slow pan
-trigger once its accumulated change passes the threshold.
+trigger once its accumulated change passes the threshold. A frame of another aspect ratio than the last
+keyframe is skipped; a second one in a row (the camera changed its mode) starts over from it.
 """
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -33,6 +35,8 @@ class Reason(enum.Enum):
     CHANGE = 'change'              # score reached the threshold
     MAX_INTERVAL = 'max_interval'  # still scene, but too long since the last keyframe
     CLOCK_JUMP = 'clock_jump'      # stamp went backwards (bag loop, clock reset): start over
+    NEW_SHAPE = 'new_shape'        # second frame in a row of another aspect ratio (camera reconfigured): start over
+    ODD_SHAPE = 'odd_shape'        # not a keyframe: another aspect ratio than the last keyframe, not compared
     STILL = 'still'                # not a keyframe: score below the threshold
     MIN_INTERVAL = 'min_interval'  # not a keyframe: too soon after the last one
 
@@ -80,9 +84,11 @@ class KeyframeSampler:
         self._weights = (params.weight_histogram / total, params.weight_pixel / total, params.weight_edge / total)
         self._last: _Signature | None = None
         self._last_stamp_s = 0.0
+        self._odd_shape: tuple[int, ...] | None = None  # analysis shape of the previous frame, if it was odd
 
     def reset(self) -> None:
         self._last = None
+        self._odd_shape = None
 
     def _signature(self, image: np.ndarray) -> _Signature:
         gray = downscale_gray(image, self.params.analysis_side_px)
@@ -105,8 +111,16 @@ class KeyframeSampler:
         """Judge one frame (uint8 gray, BGR or BGRA) captured at stamp_s (seconds, any epoch)."""
         signature = self._signature(image)
         last = self._last
-        if last is None or stamp_s < self._last_stamp_s:
-            reason = Reason.FIRST if last is None else Reason.CLOCK_JUMP
+        odd_shape = last is not None and signature.gray.shape != last.gray.shape
+        if odd_shape and signature.gray.shape != self._odd_shape:
+            # Frames of another aspect ratio cannot be compared with the last keyframe. One odd frame costs
+            # only itself; a camera that really changed its resolution starts over on its second frame.
+            self._odd_shape = signature.gray.shape
+            return Decision(False, Reason.ODD_SHAPE, math.nan, math.nan, math.nan, math.nan,
+                            stamp_s - self._last_stamp_s)
+        self._odd_shape = None
+        if last is None or stamp_s < self._last_stamp_s or odd_shape:
+            reason = Reason.FIRST if last is None else Reason.NEW_SHAPE if odd_shape else Reason.CLOCK_JUMP
             self._last, self._last_stamp_s = signature, stamp_s
             return Decision(True, reason, 1.0, 1.0, 1.0, 1.0, 0.0)
 

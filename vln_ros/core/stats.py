@@ -53,3 +53,18 @@ class EventCounters:
             self._at_last_rates = Counter(self._totals)
             self._last_rates_time_s = now_s
             return rates
+
+
+class Throttle:
+    """Says yes at most once per period (0: every time). The period is passed at each call, so it may be
+    changed while the node runs; rclpy's own `throttle_duration_sec` is fixed per call site on its first
+    use and raises ValueError if a later call passes another value."""
+
+    def __init__(self) -> None:
+        self._last_s: float | None = None
+
+    def ready(self, now_s: float, period_s: float) -> bool:
+        if self._last_s is not None and 0.0 <= now_s - self._last_s < period_s:
+            return False
+        self._last_s = now_s
+        return True

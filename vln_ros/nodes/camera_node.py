@@ -19,9 +19,9 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from vln_ros.core import images
 from vln_ros.core.config import CameraParams
-from vln_ros.core.keyframe import Decision, KeyframeSampler
+from vln_ros.core.keyframe import Decision, KeyframeSampler, Reason
 from vln_ros.core.latest import LatestSlot
-from vln_ros.core.stats import EventCounters, LatencyWindow
+from vln_ros.core.stats import EventCounters, LatencyWindow, Throttle
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.nodes.parameters import declare_params
@@ -37,7 +37,8 @@ KEYFRAME_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 class CameraNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__('camera_node', **node_kwargs)
-        self.params: CameraParams = declare_params(self, CameraParams)
+        self.params: CameraParams = declare_params(self, CameraParams, self._apply_params,
+                                                   cli_args=node_kwargs.get('cli_args'))
         p = self.params
         self._sampler = KeyframeSampler(p.keyframe)
         self._slot: LatestSlot[Image | CompressedImage] = LatestSlot()
@@ -45,6 +46,8 @@ class CameraNode(Node):
         self._frame_time = LatencyWindow()
         self._last_decision: Decision | None = None
         self._last_frame_time_s = time.monotonic()
+        # Our own throttles, not rclpy's: log_throttle_s may change live (core/stats.Throttle says why).
+        self._reject_log, self._error_log = Throttle(), Throttle()
 
         msg_type, topic = (Image, 'image') if p.input_transport == 'raw' else (CompressedImage, 'image/compressed')
         self._input_topic = self.resolve_topic_name(topic)
@@ -64,6 +67,15 @@ class CameraNode(Node):
             f'(JPEG q{p.jpeg_quality}, max side {p.max_side_px} px, max pixels {p.max_pixels or "any"}); '
             f'keyframe threshold {p.keyframe.change_threshold}, interval '
             f'{p.keyframe.min_interval_s}-{p.keyframe.max_interval_s} s')
+
+    def _apply_params(self, params: CameraParams) -> None:
+        """A change through the parameter services, validated by the model (parameters.LiveParameters). The
+        worker reads self.params for every keyframe; a changed keyframe.* setting starts a new sampler, so
+        its next frame is a keyframe (the reference the scores compare with). input_transport,
+        publish_decisions and diagnostics_period_s are read-only."""
+        if params.keyframe != self.params.keyframe:
+            self._sampler = KeyframeSampler(params.keyframe)
+        self.params = params
 
     # -- executor thread: nothing here may take time ------------------------------------------------
     def _on_frame(self, msg: Image | CompressedImage) -> None:
@@ -88,8 +100,8 @@ class CameraNode(Node):
                 self._process(msg)
             except Exception as exc:  # the worker must outlive any bug a frame can trigger
                 self._counters.add('internal_errors')
-                self.get_logger().error(f'frame processing failed: {exc!r}',
-                                        throttle_duration_sec=self.params.log_throttle_s or None)
+                if self._error_log.ready(time.monotonic(), self.params.log_throttle_s):
+                    self.get_logger().error(f'frame processing failed: {exc!r}')
 
     def _process(self, msg: Image | CompressedImage) -> None:
         started = time.perf_counter()
@@ -99,8 +111,8 @@ class CameraNode(Node):
         except images.ImageRejected as exc:
             self._counters.add('rejected_' + exc.reason)
             self._counters.add('decode_errors')
-            self.get_logger().warning(f'dropped a frame from {self._input_topic}: {exc}',
-                                      throttle_duration_sec=self.params.log_throttle_s or None)
+            if self._reject_log.ready(time.monotonic(), self.params.log_throttle_s):
+                self.get_logger().warning(f'dropped a frame from {self._input_topic}: {exc}')
             if self._decision_pub is not None:
                 self._decision_pub.publish(DiagnosticStatus(
                     level=DiagnosticStatus.WARN, name='keyframe_decision', message='rejected',
@@ -110,6 +122,8 @@ class CameraNode(Node):
         decision = self._sampler.decide(image, stamp_seconds(header.stamp))
         self._last_decision = decision
         self._counters.add('frames_processed')
+        if decision.reason is Reason.ODD_SHAPE:  # skipped: another aspect ratio than the last keyframe
+            self._counters.add('frames_odd_shape')
         if decision.keyframe:
             p = self.params
             small = images.resize_for_inference(image, p.max_side_px, p.max_pixels, p.align_px)
@@ -146,7 +160,7 @@ class CameraNode(Node):
             'last_score': decision.score if decision else float('nan'),
         }
         for name in ('frames_received', 'frames_processed', 'frames_skipped', 'keyframes_published',
-                     'decode_errors', 'unstamped_frames', 'internal_errors'):
+                     'decode_errors', 'unstamped_frames', 'internal_errors', 'frames_odd_shape'):
             values[name] = totals.get(name, 0)
         values.update({k: v for k, v in sorted(totals.items()) if k.startswith('rejected_')})
 

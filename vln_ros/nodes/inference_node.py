@@ -34,6 +34,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
+from vln_ros.core import images
 from vln_ros.core.annotate import annotate
 from vln_ros.core.backends import Answer, AnswerRecord, AnswerRecorder, Backend, BackendError, Request, make_backend
 from vln_ros.core.config import InferenceParams
@@ -69,7 +70,8 @@ def state_name(state: State) -> str:
 class InferenceNode(Node):
     def __init__(self, backend_factory: Any = make_backend, **node_kwargs: Any) -> None:
         super().__init__('inference_node', **node_kwargs)
-        self.params: InferenceParams = declare_params(self, InferenceParams)
+        self.params: InferenceParams = declare_params(self, InferenceParams, self._apply_params,
+                                                      cli_args=node_kwargs.get('cli_args'))
         p = self.params
         self._lock = threading.RLock()
         self._tasks = TaskManager(p.history_max, p.failure_threshold)
@@ -121,6 +123,16 @@ class InferenceNode(Node):
             f'timeout {p.inference_timeout_s} s, guided JSON {p.guided_json}, history {p.history_steps} steps'
             + (f', recording to {p.record_file}' if p.record_file else ''))
 
+    def _apply_params(self, params: InferenceParams) -> None:
+        """A change through the parameter services, validated by the model (parameters.LiveParameters). The
+        worker reads self.params once per keyframe; prompt limits and history take effect with the next
+        prompt, the failure threshold at once. The backend, its settings, history_max, base_frame,
+        record_file and diagnostics_period_s are read-only."""
+        with self._lock:
+            self._prompts = PromptBuilder(params.parser, params.history_steps)
+            self._tasks.failure_threshold = params.failure_threshold
+            self.params = params
+
     # -- executor thread: callbacks never wait on the model ----------------------------------------
     def _on_keyframe(self, msg: CompressedImage) -> None:
         self._counters.add('keyframes_received')
@@ -135,8 +147,11 @@ class InferenceNode(Node):
 
     def _on_instruction(self, msg: String) -> None:
         accepted, task_id, message = self.set_task(msg.data)
-        log = self.get_logger().info if accepted else self.get_logger().warning
-        log(f'instruction on vln/instruction: {message}' + (f' ({task_id})' if task_id else ''))
+        # One call site per severity: rclpy raises if a call site changes severity between calls.
+        if accepted:
+            self.get_logger().info(f'instruction on vln/instruction: {message} ({task_id})')
+        else:
+            self.get_logger().warning(f'instruction on vln/instruction: {message}')
 
     def _on_set_task(self, request: SetTask.Request, response: SetTask.Response) -> SetTask.Response:
         response.accepted, response.task_id, response.message = self.set_task(request.instruction)
@@ -207,6 +222,12 @@ class InferenceNode(Node):
             self._counters.add('keyframes_not_jpeg')
             self.get_logger().warning(f'skipped a keyframe that is not JPEG (format {msg.format!r})',
                                       throttle_duration_sec=5.0)
+            return
+        try:  # before any decoder (the backend's, the debug image's) allocates what the header claims
+            images.check_declared_size(msg.data)
+        except images.ImageRejected as exc:
+            self._counters.add('keyframes_rejected_' + exc.reason)
+            self.get_logger().warning(f'skipped a keyframe: {exc}', throttle_duration_sec=5.0)
             return
         with self._lock:
             task = self._tasks.task
@@ -419,7 +440,7 @@ class InferenceNode(Node):
                      'internal_errors'):
             values[name] = totals.get(name, 0)
         values.update({k: v for k, v in sorted(totals.items())
-                       if k.startswith(('parse_failures_', 'backend_failures_', 'answers_'))})
+                       if k.startswith(('parse_failures_', 'backend_failures_', 'answers_', 'keyframes_rejected_'))})
         if state == State.FAILED or totals.get('backend_stuck', 0):
             level, message = diagnostics.ERROR, reason if state == State.FAILED else 'backend stuck'
         elif failures_in_row:

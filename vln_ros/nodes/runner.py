@@ -4,31 +4,91 @@ Exit codes: 0 after a normal shutdown (Ctrl-C, SIGTERM via launch, rclpy shutdow
 parameters are invalid (the message names the parameter, the value and the allowed range), 3 when the
 node cannot start as configured (e.g. the chosen backend's library is missing; the message says the fix).
 Written with try/finally rather than `with rclpy.init()` so it runs on Jazzy as well as Kilted.
+
+Signals: SIGINT and SIGTERM only ever request a shutdown, however many arrive and whenever (a second
+Ctrl-C, or `ros2 launch` and the terminal both signalling the process group): rclpy's own handler wakes
+the executor and then calls ours, which shuts the context down. Python's default SIGINT handler would
+raise KeyboardInterrupt in the middle of destroy_node() instead (exit -2 with a traceback).
+
+`--help` (before `--ros-args`) prints the node's usage and parameters and exits 0 without starting ROS.
 """
 from __future__ import annotations
 
 import signal
 import sys
+import textwrap
 from collections.abc import Callable
+from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.utilities import remove_ros_args
 
-from vln_ros.core.config import ParameterError, StartupError
+from vln_ros.core.config import NODE_PARAMS, ParameterError, StartupError, param_specs
 
 EXIT_BAD_PARAMETERS = 2
 EXIT_CANNOT_START = 3
 
 
+def usage(name: str, factory: Callable[[], Node]) -> str:
+    """What `<node> --help` prints: the node's module docstring, its parameters from the model, exit codes."""
+    doc = (sys.modules[factory.__module__].__doc__ or '').strip()
+    lines = [f'usage: {name} [--help] [--ros-args [-p NAME:=VALUE]... [--params-file FILE]... '
+             '[-r FROM:=TO]...]', '', doc, '']
+    model = NODE_PARAMS.get(name)
+    if model is not None:
+        lines.append(f'Parameters (ros2 param describe /{name} NAME shows the same):')
+        for spec in param_specs(model):
+            live = 'settable live' if spec.dynamic else 'fixed at start-up'
+            lines.append(f'  {spec.name} = {spec.default!r}  ({spec.allowed()}; {live})')
+            lines.extend(textwrap.wrap(spec.description, 96, initial_indent=' ' * 6, subsequent_indent=' ' * 6))
+        lines.append('')
+    lines.append(f'Exit codes: 0 after a normal shutdown, {EXIT_BAD_PARAMETERS} invalid parameters or arguments, '
+                 f'{EXIT_CANNOT_START} cannot start as configured (the message says the fix).')
+    return '\n'.join(lines)
+
+
+class _ShutdownOnSignal:
+    """SIGINT/SIGTERM handlers for the node's lifetime, restored afterwards (tests run nodes in-process)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        # Remembered as well as acted on: a signal before rclpy.init (or while the node is being built)
+        # has no context to shut down yet, and the node must then not start and run on.
+        self.requested = False
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        self.requested = True
+        rclpy.try_shutdown()
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
 def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = None,
              threads: int = 1) -> int:
+    own_args = remove_ros_args(sys.argv if args is None else args)[1:]  # [0] is the program
+    if own_args:
+        if own_args[0] in ('-h', '--help'):
+            print(usage(name, factory))
+            return 0
+        print(f'[{name}] unknown arguments {own_args}: a node takes only --help and --ros-args ... '
+              f'(see {name} --help)', file=sys.stderr, flush=True)
+        return EXIT_BAD_PARAMETERS
+    # Installed before rclpy.init, so rclpy's own handlers (which wake the executor) chain to them.
+    signals = _ShutdownOnSignal()
     rclpy.init(args=args)
-    # SIGTERM (what launch and process supervisors send) ends the spin like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
     node = None
     try:
+        if signals.requested:
+            return 0
         node = factory()
+        if signals.requested:
+            return 0
         executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         executor.spin()
@@ -41,12 +101,14 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        # SIGINT/SIGTERM shut the context down from outside while a callback was publishing: that
-        # callback's error (the context is gone) is part of a normal shutdown. Anything else is a crash.
+        # SIGINT/SIGTERM shut the context down from outside while a callback was publishing (or while
+        # the node was being built): that error (the context is gone) is part of a normal shutdown.
+        # Anything else is a crash.
         if rclpy.ok():
             raise
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        signals.restore()
     return 0
