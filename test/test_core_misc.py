@@ -1,10 +1,12 @@
-"""core/latest and core/stats."""
+"""core/latest, core/stats, and the core enums the messages and diagnostics mirror."""
 from __future__ import annotations
 
 import threading
 
+from vln_ros.core.control import StopReason
 from vln_ros.core.latest import LatestSlot
-from vln_ros.core.stats import EventCounters, LatencyWindow
+from vln_ros.core.stats import EventCounters, LatencyWindow, Throttle
+from vln_ros.core.tasks import State
 
 
 def test_latest_slot_keeps_only_the_newest_and_counts_the_rest():
@@ -47,3 +49,23 @@ def test_latency_window_percentiles():
     for i in range(200):
         w.add(i / 1000)
     assert len(w) == 100 and w.percentile_ms(0) == 100.0 and w.percentile_ms(100) == 199.0
+
+
+def test_throttle_says_yes_once_per_period_and_the_period_may_change():
+    throttle = Throttle()
+    assert [throttle.ready(t, 1.0) for t in (0.0, 0.5, 0.99, 1.0, 1.5)] == [True, False, False, True, False]
+    assert throttle.ready(1.6, 0.0)      # 0: every time
+    assert not throttle.ready(1.7, 5.0)  # a longer period, at once
+    assert throttle.ready(1.0, 5.0)      # time went backwards: not stuck until the old stamp comes back
+
+
+def test_task_states_are_the_task_status_message_constants():
+    from vln_ros.msg import TaskStatus
+    constants = {name.removeprefix('STATE_'): value for name, value in vars(TaskStatus).items()
+                 if name.startswith('STATE_')}
+    assert constants == {state.name: state.value for state in State}
+
+
+def test_only_stops_that_are_not_as_planned_are_faults():
+    assert {r for r in StopReason if not r.is_fault} == {
+        StopReason.NONE, StopReason.NO_PLAN, StopReason.STOP_PLAN, StopReason.PLAN_DONE}

@@ -117,6 +117,11 @@ class StopReason(enum.Enum):
     CLOCK_JUMP = 'clock_jump'          # ROS time went backwards (bag loop, sim reset): plan and poses dropped
     ODOM_RESET = 'odom_reset'          # odometry restarted its clock: plan and poses dropped
 
+    @property
+    def is_fault(self) -> bool:
+        """Stopped because something is wrong (diagnostics WARN), not as planned or for want of a plan."""
+        return self not in (StopReason.NONE, StopReason.NO_PLAN, StopReason.STOP_PLAN, StopReason.PLAN_DONE)
+
 
 @dataclass(frozen=True)
 class Command:

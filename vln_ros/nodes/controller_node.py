@@ -47,8 +47,6 @@ from vln_ros.nodes.runner import run_node
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # cmd_vel: only the newest command matters to the robot.
 CMD_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-# Stopped for a reason that is not a fault: diagnostics stay OK.
-NORMAL_STOPS = {StopReason.NONE, StopReason.NO_PLAN, StopReason.STOP_PLAN, StopReason.PLAN_DONE}
 
 
 def plan_from_msg(msg: WaypointArray) -> Plan:
@@ -224,7 +222,7 @@ class ControllerNode(Node):
         slow = len(self._periods) and self._periods.percentile_ms(50) > 1.1e3 * nominal
         if reason in (StopReason.ESTOP, StopReason.ESTOP_DEADMAN):
             level, message = diagnostics.WARN, f'stopped: {reason.value} (release with vln/release_estop)'
-        elif reason not in NORMAL_STOPS:
+        elif reason.is_fault:
             level, message = diagnostics.WARN, f'stopped: {reason.value}'
         elif slow:
             level, message = diagnostics.WARN, f'control loop slower than {self.params.rate_hz} Hz'
