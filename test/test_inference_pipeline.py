@@ -156,11 +156,11 @@ def test_a_plan_per_keyframe_with_stamp_task_latency_model_and_statistics(tmp_pa
     assert v['keyframe_age_ms_p99'] == 0.0  # the fixed clock: captured "now"
 
 
-def test_diagnostics_name_every_counter_the_bench_and_demo_read():
+def test_diagnostics_name_every_value_the_bench_and_demo_read():
     h = Harness(ScriptedBackend())
     values = h.pipeline.health(time.monotonic()).values
     for key in ('overhead_ms_p50', 'keyframes_dropped', 'keyframes_received', 'backend_ms_p50', 'wait_ms_p50',
-                'first_token_ms_p50', 'output_tokens_p50', 'keyframe_age_ms_p99', 'load_time_s', 'state',
+                'first_token_ms_p50', 'output_tokens_p50', 'keyframe_age_ms_p99', 'load_time_s', 'state', 'model',
                 *inference.DIAGNOSTIC_COUNTERS):
         assert key in values, key
     assert values['keyframes_stale'] == 0 and values['state'] == 'idle'

@@ -120,6 +120,7 @@ class Answered:
 
 @dataclass(frozen=True)
 class Health:
+    """What /diagnostics says: a level, one line for humans, and the values (names carry their units)."""
     level: Level
     message: str
     values: dict[str, object]
