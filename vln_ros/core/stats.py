@@ -7,23 +7,31 @@ from collections import Counter, deque
 import numpy as np
 
 
-class LatencyWindow:
-    """The last `size` durations; percentiles in milliseconds."""
+class NumberWindow:
+    """The last `size` numbers (token counts, sizes); percentiles in the numbers' own unit."""
 
     def __init__(self, size: int = 512) -> None:
         self._values: deque[float] = deque(maxlen=size)
 
-    def add(self, seconds: float) -> None:
-        self._values.append(seconds)
+    def add(self, value: float) -> None:
+        self._values.append(value)
 
     def __len__(self) -> int:
         return len(self._values)
 
-    def percentile_ms(self, q: float) -> float:
-        """q-th percentile in ms; NaN while empty."""
+    def percentile(self, q: float) -> float:
+        """q-th percentile; NaN while empty."""
         if not self._values:
             return float('nan')
-        return float(np.percentile(np.fromiter(self._values, float), q)) * 1e3
+        return float(np.percentile(np.fromiter(self._values, float), q))
+
+
+class LatencyWindow(NumberWindow):
+    """The last `size` durations, added in seconds; percentiles in milliseconds."""
+
+    def percentile_ms(self, q: float) -> float:
+        """q-th percentile in ms; NaN while empty."""
+        return self.percentile(q) * 1e3
 
 
 class EventCounters:

@@ -1,0 +1,420 @@
+"""The inference pipeline without a graph: plans per keyframe, keyframe checks, task switch and stop
+mid-inference, failing, slow, stuck and malformed backends, statistics and health. No ROS."""
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+from answers import CORPUS
+from conftest import wait_for
+
+from vln_ros.core import inference
+from vln_ros.core.backends import make_backend
+from vln_ros.core.backends.base import (
+    Answer,
+    AnswerRecord,
+    AnswerRecorder,
+    Backend,
+    BackendError,
+    CancelFlag,
+    load_records,
+)
+from vln_ros.core.config import InferenceParams
+from vln_ros.core.inference import (
+    InferencePipeline,
+    Keyframe,
+    Level,
+    PlanOut,
+    StatusOut,
+)
+from vln_ros.core.tasks import State
+
+FORWARD = '{"env":"corridor","act":"forward","wp":[[0.5,0,0,0.9],[0.5,0.1,10,0.8]]}'
+JPEG = cv2.imencode('.jpg', np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+NOW_NS = 1_700_000_000 * 10**9
+
+
+class ScriptedBackend(Backend):
+    """Answers in order: a text, a BackendError or other exception to raise, or (either, seconds) to take
+    that long first; cancellable unless `deaf_s` (then it ignores a cancel for that long)."""
+
+    model_name = 'scripted-model'
+
+    def __init__(self, *answers: object, deaf_s: float = 0.0) -> None:
+        self._answers = list(answers)
+        self._cancel = CancelFlag()
+        self._deaf_s = deaf_s
+        self.requests: list = []
+        self.busy = threading.Event()
+        self.closed = False
+
+    def generate(self, request):
+        self.requests.append(request)
+        cancelled = self._cancel.start()
+        self.busy.set()
+        try:
+            item = self._answers.pop(0)
+            answer, delay_s = item if isinstance(item, tuple) else (item, 0.0)
+            if delay_s and cancelled.wait(delay_s):
+                time.sleep(self._deaf_s)
+                raise BackendError('cancelled')
+            if isinstance(answer, Exception):
+                raise answer
+            return Answer(answer, delay_s, input_tokens=900, output_tokens=31, first_token_s=0.05)
+        finally:
+            self._cancel.finish()
+            self.busy.clear()
+
+    def cancel(self) -> None:
+        self._cancel.cancel()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def warning(self, message: str) -> None:
+        self.lines.append(('warning', message))
+
+    def error(self, message: str) -> None:
+        self.lines.append(('error', message))
+
+
+class Harness:
+    """A pipeline with a fixed ROS clock; records what it publishes (in order) and what it logs."""
+
+    def __init__(self, scripted: Backend | None = None, **params: object) -> None:
+        """scripted: the backend; None: the one the parameters choose (make_backend)."""
+        params.setdefault('backend', 'openai')
+        self.params = InferenceParams(**params)
+        self.now_ns = NOW_NS
+        self.plans: list[PlanOut] = []
+        self.statuses: list[StatusOut] = []
+        self.log = Log()
+        self.pipeline = InferencePipeline(self.params, self.plans.append, self.statuses.append,
+                                          lambda: self.now_ns, self.log)
+        self.pipeline.load(make_backend if scripted is None else lambda _p: scripted)
+
+    def keyframe(self, age_s: float = 0.0, data: bytes = JPEG) -> Keyframe:
+        keyframe = Keyframe(data, self.now_ns - int(age_s * 1e9), time.perf_counter(), 'camera', 'jpeg')
+        self.pipeline.receive(keyframe)
+        return keyframe
+
+    def answer(self, **keyframe_args: object) -> inference.Answered | None:
+        """Send one keyframe and run the worker's step for it."""
+        self.keyframe(**keyframe_args)
+        return self.pipeline.work_once(timeout_s=0.1)
+
+    def model_plans(self) -> list[PlanOut]:
+        """Plans made for keyframes (not the stop plans a new task or a stop publishes at once)."""
+        return [p for p in self.plans if p.action != 'new_task']
+
+    def totals(self) -> dict[str, int]:
+        return self.pipeline.counters.totals()
+
+
+def recording(tmp_path, *texts: str, latency_s: float = 0.0) -> str:
+    path = tmp_path / 'answers.jsonl'
+    recorder = AnswerRecorder(path)
+    for text in texts:
+        recorder.write(AnswerRecord(0, '', '', '', text, latency_s, output_tokens=12, model='replayed-model'))
+    recorder.close()
+    return str(path)
+
+
+def test_a_plan_per_keyframe_with_stamp_task_latency_model_and_statistics(tmp_path):
+    h = Harness(None, backend='replay', replay={'file': recording(tmp_path, FORWARD, FORWARD, latency_s=0.1)})
+    assert [s.state for s in h.statuses] == [State.LOADING, State.IDLE]
+    reply = h.pipeline.set_task('go down the corridor')
+    assert reply.accepted and reply.task_id.startswith('task-') and reply.message == "task started: 'go down the corridor'"
+    assert (h.plans[0].action, h.plans[0].stop, h.plans[0].stamp_ns, h.plans[0].task_id) == (
+        'new_task', True, NOW_NS, reply.task_id)
+    for expected in (1, 2):
+        answered = h.answer()
+        plan = h.model_plans()[-1]
+        assert answered is not None and answered.plan is plan and len(h.model_plans()) == expected
+        assert (plan.stamp_ns, plan.task_id, plan.instruction, plan.model) == (
+            answered.keyframe.stamp_ns, reply.task_id, 'go down the corridor', 'replayed-model')
+        assert (plan.action, plan.environment, plan.stop) == ('forward', 'corridor', False)
+        assert [(w.dx, w.dy, w.confidence) for w in plan.waypoints] == [(0.5, 0.0, 0.9), (0.5, 0.1, 0.8)]
+        assert 0.1 <= plan.latency_s < 1.0  # the recorded latency is replayed
+    status = h.statuses[-1]
+    assert (status.state, status.task_id, status.counters.keyframes_processed, status.counters.plans_published,
+            status.counters.parse_failures) == (State.ACTIVE, reply.task_id, 2, 2, 0)
+    health = h.pipeline.health(time.monotonic())
+    v = health.values
+    assert (health.level, health.message) == (Level.OK, 'active')
+    assert (v['state'], v['backend'], v['model'], v['answers_json'], v['plans_published'], v['requests']) == (
+        'active', 'replay', 'replayed-model', 2, 3, 2)  # 3: the two plans and the new task's stop
+    assert v['latency_ms_p50'] >= 100 and v['overhead_ms_p50'] < 50 and v['backend_ms_p50'] >= 100
+    assert v['output_tokens_p50'] == 12  # a token count, not a latency
+    assert v['keyframe_age_ms_p99'] == 0.0  # the fixed clock: captured "now"
+
+
+def test_diagnostics_name_every_value_the_bench_and_demo_read():
+    h = Harness(ScriptedBackend())
+    values = h.pipeline.health(time.monotonic()).values
+    for key in ('overhead_ms_p50', 'keyframes_dropped', 'keyframes_received', 'backend_ms_p50', 'wait_ms_p50',
+                'first_token_ms_p50', 'output_tokens_p50', 'keyframe_age_ms_p99', 'load_time_s', 'state', 'model',
+                *inference.DIAGNOSTIC_COUNTERS):
+        assert key in values, key
+    assert values['keyframes_stale'] == 0 and values['state'] == 'idle'
+
+
+def test_the_newest_keyframe_wins_and_the_replaced_ones_are_counted_as_dropped():
+    h = Harness(ScriptedBackend(FORWARD))
+    h.pipeline.set_task('go')
+    first, second = h.keyframe(), h.keyframe()
+    answered = h.pipeline.work_once(timeout_s=0.1)
+    assert answered is not None and answered.keyframe is second and first is not second
+    assert (h.totals()['keyframes_received'], h.totals()['keyframes_dropped']) == (2, 1)
+    c = h.statuses[-1].counters
+    assert (c.keyframes_received, c.keyframes_dropped, c.keyframes_processed) == (2, 1, 1)
+
+
+def test_stale_foreign_and_oversized_keyframes_are_skipped_and_counted():
+    backend = ScriptedBackend(FORWARD)
+    h = Harness(backend, keyframe_max_age_s=5.0)
+    h.pipeline.set_task('go')
+    assert h.answer(age_s=30.0) is None and h.totals()['keyframes_stale'] == 1
+    assert h.answer(data=b'\x89PNG not a jpeg') is None and h.totals()['keyframes_not_jpeg'] == 1
+    data = bytearray(JPEG)  # a real JPEG whose header claims 8000x4500: refused before any decoder sees it
+    sof = data.find(b'\xff\xc0')
+    data[sof + 5:sof + 9] = (4500).to_bytes(2, 'big') + (8000).to_bytes(2, 'big')
+    assert h.answer(data=bytes(data)) is None and h.totals()['keyframes_rejected_implausible_size'] == 1
+    assert h.model_plans() == [] and backend.requests == [] and 'requests' not in h.totals()
+    assert [level for level, _ in h.log.lines] == ['warning'] * 3
+    assert 'keyframe_max_age_s 5.0' in h.log.lines[0][1] and "format 'jpeg'" in h.log.lines[1][1]
+    values = h.pipeline.health(time.monotonic()).values
+    assert (values['keyframes_stale'], values['keyframes_not_jpeg'], values['keyframes_rejected_implausible_size']) \
+        == (1, 1, 1)
+    assert h.answer() is not None and h.model_plans()[-1].action == 'forward'
+
+
+def test_keyframes_without_a_running_task_are_not_answered():
+    backend = ScriptedBackend(FORWARD)
+    h = Harness(backend)
+    h.keyframe()
+    assert h.pipeline.work_once(timeout_s=0.05) is None and backend.requests == [] and h.plans == []
+    assert h.totals()['keyframes_received'] == 1
+
+
+def test_rejected_instructions_are_counted_and_change_nothing():
+    h = Harness(ScriptedBackend())
+    reply = h.pipeline.set_task('   ')
+    assert (reply.accepted, reply.task_id, reply.message) == (False, '', 'rejected: empty instruction')
+    assert h.totals()['tasks_rejected'] == 1 and h.plans == [] and h.statuses[-1].state == State.IDLE
+
+
+def test_task_switch_mid_inference_never_publishes_the_old_task(tmp_path):
+    backend = ScriptedBackend((FORWARD, 5.0), FORWARD)
+    h = Harness(backend, record_file=str(tmp_path / 'rec.jsonl'))
+    old = h.pipeline.set_task('go to the kitchen').task_id
+    h.keyframe()
+    worker = threading.Thread(target=h.pipeline.work_once)
+    worker.start()
+    assert wait_for(backend.busy.is_set, 2.0)
+    switched = time.monotonic()
+    new = h.pipeline.set_task('go to the bedroom').task_id
+    published_at_switch = list(h.plans)
+    worker.join(timeout=2.0)
+    assert not worker.is_alive() and time.monotonic() - switched < 1.0  # aborted, not waited out
+    assert h.plans == published_at_switch  # nothing of the old task after set_task returned
+    assert [(p.task_id, p.action) for p in h.plans] == [(old, 'new_task'), (new, 'new_task')]
+    assert h.answer() is not None
+    assert [(p.task_id, p.action) for p in h.plans][-1] == (new, 'forward')
+    assert h.totals()['answers_discarded_old_task'] == 1
+    records = load_records(tmp_path / 'rec.jsonl')
+    assert [(r.task_id, r.error) for r in records] == [(old, 'cancelled'), (new, '')]
+    assert records[0].latency_s < 1.5 and records[1].text == FORWARD and records[1].model == 'scripted-model'
+
+
+def test_an_answer_for_a_task_no_longer_current_is_discarded():
+    """The answer came back (not cancelled) but the task was switched in between: never published."""
+    h = Harness(ScriptedBackend(FORWARD))
+    h.pipeline.set_task('go')
+    keyframe = h.keyframe()
+    h.pipeline._slot.take(timeout_s=0.0)
+    real_call = h.pipeline._call_backend
+
+    def switch_during_the_call(request):
+        answer = real_call(request)
+        h.pipeline.set_task('another task')
+        return answer
+    h.pipeline._call_backend = switch_during_the_call
+    assert h.pipeline.infer(keyframe, time.perf_counter()) is None
+    assert [p.action for p in h.plans] == ['new_task', 'new_task']
+    assert h.totals()['answers_discarded_old_task'] == 1
+
+
+def test_stop_task_publishes_a_stop_plan_at_once_and_ends_planning():
+    backend = ScriptedBackend((FORWARD, 5.0), FORWARD)
+    h = Harness(backend)
+    task = h.pipeline.set_task('go').task_id
+    h.keyframe()
+    worker = threading.Thread(target=h.pipeline.work_once)
+    worker.start()
+    assert wait_for(backend.busy.is_set, 2.0)
+    success, message = h.pipeline.stop_task('stopped by vln/stop_task')
+    assert success and task in message
+    stop = h.plans[-1]
+    assert (stop.action, stop.stop, stop.task_id, stop.environment, stop.waypoints) == (
+        'stop', True, task, 'stopped by vln/stop_task', ())
+    worker.join(timeout=2.0)
+    h.keyframe()
+    assert h.pipeline.work_once(timeout_s=0.05) is None
+    assert [p.action for p in h.plans] == ['new_task', 'stop'] and len(backend.requests) == 1
+    assert (h.statuses[-1].state, h.statuses[-1].reason) == (State.STOPPED, 'stopped by vln/stop_task')
+    assert h.pipeline.stop_task('again') == (False, 'no running task to stop (state stopped)')
+
+
+def test_failing_backend_stop_plans_failed_state_and_recovery():
+    h = Harness(ScriptedBackend(BackendError('oom'), RuntimeError('CUDA out of memory'), BackendError('error'),
+                                ValueError('a bug in the backend'), FORWARD), failure_threshold=3)
+    h.pipeline.set_task('go')
+    for n in range(1, 4):
+        h.answer()
+        plan = h.model_plans()[-1]
+        assert len(h.model_plans()) == n and plan.stop and not plan.waypoints
+        assert plan.environment == f'(no plan: backend {"oom" if n < 3 else "error"})' and plan.action == 'stop'
+    status = h.statuses[-1]
+    assert status.state == State.FAILED and status.reason == '3 failed answers in a row'
+    assert (status.counters.backend_failures, status.counters.consecutive_failures) == (3, 3)
+    assert 'error' in status.counters.last_error
+    health = h.pipeline.health(time.monotonic())
+    assert (health.level, health.message) == (Level.ERROR, '3 failed answers in a row')
+    assert (health.values['backend_failures_oom'], health.values['backend_failures_error']) == (2, 1)
+    h.answer()  # any exception of a backend is an error, never the worker's end
+    assert h.model_plans()[-1].environment == '(no plan: backend error)' and h.statuses[-1].state == State.FAILED
+    h.answer()  # the pipeline kept serving: a good answer brings the task back
+    assert h.model_plans()[-1].action == 'forward'
+    assert (h.statuses[-1].state, h.statuses[-1].reason, h.statuses[-1].counters.consecutive_failures) == (
+        State.ACTIVE, 'recovered', 0)
+    assert h.pipeline.health(time.monotonic()).level == Level.OK
+
+
+def test_one_failed_answer_warns_with_the_error():
+    h = Harness(ScriptedBackend(BackendError('unavailable', 'connection refused')))
+    h.pipeline.set_task('go')
+    h.answer()
+    health = h.pipeline.health(time.monotonic())
+    assert (health.level, health.message) == (Level.WARN, '1 failed answer(s) in a row: unavailable: connection refused')
+    assert h.log.lines == [('warning', 'backend failed (unavailable: connection refused): stop plan')]
+
+
+def test_slow_backend_times_out_into_a_stop_plan_and_the_next_request_is_served():
+    backend = ScriptedBackend((FORWARD, 30.0), FORWARD)
+    h = Harness(backend, inference_timeout_s=0.3)
+    h.pipeline.set_task('go')
+    started = time.monotonic()
+    h.answer()
+    plan = h.model_plans()[-1]
+    assert plan.stop and plan.environment == '(no plan: backend timeout)' and time.monotonic() - started < 1.0
+    assert 'inference_timeout_s (0.3 s)' in h.statuses[-1].counters.last_error
+    h.answer()
+    assert h.model_plans()[-1].action == 'forward' and h.totals()['backend_failures_timeout'] == 1
+
+
+def test_a_cancelled_request_that_ends_within_the_grace_period_does_not_block_the_next():
+    backend = ScriptedBackend((FORWARD, 30.0), FORWARD, deaf_s=0.6)  # takes 0.6 s to honour the cancel
+    h = Harness(backend, inference_timeout_s=0.2)
+    h.pipeline.set_task('go')
+    h.answer()
+    started = time.monotonic()
+    h.answer()  # waits for the first to wind down (< CANCEL_GRACE_S), then is served
+    assert h.model_plans()[-1].action == 'forward' and 0.3 < time.monotonic() - started < inference.CANCEL_GRACE_S
+    assert 'backend_stuck' not in h.totals()
+
+
+def test_a_request_stuck_past_the_grace_period_is_a_stop_plan_and_an_error(monkeypatch):
+    monkeypatch.setattr(inference, 'CANCEL_GRACE_S', 0.2)
+    backend = ScriptedBackend((FORWARD, 30.0), FORWARD, deaf_s=1.0)
+    h = Harness(backend, inference_timeout_s=0.2)
+    h.pipeline.set_task('go')
+    h.answer()
+    h.answer()
+    assert h.model_plans()[-1].environment == '(no plan: backend stuck)' and len(backend.requests) == 1
+    assert h.totals()['backend_stuck'] == 1
+    health = h.pipeline.health(time.monotonic())
+    assert (health.level, health.message) == (Level.ERROR, 'backend stuck')
+    time.sleep(1.0)  # once it has ended, the next request is served
+    h.answer()
+    assert h.model_plans()[-1].action == 'forward'
+
+
+def test_malformed_answers_all_become_stop_plans():
+    bad = [(text, rejection) for text, _, _, _, rejection in CORPUS if rejection is not None]
+    h = Harness(ScriptedBackend(*[text for text, _ in bad]), failure_threshold=1000)
+    h.pipeline.set_task('go')
+    for _ in bad:
+        h.answer()
+    assert len(h.model_plans()) == len(bad)
+    assert all(p.stop and not p.waypoints for p in h.model_plans())
+    assert h.statuses[-1].counters.parse_failures == len(bad)
+    totals = h.totals()
+    for rejection in {r for _, r in bad}:
+        assert totals['parse_failures_' + rejection] == sum(r == rejection for _, r in bad)
+    assert totals['parse_failures_non_finite'] == 2
+    assert h.pipeline.health(time.monotonic()).values['parse_failures_non_finite'] == 2
+
+
+def test_an_arrived_answer_stops_the_task():
+    h = Harness(ScriptedBackend('{"env":"at the red door","act":"arrived","wp":[]}'))
+    h.pipeline.set_task('go to the red door')
+    h.answer()
+    assert h.model_plans()[-1].stop and h.statuses[-1].state == State.STOPPED
+    assert 'goal reached' in h.statuses[-1].reason
+
+
+def test_a_bug_in_a_step_is_counted_logged_and_ends_in_a_stop_plan():
+    h = Harness(ScriptedBackend(FORWARD))
+    h.pipeline.set_task('go')
+
+    def broken(request):
+        raise KeyError('bug')
+    h.pipeline._call_backend = broken
+    assert h.answer() is None
+    assert h.totals()['internal_errors'] == 1 and h.plans[-1].stop
+    assert h.plans[-1].environment.startswith('internal error: KeyError')
+    assert h.log.lines[-1][0] == 'error' and 'inference step failed' in h.log.lines[-1][1]
+
+
+def test_an_active_task_without_keyframes_warns():
+    h = Harness(ScriptedBackend())
+    h.pipeline.set_task('go')
+    h.pipeline.health(time.monotonic())
+    health = h.pipeline.health(time.monotonic() + 1.0)
+    assert (health.level, health.message) == (Level.WARN, 'task active but no keyframes arrive')
+
+
+def test_live_parameters_reach_the_prompt_and_the_failure_threshold():
+    backend = ScriptedBackend(BackendError('error'), FORWARD)
+    h = Harness(backend, failure_threshold=3)
+    h.pipeline.set_params(InferenceParams(backend='openai', failure_threshold=1, history_steps=0))
+    h.pipeline.set_task('go')
+    h.answer()
+    assert h.statuses[-1].state == State.FAILED
+    h.answer()
+    assert '->' not in backend.requests[-1].prompt.user
+
+
+def test_close_ends_the_worker_loop_and_release_closes_the_backend():
+    backend = ScriptedBackend((FORWARD, 30.0))
+    h = Harness(backend)
+    h.pipeline.set_task('go')
+    h.keyframe()
+    worker = threading.Thread(target=lambda: [h.pipeline.work_once() for _ in iter(lambda: h.pipeline.closed, True)])
+    worker.start()
+    assert wait_for(backend.busy.is_set, 2.0)
+    h.pipeline.close()
+    worker.join(timeout=2.0)
+    assert not worker.is_alive() and h.pipeline.closed
+    h.pipeline.release()
+    assert backend.closed and h.model_plans() == []  # the task is still current: cancelled means no plan
+    assert h.totals()['backend_failures_cancelled'] == 1 and h.statuses[-1].counters.backend_failures == 0
+

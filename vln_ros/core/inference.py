@@ -1,0 +1,457 @@
+"""The inference pipeline: the newest keyframe + the task's instruction and history -> the VLM -> a plan. No ROS.
+
+The node hands keyframes to `receive` (never blocks: a size-1 latest-wins slot; keyframes that arrive while
+the model is busy replace each other and are counted as dropped) and runs `work_once` in a loop on its
+worker thread: take the newest keyframe, check it (stale, not JPEG, implausible declared size), build the
+prompt, call the backend on a one-thread pool (so a hung backend costs a timeout, not the worker), parse
+the answer, apply the task rules, publish.
+
+One lock guards the task manager and every publication: `publish_plan` and `publish_status` are called
+with it held, so a task switch or stop and a plan of the old task can never interleave: once `set_task`
+or `stop_task` returns, no plan of the old task is published. Every failure (backend error, timeout,
+unparsable answer, a bug) publishes a stop plan; a cancelled answer (only a switch, stop or shutdown
+cancels, and each publishes its own stop plan) publishes nothing.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from vln_ros.core import images
+from vln_ros.core.backends.base import (
+    Answer,
+    AnswerRecord,
+    AnswerRecorder,
+    Backend,
+    BackendError,
+    Request,
+)
+from vln_ros.core.config import InferenceParams
+from vln_ros.core.control import Waypoint
+from vln_ros.core.latest import LatestSlot
+from vln_ros.core.parser import ParsedAnswer, parse_answer
+from vln_ros.core.prompts import STOP_ACTION, PromptBuilder, Step
+from vln_ros.core.stats import EventCounters, LatencyWindow, NumberWindow, Throttle
+from vln_ros.core.tasks import Counters, State, TaskManager, TaskRejected
+
+# After a timeout the cancelled request gets this long to end before the next one may start.
+CANCEL_GRACE_S = 2.0
+LOG_THROTTLE_S = 5.0
+# Counters that /diagnostics always shows (0 until they happen), and the families shown once they occur.
+DIAGNOSTIC_COUNTERS = ('keyframes_received', 'keyframes_dropped', 'keyframes_stale', 'keyframes_not_jpeg',
+                       'requests', 'plans_published', 'stop_plans_published', 'answers_discarded_old_task',
+                       'tasks_started', 'internal_errors')
+DIAGNOSTIC_FAMILIES = ('parse_failures_', 'backend_failures_', 'answers_', 'keyframes_rejected_')
+
+
+def state_name(state: State) -> str:
+    return state.name.lower()
+
+
+class Level(enum.Enum):
+    """How healthy the pipeline is (the node maps it to diagnostic_msgs' levels)."""
+    OK = 'ok'
+    WARN = 'warn'
+    ERROR = 'error'
+
+
+class Log(Protocol):
+    """What the pipeline logs through (rclpy's logger, or `logging`): one call site per severity."""
+
+    def warning(self, message: str) -> object: ...
+
+    def error(self, message: str) -> object: ...
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    jpeg: bytes            # as camera_node sent it (checked here before anything decodes it)
+    stamp_ns: int          # capture time, ROS clock
+    received_s: float      # time.perf_counter() when the node received it
+    frame_id: str = ''     # the camera's frame (the debug image keeps it)
+    format: str = ''       # CompressedImage.format, for the log when it is not JPEG after all
+
+
+@dataclass(frozen=True)
+class PlanOut:
+    """One plan to publish (a WaypointArray); stop plans have no waypoints and latency 0 unless they answer
+    a keyframe."""
+    stamp_ns: int          # the keyframe's capture time; for a switch or stop plan, the time it was made
+    task_id: str
+    instruction: str
+    environment: str
+    action: str
+    stop: bool
+    waypoints: tuple[Waypoint, ...]
+    latency_s: float       # keyframe received -> plan made
+    model: str
+
+
+@dataclass(frozen=True)
+class StatusOut:
+    """The task status to publish (a TaskStatus); counters are a copy taken under the lock."""
+    state: State
+    reason: str
+    task_id: str
+    instruction: str
+    counters: Counters
+
+
+@dataclass(frozen=True)
+class TaskReply:
+    accepted: bool
+    task_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Answered:
+    """What `work_once` published for a keyframe (for the node's debug image)."""
+    keyframe: Keyframe
+    plan: PlanOut
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class Health:
+    """What /diagnostics says: a level, one line for humans, and the values (names carry their units)."""
+    level: Level
+    message: str
+    values: dict[str, object]
+
+
+class InferencePipeline:
+    def __init__(self, params: InferenceParams, publish_plan: Callable[[PlanOut], None],
+                 publish_status: Callable[[StatusOut], None], clock_ns: Callable[[], int], log: Log) -> None:
+        """publish_plan/publish_status: called with the pipeline's lock held (keep them short, never block).
+        clock_ns: the ROS clock (keyframe ages, stamps of stop plans)."""
+        self.params = params
+        self._publish_plan_cb, self._publish_status_cb = publish_plan, publish_status
+        self._clock_ns, self._log = clock_ns, log
+        self._lock = threading.RLock()
+        self._tasks = TaskManager(params.history_max, params.failure_threshold)
+        self._prompts = PromptBuilder(params.parser, params.history_steps)
+        self._slot: LatestSlot[Keyframe] = LatestSlot()
+        self._wake = threading.Event()       # set when a task starts or the pipeline closes
+        self.counters = EventCounters(time.monotonic())
+        self._latency = LatencyWindow()      # keyframe received -> plan published
+        self._backend_time = LatencyWindow()
+        self._first_token = LatencyWindow()
+        self._wait = LatencyWindow()         # received -> taken by the worker (it was busy with the last one)
+        self._overhead = LatencyWindow()     # ours: taken -> backend called, plus returned -> published
+        self._keyframe_age = LatencyWindow()  # capture stamp -> plan published
+        self._output_tokens = NumberWindow()
+        self._throttles = {name: Throttle() for name in ('stale', 'not_jpeg', 'rejected', 'backend', 'parse',
+                                                         'internal')}
+        self._pending: concurrent.futures.Future[Answer] | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='inference_backend')
+        self._backend: Backend | None = None
+        self._recorder: AnswerRecorder | None = None
+        self.load_time_s = 0.0
+
+    def load(self, backend_factory: Callable[[InferenceParams], Backend]) -> None:
+        """Create (for lmdeploy: load) the backend; the status says `loading` meanwhile, then `idle`. Call on
+        the main thread: lmdeploy installs signal handlers and spawns processes."""
+        with self._lock:
+            self._tasks.loading(done=False)
+            self._publish_status()
+        started = time.monotonic()
+        self._backend = backend_factory(self.params)
+        self.load_time_s = time.monotonic() - started
+        if self.params.record_file:
+            self._recorder = AnswerRecorder(self.params.record_file)
+        with self._lock:
+            self._tasks.loading(done=True)
+            self._publish_status()
+
+    @property
+    def model_name(self) -> str:
+        return self._backend.model_name if self._backend is not None else ''
+
+    @property
+    def closed(self) -> bool:
+        return self._slot.closed
+
+    def set_params(self, params: InferenceParams) -> None:
+        """A live change: prompt limits and history take effect with the next prompt, the failure threshold at
+        once; everything else is read once per keyframe."""
+        with self._lock:
+            self._prompts = PromptBuilder(params.parser, params.history_steps)
+            self._tasks.failure_threshold = params.failure_threshold
+            self.params = params
+
+    # -- the node's callbacks: never wait on the model ---------------------------------------------
+    def receive(self, keyframe: Keyframe) -> None:
+        self.counters.add('keyframes_received')
+        with self._lock:
+            if self._tasks.running and self._tasks.task is not None:
+                self._tasks.task.counters.keyframes_received += 1
+        if self._slot.put(keyframe):
+            self.counters.add('keyframes_dropped')
+            with self._lock:
+                if self._tasks.running and self._tasks.task is not None:
+                    self._tasks.task.counters.keyframes_dropped += 1
+
+    def set_task(self, instruction: str) -> TaskReply:
+        """Start (or switch to) a task: history cleared, the old task's in-flight answer aborted and never
+        published, a stop plan at once (the old plan must not be followed while the new one is made)."""
+        with self._lock:
+            try:
+                task = self._tasks.start(instruction)
+            except TaskRejected as exc:
+                self.counters.add('tasks_rejected')
+                return TaskReply(False, '', f'rejected: {exc}')
+            self.counters.add('tasks_started')
+            self._cancel_backend()
+            self._publish_stop('new_task', f'new task: {task.instruction[:80]}')
+            self._publish_status()
+        self._wake.set()
+        return TaskReply(True, task.task_id, f'task started: {task.instruction!r}')
+
+    def stop_task(self, reason: str) -> tuple[bool, str]:
+        with self._lock:
+            task = self._tasks.task
+            if not self._tasks.stop(reason):
+                return False, f'no running task to stop (state {state_name(self._tasks.state)})'
+            self._cancel_backend()
+            self._publish_stop(STOP_ACTION, reason)
+            self._publish_status()
+        return True, f'task {task.task_id if task else ""} stopped'
+
+    # -- the worker thread ---------------------------------------------------------------------------
+    def work_once(self, timeout_s: float = 0.5) -> Answered | None:
+        """Wait up to timeout_s for a running task and a keyframe, and answer it. Never raises: a bug ends in
+        a counted internal error and a stop plan."""
+        with self._lock:
+            running = self._tasks.running
+        if not running:
+            self._wake.wait(timeout_s)
+            self._wake.clear()
+            return None
+        keyframe = self._slot.take(timeout_s=timeout_s)
+        if keyframe is None:
+            return None
+        try:
+            return self.infer(keyframe, time.perf_counter())
+        except Exception as exc:  # the worker must outlive any bug; the robot gets a stop plan
+            self.counters.add('internal_errors')
+            if self._throttles['internal'].ready(time.monotonic(), LOG_THROTTLE_S):
+                self._log.error(f'inference step failed: {exc!r}')
+            with self._lock:
+                if self._tasks.running:
+                    self._publish_stop(STOP_ACTION, f'internal error: {exc!r:.80}')
+            return None
+
+    def infer(self, keyframe: Keyframe, taken_s: float) -> Answered | None:
+        """One keyframe taken from the slot at taken_s (perf_counter) -> the plan published, or None (skipped,
+        cancelled, or its task is no longer current)."""
+        p = self.params
+        if not self._acceptable(keyframe):
+            return None
+        with self._lock:
+            task = self._tasks.task
+            if task is None or not self._tasks.running:
+                return None
+            task_id, instruction = task.task_id, task.instruction
+            prompt = self._prompts.build(instruction, task.history)
+            task.counters.keyframes_processed += 1
+        request = Request(keyframe.jpeg, keyframe.stamp_ns, prompt, p.max_new_tokens, p.guided_json,
+                          p.image_max_pixels)
+        self.counters.add('requests')
+        called = time.perf_counter()
+        answer, error = self._call_backend(request)
+        returned = time.perf_counter()
+
+        parsed = parse_answer(answer.text, p.parser) if answer is not None else None
+        with self._lock:
+            if not self._tasks.is_current(task_id):
+                self.counters.add('answers_discarded_old_task')
+                plan = None
+            else:
+                plan = self._publish_result(keyframe, task_id, instruction, answer, error, parsed)
+        done = time.perf_counter()
+        self._record(request, task_id, instruction, answer, error, returned - called)
+        if plan is None:
+            return None
+        self._overhead.add(called - taken_s + (done - returned))
+        self._wait.add(taken_s - keyframe.received_s)
+        self._latency.add(done - keyframe.received_s)
+        self._keyframe_age.add((self._clock_ns() - keyframe.stamp_ns) * 1e-9)
+        self._backend_time.add(returned - called)
+        if answer is not None:
+            if answer.first_token_s is not None:
+                self._first_token.add(answer.first_token_s)
+            if answer.output_tokens is not None:
+                self._output_tokens.add(answer.output_tokens)
+        return Answered(keyframe, plan, done - keyframe.received_s)
+
+    def _acceptable(self, keyframe: Keyframe) -> bool:
+        """Stale, non-JPEG and implausibly large keyframes are counted and skipped."""
+        age_s = (self._clock_ns() - keyframe.stamp_ns) * 1e-9
+        if age_s > self.params.keyframe_max_age_s:
+            self.counters.add('keyframes_stale')
+            if self._throttles['stale'].ready(time.monotonic(), LOG_THROTTLE_S):
+                self._log.warning(f'skipped a keyframe {age_s:.1f} s old (keyframe_max_age_s '
+                                  f'{self.params.keyframe_max_age_s})')
+            return False
+        if keyframe.jpeg[:2] != b'\xff\xd8':  # the backends send it on as image/jpeg
+            self.counters.add('keyframes_not_jpeg')
+            if self._throttles['not_jpeg'].ready(time.monotonic(), LOG_THROTTLE_S):
+                self._log.warning(f'skipped a keyframe that is not JPEG (format {keyframe.format!r})')
+            return False
+        try:  # before any decoder (the backend's, the debug image's) allocates what the header claims
+            images.check_declared_size(keyframe.jpeg)
+        except images.ImageRejected as exc:
+            self.counters.add('keyframes_rejected_' + exc.reason)
+            if self._throttles['rejected'].ready(time.monotonic(), LOG_THROTTLE_S):
+                self._log.warning(f'skipped a keyframe: {exc}')
+            return False
+        return True
+
+    def _call_backend(self, request: Request) -> tuple[Answer | None, BackendError | None]:
+        """The backend's answer, or the error; bounded by inference_timeout_s whatever the backend does."""
+        assert self._backend is not None, 'load() first'
+        if self._pending is not None and not self._pending.done():  # a cancelled request still winding down
+            try:
+                self._pending.result(timeout=CANCEL_GRACE_S)
+            except Exception:  # its outcome no longer matters; only that it ended
+                pass
+            if not self._pending.done():
+                self.counters.add('backend_stuck')
+                return None, BackendError('stuck', 'the previous, cancelled request has not ended')
+        self._pending = self._pool.submit(self._backend.generate, request)
+        timeout_s = self.params.inference_timeout_s
+        try:
+            return self._pending.result(timeout=timeout_s), None
+        except concurrent.futures.TimeoutError:
+            self._backend.cancel()
+            return None, BackendError('timeout', f'no answer within inference_timeout_s ({timeout_s} s)')
+        except BackendError as exc:
+            return None, exc
+        except Exception as exc:  # torch.OutOfMemoryError, engine crashes, bugs in a backend
+            reason = 'oom' if 'out of memory' in str(exc).lower() else 'error'
+            return None, BackendError(reason, repr(exc)[:200])
+
+    def _cancel_backend(self) -> None:
+        if self._backend is not None:
+            self._backend.cancel()
+
+    # -- publishing (called with _lock held) ----------------------------------------------------------
+    def _publish_result(self, keyframe: Keyframe, task_id: str, instruction: str, answer: Answer | None,
+                        error: BackendError | None, parsed: ParsedAnswer | None) -> PlanOut | None:
+        latency = time.perf_counter() - keyframe.received_s
+        if error is not None:
+            self.counters.add('backend_failures_' + error.reason)
+            if error.reason == 'cancelled':  # only a switch, stop or shutdown cancels; each publishes its own stop
+                return None
+            self._tasks.failed('backend', str(error), latency)
+            if self._throttles['backend'].ready(time.monotonic(), LOG_THROTTLE_S):
+                self._log.warning(f'backend failed ({error}): stop plan')
+            plan = PlanOut(keyframe.stamp_ns, task_id, instruction, f'(no plan: backend {error.reason})',
+                           STOP_ACTION, True, (), latency, self.model_name)
+        else:
+            assert parsed is not None and answer is not None
+            for adjustment in parsed.adjustments:
+                self.counters.add('answers_' + adjustment)
+            if parsed.rejection is not None:
+                self.counters.add('parse_failures_' + parsed.rejection)
+                self._tasks.failed('parse', f'answer rejected ({parsed.rejection}): {parsed.detail}', latency)
+                if self._throttles['parse'].ready(time.monotonic(), LOG_THROTTLE_S):
+                    self._log.warning(f'answer rejected ({parsed.rejection}: {parsed.detail}): stop plan; '
+                                      f'answer was {answer.text[:120]!r}')
+                environment = parsed.environment or f'(no plan: answer {parsed.rejection})'
+            else:
+                self.counters.add('answers_' + parsed.source)
+                self._tasks.succeeded(Step(parsed.environment, parsed.action), latency, parsed.arrived)
+                environment = parsed.environment
+            plan = PlanOut(keyframe.stamp_ns, task_id, instruction, environment, parsed.action, parsed.stop,
+                           parsed.waypoints, latency, self.model_name)
+        self._publish_plan(plan)
+        self._publish_status()
+        return plan
+
+    def _publish_stop(self, action: str, environment: str) -> None:
+        task = self._tasks.task
+        self._publish_plan(PlanOut(self._clock_ns(), task.task_id if task else '', task.instruction if task else '',
+                                   environment, action, True, (), 0.0, self.model_name))
+
+    def _publish_plan(self, plan: PlanOut) -> None:
+        self._publish_plan_cb(plan)
+        self.counters.add('plans_published')
+        if plan.stop:
+            self.counters.add('stop_plans_published')
+
+    def _publish_status(self) -> None:
+        task = self._tasks.task
+        self._publish_status_cb(StatusOut(
+            self._tasks.state, self._tasks.reason, task.task_id if task else '', task.instruction if task else '',
+            copy.copy(task.counters) if task else Counters()))
+
+    def _record(self, request: Request, task_id: str, instruction: str, answer: Answer | None,
+                error: BackendError | None, latency_s: float) -> None:
+        if self._recorder is None:
+            return
+        self._recorder.write(AnswerRecord(
+            stamp_ns=request.stamp_ns, task_id=task_id, instruction=instruction,
+            prompt_hash=request.prompt.digest(), text=answer.text if answer else '',
+            latency_s=answer.latency_s if answer else latency_s,
+            input_tokens=answer.input_tokens if answer else None,
+            output_tokens=answer.output_tokens if answer else None,
+            first_token_s=answer.first_token_s if answer else None,
+            error=error.reason if error else '', model=self.model_name))
+
+    # -- health ----------------------------------------------------------------------------------------
+    def health(self, now_s: float) -> Health:
+        """Level, message and the values /diagnostics shows; now_s: time.monotonic() (rates since the last
+        call)."""
+        totals = self.counters.totals()
+        rates = self.counters.rates(now_s)
+        with self._lock:
+            state, reason, task = self._tasks.state, self._tasks.reason, self._tasks.task
+            failures_in_row = task.counters.consecutive_failures if task else 0
+            last_error = task.counters.last_error if task else ''
+        values: dict[str, object] = {
+            'state': state_name(state), 'reason': reason, 'task_id': task.task_id if task else '',
+            'instruction': task.instruction if task else '', 'backend': self.params.backend,
+            'model': self.model_name, 'load_time_s': self.load_time_s,
+            'keyframe_rate_hz': rates.get('keyframes_received', 0.0),
+            'plan_rate_hz': rates.get('plans_published', 0.0),
+            'latency_ms_p50': self._latency.percentile_ms(50), 'latency_ms_p99': self._latency.percentile_ms(99),
+            'backend_ms_p50': self._backend_time.percentile_ms(50),
+            'first_token_ms_p50': self._first_token.percentile_ms(50),
+            'output_tokens_p50': self._output_tokens.percentile(50),
+            'wait_ms_p50': self._wait.percentile_ms(50), 'overhead_ms_p50': self._overhead.percentile_ms(50),
+            'keyframe_age_ms_p99': self._keyframe_age.percentile_ms(99),
+            'consecutive_failures': failures_in_row, 'last_error': last_error,
+        }
+        for name in DIAGNOSTIC_COUNTERS:
+            values[name] = totals.get(name, 0)
+        values.update({k: v for k, v in sorted(totals.items()) if k.startswith(DIAGNOSTIC_FAMILIES)})
+        if state == State.FAILED or totals.get('backend_stuck', 0):
+            return Health(Level.ERROR, reason if state == State.FAILED else 'backend stuck', values)
+        if failures_in_row:
+            return Health(Level.WARN, f'{failures_in_row} failed answer(s) in a row: {last_error[:80]}', values)
+        if state == State.ACTIVE and rates.get('keyframes_received', 0.0) == 0.0:
+            return Health(Level.WARN, 'task active but no keyframes arrive', values)
+        return Health(Level.OK, state_name(state), values)
+
+    # -- shutdown ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Wake and end the worker loop (work_once returns at once) and abort the request in flight."""
+        self._slot.close()
+        self._wake.set()
+        self._cancel_backend()
+
+    def release(self) -> None:
+        """After the worker has ended: the backend pool, the model and the recording."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._backend is not None:
+            self._backend.close()
+        if self._recorder is not None:
+            self._recorder.close()
