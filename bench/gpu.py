@@ -165,7 +165,8 @@ def bench(args: argparse.Namespace, results: Results) -> int:
 
     from vln_ros.core.backends.base import Request
     from vln_ros.core.backends.lmdeploy_pipeline import LmdeployBackend
-    from vln_ros.core.config import InferenceParams, LmdeployParams, ParserParams
+    from vln_ros.core.backends.lmdeploy_pipeline import LmdeployParams
+    from vln_ros.core.config import InferenceParams, ParserParams
     from vln_ros.core.model_shapes import GPUS, SHAPES, image_tokens, roofline
     from vln_ros.core.parser import parse_answer
     from vln_ros.core.prompts import PromptBuilder, Step

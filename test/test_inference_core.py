@@ -14,14 +14,15 @@ from vln_ros.core.backends import make_backend
 from vln_ros.core.backends.base import AnswerRecord, AnswerRecorder, BackendError, Request, load_records
 from vln_ros.core.backends.lmdeploy_pipeline import (
     INSTALL_HINT,
+    LmdeployParams,
     chat_messages,
     check_model_path,
     engine_config_kwargs,
     gen_config_kwargs,
     mm_processor_kwargs,
 )
-from vln_ros.core.backends.replay import ReplayBackend
-from vln_ros.core.config import InferenceParams, LmdeployParams, ParserParams, ReplayParams, StartupError
+from vln_ros.core.backends.replay import ReplayBackend, ReplayParams
+from vln_ros.core.config import InferenceParams, ParserParams, StartupError
 from vln_ros.core.parser import parse_answer
 from vln_ros.core.prompts import ACTIONS, PromptBuilder, Step, qwen_tokenizer
 from vln_ros.core.tasks import State, TaskManager, TaskRejected

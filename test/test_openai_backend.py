@@ -13,7 +13,8 @@ from test_inference_core import TYPICAL_ANSWER, request
 
 from vln_ros.core.backends import make_backend
 from vln_ros.core.backends.base import BackendError
-from vln_ros.core.config import InferenceParams, OpenAIParams
+from vln_ros.core.backends.openai_server import OpenAIParams
+from vln_ros.core.config import InferenceParams
 
 
 @pytest.fixture

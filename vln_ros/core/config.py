@@ -2,10 +2,11 @@
 
 Each field carries its type, default, range (ge/le/gt/lt or a Literal of choices), unit, description and
 whether it may change while the node runs (`dynamic`). The nodes declare their ROS parameters from these
-models (with descriptors, so `ros2 param describe` shows unit, range and read-only), config/vln.yaml is
-checked against them by a test, and a bad value fails start-up with a ParameterError naming the parameter,
-the value and the allowed range. A change through the parameter services is checked by the same model
-with every current value (validate_change), so it is refused with the same message.
+models (with descriptors, so `ros2 param describe` shows unit, range and read-only), config/vln.yaml and
+the README's parameter tables are generated from them (`make docs`, tools/gen_docs.py), and a bad value
+fails start-up with a ParameterError naming the parameter, the value and the allowed range. A change
+through the parameter services is checked by the same model with every current value (validate_change),
+so it is refused with the same message.
 
 Nested models become dotted ROS parameter names (`keyframe.change_threshold`), which is also how they
 nest in the YAML file.
@@ -25,33 +26,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
+from vln_ros.core.backends.registry import BACKENDS
+from vln_ros.core.schema import BackendParams as BackendParams
+from vln_ros.core.schema import ParameterError as ParameterError
+from vln_ros.core.schema import StartupError as StartupError
+from vln_ros.core.schema import StrictModel as StrictModel
+from vln_ros.core.schema import param as param
+
 ParamValue = bool | int | float | str
-
-
-class ParameterError(ValueError):
-    """A parameter value is outside its allowed range or of the wrong type."""
-
-
-class StartupError(RuntimeError):
-    """The node cannot start as configured (e.g. a backend's library is missing); the message says the fix."""
-
-
-def param(default: Any, description: str, unit: str = '', *, dynamic: bool = False, **constraints: Any) -> Any:
-    """A model field with its unit kept where the ROS descriptor and the docs can find it.
-
-    dynamic: the node applies a new value while it runs (`ros2 param set`); otherwise the parameter is
-    read-only and changing it needs a restart."""
-    return Field(default, description=description, json_schema_extra={'unit': unit, 'dynamic': dynamic},
-                 **constraints)
-
-
-class StrictModel(BaseModel):
-    # frozen: a node reads one validated snapshot; extra='forbid': a misspelt YAML key is an error,
-    # not a silently ignored setting.
-    model_config = ConfigDict(extra='forbid', frozen=True)
 
 
 @dataclass(frozen=True)
@@ -402,45 +387,6 @@ class ControllerParams(StrictModel):
         return self
 
 
-class LmdeployParams(StrictModel):
-    """The in-process LMDeploy engine (backend: lmdeploy)."""
-
-    engine: Literal['auto', 'pytorch', 'turbomind'] = param(
-        'auto', 'LMDeploy engine; auto = PyTorch (TurboMind has no Qwen3-VL as of lmdeploy 0.18)')
-    tp: int = param(4, 'Tensor parallel degree: the number of GPUs the model is split over', ge=1, le=16)
-    executor: Literal['auto', 'mp', 'ray'] = param(
-        'auto', "Multi-GPU executor of the PyTorch engine; auto = lmdeploy's choice (Ray when tp > 1 and Ray "
-        'is installed), mp = local processes')
-    session_len: int = param(8192, 'Most tokens (prompt, image and answer) of one request', 'tokens',
-                             ge=1024, le=262_144)
-    cache_max_entry_count: float = param(0.8, 'Share of free GPU memory given to the KV cache', gt=0.0, le=0.95)
-    max_batch_size: int = param(4, 'Most requests the engine batches (one plan at a time needs few)', ge=1,
-                                le=256)
-    eager_mode: bool = param(False, 'Disable CUDA graphs (slower decoding, faster start, less memory)')
-    shutdown_timeout_s: float = param(10.0, 'Engine shutdown is abandoned (child processes killed) after this',
-                                      's', gt=0.0, le=120.0)
-
-
-class OpenAIParams(StrictModel):
-    """An OpenAI-compatible server (backend: openai), e.g. `lmdeploy serve api_server` on the GPU machine."""
-
-    base_url: str = param('http://localhost:23333/v1', 'Base URL of the OpenAI-compatible API')
-    api_key_env: str = param('OPENAI_API_KEY', 'Environment variable holding the API key (unset: none sent)')
-    served_model: str = param('', "Model name the server knows; empty = the server's first model")
-    connect_timeout_s: float = param(2.0, 'TCP connect timeout', 's', gt=0.0, le=60.0)
-
-
-class ReplayParams(StrictModel):
-    """Answers recorded by an earlier run (backend: replay)."""
-
-    file: str = param('', 'JSONL file written by record_file of an earlier run')
-    match: Literal['order', 'stamp'] = param(
-        'order', "order: the next recorded answer per request; stamp: the answer recorded for the keyframe's "
-        'capture stamp')
-    use_recorded_latency: bool = param(True, 'Take as long as the recorded answer took (a realistic replay)')
-    loop: bool = param(False, "order: start again from the first answer when all are used")
-
-
 class ParserParams(StrictModel):
     """How the model's answer becomes a plan (core/parser.py): ranges, limits, the free-text fallback."""
 
@@ -460,15 +406,17 @@ class ParserParams(StrictModel):
                                    dynamic=True)
 
 
-class InferenceParams(StrictModel):
+class InferenceSettings(StrictModel):
     """inference_node: keyframe + instruction + history -> VLM -> plan.
 
     Fixed while running (no dynamic=True): the backend and all its settings (built once, at start-up),
-    history_max, base_frame, record_file and the diagnostics period."""
+    history_max, base_frame, record_file and the diagnostics period.
 
-    backend: Literal['lmdeploy', 'openai', 'replay'] = param(
-        'lmdeploy', 'lmdeploy: in-process engine on this machine; openai: an OpenAI-compatible server; '
-        'replay: answers recorded by an earlier run')
+    InferenceParams (below) is this plus one section per registered backend (`lmdeploy.*`, `openai.*`,
+    ...: their BackendParams models, from backends/registry.py) and `parser.*`."""
+
+    backend: Literal[tuple(BACKENDS)] = param(  # type: ignore[valid-type]  # the registered names
+        'lmdeploy', '; '.join(f'{name}: {spec.summary}' for name, spec in BACKENDS.items()))
     model: str = param('models/Qwen3-VL-32B-Instruct', 'Model path (lmdeploy) or name in the plans')
     max_new_tokens: int = param(128, 'Most tokens of one answer (output tokens are most of the latency)',
                                 'tokens', ge=16, le=4096, dynamic=True)
@@ -490,19 +438,27 @@ class InferenceParams(StrictModel):
     record_file: str = param('', 'Append every answer (stamp, prompt hash, text, latency, tokens) to this '
                              'JSONL file, for the replay backend; empty = off')
     diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
-    lmdeploy: LmdeployParams = LmdeployParams()
-    openai: OpenAIParams = OpenAIParams()
-    replay: ReplayParams = ReplayParams()
-    parser: ParserParams = ParserParams()
+
+    def backend_params(self) -> BackendParams:
+        """The chosen backend's section (`lmdeploy`, `openai`, ...)."""
+        section: BackendParams = getattr(self, self.backend)
+        return section
 
     @model_validator(mode='after')
-    def _consistent(self) -> InferenceParams:
-        if self.backend == 'replay' and not self.replay.file:
-            raise ValueError("backend 'replay' needs replay.file (a JSONL file written with record_file)")
+    def _consistent(self) -> InferenceSettings:
+        self.backend_params().check_selected()
         if self.history_steps > self.history_max:
             raise ValueError(f'history_steps ({self.history_steps}) must not exceed history_max '
                              f'({self.history_max})')
         return self
+
+
+# Declaration order is parameter order (README table, config/vln.yaml): the backends' sections in
+# registration order, then the parser's.
+InferenceParams: type[InferenceSettings] = create_model(  # type: ignore[call-overload]
+    'InferenceParams', __base__=InferenceSettings, __module__=__name__, __doc__=InferenceSettings.__doc__,
+    **{name: (spec.params, spec.params()) for name, spec in BACKENDS.items()},
+    parser=(ParserParams, ParserParams()))
 
 
 NODE_PARAMS: dict[str, type[StrictModel]] = {'camera_node': CameraParams, 'inference_node': InferenceParams,

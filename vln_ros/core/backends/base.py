@@ -13,9 +13,10 @@ import json
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vln_ros.core.prompts import Prompt
+if TYPE_CHECKING:  # core/config imports the backends, and prompts imports config
+    from vln_ros.core.prompts import Prompt
 
 
 @dataclass(frozen=True)

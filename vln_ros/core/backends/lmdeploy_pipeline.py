@@ -27,10 +27,33 @@ import multiprocessing
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from vln_ros.core.backends.base import Answer, Backend, BackendError, Request
-from vln_ros.core.config import InferenceParams, LmdeployParams, StartupError
+from vln_ros.core.backends.registry import BackendSpec, register_backend
+from vln_ros.core.schema import BackendParams, StartupError, param
+
+if TYPE_CHECKING:
+    from vln_ros.core.config import InferenceParams
+
+
+class LmdeployParams(BackendParams):
+    """The in-process LMDeploy engine (backend: lmdeploy)."""
+
+    engine: Literal['auto', 'pytorch', 'turbomind'] = param(
+        'auto', 'LMDeploy engine; auto = PyTorch (TurboMind has no Qwen3-VL as of lmdeploy 0.18)')
+    tp: int = param(4, 'Tensor parallel degree: the number of GPUs the model is split over', ge=1, le=16)
+    executor: Literal['auto', 'mp', 'ray'] = param(
+        'auto', "Multi-GPU executor of the PyTorch engine; auto = lmdeploy's choice (Ray when tp > 1 and Ray "
+        'is installed), mp = local processes')
+    session_len: int = param(8192, 'Most tokens (prompt, image and answer) of one request', 'tokens',
+                             ge=1024, le=262_144)
+    cache_max_entry_count: float = param(0.8, 'Share of free GPU memory given to the KV cache', gt=0.0, le=0.95)
+    max_batch_size: int = param(4, 'Most requests the engine batches (one plan at a time needs few)', ge=1,
+                                le=256)
+    eager_mode: bool = param(False, 'Disable CUDA graphs (slower decoding, faster start, less memory)')
+    shutdown_timeout_s: float = param(10.0, 'Engine shutdown is abandoned (child processes killed) after this',
+                                      's', gt=0.0, le=120.0)
 
 MIN_IMAGE_PIXELS = 32 * 32  # one Qwen3-VL image token
 
@@ -173,3 +196,7 @@ class LmdeployBackend(Backend):
                 child.join(2.0)
                 if child.is_alive():
                     child.kill()
+
+
+register_backend(BackendSpec('lmdeploy', 'in-process engine on this machine', LmdeployParams,
+                             lambda section, params: LmdeployBackend(params)))

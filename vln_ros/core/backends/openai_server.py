@@ -12,11 +12,18 @@ import threading
 import time
 from typing import Any
 
-import httpx
-import openai
-
 from vln_ros.core.backends.base import Answer, Backend, BackendError, Request
-from vln_ros.core.config import OpenAIParams
+from vln_ros.core.backends.registry import BackendSpec, model_name, register_backend
+from vln_ros.core.schema import BackendParams, param
+
+
+class OpenAIParams(BackendParams):
+    """An OpenAI-compatible server (backend: openai), e.g. `lmdeploy serve api_server` on the GPU machine."""
+
+    base_url: str = param('http://localhost:23333/v1', 'Base URL of the OpenAI-compatible API')
+    api_key_env: str = param('OPENAI_API_KEY', 'Environment variable holding the API key (unset: none sent)')
+    served_model: str = param('', "Model name the server knows; empty = the server's first model")
+    connect_timeout_s: float = param(2.0, 'TCP connect timeout', 's', gt=0.0, le=60.0)
 
 
 def chat_messages(request: Request) -> list[dict[str, Any]]:
@@ -38,6 +45,8 @@ def response_format(request: Request) -> dict[str, Any] | None:
 
 class OpenAIBackend(Backend):
     def __init__(self, params: OpenAIParams, model_name: str, timeout_s: float) -> None:
+        import httpx  # here, not at the top: core/config imports this module (backends/registry.py)
+        import openai
         self._params = params
         self._client = openai.OpenAI(
             base_url=params.base_url, api_key=os.environ.get(params.api_key_env) or 'none', max_retries=0,
@@ -58,6 +67,8 @@ class OpenAIBackend(Backend):
         return self._served_model
 
     def generate(self, request: Request) -> Answer:
+        import httpx
+        import openai
         with self._lock:
             self._cancelled = False
         started = time.perf_counter()
@@ -122,3 +133,8 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self._client.close()
+
+
+register_backend(BackendSpec(
+    'openai', 'an OpenAI-compatible server', OpenAIParams,
+    lambda section, params: OpenAIBackend(section, model_name(params), params.inference_timeout_s)))

@@ -8,9 +8,26 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Literal
 
 from vln_ros.core.backends.base import Answer, AnswerRecord, Backend, BackendError, CancelFlag, Request, load_records
-from vln_ros.core.config import ReplayParams, StartupError
+from vln_ros.core.backends.registry import BackendSpec, model_name, register_backend
+from vln_ros.core.schema import BackendParams, StartupError, param
+
+
+class ReplayParams(BackendParams):
+    """Answers recorded by an earlier run (backend: replay)."""
+
+    file: str = param('', 'JSONL file written by record_file of an earlier run')
+    match: Literal['order', 'stamp'] = param(
+        'order', "order: the next recorded answer per request; stamp: the answer recorded for the keyframe's "
+        'capture stamp')
+    use_recorded_latency: bool = param(True, 'Take as long as the recorded answer took (a realistic replay)')
+    loop: bool = param(False, "order: start again from the first answer when all are used")
+
+    def check_selected(self) -> None:
+        if not self.file:
+            raise ValueError("backend 'replay' needs replay.file (a JSONL file written with record_file)")
 
 
 class ReplayBackend(Backend):
@@ -64,3 +81,7 @@ class ReplayBackend(Backend):
 
     def cancel(self) -> None:
         self._cancel.cancel()
+
+
+register_backend(BackendSpec('replay', 'answers recorded by an earlier run', ReplayParams,
+                             lambda section, params: ReplayBackend(section, model_name(params))))

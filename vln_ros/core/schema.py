@@ -1,0 +1,42 @@
+"""What parameter models are made of: `param()` fields, StrictModel and the two errors about them.
+
+A module of its own so that a backend can declare its parameter model beside its code (backends/*.py)
+without importing core/config.py: config builds InferenceParams from the backends' registry, so it
+imports them, never the other way round. config.py re-exports everything here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ParameterError(ValueError):
+    """A parameter value is outside its allowed range or of the wrong type."""
+
+
+class StartupError(RuntimeError):
+    """The node cannot start as configured (e.g. a backend's library is missing); the message says the fix."""
+
+
+def param(default: Any, description: str, unit: str = '', *, dynamic: bool = False, **constraints: Any) -> Any:
+    """A model field with its unit kept where the ROS descriptor and the docs can find it.
+
+    dynamic: the node applies a new value while it runs (`ros2 param set`); otherwise the parameter is
+    read-only and changing it needs a restart."""
+    return Field(default, description=description, json_schema_extra={'unit': unit, 'dynamic': dynamic},
+                 **constraints)
+
+
+class StrictModel(BaseModel):
+    # frozen: a node reads one validated snapshot; extra='forbid': a misspelt YAML key is an error,
+    # not a silently ignored setting.
+    model_config = ConfigDict(extra='forbid', frozen=True)
+
+
+class BackendParams(StrictModel):
+    """The settings of one backend: the `<backend>.*` parameters of inference_node."""
+
+    def check_selected(self) -> None:
+        """Raise ValueError (the message names the parameter) when these settings cannot run as the chosen
+        backend; called only for the backend the `backend` parameter selects."""
