@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install demo demo-bag demo-keyframes test bench clean gpu-setup gpu-model gpu-check gpu-bench
+.PHONY: install demo demo-bag demo-keyframes test bench docs clean gpu-setup gpu-model gpu-check gpu-bench
 
 install:
 	@tools/install.sh
@@ -32,6 +32,11 @@ demo-keyframes: install
 test: install
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
+
+# config/vln.yaml and the README's parameter and launch-argument tables, from the models (tools/gen_docs.py);
+# test/test_generated.py fails when the committed files differ from what this writes.
+docs: install
+	$(PY) tools/gen_docs.py
 
 bench: install
 	$(PY) bench/run.py $(if $(OUT),--out $(OUT))

@@ -1,4 +1,5 @@
-"""core/config: the models, the YAML file and the error messages agree."""
+"""core/config: the models, the YAML file and the error messages agree (test_generated.py: the YAML file and
+the README tables are what the models generate)."""
 from __future__ import annotations
 
 import configparser
@@ -76,25 +77,6 @@ def test_node_executables_match_between_cmake_and_setup_cfg():
     assert cmake_nodes == nodes
     for name in nodes:  # the generated launcher imports vln_ros.nodes.<name>:main
         assert scripts[name] == f'vln_ros.nodes.{name}:main'
-
-
-def test_readme_documents_every_parameter_with_its_default():
-    readme = (REPO / 'README.md').read_text()
-    for node, model in NODE_PARAMS.items():
-        # each node's own section: two nodes may share a parameter name (inference_timeout_s)
-        section = re.search(rf'^## {node}\n(.*?)(?=^## )', readme, re.M | re.S)
-        assert section, f'README has no "## {node}" section'
-        for spec in param_specs(model):
-            if isinstance(spec.default, bool):
-                default = str(spec.default).lower()
-            else:
-                default = '""' if spec.default == '' else spec.default
-            row = re.search(rf'^\| `{re.escape(spec.name)}` \| ([^|]+) \| ([^|]+) \|', section.group(1), re.M)
-            assert row, f'{node}: {spec.name} is not in the README parameter table'
-            assert row.group(1).strip() == str(default), (spec.name, row.group(1), default)
-            assert row.group(2).strip() == spec.allowed(), (spec.name, row.group(2), spec.allowed())
-            live = re.search(rf'^\| `{re.escape(spec.name)}` \| [^|]+ \| [^|]+ \| (yes|no) \|', section.group(1), re.M)
-            assert live and live.group(1) == ('yes' if spec.dynamic else 'no'), (node, spec.name)
 
 
 # -- parameter files: which sections apply to a node (rcl's rule) ----------------------------------------

@@ -323,10 +323,3 @@ def test_a_bag_replays_through_the_stack_on_bag_time(graph, tmp_path):
                    if stamp.sec or stamp.nanosec]
     assert clock_s and all(start_ns * 1e-9 <= s <= start_ns * 1e-9 + 3.0 for s in clock_s), clock_s
     assert [p.returncode for p in started[:-1]] == [0, 0, 0], outputs
-
-
-def test_readme_documents_every_launch_argument():
-    section = re.search(r'^## Bags and launch files\n(.*?)(?=^## |\Z)', (REPO / 'README.md').read_text(), re.M | re.S)
-    assert section, 'README has no "## Bags and launch files" section'
-    for argument in bringup.launch_arguments(bringup.ReplayArgs):
-        assert re.search(rf'^\| `{argument.name}` \| ', section.group(1), re.M), argument.name
