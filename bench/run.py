@@ -24,8 +24,9 @@ sys.path.insert(0, str(REPO / 'test'))  # synthetic frames shared with the tests
 import numpy as np  # noqa: E402
 from frames import scene  # noqa: E402
 
+from vln_ros import interface as ri  # noqa: E402
 from vln_ros import local_graph  # noqa: E402
-from vln_ros.core.config import KeyframeParams  # noqa: E402
+from vln_ros.core.config import ControllerParams, KeyframeParams  # noqa: E402
 from vln_ros.core.keyframe import KeyframeSampler  # noqa: E402
 
 RESULTS: list[dict] = []
@@ -102,16 +103,15 @@ class NodeUnderTest:
 class CameraNodeUnderTest(NodeUnderTest):
     def __init__(self, *params: str) -> None:
         from diagnostic_msgs.msg import DiagnosticStatus
-        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image
         super().__init__('camera_node', ('publish_decisions:=true', *params))
         self.decisions = 0
         self.keyframe_latencies: list[float] = []
-        self.node.create_subscription(DiagnosticStatus, 'vln/keyframe_decisions', self._on_decision, 1000)
-        self.node.create_subscription(CompressedImage, 'vln/keyframe', self._on_keyframe, 100)
-        self.pub = self.node.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.node.create_subscription(DiagnosticStatus, ri.KEYFRAME_DECISIONS, self._on_decision, 1000)
+        self.node.create_subscription(CompressedImage, ri.KEYFRAME, self._on_keyframe, 100)
+        self.pub = self.node.create_publisher(Image, ri.IMAGE, ri.SENSOR_QOS)
         self.Image = Image
-        self.start(lambda: self.pub.get_subscription_count() > 0 and self.node.count_publishers('vln/keyframe') > 0)
+        self.start(lambda: self.pub.get_subscription_count() > 0 and self.node.count_publishers(ri.KEYFRAME) > 0)
         time.sleep(1.0)  # let the keyframe and decision subscriptions match as well
 
     def _on_decision(self, _msg) -> None:
@@ -182,17 +182,14 @@ class ControllerUnderTest(NodeUnderTest):
     def __init__(self, *params: str) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import Twist
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-
         from vln_ros.msg import WaypointArray
         super().__init__('controller_node', ('diagnostics_period_s:=0.5', *params))
         self.cmds: list[tuple[float, float]] = []  # (receive time, vx)
         self.diagnostics: dict[str, str] = {}
-        self.node.create_subscription(Twist, 'cmd_vel', lambda m: self.cmds.append((time.perf_counter(), m.linear.x)),
+        self.node.create_subscription(Twist, ri.CMD_VEL, lambda m: self.cmds.append((time.perf_counter(), m.linear.x)),
                                       100)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
-        self.plans = self.node.create_publisher(WaypointArray, 'vln/waypoints',
-                                                QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, self._on_diagnostics, 10)
+        self.plans = self.node.create_publisher(WaypointArray, ri.WAYPOINTS, ri.PLAN_QOS)
         # ready once the controller reports that it sees our plan publisher (no discovery race)
         self.start(lambda: self.diagnostics.get('plan_publishers', '0') != '0')
 
@@ -206,7 +203,7 @@ class ControllerUnderTest(NodeUnderTest):
         msg = WaypointArray(task_id='bench', stop=stop,
                             waypoints=[] if stop else [Waypoint(dx=0.5, confidence=1.0)] * 10)
         msg.header.stamp = self.node.get_clock().now().to_msg()
-        msg.header.frame_id = 'base_link'
+        msg.header.frame_id = ControllerParams().base_frame
         return msg
 
 
@@ -214,13 +211,12 @@ def bench_controller_flood(seconds: float = 6.0) -> None:
     """The control loop's period while its inputs are flooded: 10,000-waypoint plans at 20 Hz (refused by
     their size), odometry at ~1 kHz and e-stop releases at ~200 Hz, each from its own thread."""
     from nav_msgs.msg import Odometry
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from std_msgs.msg import Bool
 
     from vln_ros.msg import Waypoint
     ctl = ControllerUnderTest('publish_zero_forever:=true', 'rate_hz:=50.0')
-    odom = ctl.node.create_publisher(Odometry, 'odom', qos_profile_sensor_data)
-    estop = ctl.node.create_publisher(Bool, 'vln/estop', QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    odom = ctl.node.create_publisher(Odometry, ri.ODOM, ri.SENSOR_QOS)
+    estop = ctl.node.create_publisher(Bool, ri.ESTOP, ri.ESTOP_QOS)
     flooding = threading.Event()
     flooding.set()
     huge = ctl.plan(stop=False)
@@ -330,14 +326,13 @@ class InferenceNodeUnderTest(NodeUnderTest):
         self.plan_ages: list[float] = []
         self.states: list[tuple[float, object]] = []
         self.diagnostics: dict[str, str] = {}
-        self.node.create_subscription(WaypointArray, 'vln/waypoints', self._on_plan, reliable)
-        self.node.create_subscription(TaskStatus, 'vln/task_status', lambda m: self.states.append(
+        self.node.create_subscription(WaypointArray, ri.WAYPOINTS, self._on_plan, reliable)
+        self.node.create_subscription(TaskStatus, ri.TASK_STATUS, lambda m: self.states.append(
             (time.monotonic(), m)), QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                                                durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
-        self.keyframes = self.node.create_publisher(CompressedImage, 'vln/keyframe', QoSProfile(
-            depth=2, reliability=ReliabilityPolicy.RELIABLE))
-        self._set_task = self.node.create_client(SetTask, 'vln/set_task')
+        self.node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, self._on_diagnostics, 10)
+        self.keyframes = self.node.create_publisher(CompressedImage, ri.KEYFRAME, ri.KEYFRAME_QOS)
+        self._set_task = self.node.create_client(SetTask, ri.SET_TASK)
         self.start(lambda: self._set_task.service_is_ready() and self.keyframes.get_subscription_count() > 0
                    and bool(self.states) and self.states[-1][1].state_name != 'loading', startup_s)
         if instruction:

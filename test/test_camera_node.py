@@ -12,6 +12,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
+from vln_ros import interface
 from vln_ros.nodes.camera_node import CameraNode
 from vln_ros.nodes.diagnostics import values_of
 
@@ -19,17 +20,17 @@ from vln_ros.nodes.diagnostics import values_of
 class Probe:
     """A test node that feeds the camera node and records what it publishes."""
 
-    def __init__(self, graph, input_type=Image, topic='image'):
+    def __init__(self, graph, input_type=Image, topic=interface.IMAGE):
         self.node = graph.node('probe')
         self.keyframes: list[CompressedImage] = []
         self.decisions: list[DiagnosticStatus] = []
         self.diagnostics: list[DiagnosticStatus] = []
         self._lock = threading.Lock()
         self.pub = self.node.create_publisher(input_type, topic, qos_profile_sensor_data)
-        self.node.create_subscription(CompressedImage, 'vln/keyframe', self._keep(self.keyframes), 10)
-        self.node.create_subscription(DiagnosticStatus, 'vln/keyframe_decisions', self._keep(self.decisions), 100)
+        self.node.create_subscription(CompressedImage, interface.KEYFRAME, self._keep(self.keyframes), 10)
+        self.node.create_subscription(DiagnosticStatus, interface.KEYFRAME_DECISIONS, self._keep(self.decisions), 100)
         self.node.create_subscription(
-            DiagnosticArray, '/diagnostics',
+            DiagnosticArray, interface.DIAGNOSTICS,
             lambda m: self.diagnostics.extend(s for s in m.status if s.name == '/camera_node'), 10)
 
     def _keep(self, into):
@@ -78,7 +79,7 @@ def test_keyframes_carry_capture_stamp_frame_id_and_inference_size(graph):
 def test_compressed_input_and_frame_id_override(graph):
     camera(graph, input_transport='compressed', frame_id='base_camera', max_side_px=0, max_pixels=64 * 64,
            align_px=1, **{'keyframe.min_interval_s': 0.0})
-    probe = Probe(graph, CompressedImage, 'image/compressed')
+    probe = Probe(graph, CompressedImage, interface.IMAGE_COMPRESSED)
     assert wait_for(probe.connected, 5.0)
     probe.send_paced([compressed_msg(scene(1), 5.0, 'jpeg'), compressed_msg(scene(2), 5.5, 'png')])
     assert wait_for(lambda: len(probe.keyframes) == 2, 5.0)
@@ -115,7 +116,7 @@ def test_malformed_frames_are_counted_and_the_node_keeps_working(graph):
 
 def test_corrupt_compressed_frames_are_dropped(graph):
     camera(graph, input_transport='compressed', diagnostics_period_s=0.2, **{'keyframe.min_interval_s': 0.0})
-    probe = Probe(graph, CompressedImage, 'image/compressed')
+    probe = Probe(graph, CompressedImage, interface.IMAGE_COMPRESSED)
     assert wait_for(probe.connected, 5.0)
     probe.send_paced([CompressedImage(format='jpeg', data=data) for data in (b'', b'\xff\xd8garbage', bytes(1000))])
     assert wait_for(lambda: probe.diagnostics and values_of(probe.diagnostics[-1])['decode_errors'] == '3', 5.0)

@@ -17,13 +17,11 @@ from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
+from vln_ros import interface
 from vln_ros.msg import Waypoint, WaypointArray
-
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def plan_msg(node, waypoints, age_s=0.0, stop=False, task='t1', frame_id='base_link'):
@@ -45,12 +43,12 @@ class Robot:
         self.node = graph.node('robot')
         self.cmds: list[tuple[float, Twist]] = []
         self._lock = threading.Lock()
-        self.node.create_subscription(cmd_type, 'cmd_vel', self._on_cmd, 10)
-        self.plans = self.node.create_publisher(WaypointArray, 'vln/waypoints', RELIABLE)
-        self.estop = self.node.create_publisher(Bool, 'vln/estop', RELIABLE)
-        self.release = self.node.create_client(Trigger, 'vln/release_estop')
+        self.node.create_subscription(cmd_type, interface.CMD_VEL, self._on_cmd, 10)
+        self.plans = self.node.create_publisher(WaypointArray, interface.WAYPOINTS, interface.PLAN_QOS)
+        self.estop = self.node.create_publisher(Bool, interface.ESTOP, interface.ESTOP_QOS)
+        self.release = self.node.create_client(Trigger, interface.RELEASE_ESTOP)
         self.diagnostics: dict[str, str] = {}
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.node.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diagnostics, 10)
 
     def _on_diagnostics(self, msg):
         for status in msg.status:
@@ -209,13 +207,12 @@ def test_future_plan_never_moves_the_robot(graph, controller):
 
 INFERENCE_STUB = textwrap.dedent('''
     import os, sys, time
-    from vln_ros import local_graph
+    from vln_ros import interface, local_graph
     import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from vln_ros.msg import Waypoint, WaypointArray
     rclpy.init()
     node = rclpy.create_node('inference_stub')
-    pub = node.create_publisher(WaypointArray, 'vln/waypoints', QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    pub = node.create_publisher(WaypointArray, interface.WAYPOINTS, interface.PLAN_QOS)
     print('ready', flush=True)
     while True:  # a plan every 0.3 s until killed
         msg = WaypointArray(task_id='t', waypoints=[Waypoint(dx=0.5, confidence=1.0)] * 20)
@@ -251,7 +248,7 @@ def test_twist_stamped_output(graph, controller):
 def odometry_stream(robot: Robot) -> dict[str, float]:
     """Odometry at 50 Hz from the robot's node; the returned dict sets the next message's x and how far
     ahead of now it is stamped (ahead_s, used once)."""
-    odom = robot.node.create_publisher(Odometry, 'odom', 10)
+    odom = robot.node.create_publisher(Odometry, interface.ODOM, 10)
     state = {'x': 0.0, 'ahead_s': 0.0}
 
     def publish_odom():

@@ -1,5 +1,6 @@
-"""The node executables as separate processes: they start, answer on the graph, stop cleanly,
-and refuse bad parameters with a message naming the parameter, the value and the allowed range."""
+"""The node executables as separate processes: they start, answer on the graph with exactly the topics and
+services bringup and vln_ros/interface.py say, stop cleanly, and refuse bad parameters with a message naming
+the parameter, the value and the allowed range."""
 from __future__ import annotations
 
 import signal
@@ -11,7 +12,28 @@ import pytest
 from conftest import REPO, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 
+from vln_ros import bringup, interface
+
 VENV_BIN = Path(sys.executable).parent
+# What rclpy gives every node besides its own interface: rosout, parameter events, and the parameter and
+# type-description services under the node's own name.
+RCLPY_TOPICS = {'/rosout', '/parameter_events'}
+
+
+def live_interface(graph, node_name: str) -> tuple[set[str], set[str], set[str]]:
+    """(publishers, subscriptions, services) of a running node in the root namespace, rclpy's own left out."""
+    watcher, name = graph.node('interface_watcher'), node_name.lstrip('/')
+    pubs = {t for t, _ in watcher.get_publisher_names_and_types_by_node(name, '/')} - RCLPY_TOPICS
+    subs = {t for t, _ in watcher.get_subscriber_names_and_types_by_node(name, '/')} - RCLPY_TOPICS
+    services = {s for s, _ in watcher.get_service_names_and_types_by_node(name, '/')
+                if not s.startswith(f'/{name}/')}
+    return pubs, subs, services
+
+
+def declared_interface(node_name: str) -> tuple[set[str], set[str], set[str]]:
+    spec = next(n for n in bringup.NODES if n.name == node_name.lstrip('/'))
+    absolute = lambda names: {n if n.startswith('/') else '/' + n for n in names}  # noqa: E731
+    return absolute(spec.publishes), absolute(spec.subscribes), absolute(spec.services)
 
 
 def diagnostics_from(graph, node_name: str) -> list:
@@ -21,17 +43,26 @@ def diagnostics_from(graph, node_name: str) -> list:
     return seen
 
 
-def start_and_stop(graph, command: list[str], node_name: str, env=None) -> tuple[list, str]:
-    """Start a node process, wait for its /diagnostics, SIGINT it; returns (statuses, output)."""
+def start_and_stop(graph, command: list[str], node_name: str, env=None,
+                   interface_of: str | None = None) -> tuple[list, str]:
+    """Start a node process, wait for its /diagnostics, SIGINT it; returns (statuses, output). With
+    interface_of (a bringup node name), first waits (bounded) until the node's live publishers,
+    subscriptions and services are exactly bringup's, and asserts that they are."""
     seen = diagnostics_from(graph, node_name)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    live = declared = None
     try:
         answered = wait_for(lambda: len(seen) > 0 or proc.poll() is not None, 20.0)
+        if answered and interface_of:
+            declared = declared_interface(interface_of)
+            wait_for(lambda: live_interface(graph, node_name) == declared or proc.poll() is not None, 10.0)
+            live = live_interface(graph, node_name)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=10)
     finally:
         proc.kill()
     assert answered and seen, out
+    assert live == declared, f'live (publishers, subscriptions, services) {live} != bringup {declared}'
     assert proc.returncode == 0, out
     return seen, out
 
@@ -39,15 +70,15 @@ def start_and_stop(graph, command: list[str], node_name: str, env=None) -> tuple
 def test_camera_node_executable_starts_answers_and_stops(graph):
     seen, out = start_and_stop(
         graph, [str(VENV_BIN / 'camera_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml')],
-        '/camera_node')
-    assert seen[0].message == 'no frames on /image'
+        '/camera_node', interface_of='camera_node')
+    assert seen[0].message == f'no frames on /{interface.IMAGE}'
     assert 'invalid' not in out
 
 
 def test_controller_node_executable_starts_answers_and_stops(graph):
     seen, out = start_and_stop(
         graph, [str(VENV_BIN / 'controller_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml')],
-        '/controller_node')
+        '/controller_node', interface_of='controller_node')
     assert seen[0].message == 'no_plan'
 
 
@@ -56,7 +87,8 @@ def test_inference_node_executable_with_replay_starts_answers_and_stops(graph, t
                                             '"text": "{}", "latency_s": 0.1}\n')
     seen, out = start_and_stop(
         graph, [str(VENV_BIN / 'inference_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml'),
-                '-p', 'backend:=replay', '-p', f'replay.file:={tmp_path / "answers.jsonl"}'], '/inference_node')
+                '-p', 'backend:=replay', '-p', f'replay.file:={tmp_path / "answers.jsonl"}'], '/inference_node',
+        interface_of='inference_node')
     assert seen[0].message == 'idle'
     assert 'ready in' in out
 

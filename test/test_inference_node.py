@@ -20,6 +20,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from vln_ros import interface
 from vln_ros.core.backends.base import AnswerRecord, AnswerRecorder, load_records
 from vln_ros.msg import TaskStatus, WaypointArray
 from vln_ros.nodes.diagnostics import values_of
@@ -58,18 +59,17 @@ class Probe:
         self.markers: list[MarkerArray] = []
         self.debug_images: list[Image] = []
         n = self.node
-        n.create_subscription(WaypointArray, 'vln/waypoints', self._on_plan, RELIABLE)
-        n.create_subscription(TaskStatus, 'vln/task_status', self._keep(self.statuses), LATCHED)
-        n.create_subscription(Path, 'vln/path', self._keep(self.paths), RELIABLE)
-        n.create_subscription(MarkerArray, 'vln/markers', self._keep(self.markers), RELIABLE)
-        n.create_subscription(Image, 'vln/debug_image', self._keep(self.debug_images), 10)
-        n.create_subscription(DiagnosticArray, '/diagnostics', lambda m: self._keep(self.diagnostics)(
+        n.create_subscription(WaypointArray, interface.WAYPOINTS, self._on_plan, RELIABLE)
+        n.create_subscription(TaskStatus, interface.TASK_STATUS, self._keep(self.statuses), LATCHED)
+        n.create_subscription(Path, interface.PATH, self._keep(self.paths), RELIABLE)
+        n.create_subscription(MarkerArray, interface.MARKERS, self._keep(self.markers), RELIABLE)
+        n.create_subscription(Image, interface.DEBUG_IMAGE, self._keep(self.debug_images), 10)
+        n.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, lambda m: self._keep(self.diagnostics)(
             *[s for s in m.status if s.name == '/inference_node']) if m.status else None, 10)
-        self.keyframes = n.create_publisher(CompressedImage, 'vln/keyframe', QoSProfile(
-            depth=2, reliability=ReliabilityPolicy.RELIABLE))
-        self.instructions = n.create_publisher(String, 'vln/instruction', RELIABLE)
-        self.set_client = n.create_client(SetTask, 'vln/set_task')
-        self.stop_client = n.create_client(Trigger, 'vln/stop_task')
+        self.keyframes = n.create_publisher(CompressedImage, interface.KEYFRAME, interface.KEYFRAME_QOS)
+        self.instructions = n.create_publisher(String, interface.INSTRUCTION, interface.INSTRUCTION_QOS)
+        self.set_client = n.create_client(SetTask, interface.SET_TASK)
+        self.stop_client = n.create_client(Trigger, interface.STOP_TASK)
         assert self.set_client.wait_for_service(timeout_sec=5.0)
         # A service reply can be lost while discovery is still matching the reply path: warm both clients
         # up with harmless calls (an empty instruction is refused; there is no task to stop) until answered.
@@ -172,7 +172,7 @@ def test_a_plan_per_keyframe_with_stamp_task_latency_model_and_rviz_topics(graph
 def test_debug_image_is_the_annotated_keyframe(graph, tmp_path):
     _, probe = start(graph, tmp_path, FORWARD)
     probe.set_task('go')
-    assert wait_for(lambda: probe.node.count_subscribers('vln/debug_image') > 0, 5.0)
+    assert wait_for(lambda: probe.node.count_subscribers(interface.DEBUG_IMAGE) > 0, 5.0)
     time.sleep(0.5)  # the node must see our debug_image subscription to draw at all
     probe.send_keyframe()
     assert wait_for(lambda: probe.debug_images, 5.0)

@@ -18,6 +18,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vln_ros import interface as ri
 from vln_ros.core.config import InferenceParams
 
 PACKAGE = 'vln_ros'
@@ -46,27 +47,33 @@ class NodeSpec:
     side: Side
     remappings: tuple[tuple[str, str], ...] = ()
     raw_images: bool = False         # publishes or subscribes sensor_msgs/Image
-    publishes: tuple[str, ...] = ()  # its output topics (relative to the namespace unless absolute)
+    # Its topics and services (vln_ros/interface.py; relative to the namespace unless absolute), as it runs
+    # with config/vln.yaml. test_executables checks them against the live graph.
+    publishes: tuple[str, ...] = ()
+    subscribes: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
 
 
 NODES: tuple[NodeSpec, ...] = (
     NodeSpec('camera_node', 'camera_node', Side.ROBOT,
-             remappings=(('image', CAMERA), ('image/compressed', CAMERA + '/compressed')), raw_images=True,
-             publishes=('vln/keyframe', '/diagnostics')),
+             remappings=((ri.IMAGE, CAMERA), (ri.IMAGE_COMPRESSED, CAMERA + '/compressed')), raw_images=True,
+             # + KEYFRAME_DECISIONS with publish_decisions; IMAGE_COMPRESSED instead with input_transport compressed
+             publishes=(ri.KEYFRAME, ri.DIAGNOSTICS), subscribes=(ri.IMAGE,)),
     NodeSpec('inference_node', 'inference_node', Side.GPU, raw_images=True,  # vln/debug_image
-             publishes=('vln/waypoints', 'vln/task_status', 'vln/path', 'vln/markers', 'vln/debug_image',
-                        '/diagnostics')),
-    NodeSpec('controller_node', 'controller_node', Side.ROBOT, publishes=('cmd_vel', '/diagnostics')),
+             publishes=(ri.WAYPOINTS, ri.TASK_STATUS, ri.PATH, ri.MARKERS, ri.DEBUG_IMAGE, ri.DIAGNOSTICS),
+             subscribes=(ri.KEYFRAME, ri.INSTRUCTION), services=(ri.SET_TASK, ri.STOP_TASK)),
+    NodeSpec('controller_node', 'controller_node', Side.ROBOT, publishes=(ri.CMD_VEL, ri.DIAGNOSTICS),
+             subscribes=(ri.WAYPOINTS, ri.ODOM, ri.ESTOP), services=(ri.RELEASE_ESTOP,)),
 )
 BAG_EXECUTABLE = 'vln_bag'
 # camera.launch.py: the camera node alone, with these of vln.launch.py's arguments.
 CAMERA_ONLY = {'nodes': 'camera_node'}
 CAMERA_ARGUMENTS = ('namespace', 'params_file', 'use_sim_time', 'camera_topic')
 RVIZ = NodeSpec('rviz2', 'rviz2', Side.ROBOT, raw_images=True, remappings=(
-    ('image', CAMERA),
+    (ri.IMAGE, CAMERA),
     # rviz2 picks an image transport from the topic's last name: its Keyframe display asks for
     # vln/keyframe/compressed, which is our vln/keyframe (JPEG CompressedImage).
-    ('vln/keyframe/compressed', 'vln/keyframe')))
+    (ri.KEYFRAME + '/compressed', ri.KEYFRAME)))
 
 
 def _flag(value: bool) -> str:

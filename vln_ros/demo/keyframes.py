@@ -63,8 +63,9 @@ def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[li
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, Image
+
+    from vln_ros import interface as ri
 
     frames = read_frames(video)
     if not frames:
@@ -101,17 +102,17 @@ def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[li
             if status.name.endswith('camera_node'):
                 diagnostics.update({kv.key: kv.value for kv in status.values})
 
-    node.create_subscription(DiagnosticStatus, 'vln/keyframe_decisions', on_decision, 1000)
-    node.create_subscription(CompressedImage, 'vln/keyframe', on_keyframe, 100)
-    node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
-    pub = node.create_publisher(Image, 'image', qos_profile_sensor_data)
+    node.create_subscription(DiagnosticStatus, ri.KEYFRAME_DECISIONS, on_decision, 1000)
+    node.create_subscription(CompressedImage, ri.KEYFRAME, on_keyframe, 100)
+    node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, on_diagnostics, 10)
+    pub = node.create_publisher(Image, ri.IMAGE, ri.SENSOR_QOS)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
         deadline = time.monotonic() + 30.0
-        while pub.get_subscription_count() == 0 or node.count_publishers('vln/keyframe_decisions') == 0:
+        while pub.get_subscription_count() == 0 or node.count_publishers(ri.KEYFRAME_DECISIONS) == 0:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit('camera_node did not come up:\n' + (proc.stdout.read() if proc.stdout else ''))
             time.sleep(0.05)

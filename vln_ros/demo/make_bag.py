@@ -20,6 +20,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from vln_ros import interface
 from vln_ros.core.backends.base import AnswerRecord, AnswerRecorder
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.demo import corridor
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / 'demo'
 BAG_NAME, ANSWERS_NAME = 'corridor', 'corridor_answers.jsonl'
 CAMERA_TOPIC = '/camera/image_raw'           # the driver's raw topic; the bag holds its /compressed
-INSTRUCTION_TOPIC = '/vln/instruction'
+INSTRUCTION_TOPIC = '/' + interface.INSTRUCTION  # the stack runs in the root namespace
 START_NS = 1_763_856_000 * 10**9             # bag time of the first frame (2025-11-23 00:00 UTC)
 JPEG_QUALITY = 80
 SCRIPTED_MODEL = 'scripted answers (vln_ros/demo/corridor.py)'

@@ -115,6 +115,7 @@ class Observer:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
+        from vln_ros import interface as ri
         from vln_ros.graph import SpinningGraph
         from vln_ros.msg import TaskStatus, WaypointArray
         from vln_ros.srv import SetTask
@@ -128,15 +129,15 @@ class Observer:
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         r = recording
         self.outputs = [
-            self._subscribe(CompressedImage, 'vln/keyframe', r.keyframes, reliable),
-            self._subscribe(WaypointArray, 'vln/waypoints', r.plans, reliable),
-            self._subscribe(Twist, 'cmd_vel', r.commands, reliable),
+            self._subscribe(CompressedImage, ri.KEYFRAME, r.keyframes, reliable),
+            self._subscribe(WaypointArray, ri.WAYPOINTS, r.plans, reliable),
+            self._subscribe(Twist, ri.CMD_VEL, r.commands, reliable),
         ]
-        self._subscribe(TaskStatus, 'vln/task_status', r.statuses, latched)
-        self._subscribe(Image, 'vln/debug_image', r.debug_images, QoSProfile(depth=10))
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 100)
-        self.node.create_subscription(Clock, '/clock', self._on_clock, 10)
-        self._set_task = self.node.create_client(SetTask, 'vln/set_task')
+        self._subscribe(TaskStatus, ri.TASK_STATUS, r.statuses, latched)
+        self._subscribe(Image, ri.DEBUG_IMAGE, r.debug_images, QoSProfile(depth=10))
+        self.node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, self._on_diagnostics, 100)
+        self.node.create_subscription(Clock, ri.CLOCK, self._on_clock, 10)
+        self._set_task = self.node.create_client(SetTask, ri.SET_TASK)
         self._set_task_type = SetTask
 
     def _subscribe(self, msg_type: Any, topic: str, into: list[Stamped], qos: Any) -> Any:

@@ -14,9 +14,9 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
+from vln_ros import interface
 from vln_ros.core import images
 from vln_ros.core.config import CameraParams
 from vln_ros.core.keyframe import Decision, KeyframeSampler, Reason
@@ -26,12 +26,6 @@ from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
-
-KEYFRAME_TOPIC = 'vln/keyframe'
-DECISIONS_TOPIC = 'vln/keyframe_decisions'
-# Keyframes are few and each one matters: reliable, but only the newest two are kept for a slow reader.
-# (Best-effort subscribers, e.g. rviz, still connect to a reliable publisher.)
-KEYFRAME_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class CameraNode(Node):
@@ -49,21 +43,21 @@ class CameraNode(Node):
         # Our own throttles, not rclpy's: log_throttle_s may change live (core/stats.Throttle says why).
         self._reject_log, self._error_log = Throttle(), Throttle()
 
-        msg_type, topic = (Image, 'image') if p.input_transport == 'raw' else (CompressedImage, 'image/compressed')
+        msg_type, topic = ((Image, interface.IMAGE) if p.input_transport == 'raw'
+                           else (CompressedImage, interface.IMAGE_COMPRESSED))
         self._input_topic = self.resolve_topic_name(topic)
-        # Sensor-data QoS (best effort, depth 5): a camera must never wait for us, and a late frame is
-        # worth less than the next one.
-        self.create_subscription(msg_type, topic, self._on_frame, qos_profile_sensor_data)
-        self._keyframe_pub = self.create_publisher(CompressedImage, KEYFRAME_TOPIC, KEYFRAME_QOS)
-        self._decision_pub = (self.create_publisher(DiagnosticStatus, DECISIONS_TOPIC, 10)
+        self.create_subscription(msg_type, topic, self._on_frame, interface.SENSOR_QOS)
+        self._keyframe_pub = self.create_publisher(CompressedImage, interface.KEYFRAME, interface.KEYFRAME_QOS)
+        self._decision_pub = (self.create_publisher(DiagnosticStatus, interface.KEYFRAME_DECISIONS,
+                                                    interface.DECISIONS_QOS)
                               if p.publish_decisions else None)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._work, name='camera_node_worker', daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f'{self._input_topic} ({p.input_transport}) -> {self.resolve_topic_name(KEYFRAME_TOPIC)} '
+            f'{self._input_topic} ({p.input_transport}) -> {self.resolve_topic_name(interface.KEYFRAME)} '
             f'(JPEG q{p.jpeg_quality}, max side {p.max_side_px} px, max pixels {p.max_pixels or "any"}); '
             f'keyframe threshold {p.keyframe.change_threshold}, interval '
             f'{p.keyframe.min_interval_s}-{p.keyframe.max_interval_s} s')

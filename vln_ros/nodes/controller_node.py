@@ -19,11 +19,11 @@ from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
+from vln_ros import interface
 from vln_ros.core.config import ControllerParams
 from vln_ros.core.control import (
     Controller,
@@ -41,12 +41,6 @@ from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import MalformedMessage, stamp_seconds, waypoint_count
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
-
-# Plans and e-stop messages must not be lost: reliable. (A best-effort e-stop publisher cannot match
-# this subscription; that is reported as an incompatible-QoS error, and the dead-man covers it.)
-RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# cmd_vel: only the newest command matters to the robot.
-CMD_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def plan_from_msg(msg: WaypointArray) -> Plan:
@@ -93,19 +87,19 @@ class ControllerNode(Node):
         self._last_plan_stamp_s: float | None = None
 
         # raw: the plan's size is checked on its bytes before it becomes Python objects (plan_from_serialized)
-        self.create_subscription(WaypointArray, 'vln/waypoints', self._on_plan, RELIABLE_QOS, raw=True)
-        self.create_subscription(Odometry, 'odom', self._on_odometry, qos_profile_sensor_data)
+        self.create_subscription(WaypointArray, interface.WAYPOINTS, self._on_plan, interface.PLAN_QOS, raw=True)
+        self.create_subscription(Odometry, interface.ODOM, self._on_odometry, interface.SENSOR_QOS)
         self.create_subscription(
-            Bool, 'vln/estop', self._on_estop, RELIABLE_QOS,
+            Bool, interface.ESTOP, self._on_estop, interface.ESTOP_QOS,
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_estop_qos_mismatch))
-        self.create_service(Trigger, 'vln/release_estop', self._on_release)
+        self.create_service(Trigger, interface.RELEASE_ESTOP, self._on_release)
         self._cmd_type = TwistStamped if p.cmd_vel_stamped else Twist
-        self._cmd_pub = self.create_publisher(self._cmd_type, 'cmd_vel', CMD_QOS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._cmd_pub = self.create_publisher(self._cmd_type, interface.CMD_VEL, interface.CMD_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         self.create_timer(1.0 / p.rate_hz, self._tick)
         diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(
-            f'{self.resolve_topic_name("vln/waypoints")} -> {self.resolve_topic_name("cmd_vel")} '
+            f'{self.resolve_topic_name(interface.WAYPOINTS)} -> {self.resolve_topic_name(interface.CMD_VEL)} '
             f'({self._cmd_type.__name__}) at {p.rate_hz} Hz; limits vx {p.max_linear_x} m/s, vy {p.max_linear_y} '
             f'm/s, wz {p.max_angular_z} rad/s; plan timeout {p.plan_timeout_s} s, inference timeout '
             f'{p.inference_timeout_s} s, dead-man {p.estop_timeout_s or "off"}')
@@ -154,12 +148,12 @@ class ControllerNode(Node):
         self._controller.estop_message(bool(msg.data), self._now())
         if msg.data and was is None:
             self._counters.add('estop_engagements')
-            self.get_logger().error('e-stop engaged: stopping (latched until vln/release_estop)')
+            self.get_logger().error(f'e-stop engaged: stopping (latched until {interface.RELEASE_ESTOP})')
 
     def _on_estop_qos_mismatch(self, event: Any) -> None:
         self._counters.add('estop_qos_mismatches')
         self.get_logger().error('an e-stop publisher with incompatible QoS cannot reach this node; publish '
-                                'vln/estop RELIABLE', throttle_duration_sec=10.0)
+                                f'{interface.ESTOP} RELIABLE', throttle_duration_sec=10.0)
 
     def _on_release(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self._controller.release_estop(self._now())
@@ -213,15 +207,15 @@ class ControllerNode(Node):
             'cmd_vx': command.vx, 'cmd_vy': command.vy, 'cmd_wz': command.wz,
             'estop': self._controller.estop_engaged.value if self._controller.estop_engaged else 'released',
             # who can reach this robot: an operator wants to know that an e-stop publisher exists
-            'estop_publishers': self.count_publishers(self.resolve_topic_name('vln/estop')),
-            'plan_publishers': self.count_publishers(self.resolve_topic_name('vln/waypoints')),
+            'estop_publishers': self.count_publishers(self.resolve_topic_name(interface.ESTOP)),
+            'plan_publishers': self.count_publishers(self.resolve_topic_name(interface.WAYPOINTS)),
         }
         for name in ('plans_received', 'commands_published', 'odometry_rejected', 'estop_engagements'):
             values[name] = totals.get(name, 0)
         values.update({k: v for k, v in sorted(totals.items()) if k.startswith(('plans_rejected_', 'estop_qos'))})
         slow = len(self._periods) and self._periods.percentile_ms(50) > 1.1e3 * nominal
         if reason in (StopReason.ESTOP, StopReason.ESTOP_DEADMAN):
-            level, message = diagnostics.WARN, f'stopped: {reason.value} (release with vln/release_estop)'
+            level, message = diagnostics.WARN, f'stopped: {reason.value} (release with {interface.RELEASE_ESTOP})'
         elif reason.is_fault:
             level, message = diagnostics.WARN, f'stopped: {reason.value}'
         elif slow:

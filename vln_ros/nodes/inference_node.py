@@ -25,12 +25,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
+from vln_ros import interface
 from vln_ros.core.annotate import annotate
 from vln_ros.core.backends import make_backend
 from vln_ros.core.config import InferenceParams
@@ -47,15 +47,10 @@ from vln_ros.core.inference import (
 )
 from vln_ros.msg import TaskStatus, Waypoint, WaypointArray
 from vln_ros.nodes import diagnostics
-from vln_ros.nodes.camera_node import KEYFRAME_QOS, KEYFRAME_TOPIC
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
 from vln_ros.srv import SetTask
 
-# Plans must not be lost (the controller stops on a stop plan): reliable.
-PLAN_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# The task status is latched state: a late subscriber gets the current one.
-STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 LEVELS = {Level.OK: diagnostics.OK, Level.WARN: diagnostics.WARN, Level.ERROR: diagnostics.ERROR}
 
 
@@ -65,27 +60,27 @@ class InferenceNode(Node):
         self.params: InferenceParams = declare_params(self, InferenceParams, self._apply_params,
                                                       cli_args=node_kwargs.get('cli_args'))
         p = self.params
-        self._status_pub = self.create_publisher(TaskStatus, 'vln/task_status', STATUS_QOS)
-        self._plan_pub = self.create_publisher(WaypointArray, 'vln/waypoints', PLAN_QOS)
-        self._path_pub = self.create_publisher(Path, 'vln/path', PLAN_QOS)
-        self._marker_pub = self.create_publisher(MarkerArray, 'vln/markers', PLAN_QOS)
-        self._debug_pub = self.create_publisher(Image, 'vln/debug_image', 2)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._status_pub = self.create_publisher(TaskStatus, interface.TASK_STATUS, interface.STATUS_QOS)
+        self._plan_pub = self.create_publisher(WaypointArray, interface.WAYPOINTS, interface.PLAN_QOS)
+        self._path_pub = self.create_publisher(Path, interface.PATH, interface.PLAN_QOS)
+        self._marker_pub = self.create_publisher(MarkerArray, interface.MARKERS, interface.PLAN_QOS)
+        self._debug_pub = self.create_publisher(Image, interface.DEBUG_IMAGE, interface.DEBUG_IMAGE_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         self._pipeline = InferencePipeline(p, self._publish_plan, self._publish_status,
                                            lambda: self.get_clock().now().nanoseconds, self.get_logger())
         self.get_logger().info(f'loading backend {p.backend!r}, model {p.model!r}')
         self._pipeline.load(backend_factory)
 
-        self.create_subscription(CompressedImage, KEYFRAME_TOPIC, self._on_keyframe, KEYFRAME_QOS)
-        self.create_subscription(String, 'vln/instruction', self._on_instruction, PLAN_QOS)
-        self.create_service(SetTask, 'vln/set_task', self._on_set_task)
-        self.create_service(Trigger, 'vln/stop_task', self._on_stop_task)
+        self.create_subscription(CompressedImage, interface.KEYFRAME, self._on_keyframe, interface.KEYFRAME_QOS)
+        self.create_subscription(String, interface.INSTRUCTION, self._on_instruction, interface.INSTRUCTION_QOS)
+        self.create_service(SetTask, interface.SET_TASK, self._on_set_task)
+        self.create_service(Trigger, interface.STOP_TASK, self._on_stop_task)
         diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name='inference_worker', daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f'ready in {self._pipeline.load_time_s:.1f} s: {self.resolve_topic_name(KEYFRAME_TOPIC)} -> '
-            f'{self._pipeline.model_name} ({p.backend}) -> {self.resolve_topic_name("vln/waypoints")}; '
+            f'ready in {self._pipeline.load_time_s:.1f} s: {self.resolve_topic_name(interface.KEYFRAME)} -> '
+            f'{self._pipeline.model_name} ({p.backend}) -> {self.resolve_topic_name(interface.WAYPOINTS)}; '
             f'timeout {p.inference_timeout_s} s, guided JSON {p.guided_json}, history {p.history_steps} steps'
             + (f', recording to {p.record_file}' if p.record_file else ''))
 
@@ -107,9 +102,9 @@ class InferenceNode(Node):
         reply = self._pipeline.set_task(msg.data)
         # One call site per severity: rclpy raises if a call site changes severity between calls.
         if reply.accepted:
-            self.get_logger().info(f'instruction on vln/instruction: {reply.message} ({reply.task_id})')
+            self.get_logger().info(f'instruction on {interface.INSTRUCTION}: {reply.message} ({reply.task_id})')
         else:
-            self.get_logger().warning(f'instruction on vln/instruction: {reply.message}')
+            self.get_logger().warning(f'instruction on {interface.INSTRUCTION}: {reply.message}')
 
     def _on_set_task(self, request: SetTask.Request, response: SetTask.Response) -> SetTask.Response:
         reply = self._pipeline.set_task(request.instruction)
@@ -117,7 +112,7 @@ class InferenceNode(Node):
         return response
 
     def _on_stop_task(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        response.success, response.message = self._pipeline.stop_task('stopped by vln/stop_task')
+        response.success, response.message = self._pipeline.stop_task(f'stopped by {interface.STOP_TASK}')
         return response
 
     # -- worker thread -------------------------------------------------------------------------------

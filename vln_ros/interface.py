@@ -1,0 +1,59 @@
+"""The ROS interface of vln_ros in one place: every topic and service name and every QoS profile the nodes
+use, so the nodes, bringup, the demo, the bench and the tests cannot disagree about them.
+
+Names without a leading '/' resolve in the node's namespace (the `namespace` launch argument); absolute
+ones are global. Importing this module starts nothing: rclpy.qos profiles need no context.
+
+Frames are parameters, not names fixed here: plans, paths, markers and TwistStamped commands are in
+`base_frame` (default 'base_link', vln_ros/core/config.py); keyframes keep the camera's frame_id unless the
+camera node's `frame_id` overrides it.
+"""
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+# -- topics -------------------------------------------------------------------------------------------
+IMAGE = 'image'                                 # camera_node in, raw (remapped to the camera_topic argument)
+IMAGE_COMPRESSED = 'image/compressed'           # camera_node in, with input_transport compressed
+KEYFRAME = 'vln/keyframe'                       # camera_node -> inference_node, JPEG CompressedImage
+KEYFRAME_DECISIONS = 'vln/keyframe_decisions'   # camera_node out, only with publish_decisions
+INSTRUCTION = 'vln/instruction'                 # inference_node in: a new task (std_msgs/String)
+WAYPOINTS = 'vln/waypoints'                     # inference_node -> controller_node: the plan
+TASK_STATUS = 'vln/task_status'                 # inference_node out, latched
+PATH = 'vln/path'                               # inference_node out, for rviz
+MARKERS = 'vln/markers'                         # inference_node out, for rviz
+DEBUG_IMAGE = 'vln/debug_image'                 # inference_node out: annotated keyframes
+ESTOP = 'vln/estop'                             # controller_node in
+ODOM = 'odom'                                   # controller_node in
+CMD_VEL = 'cmd_vel'                             # controller_node out
+DIAGNOSTICS = '/diagnostics'                    # every node out (global, as diagnostic_aggregator expects)
+CLOCK = '/clock'                                # simulated time (bag replay)
+
+# -- services -----------------------------------------------------------------------------------------
+SET_TASK = 'vln/set_task'                       # inference_node, vln_ros/srv/SetTask
+STOP_TASK = 'vln/stop_task'                     # inference_node, std_srvs/Trigger
+RELEASE_ESTOP = 'vln/release_estop'             # controller_node, std_srvs/Trigger
+
+# -- QoS ----------------------------------------------------------------------------------------------
+# Camera frames and odometry: sensor-data QoS (best effort, depth 5): a sensor must never wait for us, and a
+# late message is worth less than the next one.
+SENSOR_QOS = qos_profile_sensor_data
+# Keyframes are few and each one matters: reliable, but only the newest two are kept for a slow reader.
+# (Best-effort subscribers, e.g. rviz, still connect to a reliable publisher.)
+KEYFRAME_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+# Plans (and the path and markers drawn from them) must not be lost: the controller stops on a stop plan.
+PLAN_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# An instruction is a new task: reliable, like a plan.
+INSTRUCTION_QOS = PLAN_QOS
+# E-stop messages must not be lost: reliable. (A best-effort e-stop publisher cannot match this
+# subscription; the controller reports that as an incompatible-QoS error, and the dead-man covers it.)
+ESTOP_QOS = PLAN_QOS
+# The task status is latched state: a late subscriber gets the current one.
+STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# cmd_vel: only the newest command matters to the robot.
+CMD_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+# Annotated keyframes are for a person watching: the default reliability, only the newest two.
+DEBUG_IMAGE_QOS = QoSProfile(depth=2)
+# Diagnostics and keyframe decisions: rclpy's default (reliable, depth 10), what diagnostic tools expect.
+DIAGNOSTICS_QOS = QoSProfile(depth=10)
+DECISIONS_QOS = QoSProfile(depth=10)
