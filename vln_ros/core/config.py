@@ -23,7 +23,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ValidationError, create_model, model_validator
@@ -413,7 +413,7 @@ class InferenceSettings(StrictModel):
     history_max, base_frame, record_file and the diagnostics period.
 
     InferenceParams (below) is this plus one section per registered backend (`lmdeploy.*`, `openai.*`,
-    ...: their BackendParams models, from backends/registry.py) and `parser.*`."""
+    ...: their BackendParams models, from backends/registry.py)."""
 
     backend: Literal[tuple(BACKENDS)] = param(  # type: ignore[valid-type]  # the registered names
         'lmdeploy', '; '.join(f'{name}: {spec.summary}' for name, spec in BACKENDS.items()))
@@ -438,6 +438,7 @@ class InferenceSettings(StrictModel):
     record_file: str = param('', 'Append every answer (stamp, prompt hash, text, latency, tokens) to this '
                              'JSONL file, for the replay backend; empty = off')
     diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
+    parser: ParserParams = ParserParams()
 
     def backend_params(self) -> BackendParams:
         """The chosen backend's section (`lmdeploy`, `openai`, ...)."""
@@ -453,12 +454,15 @@ class InferenceSettings(StrictModel):
         return self
 
 
-# Declaration order is parameter order (README table, config/vln.yaml): the backends' sections in
-# registration order, then the parser's.
-InferenceParams: type[InferenceSettings] = create_model(  # type: ignore[call-overload]
-    'InferenceParams', __base__=InferenceSettings, __module__=__name__, __doc__=InferenceSettings.__doc__,
-    **{name: (spec.params, spec.params()) for name, spec in BACKENDS.items()},
-    parser=(ParserParams, ParserParams()))
+# Declaration order is parameter order (README table, config/vln.yaml): the common ones and the parser's,
+# then the backends' sections in registration order. The type checker sees InferenceSettings (the sections
+# are built at run time from the registry; code reaches them through backend_params()).
+if TYPE_CHECKING:
+    InferenceParams = InferenceSettings
+else:
+    InferenceParams = create_model(
+        'InferenceParams', __base__=InferenceSettings, __module__=__name__, __doc__=InferenceSettings.__doc__,
+        **{name: (spec.params, spec.params()) for name, spec in BACKENDS.items()})
 
 
 NODE_PARAMS: dict[str, type[StrictModel]] = {'camera_node': CameraParams, 'inference_node': InferenceParams,
