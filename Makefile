@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install demo demo-bag demo-keyframes test bench docs clean gpu-setup gpu-model gpu-check gpu-bench
+.PHONY: install demo demo-bag demo-keyframes lint test bench docs clean gpu-setup gpu-model gpu-check gpu-bench
 
 install:
 	@tools/install.sh
@@ -28,9 +28,16 @@ demo-bag: install
 demo-keyframes: install
 	$(PY) -m vln_ros.demo.keyframes --out demo_out/keyframes_sampler
 
+# Lint and type check (settings in pyproject.toml); `make test` runs them first and stops at the first failure.
+LINT = $(PY) -m ruff check . || { echo 'make: ruff check failed (lint findings above)' >&2; exit 1; }; \
+	$(PY) -m mypy || { echo 'make: mypy failed (type errors above)' >&2; exit 1; }
+lint: install
+	@$(LINT)
+
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: install
-	@$(PY) -m pytest; rc=$$?; \
+	@$(LINT); \
+	$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
 # config/vln.yaml and the README's parameter and launch-argument tables, from the models (tools/gen_docs.py);

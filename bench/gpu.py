@@ -164,8 +164,7 @@ def bench(args: argparse.Namespace, results: Results) -> int:
     from frames import scene
 
     from vln_ros.core.backends.base import Request
-    from vln_ros.core.backends.lmdeploy_pipeline import LmdeployBackend
-    from vln_ros.core.backends.lmdeploy_pipeline import LmdeployParams
+    from vln_ros.core.backends.lmdeploy_pipeline import LmdeployBackend, LmdeployParams
     from vln_ros.core.config import InferenceParams, ParserParams
     from vln_ros.core.model_shapes import GPUS, SHAPES, image_tokens, roofline
     from vln_ros.core.parser import parse_answer
@@ -174,14 +173,15 @@ def bench(args: argparse.Namespace, results: Results) -> int:
     shape_name = model_shape(args.model)
     memory_before = gpu_memory_mib()
     t0 = time.perf_counter()
-    params = InferenceParams(backend='lmdeploy', model=str(args.model), lmdeploy=LmdeployParams(
-        tp=args.tp, executor=args.executor, eager_mode=args.eager))
-    backend = LmdeployBackend(params)
+    section = LmdeployParams(tp=args.tp, executor=args.executor, eager_mode=args.eager)
+    # The backend sections are fields only at run time (config.py): the checker knows InferenceSettings.
+    params = InferenceParams.model_validate({'backend': 'lmdeploy', 'model': str(args.model), 'lmdeploy': section})
+    backend = LmdeployBackend(section, params)
     load_s = time.perf_counter() - t0
     memory = gpu_memory_mib()
     common = dict(shape=shape_name, tp=args.tp, gpu=args.gpu, eager=args.eager)
     results.emit(name='gpu_load_s', value=round(load_s, 1), unit='s', **common)
-    results.emit(name='gpu_memory_mib', value=[a - b for a, b in zip(memory, memory_before)] or memory,
+    results.emit(name='gpu_memory_mib', value=[a - b for a, b in zip(memory, memory_before, strict=False)] or memory,
                  unit='MiB', note='weights + KV cache (cache_max_entry_count 0.8 of free memory)', **common)
     limits = ParserParams()
     prompt = PromptBuilder(limits, history_steps=4).build(
@@ -243,7 +243,7 @@ def profile(backend, request, args: argparse.Namespace, results: Results, common
         events = prof.key_averages()
 
         def device_us(e) -> float:
-            return getattr(e, 'self_device_time_total', None) or getattr(e, 'self_cuda_time_total', 0.0)
+            return getattr(e, 'self_device_time_total', 0.0) or getattr(e, 'self_cuda_time_total', 0.0)
         kernel_s = sum(device_us(e) for e in events) / 1e6
         top_gpu = sorted(events, key=device_us, reverse=True)[:6]
         top_cpu = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:6]

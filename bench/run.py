@@ -16,7 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'test'))  # synthetic frames shared with the tests
@@ -28,6 +30,11 @@ from vln_ros import interface as ri  # noqa: E402
 from vln_ros import local_graph  # noqa: E402
 from vln_ros.core.config import ControllerParams, KeyframeParams  # noqa: E402
 from vln_ros.core.keyframe import KeyframeSampler  # noqa: E402
+
+if TYPE_CHECKING:
+    from rclpy.client import Client
+
+    from vln_ros.msg import TaskStatus, WaypointArray
 
 RESULTS: list[dict] = []
 OUT = REPO / 'bench_out'   # main() sets it from --out
@@ -54,9 +61,9 @@ def bench_keyframe_decision() -> None:
                 t0 = time.perf_counter()
                 sampler.decide(frame, rep * 100 + i / 30)
                 times.append(time.perf_counter() - t0)
-        times = np.array(times[20:]) * 1e3  # without warm-up
-        emit(f'keyframe_decision_ms_p50_{label}', np.percentile(times, 50), 'ms')
-        emit(f'keyframe_decision_ms_p99_{label}', np.percentile(times, 99), 'ms')
+        times_ms = np.array(times[20:]) * 1e3  # without warm-up
+        emit(f'keyframe_decision_ms_p50_{label}', np.percentile(times_ms, 50), 'ms')
+        emit(f'keyframe_decision_ms_p99_{label}', np.percentile(times_ms, 99), 'ms')
 
 
 class NodeUnderTest:
@@ -70,6 +77,7 @@ class NodeUnderTest:
                 '--params-file', str(REPO / 'config' / 'vln.yaml')]
         for p in params:
             args += ['-p', p]
+        self.path = args[0]
         self.proc = subprocess.Popen(args, stdout=log.open('w') if log else subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)
         rclpy.init()
@@ -84,7 +92,7 @@ class NodeUnderTest:
         deadline = time.monotonic() + timeout_s
         while not ready():
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f'{self.proc.args[0]} did not come up')
+                raise RuntimeError(f'{self.path} did not come up')
             time.sleep(0.05)
 
     def close(self) -> None:
@@ -182,6 +190,7 @@ class ControllerUnderTest(NodeUnderTest):
     def __init__(self, *params: str) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import Twist
+
         from vln_ros.msg import WaypointArray
         super().__init__('controller_node', ('diagnostics_period_s:=0.5', *params))
         self.cmds: list[tuple[float, float]] = []  # (receive time, vx)
@@ -295,9 +304,9 @@ def bench_parser(repeats: int = 200) -> None:
             t0 = time.perf_counter()
             parse_answer(text, limits)
             times.append(time.perf_counter() - t0)
-    times = np.array(times[len(CORPUS):]) * 1e6
-    emit('parser_us_p50', np.percentile(times, 50), 'us')
-    emit('parser_us_p99', np.percentile(times, 99), 'us')
+    times_us = np.array(times[len(CORPUS):]) * 1e6
+    emit('parser_us_p50', np.percentile(times_us, 50), 'us')
+    emit('parser_us_p99', np.percentile(times_us, 99), 'us')
 
 
 def bench_answer_tokens() -> None:
@@ -322,9 +331,9 @@ class InferenceNodeUnderTest(NodeUnderTest):
         from vln_ros.srv import SetTask
         super().__init__('inference_node', ('diagnostics_period_s:=0.5', *params), log)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.plans: list[tuple[float, object]] = []  # (receive time, WaypointArray)
+        self.plans: list[tuple[float, WaypointArray]] = []  # (receive time, plan)
         self.plan_ages: list[float] = []
-        self.states: list[tuple[float, object]] = []
+        self.states: list[tuple[float, TaskStatus]] = []
         self.diagnostics: dict[str, str] = {}
         self.node.create_subscription(WaypointArray, ri.WAYPOINTS, self._on_plan, reliable)
         self.node.create_subscription(TaskStatus, ri.TASK_STATUS, lambda m: self.states.append(
@@ -332,7 +341,7 @@ class InferenceNodeUnderTest(NodeUnderTest):
                                                durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, self._on_diagnostics, 10)
         self.keyframes = self.node.create_publisher(CompressedImage, ri.KEYFRAME, ri.KEYFRAME_QOS)
-        self._set_task = self.node.create_client(SetTask, ri.SET_TASK)
+        self._set_task: Client[Any, Any] = self.node.create_client(SetTask, ri.SET_TASK)
         self.start(lambda: self._set_task.service_is_ready() and self.keyframes.get_subscription_count() > 0
                    and bool(self.states) and self.states[-1][1].state_name != 'loading', startup_s)
         if instruction:
@@ -410,9 +419,10 @@ def bench_inference_overload() -> None:
         node.close()
 
 
-BENCHES = {'keyframe': [bench_keyframe_decision, bench_camera_node_fps, bench_keyframe_latency],
-           'controller': [bench_controller, bench_controller_flood],
-           'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload]}
+BENCHES: dict[str, list[Callable[[], None]]] = {
+    'keyframe': [bench_keyframe_decision, bench_camera_node_fps, bench_keyframe_latency],
+    'controller': [bench_controller, bench_controller_flood],
+    'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload]}
 
 
 def main(argv: list[str] | None = None) -> int:

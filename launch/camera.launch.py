@@ -6,9 +6,9 @@ launch alike (README, "Large images over Fast DDS"); compressed frames do not.
 Thin on purpose: the node, its parameter file, remappings and these arguments come from vln_ros/bringup.py.
 The whole stack: vln.launch.py.
 """
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
+from launch import LaunchDescription
 from vln_ros import bringup
 
 ARGUMENTS = [a for a in bringup.launch_arguments(bringup.StackArgs) if a.name in bringup.CAMERA_ARGUMENTS]

@@ -9,9 +9,9 @@ The player ending with the bag ends nothing; any process failing ends the launch
 Thin on purpose: everything comes from vln_ros/bringup.py, which `make demo` and the tests also start the
 processes from.
 """
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
+from launch import LaunchDescription
 from vln_ros import bringup
 
 ARGUMENTS = bringup.launch_arguments(bringup.ReplayArgs)

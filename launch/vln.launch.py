@@ -6,9 +6,9 @@ Thin on purpose: the nodes, their parameter file and remappings, these arguments
 the check that everything is installed and what ends the launch all come from vln_ros/bringup.py, which
 `make demo` and the tests also start the processes from.
 """
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
+from launch import LaunchDescription
 from vln_ros import bringup
 
 ARGUMENTS = bringup.launch_arguments(bringup.StackArgs)

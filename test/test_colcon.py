@@ -12,8 +12,17 @@ import sys
 import pytest
 from conftest import REPO, wait_for
 from test_executables import start_and_stop
-from test_ros2_launch import (ACTIVATE, LAUNCH_MISSING, NODE_NAMES, STARTUP_S, Launch, environment, nodes_on_graph,
-                              params_file, stop_cleanly)
+from test_ros2_launch import (
+    ACTIVATE,
+    LAUNCH_MISSING,
+    NODE_NAMES,
+    STARTUP_S,
+    Launch,
+    environment,
+    nodes_on_graph,
+    params_file,
+    stop_cleanly,
+)
 
 
 @pytest.fixture(scope='module')

@@ -6,9 +6,8 @@ import configparser
 import re
 
 import pytest
-from conftest import REPO
-
 import yaml
+from conftest import REPO
 
 from vln_ros.core.config import (
     NODE_PARAMS,

@@ -127,7 +127,7 @@ def assert_ramps_to_zero(cmds, reason, params=P):
     """Zero within v/decel + one period, never growing on the way, with the given reason."""
     speeds = [cmd.twist.vx for _, cmd in cmds]
     bound = params.max_linear_x / params.max_decel_x + DT
-    assert all(b <= a + 1e-12 for a, b in zip(speeds, speeds[1:])), 'not a decelerating ramp'
+    assert all(b <= a + 1e-12 for a, b in zip(speeds, speeds[1:], strict=False)), 'not a decelerating ramp'
     zero_at = next(t for t, cmd in cmds if cmd.twist.is_zero())
     assert zero_at - cmds[0][0] <= bound + 1e-9
     assert len(set(speeds[:5])) > 1, 'a step, not a ramp'
@@ -166,7 +166,8 @@ def test_plan_from_the_future_is_rejected_and_stops():
 @pytest.mark.parametrize('bad', [math.nan, math.inf, -math.inf])
 def test_non_finite_plan_is_rejected_never_forwarded_and_stops(bad):
     c, t = moving()
-    for plan in (Plan(t, (Waypoint(bad, 0, 0, 1),)), Plan(t, (Waypoint(1, 0, 0, bad),)), Plan(bad, (Waypoint(1, 0, 0, 1),))):
+    for plan in (Plan(t, (Waypoint(bad, 0, 0, 1),)), Plan(t, (Waypoint(1, 0, 0, bad),)),
+                 Plan(bad, (Waypoint(1, 0, 0, 1),))):
         with pytest.raises(PlanRejected, match='nonfinite'):
             c.set_plan(plan, t)
     cmds = run(c, t, 1.0)

@@ -184,7 +184,8 @@ def test_stale_plan_ends_in_a_ramp_to_zero(graph, controller):
     speeds = [robot.vx(m) for _, m in robot.since(t0)]
     peak = speeds.index(max(speeds))
     ramp = speeds[peak:speeds.index(0.0) + 1]
-    assert len(ramp) >= 10 and all(b <= a for a, b in zip(ramp, ramp[1:])), ramp  # decelerating, not a step
+    # Decelerating, not a step.
+    assert len(ramp) >= 10 and all(b <= a for a, b in zip(ramp, ramp[1:], strict=False)), ramp
 
 
 @pytest.mark.parametrize('bad', [math.nan, math.inf])

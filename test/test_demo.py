@@ -79,7 +79,8 @@ def test_demo_summary_measures_rate_and_stops_from_the_commands():
     from vln_ros.demo.run import control_rate_hz, stops
     commands = [{'t': i * 0.02, 'vx': 0.3 if 10 <= i < 60 else 0.0, 'vy': 0.0, 'wz': 0.0} for i in range(100)]
     assert control_rate_hz(commands) == pytest.approx(50.0)
-    diagnostics = [{'t': 0.5, 'values': {'stop_reason': 'following'}}, {'t': 1.5, 'values': {'stop_reason': 'plan_done'}}]
+    diagnostics = [{'t': 0.5, 'values': {'stop_reason': 'following'}},
+                   {'t': 1.5, 'values': {'stop_reason': 'plan_done'}}]
     assert stops(commands, diagnostics) == [{'t': 1.2, 'reason': 'plan_done'}]
     assert math.isnan(control_rate_hz(commands[:5]))
 

@@ -79,7 +79,7 @@ def test_cmd_vel_comes_at_the_configured_rate_within_the_limits(demo_run):
     # Acceleration: a speed grows by at most accel x the time between the two commands, and shrinks by at
     # most decel x that time. The controller's own step is bag time (/clock) and commands reach this
     # process late now and then, so up to one control step's clamp (MAX_STEP_DT_S) is added to the time.
-    for a, b in zip(commands, commands[1:]):
+    for a, b in zip(commands, commands[1:], strict=False):
         dt = b['t'] - a['t'] + MAX_STEP_DT_S
         for key, accel, decel in (('vx', LIMITS.max_accel_x, LIMITS.max_decel_x),
                                   ('vy', LIMITS.max_accel_y, LIMITS.max_decel_y),

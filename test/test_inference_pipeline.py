@@ -131,7 +131,8 @@ def test_a_plan_per_keyframe_with_stamp_task_latency_model_and_statistics(tmp_pa
     h = Harness(None, backend='replay', replay={'file': recording(tmp_path, FORWARD, FORWARD, latency_s=0.1)})
     assert [s.state for s in h.statuses] == [State.LOADING, State.IDLE]
     reply = h.pipeline.set_task('go down the corridor')
-    assert reply.accepted and reply.task_id.startswith('task-') and reply.message == "task started: 'go down the corridor'"
+    assert reply.accepted and reply.task_id.startswith('task-')
+    assert reply.message == "task started: 'go down the corridor'"
     assert (h.plans[0].action, h.plans[0].stop, h.plans[0].stamp_ns, h.plans[0].task_id) == (
         'new_task', True, NOW_NS, reply.task_id)
     for expected in (1, 2):
@@ -303,7 +304,8 @@ def test_one_failed_answer_warns_with_the_error():
     h.pipeline.set_task('go')
     h.answer()
     health = h.pipeline.health(time.monotonic())
-    assert (health.level, health.message) == (Level.WARN, '1 failed answer(s) in a row: unavailable: connection refused')
+    assert (health.level, health.message) == (
+        Level.WARN, '1 failed answer(s) in a row: unavailable: connection refused')
     assert h.log.lines == [('warning', 'backend failed (unavailable: connection refused): stop plan')]
 
 

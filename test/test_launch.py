@@ -119,7 +119,8 @@ def test_every_executable_bringup_starts_is_installed_both_ways(executable):
 
 def test_every_node_has_its_parameter_section_and_the_files_are_installed():
     assert (REPO / bringup.PARAMS_FILE).is_file() and (REPO / bringup.RVIZ_CONFIG).is_file()
-    assert 'install(DIRECTORY launch config demo DESTINATION share/${PROJECT_NAME})' in (REPO / 'CMakeLists.txt').read_text()
+    cmake = (REPO / 'CMakeLists.txt').read_text()
+    assert 'install(DIRECTORY launch config demo DESTINATION share/${PROJECT_NAME})' in cmake
     # The node name in the launch file is the section its parameters are read from.
     assert {n.name for n in bringup.NODES} == set(NODE_PARAMS)
     for node in bringup.NODES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import sys
 import threading
 import time
 
@@ -87,3 +88,11 @@ def test_cancel_mid_stream(server):
     with pytest.raises(BackendError) as cancelled:
         backend.generate(request())
     assert cancelled.value.reason == 'cancelled' and time.perf_counter() - started < 1.5
+
+
+def test_without_the_openai_package_the_backend_names_the_fix(monkeypatch):
+    """openai is an extra ('.[openai]'): a robot or GPU server without it only fails if it chooses it."""
+    from vln_ros.core.config import StartupError
+    monkeypatch.setitem(sys.modules, 'openai', None)  # import openai now raises ImportError
+    with pytest.raises(StartupError, match=r"backend 'openai' needs the openai package: pip install '\.\[openai\]'"):
+        backend_for('http://127.0.0.1:9/v1')

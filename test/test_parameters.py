@@ -11,10 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
+import rclpy
 from conftest import REPO, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
-import rclpy
 from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
 from rclpy.context import Context
 from rclpy.node import Node
@@ -166,7 +166,7 @@ def test_the_shipped_file_applies_to_every_node_under_a_namespace(graph, tmp_pat
     watcher = graph.node('watcher')
     for node, (name, _, new) in changes.items():
         assert get(watcher, f'/r1/{node}', name) == [new], procs[node].output
-    for node, proc in procs.items():
+    for proc in procs.values():
         assert proc.stop() == 0, proc.output
         assert 'no section' not in proc.output, proc.output
 

@@ -312,7 +312,7 @@ def test_a_namespace_and_a_parameter_file_take_effect_and_the_arguments_win(laun
     assert get_parameters(watcher, '/r1/inference_node', ['backend', 'model', 'lmdeploy.tp', 'use_sim_time']) == \
         ['replay', 'from-the-argument', 2, False]
     for spec in bringup.NODES:  # every topic bringup says a node publishes, in the namespace
-        assert wait_for(lambda: {f'/r1/{t}' if not t.startswith('/') else t for t in spec.publishes} <= {
+        assert wait_for(lambda spec=spec: {f'/r1/{t}' if not t.startswith('/') else t for t in spec.publishes} <= {
             t for t, _ in watcher.get_publisher_names_and_types_by_node(spec.name, '/r1')}, 10.0), spec.name
     assert '/r1_camera' in {t for t, _ in watcher.get_subscriber_names_and_types_by_node('camera_node', '/r1')}
     stop_cleanly(launch, NODE_NAMES)

@@ -139,9 +139,11 @@ def render_readme(text: str, tables: Mapping[str, str]) -> str:
     """The README with the text between each `<!-- generated: NAME -->` and the next END replaced."""
     for name, table in tables.items():
         pattern = re.compile(rf'(<!-- generated: {re.escape(name)} -->\n).*?({re.escape(END)})', re.S)
-        if len(pattern.findall(text)) != 1:
+        matches = list(pattern.finditer(text))
+        if len(matches) != 1:
             raise ValueError(f'README.md needs exactly one "<!-- generated: {name} -->" ... "{END}" block')
-        text = pattern.sub(lambda m: m.group(1) + table + '\n' + m.group(2), text)
+        m = matches[0]
+        text = text[:m.start()] + m.group(1) + table + '\n' + m.group(2) + text[m.end():]
     return text
 
 

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import rclpy
 from rclpy.duration import Duration
@@ -48,7 +48,7 @@ DISCOVERY_PERIOD_S = 0.5
 # reliability, durability and depth.
 UNSPECIFIED = QosTime(0, 0)
 FLUSH_TIMEOUT_S = 2.0
-ROSBAG2_VERSION = 8  # what Jazzy writes and Kilted still reads
+ROSBAG2_VERSION: Final = 8  # what Jazzy writes and Kilted still reads
 
 
 def message_class(msgtype: str) -> Any:

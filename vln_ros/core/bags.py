@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rosbags.interfaces import Nodetype, Qos, QosDurability, QosHistory, QosReliability
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 NS_PER_S = 1_000_000_000

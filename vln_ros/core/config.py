@@ -88,6 +88,9 @@ def _bounds(info: FieldInfo) -> dict[str, Any]:
     return found
 
 
+_ROS_TYPES: tuple[type, ...] = (bool, int, float, str)  # what a ROS parameter can hold (arrays aside)
+
+
 def param_specs(model: type[BaseModel], prefix: str = '') -> list[ParamSpec]:
     """Flatten a parameter model into dotted ParamSpecs, in declaration order."""
     specs: list[ParamSpec] = []
@@ -101,12 +104,13 @@ def param_specs(model: type[BaseModel], prefix: str = '') -> list[ParamSpec]:
         if typing.get_origin(annotation) is Literal:
             choices = tuple(str(c) for c in typing.get_args(annotation))
             annotation = str
-        if annotation not in (bool, int, float, str):
+        if annotation not in _ROS_TYPES:
             raise TypeError(f'{dotted}: parameter type {annotation!r} is not a ROS parameter type')
+        param_type = _ROS_TYPES[_ROS_TYPES.index(annotation)]  # typed `type`, as `annotation` is not
         bounds = _bounds(info)
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         specs.append(ParamSpec(
-            name=dotted, type=annotation, default=info.default, description=info.description or '',
+            name=dotted, type=param_type, default=info.default, description=info.description or '',
             unit=str(extra.get('unit', '')),
             minimum=bounds.get('ge', bounds.get('gt')), maximum=bounds.get('le', bounds.get('lt')),
             exclusive_minimum='gt' in bounds, exclusive_maximum='lt' in bounds, choices=choices,

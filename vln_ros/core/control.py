@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 from vln_ros.core.config import ControllerParams
 
-
 # A plan is local: more waypoints or longer steps than this are not a plan but a broken answer, and an
 # unbounded count would let one message stall the control loop.
 MAX_WAYPOINTS = 256

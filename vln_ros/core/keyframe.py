@@ -92,7 +92,8 @@ class KeyframeSampler:
 
     def _signature(self, image: np.ndarray) -> _Signature:
         gray = downscale_gray(image, self.params.analysis_side_px)
-        hist = cv2.calcHist([gray], [0], None, [self.params.histogram_bins], [0, 256]).ravel()
+        counts = cv2.calcHist([gray], [0], None, [self.params.histogram_bins], [0, 256]).ravel()
+        hist = counts.astype(np.float32, copy=False)  # float32 already (no copy); says so for the type checker
         hist /= gray.size
         edges = cv2.Canny(gray, _CANNY_LOW, _CANNY_HIGH)
         return _Signature(gray, hist, edges, cv2.dilate(edges, _DILATE), int(cv2.countNonZero(edges)))

@@ -199,6 +199,8 @@ def _validated(environment: str, action: str, steps: list[list[float | None]], s
     for i, step in enumerate(steps):
         dx, dy, dtheta_deg = step[0], step[1], step[2]
         confidence = step[3] if len(step) > 3 else default_confidence
+        if dx is None or dy is None or dtheta_deg is None:  # the callers already drop or reject such a step
+            return _rejected('bad_waypoint', f'waypoint {i} is {step!r:.60}', source, environment)
         if confidence is None:
             return _rejected('bad_waypoint', f'waypoint {i} has no confidence', source, environment)
         if not all(math.isfinite(v) for v in (dx, dy, dtheta_deg, confidence)):

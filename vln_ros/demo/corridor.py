@@ -91,12 +91,12 @@ def _ramp(t: np.ndarray, duration: float) -> np.ndarray:
 def walk(dt_s: float = 1e-3) -> Walk:
     ts, vs, ws = [], [], []
     start = 0.0
-    for duration, v, w in SEGMENTS:
+    for duration, speed, turn in SEGMENTS:
         local = np.arange(0.0, duration, dt_s)
         ramp = _ramp(local + dt_s / 2, duration)
         ts.append(start + local)
-        vs.append(v * ramp)
-        ws.append(w * ramp)
+        vs.append(speed * ramp)
+        ws.append(turn * ramp)
         start += duration
     t, v, w = np.concatenate(ts), np.concatenate(vs), np.concatenate(ws)
     yaw = np.concatenate([[0.0], np.cumsum(w[:-1] * dt_s)])

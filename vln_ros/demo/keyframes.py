@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vln_ros import local_graph
 from vln_ros.demo.stack import executable
 from vln_ros.nodes.conversions import stamp_seconds
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VIDEO = REPO / 'test' / 'data' / 'people_clip.mp4'
@@ -47,11 +51,11 @@ def _camera_node_command(params_file: Path) -> list[str]:
             '-p', 'diagnostics_period_s:=0.5']
 
 
-def read_frames(video: Path) -> list:
+def read_frames(video: Path) -> list[np.ndarray]:
     """Every frame of a video file, BGR uint8, in order."""
     import cv2
     cap = cv2.VideoCapture(str(video))
-    frames = []
+    frames: list[np.ndarray] = []
     while True:
         ok, frame = cap.read()
         if not ok:
@@ -181,6 +185,8 @@ def picture(path: Path, video: Path, records: list[Record], keyframes: list[tupl
     shown = keyframes[:18]  # three rows of six
     for n, (frame, data) in enumerate(shown):
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:  # a keyframe the sampler encoded itself: never expected
+            raise RuntimeError(f'keyframe of frame {frame} does not decode')
         sub = fig.add_axes((0.01 + (n % 6) * 0.165, 0.36 - (n // 6) * 0.175, 0.155, 0.14))
         sub.imshow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
         r = by_frame.get(frame)

@@ -14,6 +14,7 @@ import argparse
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import cv2
 import numpy as np
@@ -24,6 +25,9 @@ from vln_ros import interface
 from vln_ros.core.backends.base import AnswerRecord, AnswerRecorder
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.demo import corridor
+
+if TYPE_CHECKING:
+    from rosbags.typesys.stores.ros2_kilted import sensor_msgs__msg__CompressedImage as CompressedImage
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / 'demo'
@@ -93,15 +97,16 @@ def corrupt_copy(source: Path, path: Path, every: int) -> int:
             connections = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store) for c in reader.connections}
             frame = 0
             for connection, stamp_ns, data in reader.messages():
+                payload: bytes | memoryview = data
                 if connection.topic == CAMERA_TOPIC + '/compressed':
                     if frame % every == every - 1:
-                        message = store.deserialize_cdr(data, connection.msgtype)
+                        message = cast('CompressedImage', store.deserialize_cdr(data, connection.msgtype))
                         message.format, raw = CORRUPTIONS[broken % len(CORRUPTIONS)](message.data.tobytes())
                         message.data = np.frombuffer(raw, np.uint8)
-                        data = store.serialize_cdr(message, connection.msgtype)
+                        payload = store.serialize_cdr(message, connection.msgtype)
                         broken += 1
                     frame += 1
-                writer.write(connections[connection.id], stamp_ns, data)
+                writer.write(connections[connection.id], stamp_ns, payload)
         finally:
             writer.close()
     return broken
@@ -143,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     frames = write_bag(bag)
     write_answers(answers)
     size = sum(f.stat().st_size for f in bag.iterdir())
-    print(f'{bag}: {frames} frames ({frames / corridor.FPS:.1f} s, {size / 1e6:.1f} MB); {answers}: one answer per frame')
+    print(f'{bag}: {frames} frames ({frames / corridor.FPS:.1f} s, {size / 1e6:.1f} MB); '
+          f'{answers}: one answer per frame')
     return 0
 
 

@@ -105,7 +105,8 @@ def _map_upright(ax: Any, run: dict, walk: corridor.Walk, driven: np.ndarray) ->
     for y in (-hw, hw):
         plot([corridor.X_BACK, corridor.X_END], [y, y], color='#555555', lw=2)
     for side, x, bgr in corridor.DOORS:
-        colour = '#%02x%02x%02x' % tuple(reversed(bgr))
+        blue, green, red = bgr
+        colour = f'#{red:02x}{green:02x}{blue:02x}'
         plot([x - corridor.DOOR_WIDTH_M / 2, x + corridor.DOOR_WIDTH_M / 2], [side * hw] * 2, color=colour, lw=6,
              solid_capstyle='butt')
     ax.text(-hw - 0.1, corridor.RED_DOOR_X, 'red\ndoor', ha='right', va='center', color='#c0392b', fontsize=9)

@@ -82,7 +82,8 @@ def to_run(recording: Recording, options: RunOptions, codes: dict[str, int], dom
     bag = recording.bag_time
     commands = [{'t': bag(s.wall_s), 'wall': s.wall_s, 'vx': s.msg.linear.x, 'vy': s.msg.linear.y,
                  'wz': s.msg.angular.z} for s in recording.commands]
-    plans = [{'received': bag(s.wall_s), 'stamp': stamp_seconds(s.msg.header.stamp), 'task_id': s.msg.task_id, 'action': s.msg.action,
+    plans = [{'received': bag(s.wall_s), 'stamp': stamp_seconds(s.msg.header.stamp), 'task_id': s.msg.task_id,
+              'action': s.msg.action,
               'environment': s.msg.environment, 'stop': s.msg.stop, 'latency': s.msg.inference_latency,
               'model': s.msg.model, 'waypoints': [[w.dx, w.dy, w.dtheta, w.confidence] for w in s.msg.waypoints]}
              for s in recording.plans]
@@ -93,7 +94,7 @@ def to_run(recording: Recording, options: RunOptions, codes: dict[str, int], dom
                    for name, entries in recording.diagnostics.items()}
     controller_diagnostics = next((v for k, v in diagnostics.items() if k.endswith('controller_node')), [])
     within = all(abs(c[key]) <= getattr(limits, limit) + 1e-6 and math.isfinite(c[key])
-                 for c in commands for key, limit in zip(('vx', 'vy', 'wz'), LIMIT_KEYS))
+                 for c in commands for key, limit in zip(('vx', 'vy', 'wz'), LIMIT_KEYS, strict=False))
     events = [{'t': s['t'], 'label': f"task {s['state']}"} for s in statuses
               if s['state'] in ('active', 'stopped', 'failed')]
     # One event per change of state, not per status message.

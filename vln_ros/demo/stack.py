@@ -3,9 +3,9 @@
 `StackRun` starts the processes vln_ros/bringup.py describes for replay.launch.py (camera_node,
 inference_node, controller_node and the vln_bag player, each its own process with config/vln.yaml)
 and an observer node that records keyframes, plans, velocity commands, task states, annotated keyframes
-and /diagnostics, each with the wall time it arrived at (Recording.bag_time turns that into bag time). `make demo` and the
-end-to-end tests (test/test_e2e.py) both run the stack through it; the tests add faults (kill a node,
-switch the task) while it runs.
+and /diagnostics, each with the wall time it arrived at (Recording.bag_time turns that into bag time).
+`make demo` and the end-to-end tests (test/test_e2e.py) both run the stack through it; the tests add
+faults (kill a node, switch the task) while it runs.
 """
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from vln_ros import bringup
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.demo.make_bag import ANSWERS_NAME, BAG_NAME, CAMERA_TOPIC, DEMO_DIR
+
+if TYPE_CHECKING:
+    from rclpy.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 60.0
@@ -111,8 +114,8 @@ class Observer:
     def __init__(self, recording: Recording) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import Twist
-        from rosgraph_msgs.msg import Clock
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import CompressedImage, Image
 
         from vln_ros import interface as ri
@@ -137,7 +140,7 @@ class Observer:
         self._subscribe(Image, ri.DEBUG_IMAGE, r.debug_images, QoSProfile(depth=10))
         self.node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, self._on_diagnostics, 100)
         self.node.create_subscription(Clock, ri.CLOCK, self._on_clock, 10)
-        self._set_task = self.node.create_client(SetTask, ri.SET_TASK)
+        self._set_task: Client[Any, Any] = self.node.create_client(SetTask, ri.SET_TASK)
         self._set_task_type = SetTask
 
     def _subscribe(self, msg_type: Any, topic: str, into: list[Stamped], qos: Any) -> Any:

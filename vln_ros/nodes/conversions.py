@@ -1,7 +1,7 @@
 """Message field conversions shared by the nodes (and the demo)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 
 def stamp_seconds(stamp: Any) -> float:
@@ -13,7 +13,10 @@ class MalformedMessage(ValueError):
     """Serialized bytes that do not hold the message they are said to."""
 
 
-def _cdr_uint32(data: bytes, offset: int, byteorder: str) -> tuple[int, int]:
+ByteOrder = Literal['little', 'big']
+
+
+def _cdr_uint32(data: bytes, offset: int, byteorder: ByteOrder) -> tuple[int, int]:
     """The uint32 at the next 4-aligned offset of a CDR payload (offsets count from after the 4-byte
     encapsulation header) and the offset after it."""
     offset += -offset % 4
@@ -29,7 +32,7 @@ def waypoint_count(serialized: bytes) -> int:
     msg/WaypointArray.msg: header (stamp, frame_id), task_id, instruction, environment, action, stop, waypoints."""
     if len(serialized) < 4:
         raise MalformedMessage(f'{len(serialized)} bytes: no CDR encapsulation header')
-    byteorder = 'little' if serialized[1] & 1 else 'big'  # CDR_LE = 0x0001, CDR_BE = 0x0000
+    byteorder: ByteOrder = 'little' if serialized[1] & 1 else 'big'  # CDR_LE = 0x0001, CDR_BE = 0x0000
     offset = 8  # header.stamp: int32 sec, uint32 nanosec
     for _string in range(5):  # header.frame_id, task_id, instruction, environment, action
         length, offset = _cdr_uint32(serialized, offset, byteorder)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue

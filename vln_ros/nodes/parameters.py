@@ -138,11 +138,11 @@ def declare_params(node: Node, model: type[M], apply: Callable[[M], None] | None
         except (InvalidParameterValueException, InvalidParameterTypeException):
             # rclpy's own message lacks the allowed range; read the offending value back without the
             # descriptor's checks so the model can say exactly what is wrong.
-            value = node.declare_parameter(spec.name, spec.default,
-                                           ParameterDescriptor(dynamic_typing=True)).value
+            value: object = node.declare_parameter(spec.name, spec.default,
+                                                   ParameterDescriptor(dynamic_typing=True)).value
             values[spec.name] = value
-            if (problem := spec.type_problem(value)) is not None:
-                problems.append(problem)
+            if (type_problem := spec.type_problem(value)) is not None:
+                problems.append(type_problem)
     # rclpy ignores an override that is never declared: a misspelt name would leave the default in force.
     problems.extend(unknown_parameter(name, (s.name for s in specs))
                     for name in getattr(node, '_parameter_overrides', {})

@@ -118,13 +118,13 @@ def check_model_path(model: str) -> None:
 
 
 class LmdeployBackend(Backend):
-    def __init__(self, params: InferenceParams) -> None:
+    def __init__(self, section: LmdeployParams, params: InferenceParams) -> None:
         try:
             import lmdeploy
         except ImportError:
             raise StartupError(INSTALL_HINT) from None
         check_model_path(params.model)
-        self._params = params.lmdeploy
+        self._params = section
         self._lmdeploy = lmdeploy
         config_type = (lmdeploy.PytorchEngineConfig if engine_kind(self._params) == 'pytorch'
                        else lmdeploy.TurbomindEngineConfig)
@@ -199,4 +199,4 @@ class LmdeployBackend(Backend):
 
 
 register_backend(BackendSpec('lmdeploy', 'in-process engine on this machine', LmdeployParams,
-                             lambda section, params: LmdeployBackend(params)))
+                             lambda section, params: LmdeployBackend(section, params)))

@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vln_ros.core.backends.base import Answer, Backend, BackendError, Request
 from vln_ros.core.backends.registry import BackendSpec, model_name, register_backend
-from vln_ros.core.schema import BackendParams, param
+from vln_ros.core.schema import BackendParams, StartupError, param
+
+if TYPE_CHECKING:  # the openai package is imported only when this backend is built
+    from openai.types.chat import ChatCompletionMessageParam
+    from openai.types.shared_params import ResponseFormatJSONSchema
 
 
 class OpenAIParams(BackendParams):
@@ -26,7 +30,7 @@ class OpenAIParams(BackendParams):
     connect_timeout_s: float = param(2.0, 'TCP connect timeout', 's', gt=0.0, le=60.0)
 
 
-def chat_messages(request: Request) -> list[dict[str, Any]]:
+def chat_messages(request: Request) -> list[ChatCompletionMessageParam]:
     """OpenAI chat messages: system prompt, then the image and the user prompt."""
     return [
         {'role': 'system', 'content': request.prompt.system},
@@ -37,7 +41,7 @@ def chat_messages(request: Request) -> list[dict[str, Any]]:
     ]
 
 
-def response_format(request: Request) -> dict[str, Any] | None:
+def response_format(request: Request) -> ResponseFormatJSONSchema | None:
     if not request.guided:
         return None
     return {'type': 'json_schema', 'json_schema': {'name': 'vln_plan', 'schema': request.prompt.schema}}
@@ -45,8 +49,12 @@ def response_format(request: Request) -> dict[str, Any] | None:
 
 class OpenAIBackend(Backend):
     def __init__(self, params: OpenAIParams, model_name: str, timeout_s: float) -> None:
-        import httpx  # here, not at the top: core/config imports this module (backends/registry.py)
-        import openai
+        try:  # here, not at the top: core/config imports this module (backends/registry.py)
+            import httpx
+            import openai
+        except ImportError:
+            raise StartupError("backend 'openai' needs the openai package: pip install '.[openai]' in the package "
+                               '(the venv of tools/install.sh has it)') from None
         self._params = params
         self._client = openai.OpenAI(
             base_url=params.base_url, api_key=os.environ.get(params.api_key_env) or 'none', max_retries=0,
@@ -78,13 +86,11 @@ class OpenAIBackend(Backend):
         finish_reason = ''
         chunks = 0
         try:
-            kwargs: dict[str, Any] = {}
             fmt = response_format(request)
-            if fmt is not None:
-                kwargs['response_format'] = fmt
             stream = self._client.chat.completions.create(
                 model=self._model(), messages=chat_messages(request), max_tokens=request.max_new_tokens,
-                temperature=0.0, stream=True, stream_options={'include_usage': True}, **kwargs)
+                temperature=0.0, stream=True, stream_options={'include_usage': True},
+                response_format=openai.omit if fmt is None else fmt)  # omit: the field is not sent at all
             with self._lock:
                 self._stream = stream
                 if self._cancelled:
