@@ -32,6 +32,10 @@ RVIZ_CONFIG = os.path.join('config', 'vln.rviz')
 # /vln/set_task` never found the inference node. launch_actions says so when raw-image nodes start without it.
 LARGE_DATA_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'}
 CAMERA = '{camera_topic}'  # placeholder in remappings for the camera_topic argument
+# After SIGINT, launch waits this long for a process before it escalates to SIGTERM (its default, 5 s, is
+# shorter than the inference node's own bounded shutdown: worker 3 s + lmdeploy's shutdown_timeout_s, 10 s by
+# default; and on a loaded 2-core machine a clean exit of camera or controller was seen to take over 5 s).
+STOP_TIMEOUT_S = 20.0
 BACKENDS: tuple[str, ...] = get_args(InferenceParams.model_fields['backend'].annotation)
 
 
@@ -322,7 +326,7 @@ def launch_actions(context: Any, model: type[StackArgs], arguments: list[Argumen
     note = transport_note(started, dict(os.environ))
     actions: list[Any] = [LogInfo(msg=note)] if note else []
     for process in started:
-        node = Node(output='screen', emulate_tty=True, **process.launch_kwargs())
+        node = Node(output='screen', emulate_tty=True, sigterm_timeout=str(STOP_TIMEOUT_S), **process.launch_kwargs())
         if process.required:
             # launch 3.7 has no `required`: an exception raised by an event handler makes it shut every process
             # down and end with exit code 1 (Shutdown alone ends with 0). Exit 0 (a finished bag) is normal.
