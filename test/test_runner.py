@@ -44,12 +44,12 @@ class Broken(Node):
 
 
 def test_a_callback_failing_because_of_the_shutdown_is_a_normal_exit():
-    assert run_node('runner_test', ShutdownMidPublish, []) == 0
+    assert run_node('runner_test', ShutdownMidPublish, [], restore_signal_handlers=True) == 0
 
 
 def test_a_callback_failing_on_a_live_context_is_a_crash():
     with pytest.raises(RuntimeError, match='a bug in a callback'):
-        run_node('runner_test', Broken, [])
+        run_node('runner_test', Broken, [], restore_signal_handlers=True)
 
 
 class SignalledWhileBuilt(Node):
@@ -68,9 +68,24 @@ class SignalledWhileBuilt(Node):
 
 def test_a_signal_while_the_node_is_built_ends_it_before_it_spins():
     previous = signal.getsignal(signal.SIGINT)
-    assert run_node('runner_test', SignalledWhileBuilt, []) == 0
+    assert run_node('runner_test', SignalledWhileBuilt, [], restore_signal_handlers=True) == 0
     assert SignalledWhileBuilt.ticks == 0
     assert signal.getsignal(signal.SIGINT) is previous, 'the caller gets its own handler back'
+
+
+def test_the_signal_handler_shuts_down_once_however_many_signals_arrive(monkeypatch):
+    """Regression: a second signal that arrived while the first handler was inside rclpy's shutdown shut
+    down again from there and deadlocked on the context's lock (the node hung for good)."""
+    from vln_ros.nodes import runner
+    calls = []
+    monkeypatch.setattr(runner.rclpy, 'try_shutdown', lambda: calls.append('shutdown'))
+    handlers = runner._ShutdownOnSignal()
+    try:
+        for _ in range(3):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        handlers.restore()
+    assert handlers.requested and calls == ['shutdown']
 
 
 def test_help_prints_usage_and_parameters_without_starting_ros(capsys):

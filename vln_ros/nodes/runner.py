@@ -50,7 +50,9 @@ def usage(name: str, factory: Callable[[], Node]) -> str:
 
 
 class _ShutdownOnSignal:
-    """SIGINT/SIGTERM handlers for the node's lifetime, restored afterwards (tests run nodes in-process)."""
+    """SIGINT/SIGTERM handlers for the node's lifetime and after it: an executable keeps them until the
+    interpreter has exited, so a late signal (the second of a process-group SIGINT) cannot become a
+    KeyboardInterrupt at exit (exit -2). In-process callers (tests) restore their own with `restore()`."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -61,6 +63,11 @@ class _ShutdownOnSignal:
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def _handle(self, _signum: int, _frame: Any) -> None:
+        # Once only: a second signal can arrive while the first handler is inside rclpy's shutdown (the
+        # handler runs between two bytecodes of it), and shutting down again from there deadlocks on the
+        # context's lock (seen: a node hung for good after SIGINT to its group, then to itself).
+        if self.requested:
+            return
         self.requested = True
         rclpy.try_shutdown()
 
@@ -70,7 +77,7 @@ class _ShutdownOnSignal:
 
 
 def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = None,
-             threads: int = 1) -> int:
+             threads: int = 1, restore_signal_handlers: bool = False) -> int:
     own_args = remove_ros_args(sys.argv if args is None else args)[1:]  # [0] is the program
     if own_args:
         if own_args[0] in ('-h', '--help'):
@@ -110,5 +117,6 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        signals.restore()
+        if restore_signal_handlers:
+            signals.restore()
     return 0
