@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'bench'))
-sys.path.insert(0, str(REPO / 'test'))
+sys.path.insert(0, str(REPO / 'bench'))  # gpu.py reuses run.py's InferenceNodeUnderTest
 
 # NVLink multicast can take a shared host's GPUs out of service: keep it off, children included.
 os.environ.update(NCCL_NVLS_ENABLE='0', TORCH_SYMM_MEM_DISABLE_MULTICAST='1', NVSHMEM_DISABLE_NVLS='1')
@@ -76,7 +75,7 @@ def model_shape(model: Path) -> str:
 def check(args: argparse.Namespace, results: Results) -> int:
     from run import InferenceNodeUnderTest
 
-    from vln_ros import local_graph
+    from vln_ros.testing import local_graph
     print(f'# {local_graph.use_private_domain().describe()}', file=sys.stderr, flush=True)
     failures: list[str] = []
 
@@ -161,7 +160,6 @@ def check(args: argparse.Namespace, results: Results) -> int:
 def bench(args: argparse.Namespace, results: Results) -> int:
     import cv2
     import numpy as np
-    from frames import scene
 
     from vln_ros.core.backends.base import Request
     from vln_ros.core.backends.lmdeploy_pipeline import LmdeployBackend, LmdeployParams
@@ -169,6 +167,7 @@ def bench(args: argparse.Namespace, results: Results) -> int:
     from vln_ros.core.model_shapes import GPUS, SHAPES, image_tokens, roofline
     from vln_ros.core.parser import parse_answer
     from vln_ros.core.prompts import PromptBuilder, Step
+    from vln_ros.testing.frames import scene
 
     shape_name = model_shape(args.model)
     memory_before = gpu_memory_mib()

@@ -5,7 +5,7 @@
 Also written to <out>/results.jsonl (default bench_out/ in the checkout). Timings come from this machine as
 it is (2 cores); run it on an otherwise idle machine and compare runs side by side, never against a fixed
 number in a unit test. The nodes run in a private ROS domain that nobody else on this machine is in
-(vln_ros/local_graph.py; the exported ROS_DOMAIN_ID is never used); the domain is named on stderr.
+(vln_ros/testing/local_graph.py; the exported ROS_DOMAIN_ID is never used); the domain is named on stderr.
 """
 from __future__ import annotations
 
@@ -20,16 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'test'))  # synthetic frames shared with the tests
+import numpy as np
 
-import numpy as np  # noqa: E402
-from frames import scene  # noqa: E402
-
-from vln_ros import interface as ri  # noqa: E402
-from vln_ros import local_graph  # noqa: E402
-from vln_ros.core.config import ControllerParams, KeyframeParams  # noqa: E402
-from vln_ros.core.keyframe import KeyframeSampler  # noqa: E402
+from vln_ros import interface as ri
+from vln_ros.core.config import ControllerParams, KeyframeParams
+from vln_ros.core.keyframe import KeyframeSampler
+from vln_ros.testing import local_graph
+from vln_ros.testing.frames import scene
 
 if TYPE_CHECKING:
     from rclpy.client import Client
@@ -37,6 +34,7 @@ if TYPE_CHECKING:
     from vln_ros.msg import TaskStatus, WaypointArray
 
 RESULTS: list[dict] = []
+REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / 'bench_out'   # main() sets it from --out
 SIZES = {'1080p': (1080, 1920), '720p': (720, 1280), '480p': (480, 640)}
 

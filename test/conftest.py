@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vln_ros import local_graph
+from vln_ros.testing import local_graph
 
 # Before rclpy starts: keep this session's DDS traffic on this machine (loopback and shared memory,
 # large raw images included) in a private domain nobody else is in (never the exported ROS_DOMAIN_ID); every
@@ -22,7 +22,7 @@ def pytest_report_header() -> str:
     return DOMAIN.describe()
 
 
-from vln_ros.graph import SpinningGraph as Graph  # noqa: E402  (a real rclpy graph in a background thread)
+from vln_ros.testing.graph import SpinningGraph as Graph  # noqa: E402  (a real rclpy graph in a background thread)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / 'test' / 'data'

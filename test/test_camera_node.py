@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from frames import compressed_msg, image_msg, scene, stamp_s
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -15,6 +14,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from vln_ros import interface
 from vln_ros.nodes.camera_node import CameraNode
 from vln_ros.nodes.diagnostics import values_of
+from vln_ros.testing.frames import compressed_msg, image_msg, scene, stamp_s
 
 
 class Probe:

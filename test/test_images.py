@@ -4,11 +4,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from frames import compressed_msg, image_msg, scene
 from hypothesis import given
 from hypothesis import strategies as st
 
 from vln_ros.core import images
+from vln_ros.testing.frames import compressed_msg, image_msg, scene
 
 H, W = 48, 64
 BGR = (40, 120, 200)

@@ -5,13 +5,13 @@ import cv2
 import numpy as np
 import pytest
 from conftest import DATA
-from frames import scene
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vln_ros.core.config import KeyframeParams
 from vln_ros.core.keyframe import KeyframeSampler, Reason, downscale_gray
 from vln_ros.demo.keyframes import read_frames
+from vln_ros.testing.frames import scene
 
 FPS = 10.0
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vln_ros import local_graph
 from vln_ros.demo.stack import executable
 from vln_ros.nodes.conversions import stamp_seconds
+from vln_ros.testing import local_graph
 
 if TYPE_CHECKING:
     import numpy as np

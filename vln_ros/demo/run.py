@@ -8,7 +8,7 @@ The inference node answers from demo/corridor_answers.jsonl: answers *scripted* 
 script, because no model weights can be had where this runs. With a GPU and a model, --backend lmdeploy
 --model <path> (or openai against a running server) runs the same demo live.
 
-The graph runs in a private DDS domain that nobody else on this machine is in (vln_ros/local_graph.py; the
+The graph runs in a private DDS domain that nobody else on this machine is in (vln_ros/testing/local_graph.py; the
 exported ROS_DOMAIN_ID is never used): the demo's cmd_vel must never reach a robot's base driver.
 
 Writes <out>/summary.json and <out>/run.json (everything heard, bag time), <out>/timeline.png and
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vln_ros import local_graph
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
 from vln_ros.demo import corridor
 from vln_ros.demo.stack import Recording, RunOptions, StackRun
 from vln_ros.nodes.conversions import stamp_seconds
+from vln_ros.testing import local_graph
 
 LIMIT_KEYS = ('max_linear_x', 'max_linear_y', 'max_angular_z')
 SETTLE_S = 1.5   # after the bag: the last plan, stop and diagnostics

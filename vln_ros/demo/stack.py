@@ -119,9 +119,9 @@ class Observer:
         from sensor_msgs.msg import CompressedImage, Image
 
         from vln_ros import interface as ri
-        from vln_ros.graph import SpinningGraph
         from vln_ros.msg import TaskStatus, WaypointArray
         from vln_ros.srv import SetTask
+        from vln_ros.testing.graph import SpinningGraph
 
         self.recording = recording
         self.lock = threading.Lock()

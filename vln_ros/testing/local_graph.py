@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:   # rclpy is imported when a probe runs, after the environment is set
     from rclpy.node import Node
 
-FASTDDS_PROFILE = Path(__file__).resolve().parents[1] / 'config' / 'fastdds_localhost_large_data.xml'
+FASTDDS_PROFILE = Path(__file__).resolve().parents[2] / 'config' / 'fastdds_localhost_large_data.xml'
 # 0-101: Fast DDS's ports for a domain are 7400 + 250 x domain + ...; above 101 they reach into Linux's ephemeral
 # port range (32768+) and can collide with other programs' sockets (the ROS 2 documentation's advice).
 DOMAIN_IDS = range(0, 102)
