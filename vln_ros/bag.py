@@ -37,10 +37,10 @@ from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLi
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosgraph_msgs.msg import Clock
 
+from vln_ros import interface
 from vln_ros.core.bags import NS_PER_S, BagError, MessageDefinitions, Schedule, TopicQos, record_qos, replay_qos
 
 EXIT_BAD_INPUT = 2
-CLOCK_TOPIC = '/clock'
 # Every node has these; recording them (`--all`) would only replay stale logs and parameter events.
 INFRASTRUCTURE_TOPICS = ('/rosout', '/parameter_events')
 DISCOVERY_PERIOD_S = 0.5
@@ -116,10 +116,10 @@ def select_connections(reader: Reader, topics: list[str], exclude: list[str], cl
     if missing:
         raise BagError(f'topics not in the bag: {", ".join(missing)} (it has: {", ".join(sorted(recorded))})')
     chosen = [c for c in reader.connections if (not topics or c.topic in topics) and c.topic not in exclude]
-    if clock and any(c.topic == CLOCK_TOPIC for c in chosen):
-        print(f'vln_bag play: not replaying the recorded {CLOCK_TOPIC}: the player publishes bag time there '
+    if clock and any(c.topic == interface.CLOCK for c in chosen):
+        print(f'vln_bag play: not replaying the recorded {interface.CLOCK}: the player publishes bag time there '
               '(use --no-clock to replay the recorded one)', file=sys.stderr)
-        chosen = [c for c in chosen if c.topic != CLOCK_TOPIC]
+        chosen = [c for c in chosen if c.topic != interface.CLOCK]
     if not chosen:
         raise BagError('no topic left to play')
     return chosen
@@ -145,7 +145,7 @@ class Player:
             self.connections.extend(on_topic)
         if not self.publishers:
             raise BagError('none of the chosen topics has a message type installed here')
-        self.clock_pub = (node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=1)) if args.clock else None)
+        self.clock_pub = (node.create_publisher(Clock, interface.CLOCK, QoSProfile(depth=1)) if args.clock else None)
         self.counts: Counter[str] = Counter()
         self._start_ns = 0
         self._next_tick_ns = 0

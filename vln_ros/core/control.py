@@ -218,7 +218,7 @@ def limit_rate(previous: float, target: float, dt: float, accel: float, decel: f
 
 def _clamp(v: float, limit: float) -> float:
     """Clamp to [-limit, limit]; NaN becomes 0 (min/max would turn it into +limit)."""
-    if v != v:
+    if math.isnan(v):
         return 0.0
     return max(-limit, min(limit, v))
 
