@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import rclpy
-from conftest import REPO, wait_for
+from conftest import REPO, call_service, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
@@ -90,10 +90,7 @@ def started():
 def call(node: Node, srv_type, name: str, request, timeout_s: float = 20.0):
     client = node.create_client(srv_type, name)
     try:
-        assert client.wait_for_service(timeout_sec=timeout_s), name
-        future = client.call_async(request)
-        assert wait_for(future.done, timeout_s), name
-        return future.result()
+        return call_service(client, request, timeout_s)
     finally:
         node.destroy_client(client)
 

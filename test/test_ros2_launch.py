@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import wait_for
+from conftest import call_service, wait_for
 from geometry_msgs.msg import Twist
 from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
@@ -210,10 +210,7 @@ def nodes_on_graph(node, namespace: str) -> set[str]:
 
 def get_parameters(node, target: str, names: list[str]) -> list:
     client = node.create_client(GetParameters, f'{target}/get_parameters')
-    assert client.wait_for_service(timeout_sec=20.0), target
-    future = client.call_async(GetParameters.Request(names=names))
-    assert wait_for(future.done, 20.0), target
-    return [parameter_value_to_python(v) for v in future.result().values]
+    return [parameter_value_to_python(v) for v in call_service(client, GetParameters.Request(names=names)).values]
 
 
 @pytest.fixture(scope='module', autouse=True)
