@@ -73,19 +73,20 @@ def test_a_signal_while_the_node_is_built_ends_it_before_it_spins():
     assert signal.getsignal(signal.SIGINT) is previous, 'the caller gets its own handler back'
 
 
-def test_the_signal_handler_shuts_down_once_however_many_signals_arrive(monkeypatch):
-    """Regression: a second signal that arrived while the first handler was inside rclpy's shutdown shut
-    down again from there and deadlocked on the context's lock (the node hung for good)."""
+def test_the_signal_handler_only_records_the_request(monkeypatch):
+    """Regression: the handler shut rclpy down itself; it runs between two bytecodes of whatever the main
+    thread does, often a callback holding the node's handle, and the shutdown's destroy_node() then waited
+    for that handle for ever (a node hung after SIGINT, 1 run in 30 under load). The spin loop ends instead."""
     from vln_ros.nodes import runner
     calls = []
-    monkeypatch.setattr(runner.rclpy, 'try_shutdown', lambda: calls.append('shutdown'))
+    monkeypatch.setattr(runner.rclpy, 'try_shutdown', lambda *a, **k: calls.append('shutdown'))
     handlers = runner._ShutdownOnSignal()
     try:
         for _ in range(3):
             os.kill(os.getpid(), signal.SIGINT)
     finally:
         handlers.restore()
-    assert handlers.requested and calls == ['shutdown']
+    assert handlers.requested and calls == []
 
 
 def test_help_prints_usage_and_parameters_without_starting_ros(capsys):

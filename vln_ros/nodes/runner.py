@@ -7,8 +7,10 @@ Written with try/finally rather than `with rclpy.init()` so it runs on Jazzy as 
 
 Signals: SIGINT and SIGTERM only ever request a shutdown, however many arrive and whenever (a second
 Ctrl-C, or `ros2 launch` and the terminal both signalling the process group): rclpy's own handler wakes
-the executor and then calls ours, which shuts the context down. Python's default SIGINT handler would
-raise KeyboardInterrupt in the middle of destroy_node() instead (exit -2 with a traceback).
+the executor and then calls ours, which only sets a flag; the spin loop ends at its next turn, and the node
+is destroyed and rclpy shut down from the main thread's normal flow. Python's default SIGINT handler would
+raise KeyboardInterrupt in the middle of destroy_node() instead (exit -2 with a traceback), and shutting
+down from inside the handler can hang (see _ShutdownOnSignal._handle).
 
 `--help` (before `--ros-args`) prints the node's usage and parameters and exits 0 without starting ROS.
 """
@@ -27,6 +29,9 @@ from rclpy.utilities import remove_ros_args
 
 from vln_ros.core.config import NODE_PARAMS, ParameterError, StartupError, param_specs
 
+# Longest a turn of the spin loop waits for work before it looks at the signal flag again (a signal also
+# wakes it at once: rclpy's own handler triggers the executor's guard condition).
+SIGNAL_CHECK_S = 0.1
 EXIT_BAD_PARAMETERS = 2
 EXIT_CANNOT_START = 3
 
@@ -63,13 +68,11 @@ class _ShutdownOnSignal:
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def _handle(self, _signum: int, _frame: Any) -> None:
-        # Once only: a second signal can arrive while the first handler is inside rclpy's shutdown (the
-        # handler runs between two bytecodes of it), and shutting down again from there deadlocks on the
-        # context's lock (seen: a node hung for good after SIGINT to its group, then to itself).
-        if self.requested:
-            return
+        # Only remembered: run_node's spin loop ends at its next turn (rclpy's own handler has already woken
+        # the executor). Shutting rclpy down from here instead hangs: the handler runs between two bytecodes
+        # of whatever the main thread is doing, often a callback that holds the node's handle, and the
+        # shutdown's destroy_node() waits for that handle for ever (seen, 1 run in 30 under load).
         self.requested = True
-        rclpy.try_shutdown()
 
     def restore(self) -> None:
         for s, handler in self._previous.items():
@@ -98,7 +101,9 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
             return 0
         executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
-        executor.spin()
+        # executor.spin(), but ending at a signal: the signal wakes the executor, the turn ends, we stop.
+        while not signals.requested and rclpy.ok():
+            executor.spin_once(timeout_sec=SIGNAL_CHECK_S)
     except ParameterError as exc:
         print(f'[{name}] invalid parameters, not starting: {exc}', file=sys.stderr, flush=True)
         return EXIT_BAD_PARAMETERS
