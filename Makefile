@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/testing/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install demo demo-bag demo-keyframes lint test bench docs clean gpu-setup gpu-model gpu-check gpu-bench
+.PHONY: install demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-model gpu-check gpu-bench
 
 install:
 	@tools/install.sh
@@ -19,6 +19,18 @@ OUT ?=
 demo: install
 	$(PY) -m vln_ros.demo.run --backend $(BACKEND) $(if $(filter lmdeploy,$(BACKEND)),--model $(MODEL) \
 	  --param lmdeploy.tp:=$(TP)) $(if $(OUT),--out $(OUT)) $(DEMO_ARGS)
+
+# Closed loop (README, "Evaluation"): EPISODES seeded episodes in the simulator through the three node
+# processes, scored (SR, SPL, waiting, ...). The oracle stands in for the model unless BACKEND=lmdeploy or
+# openai; STUDY=latency or faults runs a study; EVAL_ARGS passes more (vln_eval --help).
+EPISODES ?= 20
+LATENCY ?= 0.5
+STUDY ?=
+EVAL_ARGS ?=
+eval: install
+	$(PY) -m vln_ros.eval.run --episodes $(EPISODES) --latency $(LATENCY) \
+	  $(if $(filter-out replay,$(BACKEND)),--backend $(BACKEND)) $(if $(filter lmdeploy,$(BACKEND)),--model $(MODEL) \
+	  --param lmdeploy.tp:=$(TP)) $(if $(STUDY),--study $(STUDY)) --out $(or $(OUT),eval_out) $(EVAL_ARGS)
 
 # Remake demo/corridor and demo/corridor_answers.jsonl from vln_ros/demo/corridor.py (they are committed).
 demo-bag: install
@@ -71,4 +83,4 @@ gpu-bench: gpu-model
 	$(GPU_PY) bench/gpu.py bench --model $(MODEL) --tp $(TP) --gpu $(GPU) --out $(GPU_OUT)
 
 clean:
-	rm -rf .venv build install log demo_out bench_out gpu_out .pytest_cache .hypothesis
+	rm -rf .venv build install log demo_out eval_out bench_out gpu_out .pytest_cache .hypothesis

@@ -417,10 +417,40 @@ def bench_inference_overload() -> None:
         node.close()
 
 
+def bench_closed_loop(episodes: int = 20) -> None:
+    """make eval's targets: the same seeded episodes with the oracle at 0.5 s and at 5 s (latency
+    compensation on), then at 5 s without compensation and with the seed system's rule; the simulator's
+    real-time factor while the whole stack runs (the lowest of any episode)."""
+    from dataclasses import replace
+
+    from vln_ros.eval import metrics
+    from vln_ros.eval import run as eval_run
+    from vln_ros.eval.stack import EvalOptions
+
+    seeds = list(range(episodes))
+    rtf = []
+    for latency, mode in ((0.5, 'compensation'), (5.0, 'compensation'), (5.0, 'no_compensation'),
+                          (5.0, 'baseline')):
+        options = replace(eval_run.mode_options(EvalOptions(), mode), latency_s=latency)
+        label = f'{mode} {latency:g}s'
+        _, scores = eval_run.run_set(options, seeds, OUT / 'eval', label, quiet=True)
+        summary = metrics.summarise(scores)
+        print(f'# {label}: {json.dumps({k: round(v, 3) for k, v in summary.items()})}', file=sys.stderr, flush=True)
+        tag = {0.5: '0p5s', 5.0: '5s'}[latency] + ('' if mode == 'compensation' else f'_{mode}')
+        emit(f'eval_sr_{tag}', 100 * summary['sr'], '%')
+        emit(f'eval_spl_{tag}', summary['spl'], 'ratio')
+        emit(f'eval_waiting_ratio_{tag}', 100 * summary['waiting_ratio'], '%')
+        emit(f'eval_collisions_{tag}', summary['collisions'], 'count')
+        rtf.append(summary['real_time_factor_min'])
+    emit('sim_real_time_factor', min(rtf), 'ratio')
+
+
 BENCHES: dict[str, list[Callable[[], None]]] = {
     'keyframe': [bench_keyframe_decision, bench_camera_node_fps, bench_keyframe_latency],
     'controller': [bench_controller, bench_controller_flood],
-    'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload]}
+    'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload],
+    # about 40 minutes: 80 closed-loop episodes on simulated time at real-time pace
+    'eval': [bench_closed_loop]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,15 @@ def test_a_plan_is_re_expressed_after_the_robot_turned():
     assert all(cmd.twist.wz < 0 for _, cmd in cmds)  # so now it lies to the right
 
 
+def test_without_latency_compensation_a_plan_starts_where_the_robot_stands_when_it_arrives():
+    c = Controller(P.model_copy(update={'latency_compensation': False}))
+    c.set_odometry(0.0, Pose2D())
+    c.set_odometry(2.0, Pose2D(0.0, 0.0, math.pi / 2))  # turned left 90 degrees since the capture
+    c.set_plan(Plan(0.0, (Waypoint(2.0, 0.0, 0.0, 1.0),)), 2.0)
+    cmds = run(c, 2.0, 0.5, odom=Pose2D(0.0, 0.0, math.pi / 2))
+    assert all(abs(cmd.twist.wz) < 1e-6 and cmd.twist.vx > 0 for _, cmd in cmds)  # straight on, as if no delay
+
+
 def test_without_odometry_the_commands_sent_are_integrated():
     c = Controller(P)
     c.set_plan(straight(2, 0.5, stamp=0.0), 0.0)

@@ -183,8 +183,8 @@ import configparser, sys
 config = configparser.ConfigParser()
 config.read(sys.argv[1])
 lines = config['options.entry_points']['console_scripts'].strip().splitlines()
-# vln_demo runs the demo from the venv: not a ROS executable (CMakeLists.txt does not install it either).
-print(' '.join(name for name in (line.split('=')[0].strip() for line in lines) if name != 'vln_demo'))
+# vln_demo and vln_eval run from the venv: not ROS executables (CMakeLists.txt does not install them either).
+print(' '.join(name for name in (line.split('=')[0].strip() for line in lines) if name not in ('vln_demo', 'vln_eval')))
 PY
 )
 key=$({ echo "$venv $root $executables"; ls "$root/launch"; cat "$venv/.stamp-interfaces" "$root/tools/install.sh"; } \

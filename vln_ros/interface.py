@@ -27,7 +27,8 @@ ESTOP = 'vln/estop'                             # controller_node in
 ODOM = 'odom'                                   # controller_node in
 CMD_VEL = 'cmd_vel'                             # controller_node out
 DIAGNOSTICS = '/diagnostics'                    # every node out (global, as diagnostic_aggregator expects)
-CLOCK = '/clock'                                # simulated time (bag replay)
+CLOCK = '/clock'                                # simulated time (bag replay, sim_node)
+SIM_CAMERA = 'camera/image_raw'                 # sim_node's camera out (the camera_topic make eval gives the stack)
 
 # -- services -----------------------------------------------------------------------------------------
 SET_TASK = 'vln/set_task'                       # inference_node, vln_ros/srv/SetTask

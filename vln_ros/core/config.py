@@ -362,6 +362,10 @@ class ControllerParams(StrictModel):
                                      dynamic=True)
     slowdown_distance_m: float = param(0.5, 'Speed scales down linearly within this distance of the last '
                                        'waypoint', 'm', ge=0.0, le=5.0, dynamic=True)
+    latency_compensation: bool = param(True, "Follow a plan from where the robot stood when its keyframe was "
+                                       'captured (odometry, else the commands sent); false: from where it stands '
+                                       'when the plan arrives, as if the model had no latency (for comparison '
+                                       'in make eval)', dynamic=True)
     min_confidence: float = param(0.2, 'Waypoints less confident than this are not followed (stop)',
                                   ge=0.0, le=1.0, dynamic=True)
     plan_timeout_s: float = param(15.0, "A plan older than this (by its keyframe's capture stamp) is not "

@@ -227,6 +227,7 @@ def _clamp(v: float, limit: float) -> float:
 class _Following:
     plan: Plan
     path: list[tuple[Pose2D, float]]
+    received_s: float         # when it arrived (its origin without latency compensation)
     segment: int = 0          # progress: the path segment the robot was last closest to (never goes back)
 
 
@@ -274,7 +275,7 @@ class Controller:
         if plan.stop or not plan.waypoints:
             self._following, self._stop = None, StopReason.STOP_PLAN
             return
-        self._following = _Following(plan, plan_path(plan))
+        self._following = _Following(plan, plan_path(plan), now_s)
         self._stop = StopReason.NONE
 
     def refuse_plan(self, rejection: PlanRejected, now_s: float) -> None:
@@ -411,7 +412,8 @@ class Controller:
 
     def _pursue(self, f: _Following, now_s: float) -> tuple[StopReason, Twist2D]:
         p = self.params
-        pose_then = self.history.at(f.plan.stamp_s) or Pose2D()
+        origin_s = f.plan.stamp_s if p.latency_compensation else f.received_s
+        pose_then = self.history.at(origin_s) or Pose2D()
         pose_now = self.history.latest() or Pose2D()
         to_now = pose_now.inverse().compose(pose_then)  # keyframe body frame -> current body frame
         # The path starts where the robot stood at capture; the robot itself is at (0, 0) facing +x.

@@ -76,4 +76,4 @@ class Scene:
     @property
     def route_length_m(self) -> float:
         """The shortest path's length (SPL's denominator)."""
-        return sum(math.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(self.route, self.route[1:]))
+        return sum(math.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(self.route, self.route[1:], strict=False))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vln_ros.core.backends import lmdeploy_pipeline, openai_server, replay  # noqa: F401  (each registers itself)
+from vln_ros.core.backends import lmdeploy_pipeline, openai_server, oracle, replay  # noqa: F401  (each registers)
 from vln_ros.core.backends.base import Answer, AnswerRecord, AnswerRecorder, Backend, BackendError, Request
 from vln_ros.core.backends.registry import BACKENDS
 

@@ -1,0 +1,105 @@
+"""The oracle backend: what a perfect model would answer, from the simulator's ground truth (make eval).
+
+There are no model weights where CI runs, so closed-loop evaluation needs a stand-in that answers as a
+perfect model would: the simulator (vln_ros/nodes/sim_node.py) knows where the robot stood when each
+keyframe was captured, and the scene's goal, and answers in the project's answer format. This backend asks
+it over the simulator's HTTP side channel (POST <url>/oracle with the keyframe's capture stamp), never over
+the ROS graph: ground truth is kept off the graph so that nothing in the stack can read it by accident.
+
+The latency, waypoint noise and answer faults are settings of this backend, sent with each request; the
+simulator holds the answer until its own clock has advanced latency_s (simulated time), so a slow or
+fast-forwarded simulation keeps the model's latency in the robot's time.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from pydantic import model_validator
+
+from vln_ros.core.backends.base import Answer, Backend, BackendError, CancelFlag, Request
+from vln_ros.core.backends.registry import BackendSpec, register_backend
+from vln_ros.core.schema import BackendParams, param
+
+# The simulator answers a request after latency_s of simulated time; past that much more wall time the
+# simulator is gone or stalled (the caller's inference_timeout_s usually ends the wait first).
+WALL_MARGIN_S = 30.0
+
+
+class OracleParams(BackendParams):
+    """The simulator's ground-truth answers (backend: oracle; make eval). Not a model: see docs/eval.md."""
+
+    url: str = param('http://127.0.0.1:8765', "The simulator's HTTP side channel (sim_node's api_port)")
+    latency_s: float = param(0.5, 'Each answer takes this long in simulated time, like a model', 's',
+                             ge=0.0, le=60.0)
+    noise_m: float = param(0.0, 'Gaussian noise (standard deviation) on each waypoint step', 'm', ge=0.0, le=1.0)
+    noise_deg: float = param(0.0, 'Gaussian noise (standard deviation) on each waypoint turn', 'deg',
+                             ge=0.0, le=45.0)
+    fault_malformed: float = param(0.0, 'Share of answers replaced by text that is not an answer', ge=0.0, le=1.0)
+    fault_wrong_direction: float = param(0.0, 'Share of answers mirrored left-right', ge=0.0, le=1.0)
+    fault_premature_arrived: float = param(0.0, "Share of answers saying 'arrived' away from the goal",
+                                           ge=0.0, le=1.0)
+
+    @model_validator(mode='after')
+    def _one_fault_per_answer(self) -> OracleParams:
+        total = self.fault_malformed + self.fault_wrong_direction + self.fault_premature_arrived
+        if total > 1.0:
+            raise ValueError(f'the fault shares add up to {total:g}; an answer has at most one fault, so at most 1')
+        return self
+
+    def request_settings(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if k != 'url'}
+
+
+class OracleBackend(Backend):
+    model_name = 'oracle'
+
+    def __init__(self, params: OracleParams) -> None:
+        self._params = params
+        self._cancel = CancelFlag()
+
+    def generate(self, request: Request) -> Answer:
+        started = time.perf_counter()
+        cancelled = self._cancel.start()
+        result: dict[str, Any] = {}
+        done = threading.Event()
+        body = json.dumps({'stamp_ns': request.stamp_ns, **self._params.request_settings()}).encode()
+
+        def ask() -> None:  # a thread of its own, so that cancel() returns the worker at once
+            try:
+                http = urllib.request.Request(self._params.url.rstrip('/') + '/oracle', body,
+                                              {'Content-Type': 'application/json'})
+                with urllib.request.urlopen(http, timeout=self._params.latency_s + WALL_MARGIN_S) as reply:
+                    result['answer'] = json.loads(reply.read())
+            except urllib.error.HTTPError as exc:   # the simulator's refusal, e.g. a keyframe it never took
+                result['error'] = BackendError('refused', exc.read().decode(errors='replace')[:200])
+            except (OSError, ValueError) as exc:
+                result['error'] = BackendError('unavailable', f'simulator at {self._params.url}: {exc}')
+            finally:
+                done.set()
+
+        threading.Thread(target=ask, name='oracle-request', daemon=True).start()
+        try:
+            while not done.wait(0.05):
+                if cancelled.is_set():
+                    raise BackendError('cancelled')
+            if cancelled.is_set():
+                raise BackendError('cancelled')
+            if 'error' in result:
+                raise result['error']
+            answer = result['answer']
+            return Answer(str(answer['text']), time.perf_counter() - started, finish_reason=answer.get('fault') or
+                          'stop')
+        finally:
+            self._cancel.finish()
+
+    def cancel(self) -> None:
+        self._cancel.cancel()
+
+
+register_backend(BackendSpec('oracle', "the simulator's ground truth (make eval; not a model)", OracleParams,
+                             lambda section, params: OracleBackend(section)))

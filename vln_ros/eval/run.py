@@ -1,0 +1,260 @@
+"""`make eval`: seeded episodes in the simulator through the real stack, scored as navigation is scored.
+
+    vln_eval [--episodes 20] [--first-seed 0] [--latency 0.5] [--out eval_out]
+             [--backend oracle|lmdeploy|openai] [--model M] [--param name:=value] [--oracle name:=value]
+             [--no-compensation] [--baseline] [--study latency|faults] [--speed 1.0]
+
+sim_node (a quadruped in generated indoor scenes, on simulated time) and camera_node, inference_node and
+controller_node, each its own process (vln_ros/eval/stack.py), in a private ROS domain nobody else on this
+machine is in. The model is the oracle (the simulator's ground truth: what a perfect model would answer,
+after --latency simulated seconds) unless --backend names a real one. Prints a line per episode and a
+table; writes <out>/results.json (every episode and the summary), <out>/paths.png (every episode's path
+from above), <out>/episodes/seed_N.png, <out>/video_seed_N.mp4 (the first episode from the robot's camera,
+the plan drawn in) and each process's log under <out>/logs/.
+
+--study latency: the same episodes at model latencies 0.2-8 s with latency compensation on and off and the
+seed system's rule (vln_ros/eval/baseline.py); --study faults: answer faults (malformed, mirrored,
+premature 'arrived') and faults in the loop (inference node killed, camera frozen, odometry lost).
+Exit code 0 when every episode ran and no velocity command broke the limits; 1 otherwise; 2 when it could
+not start.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from vln_ros.demo.run import unwritable
+from vln_ros.eval import metrics
+from vln_ros.eval.stack import EvalOptions, EvalStack
+from vln_ros.testing import local_graph
+
+LATENCIES_S = (0.2, 0.5, 1.0, 2.0, 5.0, 8.0)
+MODES = ('compensation', 'no_compensation', 'baseline')
+ANSWER_FAULTS = {'malformed 20 %': ('fault_malformed:=0.2',), 'mirrored 20 %': ('fault_wrong_direction:=0.2',),
+                 "premature 'arrived' 10 %": ('fault_premature_arrived:=0.1',)}
+LOOP_FAULTS = ('kill_inference', 'freeze_camera', 'lose_odom')
+DECEL_MARGIN_S = 0.5    # the stop bound's slack for discovery and the last messages in flight
+
+
+def mode_options(options: EvalOptions, mode: str) -> EvalOptions:
+    if mode == 'baseline':
+        return replace(options, controller='baseline')
+    return replace(options, latency_compensation=mode == 'compensation', controller='vln')
+
+
+def stop_bound_s(fault: str, params_file: Path) -> float:
+    """How long after a fault in the loop the robot must stand still: the controller's timeout for that
+    silence, plus braking from full speed."""
+    from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
+    p = validate_params(ControllerParams, load_node_yaml(params_file, 'controller_node'))
+    timeout = p.odom_timeout_s if fault == 'lose_odom' else p.inference_timeout_s
+    return timeout + p.max_linear_x / p.max_decel_x + DECEL_MARGIN_S
+
+
+def fault_outcome(record: metrics.EpisodeRecord, bound_s: float) -> dict[str, Any]:
+    """When the robot stood still for good after the fault, and what it touched meanwhile."""
+    at = record.faults['at_s']
+    after = [row for row in record.trajectory if row[0] >= at]
+    moving = [row[0] for row in after if math.hypot(row[4], row[5]) >= metrics.STILL_MPS
+              or abs(row[6]) >= metrics.STILL_RADPS]
+    stopped_after = (moving[-1] - at) if moving else 0.0
+    travelled = sum(math.hypot(b[1] - a[1], b[2] - a[2]) for a, b in zip(after, after[1:], strict=False))
+    speed_at_fault = math.hypot(after[0][4], after[0][5]) if after else 0.0
+    return {'fault': record.faults['fault'], 'speed_at_fault_mps': speed_at_fault,
+            'stopped_after_s': stopped_after, 'bound_s': bound_s,
+            'within_bound': stopped_after <= bound_s, 'travelled_after_m': travelled,
+            'collisions': record.collisions}
+
+
+def run_set(options: EvalOptions, seeds: list[int], out: Path, label: str, fault: str = '',
+            quiet: bool = False) -> tuple[list[metrics.EpisodeRecord], list[dict[str, Any]]]:
+    """One configuration over seeds: the stack started once, an episode per seed."""
+    records, scores = [], []
+    with EvalStack(options, out / 'logs' / label.replace(' ', '_').replace("'", '')) as stack:
+        stack.start()
+        for i, seed in enumerate(seeds):
+            record = stack.run_episode(seed, fault=fault)
+            result = metrics.score(record, stack.limits)
+            if fault:
+                result['fault_outcome'] = fault_outcome(record, stop_bound_s(fault, options.params_file))
+            records.append(record)
+            scores.append(result)
+            if not quiet:
+                print(progress_line(label, i + 1, len(seeds), result), flush=True)
+    return records, scores
+
+
+def progress_line(label: str, done: int, total: int, r: dict[str, Any]) -> str:
+    verdict = 'success' if r['success'] else r['end_state']
+    line = (f"[{label} {done}/{total}] seed {r['seed']} ({r['kind']}, {r['language']}): {verdict}, "
+            f"error {r['navigation_error_m']:.2f} m, SPL {r['spl']:.2f}, {r['episode_time_s']:.1f} s, "
+            f"collisions {r['collisions']}, waiting {100 * r['waiting_ratio']:.0f} %, "
+            f"keyframe->plan {r['keyframe_to_plan_s_p50']:.2f} s, RTF {r['real_time_factor']:.2f}")
+    if 'fault_outcome' in r:
+        f = r['fault_outcome']
+        line += (f"; {f['fault']}: still {f['stopped_after_s']:.1f} s after it (bound {f['bound_s']:.1f} s), "
+                 f"{f['travelled_after_m']:.2f} m travelled")
+    return line
+
+
+COLUMNS = (('episodes', 'n', '{:d}'), ('sr', 'SR %', '{:.0%}'), ('spl', 'SPL', '{:.2f}'),
+           ('navigation_error_m', 'NE m', '{:.2f}'), ('time_to_goal_s', 'time s', '{:.1f}'),
+           ('collisions', 'coll.', '{:d}'), ('waiting_ratio', 'waiting', '{:.1%}'),
+           ('stop_and_go', 'stop&go', '{:.1f}'), ('plan_age_s_p50', 'plan age p50 s', '{:.2f}'),
+           ('plan_age_s_p99', 'p99 s', '{:.2f}'), ('keyframe_to_plan_s_p50', 'kf->plan s', '{:.2f}'),
+           ('limit_violations', 'limit viol.', '{:d}'), ('real_time_factor_min', 'RTF min', '{:.2f}'))
+
+
+def table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    """Markdown table: one row per configuration."""
+    head = '| run | ' + ' | '.join(title for _, title, _ in COLUMNS) + ' |'
+    lines = [head, '|' + '---|' * (len(COLUMNS) + 1)]
+    for label, s in rows:
+        cells = []
+        for key, _, fmt in COLUMNS:
+            value = s.get(key, math.nan)
+            cells.append('-' if isinstance(value, float) and not math.isfinite(value) else fmt.format(value))
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def _plain(record: metrics.EpisodeRecord) -> dict[str, Any]:
+    data = asdict(record)
+    data['plans'] = [asdict(p) for p in record.plans]
+    return data
+
+
+def write_pictures(out: Path, records: list[metrics.EpisodeRecord], scores: list[dict[str, Any]],
+                   video_seed: int | None) -> list[Path]:
+    from vln_ros.eval import pictures
+    from vln_ros.sim.render import CameraSpec
+    written = []
+    (out / 'episodes').mkdir(parents=True, exist_ok=True)
+    maps = []
+    for record, result in zip(records, scores, strict=True):
+        image = pictures.top_down(record, result)
+        path = out / 'episodes' / f'seed_{record.seed}.png'
+        cv2.imwrite(str(path), image)
+        maps.append(image)
+    if maps:
+        cv2.imwrite(str(out / 'paths.png'), pictures.contact_sheet(maps))
+        written.append(out / 'paths.png')
+    chosen = next((r for r in records if r.seed == video_seed), records[0] if records else None)
+    if chosen is not None:
+        path = out / f'video_seed_{chosen.seed}.mp4'
+        pictures.video(chosen, path, CameraSpec())
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--episodes', type=int, default=20, help='episodes per configuration (default 20)')
+    parser.add_argument('--first-seed', type=int, default=0, help='scene seeds are first-seed, first-seed+1, ...')
+    parser.add_argument('--latency', type=float, default=0.5, help="the oracle's latency [s, simulated] (0.5)")
+    parser.add_argument('--backend', choices=('oracle', 'lmdeploy', 'openai'), default='oracle')
+    parser.add_argument('--model', default='', help='lmdeploy: weights folder; openai: served model name')
+    parser.add_argument('--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='another inference_node parameter, e.g. openai.base_url:=http://gpu:23333/v1')
+    parser.add_argument('--oracle', action='append', default=[], metavar='NAME:=VALUE',
+                        help='an oracle setting: noise_m, noise_deg, fault_malformed, fault_wrong_direction, '
+                             'fault_premature_arrived')
+    parser.add_argument('--sim', action='append', default=[], metavar='NAME:=VALUE',
+                        help='a sim_node parameter, e.g. camera.rate_hz:=5.0 or odom.scale_error:=0.05')
+    parser.add_argument('--no-compensation', action='store_true', help='controller without latency compensation')
+    parser.add_argument('--baseline', action='store_true', help="the seed system's rule instead of controller_node")
+    parser.add_argument('--study', choices=('latency', 'faults'), help='run a study instead of one configuration')
+    parser.add_argument('--latencies', default=','.join(map(str, LATENCIES_S)), help='--study latency: [s] list')
+    parser.add_argument('--speed', type=float, default=1.0, help='simulated seconds per wall second (default 1)')
+    parser.add_argument('--video-seed', type=int, default=None, help='the episode made into a video (the first)')
+    parser.add_argument('--out', type=Path, default=Path('eval_out'), help='output folder (default eval_out)')
+    args = parser.parse_args(argv)
+    for item in (*args.param, *args.oracle, *args.sim):
+        if ':=' not in item:
+            parser.error(f'{item!r}: expected NAME:=VALUE')
+    if args.episodes < 1:
+        parser.error('--episodes must be at least 1')
+    if args.backend != 'oracle' and args.study:
+        parser.error('studies use the oracle (they vary its latency and faults)')
+    options = EvalOptions(backend=args.backend, model=args.model, latency_s=args.latency,
+                          oracle=tuple(args.oracle), inference_params=tuple(args.param), sim_params=tuple(args.sim),
+                          speed=args.speed, latency_compensation=not args.no_compensation,
+                          controller='baseline' if args.baseline else 'vln')
+    problem = unwritable(args.out)
+    if problem:
+        print(f'vln_eval: {problem}', file=sys.stderr)
+        return 2
+    try:   # never the exported ROS_DOMAIN_ID: this cmd_vel must not reach a real robot
+        claim = local_graph.use_private_domain()
+    except local_graph.DomainUnavailable as e:
+        print(f'vln_eval: {e}', file=sys.stderr)
+        return 2
+    print(claim.describe(), flush=True)
+    seeds = list(range(args.first_seed, args.first_seed + args.episodes))
+    began = time.monotonic()
+    rows: list[tuple[str, dict[str, Any]]] = []
+    results: dict[str, Any] = {'seeds': seeds, 'backend': args.backend, 'runs': []}
+    pictured: tuple[list[metrics.EpisodeRecord], list[dict[str, Any]]] | None = None
+
+    def record_run(label: str, run_options: EvalOptions, records: list[metrics.EpisodeRecord],
+                   scores: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        summary = metrics.summarise(scores)
+        rows.append((label, summary))
+        episodes = [{'score': s, 'record': _plain(r)} for r, s in zip(records, scores, strict=True)]
+        results['runs'].append({'label': label, 'options': {k: str(v) for k, v in asdict(run_options).items()},
+                                'summary': summary, 'episodes': episodes, **extra})
+        return summary
+
+    if args.study == 'latency':
+        study_rows = []
+        for latency in (float(x) for x in args.latencies.split(',')):
+            for mode in MODES:
+                run_options = replace(mode_options(options, mode), latency_s=latency)
+                label = f'{mode} {latency:g}s'
+                records, scores = run_set(run_options, seeds, args.out, label)
+                summary = record_run(label, run_options, records, scores, mode=mode, latency_s=latency)
+                study_rows.append({'mode': mode, 'latency_s': latency, **summary})
+        from vln_ros.eval import pictures
+        pictures.study_plot(args.out / 'study_latency.png', study_rows,
+                            f'{len(seeds)} episodes per point, oracle model, simulated latency')
+    elif args.study == 'faults':
+        records, scores = run_set(options, seeds, args.out, 'no faults')
+        record_run('no faults', options, records, scores)
+        for label, settings in ANSWER_FAULTS.items():
+            run_options = replace(options, oracle=options.oracle + settings)
+            records, scores = run_set(run_options, seeds, args.out, label)
+            record_run(label, run_options, records, scores)
+        for fault in LOOP_FAULTS:
+            records, scores = run_set(options, seeds, args.out, fault, fault=fault)
+            record_run(fault, options, records, scores, loop_faults=[s['fault_outcome'] for s in scores])
+    else:
+        label = f"{args.backend} {args.latency:g}s" + (' baseline' if args.baseline else '') + \
+            (' no compensation' if args.no_compensation else '')
+        records, scores = run_set(options, seeds, args.out, label)
+        record_run(label, options, records, scores)
+        pictured = (records, scores)
+
+    results['table'] = table(rows)
+    results['wall_s'] = time.monotonic() - began
+    (args.out / 'results.json').write_text(json.dumps(results, indent=1, default=str))
+    written = write_pictures(args.out, *pictured, args.video_seed) if pictured else []
+    print('\n' + results['table'])
+    print(f"\n{len(seeds)} episodes per run in {results['wall_s']:.0f} s; results: {args.out / 'results.json'}"
+          + (f"; pictures: {', '.join(str(p) for p in written)}" if written else ''))
+    violations = sum(s['limit_violations'] for _, s in rows)
+    if violations:
+        print(f'vln_eval: FAILED: {violations} velocity commands outside the limits', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

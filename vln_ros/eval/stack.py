@@ -1,0 +1,380 @@
+"""The closed loop on one machine: sim_node, the stack's three node processes and an observer, episode by
+episode.
+
+`EvalStack` starts sim_node (the robot and its world, the owner of /clock) and camera_node, inference_node
+and controller_node as vln.launch.py would start them for a robot whose camera is sim_node's
+(vln_ros/bringup.py: the same processes, config/vln.yaml, use_sim_time), with the oracle backend (or a
+live model) answering. Then, per episode: the simulator gets a new scene through its side channel, the
+observer waits for a keyframe of it, the instruction goes to vln/set_task as an operator's would, and the
+run ends when the task ends (arrived, stopped, failed) or its time budget runs out. The processes stay up
+between episodes, as a robot's stack would between errands; the clock never goes back.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from vln_ros import bringup
+from vln_ros import interface as ri
+from vln_ros.demo.stack import REPO, executable
+from vln_ros.eval.metrics import EpisodeRecord, Plan
+
+STARTUP_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
+SETTLE_S = 3.0            # after the task ends: the robot comes to rest (simulated seconds)
+BUDGET_MIN_S = 40.0       # an episode's time budget: this, plus
+BUDGET_S_PER_M = 5.0      # this per metre of the shortest route (0.2 m/s on average)
+SIM_SPEED_LIMIT = 1e-3    # a stalled simulation is an error, not a slow episode
+FAULT_WATCH_S = 15.0      # after an in-loop fault: longer than the controller's inference_timeout_s (10 s)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    backend: str = 'oracle'                 # oracle | lmdeploy | openai
+    model: str = ''
+    latency_s: float = 0.5                  # the oracle's, in simulated time
+    oracle: tuple[str, ...] = ()            # more oracle.* settings, 'name:=value' (noise, faults)
+    inference_params: tuple[str, ...] = ()  # more inference_node parameters, 'name:=value'
+    controller: str = 'vln'                 # vln: controller_node; baseline: the seed system's rule (bench only)
+    latency_compensation: bool = True
+    sim_params: tuple[str, ...] = ()        # sim_node parameters, 'name:=value'
+    speed: float = 1.0                      # simulated seconds per wall second
+    params_file: Path = REPO / bringup.PARAMS_FILE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+def _pairs(items: tuple[str, ...]) -> dict[str, str]:
+    return dict(item.partition(':=')[::2] for item in items)
+
+
+def controller_limits(options: EvalOptions) -> dict[str, float]:
+    """The controller's velocity limits as configured for this run (the parameter file's section)."""
+    from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
+    values = load_node_yaml(options.params_file, 'controller_node')
+    params = validate_params(ControllerParams, values)
+    return {k: getattr(params, k) for k in ('max_linear_x', 'max_linear_y', 'max_angular_z')}
+
+
+@dataclass
+class Started:
+    name: str
+    command: list[str]
+    popen: subprocess.Popen
+    log: Path
+    log_file: IO[str]
+
+
+class SideChannel:
+    """sim_node's HTTP API (JSON)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f'http://127.0.0.1:{port}'
+
+    def call(self, path: str, body: dict[str, Any] | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data, {'Content-Type': 'application/json'})
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+            return dict(json.loads(reply.read()))
+
+    def ready(self) -> bool:
+        try:
+            self.call('/status', timeout_s=1.0)
+            return True
+        except OSError:
+            return False
+
+
+@dataclass
+class Heard:
+    keyframes: list[tuple[float, float]] = field(default_factory=list)   # (received, stamp), simulated s
+    plans: list[Plan] = field(default_factory=list)
+    statuses: list[tuple[float, Any]] = field(default_factory=list)      # (received, TaskStatus)
+
+
+class Observer:
+    """An rclpy node on simulated time: keyframes, plans and task states as they arrive; set and stop tasks."""
+
+    def __init__(self) -> None:
+        from rclpy.node import Node
+        from rclpy.parameter import Parameter
+        from sensor_msgs.msg import CompressedImage
+        from std_srvs.srv import Trigger
+
+        from vln_ros.msg import TaskStatus, WaypointArray
+        from vln_ros.srv import SetTask
+        from vln_ros.testing.graph import SpinningGraph
+
+        self.heard = Heard()
+        self.lock = threading.Lock()
+        self.graph = SpinningGraph()
+        self.node = self.graph.add(Node('vln_eval_observer', context=self.graph.context, parameter_overrides=[
+            Parameter('use_sim_time', Parameter.Type.BOOL, True)]))
+        self.node.create_subscription(CompressedImage, ri.KEYFRAME, self._on_keyframe, ri.KEYFRAME_QOS)
+        self.node.create_subscription(WaypointArray, ri.WAYPOINTS, self._on_plan, ri.PLAN_QOS)
+        self.node.create_subscription(TaskStatus, ri.TASK_STATUS, self._on_status, ri.STATUS_QOS)
+        self._set_task: Any = self.node.create_client(SetTask, ri.SET_TASK)
+        self._stop_task: Any = self.node.create_client(Trigger, ri.STOP_TASK)
+        self._types = (SetTask, Trigger)
+
+    def now(self) -> float:
+        return float(self.node.get_clock().now().nanoseconds) * 1e-9
+
+    @staticmethod
+    def _stamp(msg: Any) -> float:
+        return float(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+
+    def _on_keyframe(self, msg: Any) -> None:
+        with self.lock:
+            self.heard.keyframes.append((self.now(), self._stamp(msg)))
+
+    def _on_plan(self, msg: Any) -> None:
+        with self.lock:
+            self.heard.plans.append(Plan(self.now(), self._stamp(msg), bool(msg.stop), msg.action,
+                                         len(msg.waypoints), msg.task_id,
+                                         [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints]))
+
+    def _on_status(self, msg: Any) -> None:
+        with self.lock:
+            self.heard.statuses.append((self.now(), msg))
+
+    def _call(self, client: Any, request: Any, what: str, timeout_s: float = 15.0) -> Any:
+        """A service call, retried: right after discovery a reply can be lost (each retry of set_task is a
+        new switch, so the last answer is the one that counts)."""
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise RuntimeError(f'{what} is not offered')
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            future = client.call_async(request)
+            answered = time.monotonic() + 2.0
+            while not future.done() and time.monotonic() < answered:
+                time.sleep(0.01)
+            if future.done():
+                return future.result()
+            client.remove_pending_request(future)
+        raise RuntimeError(f'inference_node did not answer {what}')
+
+    def set_task(self, instruction: str) -> Any:
+        return self._call(self._set_task, self._types[0].Request(instruction=instruction), ri.SET_TASK)
+
+    def stop_task(self) -> Any:
+        return self._call(self._stop_task, self._types[1].Request(), ri.STOP_TASK)
+
+    def close(self) -> None:
+        self.graph.close()
+
+
+class EvalStack:
+    """The processes of the closed loop. The environment (private ROS domain, transports) is this process's:
+    set it up first (local_graph.use_private_domain)."""
+
+    def __init__(self, options: EvalOptions, log_dir: Path) -> None:
+        self.options = options
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.sim = SideChannel(self.port)
+        self.started: dict[str, Started] = {}
+        self.observer: Observer | None = None
+        self.limits = controller_limits(options)
+
+    # -- processes -----------------------------------------------------------------------------------
+    def commands(self) -> dict[str, list[str]]:
+        """Each process's command line: the stack as vln.launch.py starts it (bringup), with sim time, the
+        simulator's camera, and the run's backend and controller settings."""
+        o = self.options
+        values = {'use_sim_time': 'true', 'camera_topic': ri.SIM_CAMERA, 'params_file': str(o.params_file),
+                  'backend': o.backend}
+        if o.model:
+            values['model'] = o.model
+        processes = bringup.processes(bringup.StackArgs, values, str(REPO))
+        extra: dict[str, dict[str, Any]] = {
+            'inference_node': {**({'oracle.url': self.sim.url, 'oracle.latency_s': o.latency_s}
+                                  if o.backend == 'oracle' else {}),
+                               **{f'oracle.{k}': v for k, v in _pairs(o.oracle).items()},
+                               **_pairs(o.inference_params)},
+            'controller_node': {'latency_compensation': o.latency_compensation},
+        }
+        out = {}
+        for p in processes:
+            p = p.with_parameters(extra.get(p.name, {}))
+            if p.name == 'controller_node' and o.controller == 'baseline':
+                out[p.name] = [*self._baseline_command(), *p.command('x')[1:]]
+                continue
+            out[p.name] = p.command(executable(p.executable))
+        sim = bringup.Process(bringup.PACKAGE, 'sim_node', 'sim_node', parameters={
+            'api_port': self.port, 'speed': o.speed, **_pairs(o.sim_params)})
+        out['sim_node'] = sim.command(executable('sim_node'))
+        return out
+
+    def _baseline_command(self) -> list[str]:
+        import sys
+        return [sys.executable, '-m', 'vln_ros.eval.baseline']
+
+    def _start(self, name: str, command: list[str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f'{name}.log'
+        log_file = log.open('a')
+        popen = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+        self.started[name] = Started(name, command, popen, log, log_file)
+
+    def start(self) -> None:
+        """sim_node first (the clock), then the stack; returns once the stack answers on the graph."""
+        commands = self.commands()
+        self._start('sim_node', commands.pop('sim_node'))
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not self.sim.ready():
+            self._check_alive(deadline, 'sim_node')
+            time.sleep(0.1)
+        for name, command in commands.items():
+            self._start(name, command)
+        self.observer = Observer()
+        while not self._stack_up():
+            self._check_alive(deadline, 'the stack')
+            time.sleep(0.1)
+
+    def _stack_up(self) -> bool:
+        assert self.observer is not None
+        node = self.observer.node
+        with self.observer.lock:
+            keyframes = bool(self.observer.heard.keyframes)
+        return (keyframes and node.count_publishers(ri.WAYPOINTS) > 0
+                and node.count_publishers(ri.CMD_VEL) > 0 and self.observer._set_task.service_is_ready())
+
+    def _check_alive(self, deadline: float, what: str) -> None:
+        dead = [s.name for s in self.started.values() if s.popen.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            raise RuntimeError(f'{what} did not come up ({", ".join(dead) or "timeout"}):\n' + self.logs())
+
+    def restart(self, name: str) -> None:
+        """Start a process again after a fault killed it, and wait until it is back on the graph."""
+        started = self.started[name]
+        started.log_file.close()
+        self._start(name, started.command)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not self._stack_up():
+            self._check_alive(deadline, name)
+            time.sleep(0.1)
+
+    def kill(self, name: str) -> None:
+        self.started[name].popen.send_signal(signal.SIGKILL)
+        self.started[name].popen.wait()
+
+    def stop(self) -> dict[str, int]:
+        """SIGINT to every process (what launch does on Ctrl-C); their exit codes."""
+        if self.observer is not None:
+            self.observer.close()
+            self.observer = None
+        for s in self.started.values():
+            if s.popen.poll() is None:
+                s.popen.send_signal(signal.SIGINT)
+        codes = {}
+        for name, s in self.started.items():
+            try:
+                codes[name] = s.popen.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                s.popen.kill()
+                codes[name] = s.popen.wait()
+            s.log_file.close()
+        return codes
+
+    def logs(self, tail_lines: int = 25) -> str:
+        parts = []
+        for name, s in self.started.items():
+            s.log_file.flush()
+            lines = s.log.read_text(errors='replace').splitlines()[-tail_lines:]
+            parts.append(f'--- {name} (exit {s.popen.poll()}) ---\n' + '\n'.join(lines))
+        return '\n'.join(parts)
+
+    def __enter__(self) -> EvalStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- episodes ------------------------------------------------------------------------------------
+    def _wait_sim(self, condition: Any, sim_timeout_s: float, what: str) -> bool:
+        """Poll condition() until it holds or sim_timeout_s of simulated time pass (False)."""
+        assert self.observer is not None
+        start_sim, start_wall = self.observer.now(), time.monotonic()
+        while not condition():
+            if self.observer.now() - start_sim > sim_timeout_s:
+                return False
+            if time.monotonic() - start_wall > sim_timeout_s / max(self.options.speed * 0.2, SIM_SPEED_LIMIT) + 30:
+                raise RuntimeError(f'simulated time stalled while waiting for {what}:\n' + self.logs())
+            time.sleep(0.02)
+        return True
+
+    def run_episode(self, seed: int, fault: str = '', fault_after_s: float = 5.0) -> EpisodeRecord:
+        """One episode of seed; fault: '' or one in-loop fault injected fault_after_s into the task
+        ('kill_inference', 'freeze_camera', 'lose_odom')."""
+        assert self.observer is not None
+        obs = self.observer
+        scene = self.sim.call('/reset', {'seed': seed})
+        reset_s = float(scene['now_s'])
+        heard = obs.heard
+        if not self._wait_sim(lambda: any(stamp > reset_s for _, stamp in list(heard.keyframes)), 20.0,
+                              'a keyframe of the new scene'):
+            raise RuntimeError(f'no keyframe of seed {seed} within 20 s:\n' + self.logs())
+        reply = obs.set_task(scene['instruction'])
+        if not reply.accepted:
+            raise RuntimeError(f'set_task refused the instruction: {reply.message}')
+        task_id, started_s = reply.task_id, obs.now()
+        budget = BUDGET_MIN_S + BUDGET_S_PER_M * float(scene['route_length_m'])
+        faults: dict[str, Any] = {}
+
+        def ended() -> tuple[str, str, float] | None:
+            with obs.lock:
+                for received, status in reversed(heard.statuses):
+                    if status.task_id == task_id and status.state_name in ('stopped', 'failed'):
+                        arrived = status.state_name == 'stopped' and 'arrived' in status.reason
+                        return ('arrived' if arrived else status.state_name), status.reason, received
+            return None
+
+        if fault:
+            # In-loop faults: inject, then watch FAULT_WATCH_S; the robot must stop by itself and touch nothing.
+            self._wait_sim(lambda: ended() is not None, fault_after_s, 'the fault time')
+            faults = {'fault': fault, 'at_s': obs.now()}
+            if fault == 'kill_inference':
+                self.kill('inference_node')
+            elif fault in ('freeze_camera', 'lose_odom'):
+                self.sim.call('/fault', {'camera_frozen': fault == 'freeze_camera', 'odom_lost': fault == 'lose_odom'})
+            else:
+                raise ValueError(f'unknown fault {fault!r}')
+            budget = obs.now() - started_s + FAULT_WATCH_S
+        self._wait_sim(lambda: ended() is not None, budget - (obs.now() - started_s), 'the task')
+        end = ended()
+        if end is None:
+            end_state, end_reason, ended_s = 'fault' if fault else 'timeout', f'no end in {budget:.0f} s', obs.now()
+            if fault != 'kill_inference':
+                obs.stop_task()
+        else:
+            end_state, end_reason, ended_s = end
+        self._wait_sim(lambda: False, SETTLE_S, 'the robot to settle')
+        episode = self.sim.call('/episode', timeout_s=30.0)
+        if fault in ('freeze_camera', 'lose_odom'):
+            self.sim.call('/fault', {'camera_frozen': False, 'odom_lost': False})
+        with obs.lock:
+            plans = [p for p in heard.plans if p.task_id == task_id]
+        if fault == 'kill_inference':
+            self.restart('inference_node')
+        return EpisodeRecord(
+            seed=seed, instruction=scene['instruction'], language=scene['language'], kind=scene['kind'],
+            route_length_m=float(scene['route_length_m']), goal=list(scene['goal']), task_started_s=started_s,
+            task_ended_s=ended_s, end_state=end_state, end_reason=end_reason, trajectory=episode['trajectory'],
+            commands=episode['commands'], plans=plans, collisions=int(episode['collisions']),
+            min_clearance_m=float(episode['min_clearance_m']), answers=episode['answers'], faults=faults,
+            real_time_factor=float(episode.get('real_time_factor', math.nan)))

@@ -1,0 +1,49 @@
+"""sim_node's parameters: the simulated robot's camera, odometry and base, and the simulation's pace. No ROS.
+
+One model, like the stack's nodes (vln_ros/core/config.py): the node declares its ROS parameters from it.
+"""
+from __future__ import annotations
+
+from vln_ros.core.schema import StrictModel, param
+
+
+class CameraParams(StrictModel):
+    rate_hz: float = param(10.0, 'Camera frame rate (simulated time)', 'Hz', gt=0.0, le=60.0)
+    width: int = param(448, 'Image width', 'px', ge=32, le=1920)
+    height: int = param(336, 'Image height', 'px', ge=32, le=1080)
+    hfov_deg: float = param(80.0, 'Horizontal field of view', 'deg', ge=20.0, le=150.0)
+    latency_s: float = param(0.03, 'Capture -> published (the stamp is the capture time)', 's', ge=0.0, le=2.0)
+    frame_id: str = param('camera', 'frame_id of the images')
+
+
+class OdomParams(StrictModel):
+    rate_hz: float = param(50.0, 'Odometry rate (simulated time)', 'Hz', gt=0.0, le=500.0)
+    scale_error: float = param(0.02, 'Relative error on the distance travelled', ge=-0.5, le=0.5)
+    yaw_drift_rad_per_m: float = param(0.01, 'Heading drift per metre travelled', 'rad/m', ge=-1.0, le=1.0)
+    noise_m: float = param(0.0, 'Position noise per update (standard deviation)', 'm', ge=0.0, le=0.1)
+    frame_id: str = param('odom', 'Odometry frame')
+    child_frame_id: str = param('base_link', "The robot's base frame")
+
+
+class BaseParams(StrictModel):
+    radius_m: float = param(0.3, "The robot's footprint (a circle) for collisions", 'm', gt=0.0, le=1.0)
+    lag_s: float = param(0.15, 'Time constant of tracking the commanded velocity (the gait controller)', 's',
+                         ge=0.0, le=2.0)
+    max_linear_x: float = param(1.0, "The base's own forward speed limit", 'm/s', gt=0.0, le=5.0)
+    max_linear_y: float = param(0.5, "The base's own sideways speed limit", 'm/s', ge=0.0, le=5.0)
+    max_angular_z: float = param(1.5, "The base's own yaw rate limit", 'rad/s', gt=0.0, le=10.0)
+    cmd_timeout_s: float = param(0.5, 'No cmd_vel for this long: the base stops by itself', 's', gt=0.0, le=10.0)
+
+
+class SimParams(StrictModel):
+    """sim_node: a quadruped in a generated indoor scene, on simulated time (make eval)."""
+
+    seed: int = param(0, 'Scene of the first episode (vln_ros/sim/scenes.py); later ones through the API', ge=0)
+    speed: float = param(1.0, 'Simulated seconds per wall-clock second it aims for (1 = real time)', gt=0.0, le=20.0)
+    physics_rate_hz: float = param(100.0, 'Integration steps per simulated second; /clock is published each step',
+                                   'Hz', ge=20.0, le=1000.0)
+    api_address: str = param('127.0.0.1', 'Address of the HTTP side channel (episodes, ground truth, the oracle)')
+    api_port: int = param(8765, 'Port of the HTTP side channel', ge=1, le=65535)
+    camera: CameraParams = CameraParams()
+    odom: OdomParams = OdomParams()
+    base: BaseParams = BaseParams()
