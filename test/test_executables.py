@@ -113,7 +113,7 @@ def test_inference_node_without_lmdeploy_names_the_fix():
      ['goal_tolerance_m (0.1) must be smaller than lookahead_m (0.05)']),
     ('inference_node', ['-p', 'backend:=replay'], ["backend 'replay' needs replay.file"]),
     ('inference_node', ['-p', 'lmdeploy.tp:=0'], ["'lmdeploy.tp' = 0", '1 <= int <= 16']),
-    ('inference_node', ['-p', 'backend:=vllm'], ["'backend' = 'vllm'", 'one of lmdeploy, openai, replay']),
+    ('inference_node', ['-p', 'backend:=vllm'], ["'backend' = 'vllm'", 'one of lmdeploy, openai, oracle, replay']),
 ])
 def test_bad_parameters_fail_start_up_with_a_clear_message(node, args, expected):
     result = subprocess.run([str(VENV_BIN / node), '--ros-args', *args],

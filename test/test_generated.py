@@ -65,18 +65,18 @@ from vln_ros.core.config import InferenceParams, param_specs, validate_params
 import gen_docs
 
 specs = {s.name: s for s in param_specs(InferenceParams)}
-assert specs['backend'].choices == ('lmdeploy', 'openai', 'replay', 'echo'), specs['backend'].choices
+assert specs['backend'].choices == ('lmdeploy', 'openai', 'oracle', 'replay', 'echo'), specs['backend'].choices
 assert specs['backend'].description.endswith('; echo: the prompt back'), specs['backend'].description
 assert specs['echo.delay_s'].allowed() == '0.0 < float <= 5.0 [s]'
 assert validate_params(InferenceParams, {'backend': 'echo', 'echo.prefix': 'x'}).echo.prefix == 'x'
-assert bringup.BACKENDS == ('lmdeploy', 'openai', 'replay', 'echo'), bringup.BACKENDS
+assert bringup.BACKENDS == ('lmdeploy', 'openai', 'oracle', 'replay', 'echo'), bringup.BACKENDS
 assert bringup.parse_args(bringup.StackArgs, {'backend': 'echo'}).backend == 'echo'
 yaml_text = gen_docs.render_yaml()
 assert '    echo:\\n      prefix: echo\\n      delay_s: 0.5                  # [s]\\n' in yaml_text, yaml_text
 tables = gen_docs.readme_tables()
 assert '| `echo.delay_s` | 0.5 | 0.0 < float <= 5.0 [s] | no | Wait this long before answering |' in (
     tables['inference_node parameters'])
-assert 'lmdeploy, openai, replay, echo' in tables['launch arguments']
+assert 'lmdeploy, openai, oracle, replay, echo' in tables['launch arguments']
 '''
 
 

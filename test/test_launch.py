@@ -145,7 +145,7 @@ def test_rviz_config_shows_topics_the_nodes_publish():
 
 @pytest.mark.parametrize(('model', 'values', 'named'), [
     (bringup.StackArgs, {'nodes': 'robot,camera'}, "bad launch argument: nodes: .*expected all, robot, gpu"),
-    (bringup.StackArgs, {'backend': 'vllm'}, "bad launch argument: backend: .*expected lmdeploy, openai, replay"),
+    (bringup.StackArgs, {'backend': 'vllm'}, "bad launch argument: backend: .*expected lmdeploy, openai, oracle, replay"),
     (bringup.ReplayArgs, {'bag': 'x', 'rate': '0'}, r"bad launch argument: rate: .*greater than 0 \(got '0'\)"),
 ])
 def test_launch_arguments_are_checked_with_a_clear_message(model, values, named):
@@ -161,7 +161,7 @@ def test_the_backend_model_and_tp_arguments_override_the_parameter_file_only_whe
     given = inference(backend='openai', model='m', tp='2', params_file='/my.yaml')
     assert given.parameters == {'use_sim_time': False, 'backend': 'openai', 'model': 'm', 'lmdeploy.tp': 2}
     assert given.launch_kwargs()['parameters'] == ['/my.yaml', given.parameters]   # the dict wins over the file
-    assert set(bringup.BACKENDS) == {'lmdeploy', 'openai', 'replay'}
+    assert set(bringup.BACKENDS) == {'lmdeploy', 'openai', 'oracle', 'replay'}
 
 
 def test_every_process_but_rviz2_is_required():

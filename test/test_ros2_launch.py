@@ -253,7 +253,7 @@ def test_show_args_lists_every_argument_with_its_description_and_default(tmp_pat
 
 @pytest.mark.parametrize(('launch_file', 'arguments', 'named'), [
     ('vln.launch.py', ['nodes:=robot,camera'], "nodes: .*expected all, robot, gpu or a comma list"),
-    ('vln.launch.py', ['backend:=vllm'], "backend: .*'vllm': expected lmdeploy, openai, replay"),
+    ('vln.launch.py', ['backend:=vllm'], "backend: .*'vllm': expected lmdeploy, openai, oracle, replay"),
     ('vln.launch.py', ['tp:=four'], "tp: .*'four'"),
     ('replay.launch.py', ['bag:=run1', 'rate:=0'], r"rate: .*greater than 0 \(got '0'\)"),
     ('replay.launch.py', [], "missing required argument 'bag'"),
