@@ -35,7 +35,8 @@ def record(**changes):
     plans = [Plan(0.5, 0.0, True, 'stop', 0, 'task'), Plan(1.0, 0.5, False, 'forward', 6, 'task'),
              Plan(end, end - 0.5, True, 'arrived', 0, 'task')]
     base = dict(seed=1, instruction='go down the corridor and stop at the red door', language='en', kind='door_ahead',
-                route_length_m=5.0, goal=[5.0, 0.0, 0.0], task_started_s=0.0, task_ended_s=end, end_state='arrived',
+                route_length_m=5.0, shortest_path_m=5.0, goal=[5.0, 0.0, 0.0], task_started_s=0.0, task_ended_s=end,
+                end_state='arrived',
                 end_reason='goal reached (the model answered arrived)', trajectory=rows, commands=commands,
                 plans=plans, collisions=0, min_clearance_m=0.4)
     base.update(changes)

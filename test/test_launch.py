@@ -145,7 +145,8 @@ def test_rviz_config_shows_topics_the_nodes_publish():
 
 @pytest.mark.parametrize(('model', 'values', 'named'), [
     (bringup.StackArgs, {'nodes': 'robot,camera'}, "bad launch argument: nodes: .*expected all, robot, gpu"),
-    (bringup.StackArgs, {'backend': 'vllm'}, "bad launch argument: backend: .*expected lmdeploy, openai, oracle, replay"),
+    (bringup.StackArgs, {'backend': 'vllm'},
+     'bad launch argument: backend: .*expected lmdeploy, openai, oracle, replay'),
     (bringup.ReplayArgs, {'bag': 'x', 'rate': '0'}, r"bad launch argument: rate: .*greater than 0 \(got '0'\)"),
 ])
 def test_launch_arguments_are_checked_with_a_clear_message(model, values, named):

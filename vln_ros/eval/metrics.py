@@ -45,7 +45,8 @@ class EpisodeRecord:
     instruction: str
     language: str
     kind: str
-    route_length_m: float
+    route_length_m: float                   # the reference route (corridor centre lines)
+    shortest_path_m: float                  # the geodesic for the robot's footprint: SPL's denominator
     goal: list[float]                       # [x, y, yaw]
     task_started_s: float
     task_ended_s: float                     # when the task stopped or failed, or the budget ran out
@@ -101,7 +102,7 @@ def score(r: EpisodeRecord, limits: dict[str, float]) -> dict[str, Any]:
     navigation_error = math.hypot(final[1] - goal_x, final[2] - goal_y)
     path = sum(math.hypot(b[1] - a[1], b[2] - a[2]) for a, b in zip(trajectory, trajectory[1:], strict=False))
     success = r.end_state == 'arrived' and navigation_error <= SUCCESS_RADIUS_M
-    spl = (r.route_length_m / max(path, r.route_length_m)) if success else 0.0
+    spl = (r.shortest_path_m / max(path, r.shortest_path_m)) if success else 0.0
 
     task_trajectory = _in_task(r.trajectory, start, end)
     duration = max(end - start, 1e-9)
@@ -126,7 +127,7 @@ def score(r: EpisodeRecord, limits: dict[str, float]) -> dict[str, Any]:
     return {
         'seed': r.seed, 'kind': r.kind, 'language': r.language, 'instruction': r.instruction,
         'success': success, 'spl': spl, 'navigation_error_m': navigation_error,
-        'path_length_m': path, 'route_length_m': r.route_length_m,
+        'path_length_m': path, 'shortest_path_m': r.shortest_path_m,
         'time_to_goal_s': arrived_at - start if success else math.nan,
         'episode_time_s': duration, 'end_state': r.end_state, 'end_reason': r.end_reason,
         'collisions': r.collisions, 'min_clearance_m': r.min_clearance_m,

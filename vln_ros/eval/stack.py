@@ -373,7 +373,8 @@ class EvalStack:
             self.restart('inference_node')
         return EpisodeRecord(
             seed=seed, instruction=scene['instruction'], language=scene['language'], kind=scene['kind'],
-            route_length_m=float(scene['route_length_m']), goal=list(scene['goal']), task_started_s=started_s,
+            route_length_m=float(scene['route_length_m']), shortest_path_m=float(scene['shortest_path_m']),
+            goal=list(scene['goal']), task_started_s=started_s,
             task_ended_s=ended_s, end_state=end_state, end_reason=end_reason, trajectory=episode['trajectory'],
             commands=episode['commands'], plans=plans, collisions=int(episode['collisions']),
             min_clearance_m=float(episode['min_clearance_m']), answers=episode['answers'], faults=faults,

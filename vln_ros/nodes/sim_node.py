@@ -34,7 +34,7 @@ from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.core.schema import StartupError
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
-from vln_ros.sim import scenes
+from vln_ros.sim import geodesic, scenes
 from vln_ros.sim.params import SimParams
 from vln_ros.sim.render import CameraSpec, render
 from vln_ros.sim.world import Capture, SimWorld
@@ -161,8 +161,9 @@ class SimNode(Node):
         if method == 'POST' and path == '/reset':
             self._pending.clear()
             scene = w.reset(int(body.get('seed', 0)))
+            shortest = geodesic.path_length(geodesic.shortest_path(scene, self.params.base.radius_m))
             return 200, {'seed': scene.seed, 'instruction': scene.instruction, 'language': scene.language,
-                         'kind': scene.kind, 'route_length_m': scene.route_length_m,
+                         'kind': scene.kind, 'route_length_m': scene.route_length_m, 'shortest_path_m': shortest,
                          'start': [scene.start.x, scene.start.y, scene.start.yaw],
                          'goal': [scene.goal.x, scene.goal.y, scene.goal.yaw], 'now_s': w.t_s,
                          'describe': scenes.describe(scene)}
