@@ -29,6 +29,7 @@ def test_every_episode_reaches_its_goal_without_touching_anything(oracle_run):
         assert r['success'], (r['seed'], r['end_state'], r['end_reason'], r['navigation_error_m'])
         assert r['collisions'] == 0 and r['min_clearance_m'] > 0.0, r
         assert r['navigation_error_m'] <= 1.0 and r['spl'] > 0.5, r
+        assert r['heading_error_deg'] < 35.0, r   # facing the door or landmark it was sent to
     assert {r.seed for r in records} == set(SEEDS)
 
 

@@ -46,7 +46,7 @@ def record(**changes):
 def test_a_straight_successful_episode_scores_as_computed_by_hand():
     s = score(record(), LIMITS)
     assert s['success'] and s['spl'] == pytest.approx(1.0, abs=0.01)
-    assert s['navigation_error_m'] == pytest.approx(0.0, abs=1e-6)
+    assert s['navigation_error_m'] == pytest.approx(0.0, abs=1e-6) and s['heading_error_deg'] == 0.0
     assert s['path_length_m'] == pytest.approx(5.0, abs=0.03)
     assert s['waiting_ratio'] == pytest.approx(1.0 / s['episode_time_s'], abs=0.02)  # the first second
     assert s['stop_and_go'] == 0   # waiting at the start is not a stop-and-go
@@ -55,7 +55,8 @@ def test_a_straight_successful_episode_scores_as_computed_by_hand():
 
 
 def test_arrived_too_far_from_the_goal_or_not_arrived_is_no_success():
-    far = score(record(goal=[6.2, 0.0, 0.0]), LIMITS)
+    far = score(record(goal=[6.2, 0.0, math.pi / 2]), LIMITS)
+    assert far['heading_error_deg'] == pytest.approx(90.0)
     assert not far['success'] and far['spl'] == 0.0 and far['navigation_error_m'] == pytest.approx(1.2, abs=1e-6)
     timeout = score(record(end_state='timeout'), LIMITS)
     assert not timeout['success'] and math.isnan(timeout['time_to_goal_s'])

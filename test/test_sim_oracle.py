@@ -113,11 +113,13 @@ def test_every_answer_is_valid_compact_and_inside_the_parser_limits():
     assert {'forward', 'turn_left', 'turn_right', 'arrived'} <= actions
 
 
-def test_arrived_near_the_goal_and_not_far_from_it():
+def test_arrived_near_the_goal_facing_it_and_not_far_from_it_or_facing_away():
     settings, rng = OracleSettings(), np.random.default_rng(2)
     for bearing in np.linspace(-math.pi, math.pi, 12, endpoint=False):
-        for distance, arrived in ((0.0, True), (0.45, True), (0.55, False), (2.0, False)):
-            pose = Pose2D(GOAL.x + distance * math.cos(bearing), GOAL.y + distance * math.sin(bearing), bearing)
+        for distance, yaw_off_deg, arrived in ((0.0, 0.0, True), (0.45, 25.0, True), (0.55, 0.0, False),
+                                               (2.0, 0.0, False), (0.2, 40.0, False), (0.0, -90.0, False)):
+            pose = Pose2D(GOAL.x + distance * math.cos(bearing), GOAL.y + distance * math.sin(bearing),
+                          GOAL.yaw + math.radians(yaw_off_deg))
             result = parsed(answer(L_SCENE, pose, settings, rng).text)
             assert result.arrived == arrived and bool(result.waypoints) != arrived, (pose, result)
 

@@ -127,6 +127,7 @@ def score(r: EpisodeRecord, limits: dict[str, float]) -> dict[str, Any]:
     return {
         'seed': r.seed, 'kind': r.kind, 'language': r.language, 'instruction': r.instruction,
         'success': success, 'spl': spl, 'navigation_error_m': navigation_error,
+        'heading_error_deg': abs(math.degrees(math.remainder(final[3] - r.goal[2], math.tau))),
         'path_length_m': path, 'shortest_path_m': r.shortest_path_m,
         'time_to_goal_s': arrived_at - start if success else math.nan,
         'episode_time_s': duration, 'end_state': r.end_state, 'end_reason': r.end_reason,

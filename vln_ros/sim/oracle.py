@@ -32,7 +32,8 @@ FAULTS = ('malformed', 'wrong_direction', 'premature_arrived')
 class OracleSettings:
     horizon_m: float = 3.0            # how far along the route one plan reaches
     step_m: float = 0.5               # waypoint spacing along the route
-    arrive_m: float = 0.5             # capture pose this close to the goal position: 'arrived'
+    arrive_m: float = 0.5             # capture pose this close to the goal position: 'arrived' ...
+    arrive_yaw_deg: float = 30.0      # ... once it also faces the goal's heading this closely (the door)
     confidence: float = 0.9
     noise_m: float = 0.0              # std dev of gaussian noise on each step's dx and dy
     noise_deg: float = 0.0            # ... and on its dtheta
@@ -58,7 +59,8 @@ def answer(scene: Scene, pose: Pose2D, settings: OracleSettings, rng: np.random.
     """The answer to the picture taken at `pose` (world frame). Deterministic given the rng's state."""
     fault = _draw_fault(settings, rng)
     goal = scene.goal
-    arrived = math.hypot(goal.x - pose.x, goal.y - pose.y) <= settings.arrive_m
+    arrived = (math.hypot(goal.x - pose.x, goal.y - pose.y) <= settings.arrive_m
+               and abs(wrap_angle(goal.yaw - pose.yaw)) <= math.radians(settings.arrive_yaw_deg))
     steps = [] if arrived else _steps(pose, _split(pose, _route_ahead(scene, pose, settings)), settings, rng)
     if not steps:
         arrived = True    # already on the goal pose (arrive_m 0)
