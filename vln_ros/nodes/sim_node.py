@@ -23,6 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -32,6 +33,7 @@ from sensor_msgs.msg import Image
 from vln_ros import interface
 from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.core.schema import StartupError
+from vln_ros.nodes import diagnostics
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
 from vln_ros.sim import geodesic, scenes
@@ -43,12 +45,15 @@ from vln_ros.sim.world import Capture, SimWorld
 MAX_LAG_S = 0.25
 ORACLE_WAIT_S = 120.0
 MAX_BODY_BYTES = 64 * 1024
+DIAGNOSTICS_PERIOD_S = 1.0
+SLOW_RTF = 0.95          # /diagnostics warns below this share of the asked speed
 
 
 def _time_msg(t_s: float) -> Any:
+    """builtin_interfaces/Time of t_s, rounded to the nanosecond (3.9999999999 s is 4 s, not 3 s + 1e9 ns)."""
     from builtin_interfaces.msg import Time
-    sec = int(t_s)
-    return Time(sec=sec, nanosec=int(round((t_s - sec) * 1e9)) % 1_000_000_000)
+    sec, nanosec = divmod(round(t_s * 1e9), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 class SimNode(Node):
@@ -64,6 +69,8 @@ class SimNode(Node):
         self._image_pub = self.create_publisher(Image, interface.SIM_CAMERA, interface.SENSOR_QOS)
         self._odom_pub = self.create_publisher(Odometry, interface.ODOM, interface.SENSOR_QOS)
         self.create_subscription(Twist, interface.CMD_VEL, self._on_cmd_vel, interface.CMD_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
+        diagnostics.start_timer(self, DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self._pending: list[tuple[Capture, Any]] = []
         self._rtf_lock = threading.Lock()
         self._rtf_window: list[tuple[float, float]] = []   # (wall, sim) samples of the last seconds
@@ -125,6 +132,15 @@ class SimNode(Node):
             self._rtf_window.append((now, t))
             while len(self._rtf_window) > 2 and now - self._rtf_window[0][0] > 5.0:
                 self._rtf_window.pop(0)
+
+    def _publish_diagnostics(self) -> None:
+        rtf, episode = self.real_time_factor(), self.world.episode_counts()
+        slow = math.isfinite(rtf) and rtf < SLOW_RTF * self.params.speed
+        level = diagnostics.WARN if slow else diagnostics.OK
+        message = f'slower than asked: {rtf:.2f}x real time' if slow else f'{rtf:.2f}x real time'
+        self._diag_pub.publish(diagnostics.array(self, diagnostics.status(
+            self, level, message, {'real_time_factor': rtf, 'speed': self.params.speed,
+                                   'sim_time_s': self.world.t_s, **episode})))
 
     def real_time_factor(self) -> float:
         """Simulated seconds per wall second over the last 5 s."""

@@ -98,6 +98,13 @@ class SimWorld:
                     'trajectory': list(self.log.trajectory), 'commands': list(self.log.commands),
                     'answers': list(self.log.answers)}
 
+    def episode_counts(self) -> dict[str, Any]:
+        """The episode's figures for /diagnostics."""
+        with self._lock:
+            return {'seed': self.log.seed, 'frames': self.log.frames, 'commands': len(self.log.commands),
+                    'collisions': self.base.collisions, 'min_clearance_m': self.base.min_clearance_m,
+                    'camera_frozen': self.camera_frozen, 'odom_lost': self.odom_lost}
+
     # -- the loop ------------------------------------------------------------------------------------
     def command(self, vx: float, vy: float, wz: float) -> None:
         with self._lock:

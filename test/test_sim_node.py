@@ -1,0 +1,109 @@
+"""sim_node as a process on a real graph: /clock, camera, odometry and cmd_vel as a robot offers them, the
+side channel's replies and refusals, /diagnostics, and a clean exit on SIGINT."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest import wait_for
+
+from vln_ros import interface as ri
+from vln_ros.demo.stack import executable
+from vln_ros.eval.stack import free_port
+
+
+def call(port: int, path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f'http://127.0.0.1:{port}{path}', data, {'Content-Type': 'application/json'})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def sim(graph):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import Twist
+    from nav_msgs.msg import Odometry
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+
+    port = free_port()
+    proc = subprocess.Popen([executable('sim_node'), '--ros-args', '-p', f'api_port:={port}', '-p', 'seed:=1',
+                             '-p', 'camera.width:=320', '-p', 'camera.height:=240'],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = graph.node('sim_test')
+    heard = {'clock': [], 'image': [], 'odom': [], 'diag': []}
+    node.create_subscription(Clock, ri.CLOCK, heard['clock'].append, 10)
+    node.create_subscription(Image, ri.SIM_CAMERA, heard['image'].append, ri.SENSOR_QOS)
+    node.create_subscription(Odometry, ri.ODOM, heard['odom'].append, ri.SENSOR_QOS)
+    node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS,
+                             lambda m: heard['diag'].extend(s for s in m.status if s.name == '/sim_node'), 10)
+    cmd = node.create_publisher(Twist, ri.CMD_VEL, ri.CMD_QOS)
+    try:
+        assert wait_for(lambda: len(heard['image']) >= 3 and len(heard['diag']) >= 1, 30.0), proc.poll()
+        yield port, heard, cmd, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+
+
+def test_clock_camera_and_odometry_come_as_from_a_robot(sim):
+    _, heard, _, _ = sim
+    image = heard['image'][-1]
+    assert (image.width, image.height, image.encoding) == (320, 240, 'bgr8') and len(image.data) == 320 * 240 * 3
+    clock = [c.clock.sec + c.clock.nanosec * 1e-9 for c in heard['clock']]
+    assert clock == sorted(clock) and clock[-1] > 0.5, clock[:30]
+    assert image.header.stamp.sec + image.header.stamp.nanosec * 1e-9 <= clock[-1]   # stamped at capture
+    assert heard['odom'][-1].header.frame_id == 'odom'
+    values = {kv.key: kv.value for kv in heard['diag'][-1].values}
+    assert 0.5 < float(values['real_time_factor']) < 1.5 and values['seed'] == '1'
+
+
+def test_cmd_vel_moves_the_robot_and_the_episode_records_it(sim):
+    from geometry_msgs.msg import Twist
+    port, heard, cmd, _ = sim
+    twist = Twist()
+    twist.linear.x = 0.3
+
+    def moved() -> bool:
+        cmd.publish(twist)
+        return heard['odom'][-1].pose.pose.position.x > 0.2
+    assert wait_for(moved, 15.0, poll_s=0.05)
+    status, episode = call(port, '/episode')
+    assert status == 200 and episode['commands'] and max(c[1] for c in episode['commands']) == pytest.approx(0.3)
+    assert episode['trajectory'][-1][4] > 0.1 and episode['collisions'] == 0
+
+
+def test_the_side_channel_resets_answers_and_refuses_clearly(sim):
+    port, heard, _, _ = sim
+    status, scene = call(port, '/reset', {'seed': 7})
+    assert status == 200 and scene['seed'] == 7 and scene['instruction'] and scene['shortest_path_m'] > 1.0
+    assert wait_for(lambda: heard['image'][-1].header.stamp.sec + heard['image'][-1].header.stamp.nanosec * 1e-9
+                    > scene['now_s'], 10.0)
+    image = heard['image'][-1]
+    stamp_ns = image.header.stamp.sec * 10**9 + image.header.stamp.nanosec
+    status, answer = call(port, '/oracle', {'stamp_ns': stamp_ns, 'latency_s': 0.3})
+    assert status == 200 and json.loads(answer['text'])['act'] in ('forward', 'turn_left', 'turn_right')
+    assert call(port, '/oracle', {'stamp_ns': 1})[0] == 409                       # before this episode
+    assert call(port, '/oracle', {'latency_s': 0.3})[0] == 400                    # no stamp
+    assert call(port, '/oracle', {'stamp_ns': stamp_ns, 'fault_malformed': 0.8,
+                                  'fault_wrong_direction': 0.8})[0] == 400       # faults over 100 %
+    assert call(port, '/nothing')[0] == 404
+    status, faults = call(port, '/fault', {'camera_frozen': True})
+    assert status == 200 and faults['camera_frozen']
+    frames = len(heard['image'])
+    assert not wait_for(lambda: len(heard['image']) > frames + 1, 1.5)   # frozen: no new frames
+
+
+def test_sigint_ends_it_cleanly(sim):
+    _, _, _, proc = sim
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
