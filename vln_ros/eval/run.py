@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import time
 from dataclasses import asdict, replace
@@ -155,7 +156,19 @@ def write_pictures(out: Path, records: list[metrics.EpisodeRecord], scores: list
     return written
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f'signal {signum}')
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print('vln_eval: interrupted; the stack was stopped', file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--episodes', type=int, default=20, help='episodes per configuration (default 20)')
     parser.add_argument('--first-seed', type=int, default=0, help='scene seeds are first-seed, first-seed+1, ...')
@@ -198,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f'vln_eval: {e}', file=sys.stderr)
         return 2
     print(claim.describe(), flush=True)
+    # SIGTERM (a CI timeout, `kill`) ends the run like Ctrl-C: the stack's processes are stopped, not orphaned
+    # (they were, while /clock kept running: a killed study left two stacks behind).
+    signal.signal(signal.SIGTERM, _interrupt)
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     began = time.monotonic()
     rows: list[tuple[str, dict[str, Any]]] = []
