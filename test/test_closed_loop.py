@@ -63,3 +63,36 @@ def test_the_robot_stops_within_the_bound_and_touches_nothing_when_odometry_is_l
     assert outcome['within_bound'], outcome
     assert outcome['collisions'] == 0 and scores[0]['limit_violations'] == 0
     assert math.isfinite(outcome['stopped_after_s'])
+
+
+def test_sigterm_to_vln_eval_stops_the_stack_it_started(tmp_path):
+    """A killed run must not leave its node processes behind (it did: /clock kept ticking)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import wait_for
+
+    proc = subprocess.Popen([sys.executable, '-m', 'vln_ros.eval.run', '--episodes', '1', '--out', str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def children() -> list[int]:
+        found = []
+        for task in os.listdir(f'/proc/{proc.pid}/task'):
+            with open(f'/proc/{proc.pid}/task/{task}/children') as f:
+                found += [int(p) for p in f.read().split()]
+        return found
+    try:
+        assert wait_for(lambda: len(children()) >= 4, 60.0), proc.poll()   # sim_node and the three nodes
+        started = children()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=40) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert 'interrupted; the stack was stopped' in proc.stdout.read()
+    assert not [pid for pid in started if os.path.exists(f'/proc/{pid}') and
+                open(f'/proc/{pid}/stat').read().split()[2] != 'Z'], 'node processes left running'

@@ -33,7 +33,7 @@ import numpy as np
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
 from vln_ros.demo import corridor
-from vln_ros.demo.stack import Recording, RunOptions, StackRun
+from vln_ros.demo.stack import Recording, RunOptions, StackRun, stop_on_sigterm
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.testing import local_graph
 
@@ -314,9 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f'vln_demo: {e}', file=sys.stderr)
         return 2
     print(claim.describe(), flush=True)
+    stop_on_sigterm()
     print(f'playing {options.bag} through the stack ({options.backend} answers); logs in {args.out / "logs"} ...',
           flush=True)
-    run, recording = run_demo(options, args.out, claim.domain_id)
+    try:
+        run, recording = run_demo(options, args.out, claim.domain_id)
+    except KeyboardInterrupt:
+        print('vln_demo: interrupted; the stack was stopped', file=sys.stderr)
+        return 130
     text, whole = summary(run)
     try:
         write_outputs(args.out, run, recording, text, whole)

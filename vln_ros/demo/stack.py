@@ -33,6 +33,15 @@ STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, `kill`) ends a run like Ctrl-C: KeyboardInterrupt unwinds through the run's
+    `with` blocks, which stop the stack's processes instead of leaving them running (a killed `vln_eval` left
+    its four node processes behind, /clock still ticking)."""
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f'signal {signum}')
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def executable(name: str) -> str:
     """An installed executable: next to this Python first (the venv), then on PATH."""
     found = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)

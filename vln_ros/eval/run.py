@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import sys
 import time
 from dataclasses import asdict, replace
@@ -33,6 +32,7 @@ from typing import Any
 import cv2
 
 from vln_ros.demo.run import unwritable
+from vln_ros.demo.stack import stop_on_sigterm
 from vln_ros.eval import metrics
 from vln_ros.eval.stack import EvalOptions, EvalStack
 from vln_ros.testing import local_graph
@@ -156,10 +156,6 @@ def write_pictures(out: Path, records: list[metrics.EpisodeRecord], scores: list
     return written
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f'signal {signum}')
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -211,9 +207,7 @@ def _main(argv: list[str] | None) -> int:
         print(f'vln_eval: {e}', file=sys.stderr)
         return 2
     print(claim.describe(), flush=True)
-    # SIGTERM (a CI timeout, `kill`) ends the run like Ctrl-C: the stack's processes are stopped, not orphaned
-    # (they were, while /clock kept running: a killed study left two stacks behind).
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     began = time.monotonic()
     rows: list[tuple[str, dict[str, Any]]] = []
