@@ -33,6 +33,20 @@ def test_the_asked_format_becomes_radians_and_keeps_every_number():
     assert (b.dx, b.dy, b.confidence) == (0.6, -0.2, 0.7) and b.dtheta == pytest.approx(math.radians(-45))
 
 
+@pytest.mark.parametrize('cut', ['[0.5,0.0,0', '[0.5,0.0,0,', '[0.5,0.0,0,0', '[0.5,'])
+def test_an_answer_cut_inside_its_last_step_keeps_the_whole_steps_before_it(cut):
+    """The step being written when generation stopped is dropped, however much of it was written (three
+    numbers and a comma were a rejection of the whole answer: found by the oracle's fault tests)."""
+    parsed = parse_answer('{"env":"corridor","act":"forward","wp":[[0.5,0,0,0.9],' + cut, LIMITS)
+    assert parsed.rejection is None and parsed.source == 'partial_json', parsed
+    assert [(w.dx, w.confidence) for w in parsed.waypoints] == [(0.5, 0.9)]
+
+
+def test_a_complete_step_without_confidence_is_still_a_rejection():
+    parsed = parse_answer('{"env":"c","act":"forward","wp":[[0.5,0,0,0.9],[0.5,0,0]]}', LIMITS)
+    assert parsed.rejection == 'bad_waypoint' and parsed.stop
+
+
 def test_free_text_numbers_units_and_directions():
     parsed = parse_answer('turn 45 degrees to the right and go ahead 50 cm, then strafe left 0.2 m', LIMITS)
     assert [(round(w.dx, 3), round(w.dy, 3), round(math.degrees(w.dtheta))) for w in parsed.waypoints] == [

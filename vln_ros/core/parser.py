@@ -179,9 +179,11 @@ def _from_json(obj: dict[str, Any], source: str, limits: ParserParams) -> Parsed
     steps: list[list[float | None]] = []
     for i, item in enumerate(raw):
         numbers = _waypoint_numbers(item)
-        if numbers is None or any(n is None for n in numbers[:3]):
-            if source == 'partial_json' and i == len(raw) - 1:
-                break  # the step being written when the answer was cut off
+        cut_off = source == 'partial_json' and i == len(raw) - 1   # the step being written when the answer ended
+        if numbers is None or any(n is None for n in numbers[:3]) or (cut_off and (len(numbers) < 4
+                                                                              or numbers[3] is None)):
+            if cut_off:
+                break  # e.g. '[0.5,0.0,0,' : three numbers written, the confidence never came
             return _rejected('bad_waypoint', f'waypoint {i} is {item!r:.60}', source, environment)
         steps.append(numbers)
     return _validated(environment, action or 'move', steps, source, limits, default_confidence=None)
