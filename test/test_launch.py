@@ -42,10 +42,10 @@ from vln_ros.core.config import NODE_PARAMS, load_node_yaml
 from vln_ros.msg import WaypointArray
 
 LAUNCH_FILES = {'vln.launch.py': bringup.StackArgs, 'replay.launch.py': bringup.ReplayArgs,
-                'camera.launch.py': bringup.StackArgs}
+                'camera.launch.py': bringup.StackArgs, 'sim.launch.py': bringup.SimArgs}
 VENV_BIN = Path(sys.executable).parent
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-OUR_EXECUTABLES = [n.executable for n in bringup.NODES] + [bringup.BAG_EXECUTABLE]
+OUR_EXECUTABLES = [n.executable for n in bringup.NODES] + [bringup.BAG_EXECUTABLE, bringup.SIM_EXECUTABLE]
 
 
 def parsed(launch_file: str) -> ast.Module:

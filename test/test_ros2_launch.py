@@ -238,7 +238,8 @@ def no_ros2_daemon_left():
 LAUNCH_FILES = {'vln.launch.py': bringup.launch_arguments(bringup.StackArgs),
                 'replay.launch.py': bringup.launch_arguments(bringup.ReplayArgs),
                 'camera.launch.py': [a for a in bringup.launch_arguments(bringup.StackArgs)
-                                     if a.name in bringup.CAMERA_ARGUMENTS]}
+                                     if a.name in bringup.CAMERA_ARGUMENTS],
+                'sim.launch.py': bringup.launch_arguments(bringup.SimArgs)}
 
 
 @pytest.mark.parametrize('launch_file', sorted(LAUNCH_FILES))
@@ -426,3 +427,41 @@ def test_replay_launch_plays_the_demo_bag_to_a_stop_at_the_red_door(launcher, gr
     assert re.search(rf'played \d+ messages .*\({CAMERA_TOPIC}/compressed 326, /vln/instruction 1\)',
                      launch.output()), launch.output()[-4000:]
     stop_cleanly(launch, executables)
+
+
+# -- the simulator through sim.launch.py -----------------------------------------------------------------
+
+def test_sim_launch_walks_the_simulated_robot_to_its_goal(launcher, graph, tmp_path):
+    """What make eval does for one episode, through `ros2 launch`: sim_node and the stack on its clock, the
+    oracle answering; the instruction sim_node logs goes to vln/set_task as an operator would give it."""
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import qos_profile_sensor_data
+
+    from vln_ros.eval.stack import free_port
+    from vln_ros.sim import scenes
+
+    seed, port = 2, free_port()
+    watcher = graph.node('sim_watcher')
+    statuses: list[TaskStatus] = []
+    odometry: list[Odometry] = []
+    commands: list[Twist] = []
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    watcher.create_subscription(TaskStatus, '/vln/task_status', statuses.append, latched)
+    watcher.create_subscription(Odometry, '/odom', odometry.append, qos_profile_sensor_data)
+    watcher.create_subscription(Twist, '/cmd_vel', commands.append, QoSProfile(depth=100))
+    launch = launcher('ros2', 'launch', bringup.PACKAGE, 'sim.launch.py', f'seed:={seed}', f'api_port:={port}')
+    names = [bringup.SIM_EXECUTABLE, *NODE_NAMES]
+    assert wait_for(lambda: set(names) <= nodes_on_graph(watcher, '/') or launch.proc.poll() is not None,
+                    STARTUP_S), launch.output()[-4000:]
+    instruction = scenes.generate(seed).instruction
+    assert instruction in launch.output()   # sim_node names the scene's instruction in its log
+    from vln_ros.srv import SetTask
+    reply = call_service(watcher.create_client(SetTask, '/vln/set_task'), SetTask.Request(instruction=instruction))
+    assert reply.accepted, reply
+    assert wait_for(lambda: statuses and statuses[-1].state_name == 'stopped' or launch.proc.poll() is not None,
+                    90.0), [(s.state_name, s.reason) for s in statuses][-3:]
+    assert 'arrived' in statuses[-1].reason, statuses[-1]
+    assert max(c.linear.x for c in commands) > 0.3
+    start, end = odometry[0].pose.pose.position, odometry[-1].pose.pose.position
+    assert ((end.x - start.x) ** 2 + (end.y - start.y) ** 2) ** 0.5 > 3.0   # it walked there
+    stop_cleanly(launch, names)

@@ -112,19 +112,27 @@ def render_parameter_table(model: type[BaseModel]) -> str:
 
 
 def render_launch_table() -> str:
-    """vln.launch.py's arguments, then those replay.launch.py adds; a default replay changes is given twice."""
-    stack = {a.name: a for a in bringup.launch_arguments(bringup.StackArgs)}
+    """vln.launch.py's arguments, then those replay.launch.py and sim.launch.py add; a default either one
+    changes is given beside vln.launch.py's."""
+    variants = (('replay', bringup.ReplayArgs), ('sim', bringup.SimArgs))
+    stack = bringup.launch_arguments(bringup.StackArgs)
     rows = ['| argument | default | meaning |', '|---|---|---|']
-    for argument in bringup.launch_arguments(bringup.ReplayArgs):
-        shown = '(required)' if argument.default is None else _default(argument.default)
-        base = stack.get(argument.name)
-        if base is None:
+    for base in stack:
+        changed = []
+        for label, model in variants:
+            own = next(a for a in bringup.launch_arguments(model) if a.name == base.name)
+            if own.default != base.default:
+                changed.append(f'{label}: {_default(own.default)}')
+        shown = _default(base.default) + (f' ({"; ".join(changed)})' if changed else '')
+        rows.append(f'| `{base.name}` | {_cell(shown)} | {_cell(base.description)} |')
+    names = {a.name for a in stack}
+    for label, model in variants:
+        for argument in bringup.launch_arguments(model):
+            if argument.name in names:
+                continue
+            shown = '(required)' if argument.default is None else _default(argument.default)
             meaning = argument.description[:1].lower() + argument.description[1:]
-            rows.append(f'| `{argument.name}` | {_cell(shown)} | replay.launch.py: {_cell(meaning)} |')
-            continue
-        if base.default != argument.default:
-            shown = f'{_default(base.default)} (replay: {shown})'
-        rows.append(f'| `{argument.name}` | {_cell(shown)} | {_cell(base.description)} |')
+            rows.append(f'| `{argument.name}` | {_cell(shown)} | {label}.launch.py: {_cell(meaning)} |')
     return '\n'.join(rows)
 
 

@@ -70,6 +70,7 @@ NODES: tuple[NodeSpec, ...] = (
              subscribes=(ri.WAYPOINTS, ri.ODOM, ri.ESTOP), services=(ri.RELEASE_ESTOP,)),
 )
 BAG_EXECUTABLE = 'vln_bag'
+SIM_EXECUTABLE = 'sim_node'
 # camera.launch.py: the camera node alone, with these of vln.launch.py's arguments.
 CAMERA_ONLY = {'nodes': 'camera_node'}
 CAMERA_ARGUMENTS = ('namespace', 'params_file', 'use_sim_time', 'camera_topic')
@@ -139,6 +140,21 @@ class ReplayArgs(StackArgs):
                                                     'topic has a subscriber (the inference node subscribes once its '
                                                     'model is loaded)')
     use_sim_time: bool = Field(True, description='Nodes follow the bag time the player publishes on /clock')
+
+
+class SimArgs(StackArgs):
+    """The arguments of sim.launch.py: sim_node (a simulated quadruped in a generated scene, the owner of
+    /clock) and the stack driving it, the oracle answering unless another backend is given."""
+
+    seed: int = Field(0, ge=0, description="The scene (vln_ros/sim/scenes.py); its instruction is in sim_node's "
+                                           'log; later scenes through its side channel (make eval)')
+    speed: float = Field(1.0, gt=0.0, le=20.0, description='Simulated seconds per wall-clock second (1 = real time)')
+    api_port: int = Field(8765, ge=1, le=65535, description="sim_node's HTTP side channel on 127.0.0.1 (episodes, "
+                                                             'ground truth, the oracle backend)')
+    use_sim_time: bool = Field(True, description='Nodes follow the simulated time sim_node publishes on /clock')
+    camera_topic: str = Field(ri.SIM_CAMERA, description="sim_node's camera (sensor_msgs/Image)")
+    backend: str = Field('oracle', description=f"inference_node's backend: {', '.join(BACKENDS)}; oracle = the "
+                                               "simulator's ground truth (a perfect model, docs/eval.md)")
 
 
 @dataclass(frozen=True)
@@ -233,6 +249,8 @@ def node_process(spec: NodeSpec, args: StackArgs, share_dir: str) -> Process:
     if spec.name == 'inference_node':
         if args.backend:
             parameters['backend'] = args.backend
+        if isinstance(args, SimArgs) and args.backend == 'oracle':
+            parameters['oracle.url'] = f'http://127.0.0.1:{args.api_port}'
         if args.model:
             parameters['model'] = args.model
         if args.tp is not None:
@@ -268,10 +286,18 @@ def player(args: ReplayArgs) -> Process:
     return Process(PACKAGE, BAG_EXECUTABLE, 'vln_bag_player', arguments=tuple(arguments))
 
 
+def simulator(args: SimArgs) -> Process:
+    """sim_node for sim.launch.py: on its own clock (it publishes /clock), never use_sim_time."""
+    return Process(PACKAGE, SIM_EXECUTABLE, SIM_EXECUTABLE, args.namespace, parameters={
+        'seed': args.seed, 'speed': args.speed, 'api_port': args.api_port})
+
+
 def processes(model: type[StackArgs], values: dict[str, str], share_dir: str) -> list[Process]:
-    """What a launch file starts for its argument values: the stack, and the player when replaying."""
+    """What a launch file starts for its argument values: the simulator when simulating, the stack, and the
+    player when replaying."""
     args = parse_args(model, values)
-    return [*stack(args, share_dir), *([player(args)] if isinstance(args, ReplayArgs) else [])]
+    return [*([simulator(args)] if isinstance(args, SimArgs) else []), *stack(args, share_dir),
+            *([player(args)] if isinstance(args, ReplayArgs) else [])]
 
 
 def missing_executables(started: list[Process]) -> list[str]:

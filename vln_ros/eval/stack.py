@@ -193,31 +193,27 @@ class EvalStack:
 
     # -- processes -----------------------------------------------------------------------------------
     def commands(self) -> dict[str, list[str]]:
-        """Each process's command line: the stack as vln.launch.py starts it (bringup), with sim time, the
-        simulator's camera, and the run's backend and controller settings."""
+        """Each process's command line: what sim.launch.py starts (bringup.SimArgs: sim_node, and the stack on
+        its clock and camera), with the run's backend, simulation and controller settings."""
         o = self.options
-        values = {'use_sim_time': 'true', 'camera_topic': ri.SIM_CAMERA, 'params_file': str(o.params_file),
-                  'backend': o.backend}
+        values = {'params_file': str(o.params_file), 'backend': o.backend, 'speed': str(o.speed),
+                  'api_port': str(self.port)}
         if o.model:
             values['model'] = o.model
-        processes = bringup.processes(bringup.StackArgs, values, str(REPO))
         extra: dict[str, dict[str, Any]] = {
-            'inference_node': {**({'oracle.url': self.sim.url, 'oracle.latency_s': o.latency_s}
-                                  if o.backend == 'oracle' else {}),
+            'sim_node': dict(_pairs(o.sim_params)),
+            'inference_node': {**({'oracle.latency_s': o.latency_s} if o.backend == 'oracle' else {}),
                                **{f'oracle.{k}': v for k, v in _pairs(o.oracle).items()},
                                **_pairs(o.inference_params)},
             'controller_node': {'latency_compensation': o.latency_compensation},
         }
         out = {}
-        for p in processes:
+        for p in bringup.processes(bringup.SimArgs, values, str(REPO)):
             p = p.with_parameters(extra.get(p.name, {}))
             if p.name == 'controller_node' and o.controller == 'baseline':
                 out[p.name] = [*self._baseline_command(), *p.command('x')[1:]]
-                continue
-            out[p.name] = p.command(executable(p.executable))
-        sim = bringup.Process(bringup.PACKAGE, 'sim_node', 'sim_node', parameters={
-            'api_port': self.port, 'speed': o.speed, **_pairs(o.sim_params)})
-        out['sim_node'] = sim.command(executable('sim_node'))
+            else:
+                out[p.name] = p.command(executable(p.executable))
         return out
 
     def _baseline_command(self) -> list[str]:
@@ -234,7 +230,7 @@ class EvalStack:
     def start(self) -> None:
         """sim_node first (the clock), then the stack; returns once the stack answers on the graph."""
         commands = self.commands()
-        self._start('sim_node', commands.pop('sim_node'))
+        self._start(bringup.SIM_EXECUTABLE, commands.pop(bringup.SIM_EXECUTABLE))
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not self.sim.ready():
             self._check_alive(deadline, 'sim_node')

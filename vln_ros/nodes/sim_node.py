@@ -85,7 +85,8 @@ class SimNode(Node):
         self._loop = threading.Thread(target=self._run, name='sim-physics', daemon=True)
         self._loop.start()
         self.get_logger().info(
-            f'simulating seed {p.seed} ({scenes.describe(self.world.scene)}) at {p.speed}x real time; camera '
+            f'simulating {scenes.describe(self.world.scene)}: "{self.world.scene.instruction}", at {p.speed}x '
+            f'real time; camera '
             f'{p.camera.width}x{p.camera.height} at {p.camera.rate_hz} Hz on '
             f'{self.resolve_topic_name(interface.SIM_CAMERA)}; side channel http://{p.api_address}:{p.api_port}')
 
@@ -177,6 +178,7 @@ class SimNode(Node):
         if method == 'POST' and path == '/reset':
             self._pending.clear()
             scene = w.reset(int(body.get('seed', 0)))
+            self.get_logger().info(f'episode: {scenes.describe(scene)}: "{scene.instruction}"')
             shortest = geodesic.path_length(geodesic.shortest_path(scene, self.params.base.radius_m))
             return 200, {'seed': scene.seed, 'instruction': scene.instruction, 'language': scene.language,
                          'kind': scene.kind, 'route_length_m': scene.route_length_m, 'shortest_path_m': shortest,
