@@ -124,4 +124,9 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
         rclpy.try_shutdown()
         if restore_signal_handlers:
             signals.restore()
+        else:
+            # An executable is done with signals now. Python's finalization puts the default handlers back, and
+            # a late SIGINT (the second of a process-group Ctrl-C) landing there killed the process: exit -2,
+            # no traceback (seen under heavy load). Blocked, it stays pending until the process has exited.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _ShutdownOnSignal.SIGNALS)
     return 0
