@@ -209,10 +209,13 @@ def test_play_publishes_every_message_in_order_with_the_recorded_timing_and_cloc
         arrivals = sorted((arrived, ms / 1000.0) for topic in TYPES for (arrived, _), ms in zip(
             listener.received[topic], [ms for t, ms, _ in RECORDED if t == topic], strict=False))
         clock = [(arrived, c.clock.sec * 10**9 + c.clock.nanosec) for arrived, c in listener.received['/clock']]
-    first = arrivals[0][0]
-    assert 0.75 <= arrivals[-1][0] - first <= 1.5, arrivals  # 0.85 s at rate 2 (1.7 s at rate 1)
-    errors = [abs((arrived - first) - bag_s / 2) for arrived, bag_s in arrivals]
-    assert max(errors) < 0.35, errors
+    # The least delayed message fixes the line (the first one may itself be late: a stall of this process at
+    # the start, under load, once made the whole span look short); every message is on it or late, by little.
+    offset = min(arrived - bag_s / 2 for arrived, bag_s in arrivals)
+    lateness = [arrived - offset - bag_s / 2 for arrived, bag_s in arrivals]
+    assert max(lateness) < 0.35, lateness
+    assert sorted(lateness)[len(lateness) // 2] < 0.05, lateness   # most on time: the pace is rate 2
+    assert arrivals[-1][0] - arrivals[0][0] <= 1.5, arrivals       # 0.85 s at rate 2, never rate 1's 1.7 s
 
     # /clock: monotone, from the first to the last message's bag time, and near bag time meanwhile.
     stamps = [stamp for _, stamp in clock]
