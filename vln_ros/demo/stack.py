@@ -199,85 +199,42 @@ class Observer:
 
 @dataclass
 class Started:
-    process: bringup.Process
+    command: list[str]
     popen: subprocess.Popen
     log: Path
     log_file: IO[str]
 
 
-class StackRun:
-    """Start the stack on the bag, play it, inject faults, stop; what was heard is in `recording`.
-    The environment (ROS domain, transports) is this process's: set it up before
-    (local_graph.use_private_domain)."""
+class ProcessGroup:
+    """Node processes started by name, each logging to <log_dir>/<name>.log, stopped together as launch does
+    on Ctrl-C (SIGINT, then a kill after STOP_TIMEOUT_S). make demo's and make eval's stacks run on it."""
 
-    def __init__(self, options: RunOptions, log_dir: Path) -> None:
-        self.options = options
+    def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self.recording = Recording(rate=options.rate)
-        self.observer = Observer(self.recording)
         self.started: dict[str, Started] = {}
-        self.processes = stack_processes(options)
-        self.play_started_wall_s: float | None = None
 
-    def __enter__(self) -> StackRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.observer.close()
-
-    def _start(self, process: bringup.Process) -> None:
+    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+        """Start (or start again: the log goes on) the process `name`."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_dir / f'{process.name}.log'
-        log_file = log.open('w')
-        popen = subprocess.Popen(process.command(executable(process.executable)), env={**os.environ, **process.env},
-                                 stdout=log_file, stderr=subprocess.STDOUT, text=True)
-        self.started[process.name] = Started(process, popen, log, log_file)
+        again = name in self.started
+        if again:
+            self.started[name].log_file.close()
+        log = self.log_dir / f'{name}.log'
+        log_file = log.open('a' if again else 'w')
+        popen = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log_file,
+                                 stderr=subprocess.STDOUT, text=True)
+        self.started[name] = Started(command, popen, log, log_file)
 
-    def start_stack(self) -> None:
-        """The three nodes; returns once the observer hears each of their outputs."""
-        for process in self.processes:
-            if process.executable != bringup.BAG_EXECUTABLE:
-                self._start(process)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S + self.options.wait_s
-        while not self.observer.outputs_heard():
-            dead = [name for name, s in self.started.items() if s.popen.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                raise RuntimeError(f'the stack did not come up ({", ".join(dead) or "timeout"}):\n' + self.logs())
-            time.sleep(0.05)
+    def dead(self) -> list[str]:
+        return [name for name, s in self.started.items() if s.popen.poll() is not None]
 
-    def play(self) -> None:
-        """Start the player (it waits for the stack's subscriptions itself, then plays the bag)."""
-        player = next(p for p in self.processes if p.executable == bringup.BAG_EXECUTABLE)
-        self.play_started_wall_s = time.monotonic()
-        self._start(player)
-
-    @property
-    def player(self) -> subprocess.Popen:
-        return self.started['vln_bag_player'].popen
-
-    def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
-        """Poll condition (under the recording lock) until it holds; False on timeout or if a process died
-        that was not killed on purpose."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.observer.lock:
-                if condition():
-                    return True
-            time.sleep(0.02)
-        with self.observer.lock:
-            return condition()
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
-        """Signal one process (a fault: SIGKILL is a crash); the wall time it was sent."""
+    def send(self, name: str, sig: int) -> float:
+        """Signal one process (SIGKILL is a crash); the wall time it was sent."""
         self.started[name].popen.send_signal(sig)
         return time.monotonic()
 
-    def set_task(self, instruction: str) -> tuple[Any, float]:
-        return self.observer.set_task(instruction)
-
     def stop(self) -> dict[str, int]:
-        """SIGINT to every process still running (what launch does on Ctrl-C); their exit codes."""
+        """SIGINT to every process still running; their exit codes."""
         for s in self.started.values():
             if s.popen.poll() is None:
                 s.popen.send_signal(signal.SIGINT)
@@ -297,3 +254,76 @@ class StackRun:
             lines = s.log.read_text(errors='replace').splitlines()[-tail_lines:]
             parts.append(f'--- {name} (exit {s.popen.poll()}) ---\n' + '\n'.join(lines))
         return '\n'.join(parts)
+
+
+class StackRun:
+    """Start the stack on the bag, play it, inject faults, stop; what was heard is in `recording`.
+    The environment (ROS domain, transports) is this process's: set it up before
+    (local_graph.use_private_domain)."""
+
+    def __init__(self, options: RunOptions, log_dir: Path) -> None:
+        self.options = options
+        self.log_dir = log_dir
+        self.recording = Recording(rate=options.rate)
+        self.observer = Observer(self.recording)
+        self.group = ProcessGroup(log_dir)
+        self.processes = stack_processes(options)
+        self.play_started_wall_s: float | None = None
+
+    def __enter__(self) -> StackRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.observer.close()
+
+    def _start(self, process: bringup.Process) -> None:
+        self.group.start(process.name, process.command(executable(process.executable)), process.env)
+
+    def start_stack(self) -> None:
+        """The three nodes; returns once the observer hears each of their outputs."""
+        for process in self.processes:
+            if process.executable != bringup.BAG_EXECUTABLE:
+                self._start(process)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S + self.options.wait_s
+        while not self.observer.outputs_heard():
+            dead = self.group.dead()
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f'the stack did not come up ({", ".join(dead) or "timeout"}):\n' + self.logs())
+            time.sleep(0.05)
+
+    def play(self) -> None:
+        """Start the player (it waits for the stack's subscriptions itself, then plays the bag)."""
+        player = next(p for p in self.processes if p.executable == bringup.BAG_EXECUTABLE)
+        self.play_started_wall_s = time.monotonic()
+        self._start(player)
+
+    @property
+    def player(self) -> subprocess.Popen:
+        return self.group.started['vln_bag_player'].popen
+
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Poll condition (under the recording lock) until it holds; False on timeout or if a process died
+        that was not killed on purpose."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.observer.lock:
+                if condition():
+                    return True
+            time.sleep(0.02)
+        with self.observer.lock:
+            return condition()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
+        """Signal one process (a fault: SIGKILL is a crash); the wall time it was sent."""
+        return self.group.send(name, sig)
+
+    def set_task(self, instruction: str) -> tuple[Any, float]:
+        return self.observer.set_task(instruction)
+
+    def stop(self) -> dict[str, int]:
+        """SIGINT to every process still running (what launch does on Ctrl-C); their exit codes."""
+        return self.group.stop()
+
+    def logs(self, tail_lines: int = 30) -> str:
+        return self.group.logs(tail_lines)

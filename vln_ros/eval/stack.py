@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from vln_ros import bringup
 from vln_ros import interface as ri
-from vln_ros.demo.stack import REPO, executable
+from vln_ros.demo.stack import REPO, ProcessGroup, executable
 from vln_ros.eval.metrics import EpisodeRecord, Plan
 
 STARTUP_TIMEOUT_S = 90.0
@@ -35,6 +33,7 @@ SETTLE_S = 3.0            # after the task ends: the robot comes to rest (simula
 BUDGET_MIN_S = 40.0       # an episode's time budget: this, plus
 BUDGET_S_PER_M = 5.0      # this per metre of the shortest route (0.2 m/s on average)
 SIM_SPEED_LIMIT = 1e-3    # a stalled simulation is an error, not a slow episode
+RESTART_SETTLE_S = 3.0    # after restarting a killed node (simulated seconds)
 FAULT_WATCH_S = 15.0      # after an in-loop fault: longer than the controller's inference_timeout_s (10 s)
 
 
@@ -68,15 +67,6 @@ def controller_limits(options: EvalOptions) -> dict[str, float]:
     values = load_node_yaml(options.params_file, 'controller_node')
     params = validate_params(ControllerParams, values)
     return {k: getattr(params, k) for k in ('max_linear_x', 'max_linear_y', 'max_angular_z')}
-
-
-@dataclass
-class Started:
-    name: str
-    command: list[str]
-    popen: subprocess.Popen
-    log: Path
-    log_file: IO[str]
 
 
 class SideChannel:
@@ -187,7 +177,7 @@ class EvalStack:
         self.log_dir = log_dir
         self.port = free_port()
         self.sim = SideChannel(self.port)
-        self.started: dict[str, Started] = {}
+        self.group = ProcessGroup(log_dir)
         self.observer: Observer | None = None
         self.limits = controller_limits(options)
 
@@ -220,80 +210,63 @@ class EvalStack:
         import sys
         return [sys.executable, '-m', 'vln_ros.eval.baseline']
 
-    def _start(self, name: str, command: list[str]) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_dir / f'{name}.log'
-        log_file = log.open('a')
-        popen = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
-        self.started[name] = Started(name, command, popen, log, log_file)
-
     def start(self) -> None:
         """sim_node first (the clock), then the stack; returns once the stack answers on the graph."""
         commands = self.commands()
-        self._start(bringup.SIM_EXECUTABLE, commands.pop(bringup.SIM_EXECUTABLE))
+        self.group.start(bringup.SIM_EXECUTABLE, commands.pop(bringup.SIM_EXECUTABLE))
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not self.sim.ready():
             self._check_alive(deadline, 'sim_node')
             time.sleep(0.1)
         for name, command in commands.items():
-            self._start(name, command)
+            self.group.start(name, command)
         self.observer = Observer()
         while not self._stack_up():
             self._check_alive(deadline, 'the stack')
             time.sleep(0.1)
 
     def _stack_up(self) -> bool:
+        """Every node is on the graph and subscribed: keyframes reach the inference node (and the observer),
+        plans the controller. Checked on the subscriptions too: a restarted inference node that has not yet
+        matched the camera's keyframes misses the keyframe of the next scene, and with the robot standing
+        still the next one comes only after the sampler's max_interval_s (seen: 5 s without a plan)."""
         assert self.observer is not None
         node = self.observer.node
         with self.observer.lock:
             keyframes = bool(self.observer.heard.keyframes)
-        return (keyframes and node.count_publishers(ri.WAYPOINTS) > 0
-                and node.count_publishers(ri.CMD_VEL) > 0 and self.observer._set_task.service_is_ready())
+        return (keyframes and node.count_publishers(ri.WAYPOINTS) > 0 and node.count_subscribers(ri.KEYFRAME) >= 2
+                and node.count_subscribers(ri.WAYPOINTS) >= 2 and node.count_publishers(ri.CMD_VEL) > 0
+                and self.observer._set_task.service_is_ready())
 
     def _check_alive(self, deadline: float, what: str) -> None:
-        dead = [s.name for s in self.started.values() if s.popen.poll() is not None]
+        dead = self.group.dead()
         if dead or time.monotonic() > deadline:
             raise RuntimeError(f'{what} did not come up ({", ".join(dead) or "timeout"}):\n' + self.logs())
 
     def restart(self, name: str) -> None:
         """Start a process again after a fault killed it, and wait until it is back on the graph."""
-        started = self.started[name]
-        started.log_file.close()
-        self._start(name, started.command)
+        self.group.start(name, self.group.started[name].command)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not self._stack_up():
             self._check_alive(deadline, name)
             time.sleep(0.1)
+        # The killed node's entries stay in the graph until its lease expires, so the counts above can be
+        # met before the new one has matched everything: give discovery a moment more.
+        self._wait_sim(lambda: False, RESTART_SETTLE_S, 'discovery after a restart')
 
     def kill(self, name: str) -> None:
-        self.started[name].popen.send_signal(signal.SIGKILL)
-        self.started[name].popen.wait()
+        self.group.send(name, signal.SIGKILL)
+        self.group.started[name].popen.wait()
 
     def stop(self) -> dict[str, int]:
         """SIGINT to every process (what launch does on Ctrl-C); their exit codes."""
         if self.observer is not None:
             self.observer.close()
             self.observer = None
-        for s in self.started.values():
-            if s.popen.poll() is None:
-                s.popen.send_signal(signal.SIGINT)
-        codes = {}
-        for name, s in self.started.items():
-            try:
-                codes[name] = s.popen.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                s.popen.kill()
-                codes[name] = s.popen.wait()
-            s.log_file.close()
-        return codes
+        return self.group.stop()
 
-    def logs(self, tail_lines: int = 25) -> str:
-        parts = []
-        for name, s in self.started.items():
-            s.log_file.flush()
-            lines = s.log.read_text(errors='replace').splitlines()[-tail_lines:]
-            parts.append(f'--- {name} (exit {s.popen.poll()}) ---\n' + '\n'.join(lines))
-        return '\n'.join(parts)
+    def logs(self) -> str:
+        return self.group.logs(25)
 
     def __enter__(self) -> EvalStack:
         return self
