@@ -454,7 +454,8 @@ def test_sim_launch_walks_the_simulated_robot_to_its_goal(launcher, graph, tmp_p
     assert wait_for(lambda: set(names) <= nodes_on_graph(watcher, '/') or launch.proc.poll() is not None,
                     STARTUP_S), launch.output()[-4000:]
     instruction = scenes.generate(seed).instruction
-    assert instruction in launch.output()   # sim_node names the scene's instruction in its log
+    # sim_node names the scene's instruction in its log (it is on the graph a moment before it logs)
+    assert wait_for(lambda: instruction in launch.output(), 30.0), launch.output()[-4000:]
     from vln_ros.srv import SetTask
     reply = call_service(watcher.create_client(SetTask, '/vln/set_task'), SetTask.Request(instruction=instruction))
     assert reply.accepted, reply
