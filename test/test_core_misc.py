@@ -69,3 +69,17 @@ def test_task_states_are_the_task_status_message_constants():
 def test_only_stops_that_are_not_as_planned_are_faults():
     assert {r for r in StopReason if not r.is_fault} == {
         StopReason.NONE, StopReason.NO_PLAN, StopReason.STOP_PLAN, StopReason.PLAN_DONE}
+
+
+def test_annotated_text_and_its_outline_line_up():
+    """The outline is drawn as thin as the text: OpenCV 5 spaces thicker text wider, and a thick shadow came
+    apart from the text over a line's length (the debug image and make eval's video were unreadable)."""
+    import numpy as np
+
+    from vln_ros.core.annotate import annotate
+    line = 'forward, plan 0.7 s old; t 12.5 s, v 0.45 m/s'
+    image = annotate(np.full((200, 448, 3), 128, np.uint8), [line], [], False)[:30]
+    white = np.where((image > 220).all(axis=2).any(axis=0))[0]
+    dark = np.where((image < 40).all(axis=2).any(axis=0))[0]
+    assert white.size and dark.size
+    assert abs(int(dark.max()) - int(white.max())) <= 3 and abs(int(dark.min()) - int(white.min())) <= 3

@@ -14,8 +14,12 @@ _GO, _STOP = (80, 220, 80), (60, 60, 230)
 
 
 def _text(image: np.ndarray, line: str, y: int, color: tuple[int, int, int] = _INK) -> None:
+    """The line in `color` with a dark outline. The outline is the same text, as thin, drawn around it:
+    OpenCV 5 spaces the letters of thicker text wider, so a thick shadow under thin text came apart
+    into two overlapping lines."""
     scale = max(0.4, image.shape[1] / 900)
-    cv2.putText(image, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, _SHADOW, 3, cv2.LINE_AA)
+    for dx, dy in ((-1, -1), (-1, 1), (1, -1), (1, 1), (0, 2)):
+        cv2.putText(image, line, (6 + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, _SHADOW, 1, cv2.LINE_AA)
     cv2.putText(image, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
 
