@@ -50,6 +50,8 @@ def test_a_straight_successful_episode_scores_as_computed_by_hand():
     assert s['path_length_m'] == pytest.approx(5.0, abs=0.03)
     assert s['waiting_ratio'] == pytest.approx(1.0 / s['episode_time_s'], abs=0.02)  # the first second
     assert s['stop_and_go'] == 0   # waiting at the start is not a stop-and-go
+    later = score(record(task_started_s=0.01), LIMITS)   # the task began between two trajectory samples
+    assert later['stop_and_go'] == 0, later
     assert s['time_to_goal_s'] == pytest.approx(s['episode_time_s'], abs=1e-6)
     assert s['plan_age_s_p50'] > 0.5 and s['limit_violations'] == 0
 

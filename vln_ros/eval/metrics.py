@@ -108,9 +108,11 @@ def score(r: EpisodeRecord, limits: dict[str, float]) -> dict[str, Any]:
     duration = max(end - start, 1e-9)
     stills = standstills(task_trajectory)
     waited = sum(b - a for a, b in stills)
-    # stop-and-go: a standstill during the task that the robot moved on from (not the final stop)
-    moved_on = [s for s in stills if s[1] < end - 1e-6]
-    moves_after_start = [s for s in moved_on if s[0] > start + 1e-6]
+    # stop-and-go: a standstill the robot walked on from, after it had first moved (waiting for the first
+    # plan is not one, nor is the final stop)
+    first_move = next((row[0] for row in task_trajectory if math.hypot(row[4], row[5]) >= STILL_MPS
+                       or abs(row[6]) >= STILL_RADPS), math.inf)
+    moves_after_start = [s for s in stills if first_move < s[0] and s[1] < end - 1e-6]
 
     task_plans = [p for p in r.plans if start <= p.received_s <= end]
     latencies = [p.received_s - p.stamp_s for p in task_plans if not p.stop or p.action == 'arrived']
