@@ -221,6 +221,10 @@ def _main(argv: list[str] | None) -> int:
         episodes = [{'score': s, 'record': _plain(r)} for r, s in zip(records, scores, strict=True)]
         results['runs'].append({'label': label, 'options': {k: str(v) for k, v in asdict(run_options).items()},
                                 'summary': summary, 'episodes': episodes, **extra})
+        results['table'] = table(rows)
+        results['wall_s'] = time.monotonic() - began
+        # after every run: an interrupted study keeps what it has measured
+        (args.out / 'results.json').write_text(json.dumps(results, indent=1, default=str))
         return summary
 
     if args.study == 'latency':
@@ -252,9 +256,6 @@ def _main(argv: list[str] | None) -> int:
         record_run(label, options, records, scores)
         pictured = (records, scores)
 
-    results['table'] = table(rows)
-    results['wall_s'] = time.monotonic() - began
-    (args.out / 'results.json').write_text(json.dumps(results, indent=1, default=str))
     written = write_pictures(args.out, *pictured, args.video_seed) if pictured else []
     print('\n' + results['table'])
     print(f"\n{len(seeds)} episodes per run in {results['wall_s']:.0f} s; results: {args.out / 'results.json'}"
