@@ -73,17 +73,15 @@ def test_sigterm_to_vln_eval_stops_the_stack_it_started(tmp_path):
     import sys
     import time
 
+    import psutil
     from conftest import wait_for
 
     proc = subprocess.Popen([sys.executable, '-m', 'vln_ros.eval.run', '--episodes', '1', '--out', str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def children() -> list[int]:
-        found = []
-        for task in os.listdir(f'/proc/{proc.pid}/task'):
-            with open(f'/proc/{proc.pid}/task/{task}/children') as f:
-                found += [int(p) for p in f.read().split()]
-        return found
+        return [child.pid for child in psutil.Process(proc.pid).children()]
+
     try:
         assert wait_for(lambda: len(children()) >= 4, 60.0), proc.poll()   # sim_node and the three nodes
         started = children()

@@ -35,6 +35,9 @@ BUDGET_S_PER_M = 5.0      # this per metre of the shortest route (0.2 m/s on ave
 SIM_SPEED_LIMIT = 1e-3    # a stalled simulation is an error, not a slow episode
 RESTART_SETTLE_S = 3.0    # after restarting a killed node (simulated seconds)
 FAULT_WATCH_S = 15.0      # after an in-loop fault: longer than the controller's inference_timeout_s (10 s)
+STACK_NODES = tuple(n.name for n in bringup.NODES)
+WALKING_MPS = 0.2         # an in-loop fault comes once the robot walks at least this fast ...
+FAULT_WAIT_WALKING_S = 10.0   # ... or this long after fault_after_s, whichever is first
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class Observer:
     """An rclpy node on simulated time: keyframes, plans and task states as they arrive; set and stop tasks."""
 
     def __init__(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.node import Node
         from rclpy.parameter import Parameter
         from sensor_msgs.msg import CompressedImage
@@ -117,6 +121,8 @@ class Observer:
         self.node.create_subscription(CompressedImage, ri.KEYFRAME, self._on_keyframe, ri.KEYFRAME_QOS)
         self.node.create_subscription(WaypointArray, ri.WAYPOINTS, self._on_plan, ri.PLAN_QOS)
         self.node.create_subscription(TaskStatus, ri.TASK_STATUS, self._on_status, ri.STATUS_QOS)
+        self.node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, self._on_diagnostics, ri.DIAGNOSTICS_QOS)
+        self.clocks: dict[str, float] = {}   # node name -> the simulated time its last /diagnostics carried
         self._set_task: Any = self.node.create_client(SetTask, ri.SET_TASK)
         self._stop_task: Any = self.node.create_client(Trigger, ri.STOP_TASK)
         self._types = (SetTask, Trigger)
@@ -137,6 +143,17 @@ class Observer:
             self.heard.plans.append(Plan(self.now(), self._stamp(msg), bool(msg.stop), msg.action,
                                          len(msg.waypoints), msg.task_id,
                                          [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints]))
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        stamp = self._stamp(msg)
+        with self.lock:
+            for status in msg.status:
+                self.clocks[status.name.rsplit('/', 1)[-1]] = stamp
+
+    def clocks_after(self, names: tuple[str, ...], t_s: float) -> bool:
+        """Each of these nodes has said (in its /diagnostics stamp) that its simulated clock is past t_s."""
+        with self.lock:
+            return all(self.clocks.get(name, -1.0) > t_s for name in names)
 
     def _on_status(self, msg: Any) -> None:
         with self.lock:
@@ -298,6 +315,10 @@ class EvalStack:
         if not self._wait_sim(lambda: any(stamp > reset_s for _, stamp in list(heard.keyframes)), 20.0,
                               'a keyframe of the new scene'):
             raise RuntimeError(f'no keyframe of seed {seed} within 20 s:\n' + self.logs())
+        # Every node on the simulated clock: a node that has not heard /clock yet (discovery under load) reads
+        # time 0, and the controller then refuses the first plans as stamped in the future (seen: 1.8 s).
+        if not self._wait_sim(lambda: obs.clocks_after(STACK_NODES, reset_s), 20.0, "the nodes' clocks"):
+            raise RuntimeError(f'the nodes are not on the simulated clock ({obs.clocks}):\n' + self.logs())
         reply = obs.set_task(scene['instruction'])
         if not reply.accepted:
             raise RuntimeError(f'set_task refused the instruction: {reply.message}')
@@ -316,6 +337,9 @@ class EvalStack:
         if fault:
             # In-loop faults: inject, then watch FAULT_WATCH_S; the robot must stop by itself and touch nothing.
             self._wait_sim(lambda: ended() is not None, fault_after_s, 'the fault time')
+            # ... while the robot walks (a fault when it stands still would prove nothing)
+            self._wait_sim(lambda: self.sim.call('/status')['speed_mps'] > WALKING_MPS, FAULT_WAIT_WALKING_S,
+                           'the robot to walk')
             faults = {'fault': fault, 'at_s': obs.now()}
             if fault == 'kill_inference':
                 self.kill('inference_node')

@@ -188,7 +188,9 @@ class SimNode(Node):
         if method == 'GET' and path == '/episode':
             return 200, {**w.episode(), 'real_time_factor': self.real_time_factor()}
         if method == 'GET' and path == '/status':
-            return 200, {'now_s': w.t_s, 'real_time_factor': self.real_time_factor(), 'seed': w.log.seed}
+            v = w.base.velocity
+            return 200, {'now_s': w.t_s, 'real_time_factor': self.real_time_factor(), 'seed': w.log.seed,
+                         'speed_mps': math.hypot(v.vx, v.vy), 'yaw_rate': v.wz}
         if method == 'POST' and path == '/fault':
             w.camera_frozen = bool(body.get('camera_frozen', w.camera_frozen))
             w.odom_lost = bool(body.get('odom_lost', w.odom_lost))
