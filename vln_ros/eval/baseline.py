@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
 
 from vln_ros import interface
 from vln_ros.core.config import ControllerParams
 from vln_ros.msg import WaypointArray
+from vln_ros.nodes import diagnostics
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
 
@@ -44,11 +46,19 @@ class BaselineNode(Node):
         self._pub = self.create_publisher(Twist, interface.CMD_VEL, interface.CMD_QOS)
         self.create_subscription(WaypointArray, interface.WAYPOINTS, self._on_plan, interface.PLAN_QOS)
         self.create_timer(1.0 / self.params.rate_hz, self._tick)
+        # /diagnostics like controller_node's (make eval reads each node's clock from its stamp)
+        self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
+        diagnostics.start_timer(self, self.params.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(f'baseline rule (mean step x {OUTPUT_FPS} fps, held until the next plan)')
 
     def _on_plan(self, msg: WaypointArray) -> None:
         steps = [] if msg.stop else [(w.dx, w.dtheta) for w in msg.waypoints]
         self._command = baseline_twist(steps, self.params)
+
+    def _publish_diagnostics(self) -> None:
+        linear, angular = self._command
+        self._diag_pub.publish(diagnostics.array(self, diagnostics.status(
+            self, diagnostics.OK, 'baseline rule', {'cmd_vx': linear, 'cmd_wz': angular})))
 
     def _tick(self) -> None:
         twist = Twist()
