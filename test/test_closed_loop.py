@@ -94,3 +94,13 @@ def test_sigterm_to_vln_eval_stops_the_stack_it_started(tmp_path):
     assert 'interrupted; the stack was stopped' in proc.stdout.read()
     assert not [pid for pid in started if os.path.exists(f'/proc/{pid}') and
                 open(f'/proc/{pid}/stat').read().split()[2] != 'Z'], 'node processes left running'
+
+
+def test_an_output_folder_it_cannot_write_is_one_line_and_exit_2():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, '-m', 'vln_ros.eval.run', '--out', '/proc/vln_eval_out'],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith('vln_eval: cannot write to the output folder /proc/vln_eval_out')
+    assert len(result.stderr.strip().splitlines()) == 1 and 'Traceback' not in result.stderr

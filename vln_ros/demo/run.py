@@ -275,6 +275,24 @@ def unwritable(folder: Path) -> str:
     return ''
 
 
+def begin_run(program: str, *folders: Path) -> local_graph.DomainClaim | None:
+    """What make demo and make eval do before anything starts: the output folders writable, a private ROS
+    domain claimed and named (never the exported ROS_DOMAIN_ID: this cmd_vel must not reach a robot), SIGTERM
+    set to end the run like Ctrl-C. None, with the reason printed, when the run cannot start (exit 2)."""
+    problem = next((p for p in map(unwritable, folders) if p), '')
+    if problem:
+        print(f'{program}: {problem}', file=sys.stderr)
+        return None
+    try:
+        claim = local_graph.use_private_domain()
+    except local_graph.DomainUnavailable as e:
+        print(f'{program}: {e}', file=sys.stderr)
+        return None
+    print(claim.describe(), flush=True)
+    stop_on_sigterm()
+    return claim
+
+
 def write_outputs(out: Path, run: dict, recording: Recording, text: str, whole: bool) -> None:
     from vln_ros.demo import pictures
     (out / 'run.json').write_text(json.dumps(run))
@@ -304,17 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         if not needed.exists():
             parser.error(f'{needed} is missing: `python -m vln_ros.demo.make_bag` makes it')
 
-    problem = unwritable(args.out) or unwritable(args.out / 'logs')
-    if problem:
-        print(f'vln_demo: {problem}', file=sys.stderr)
+    claim = begin_run('vln_demo', args.out, args.out / 'logs')
+    if claim is None:
         return 2
-    try:   # the demo's graph: on this machine, in a domain nobody else is in (never the exported ROS_DOMAIN_ID)
-        claim = local_graph.use_private_domain()
-    except local_graph.DomainUnavailable as e:
-        print(f'vln_demo: {e}', file=sys.stderr)
-        return 2
-    print(claim.describe(), flush=True)
-    stop_on_sigterm()
     print(f'playing {options.bag} through the stack ({options.backend} answers); logs in {args.out / "logs"} ...',
           flush=True)
     try:

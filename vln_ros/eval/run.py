@@ -31,11 +31,9 @@ from typing import Any
 
 import cv2
 
-from vln_ros.demo.run import unwritable
-from vln_ros.demo.stack import stop_on_sigterm
+from vln_ros.demo.run import begin_run
 from vln_ros.eval import metrics
 from vln_ros.eval.stack import EvalOptions, EvalStack
-from vln_ros.testing import local_graph
 
 LATENCIES_S = (0.2, 0.5, 1.0, 2.0, 5.0, 8.0)
 MODES = ('compensation', 'no_compensation', 'baseline')
@@ -197,17 +195,8 @@ def _main(argv: list[str] | None) -> int:
                           oracle=tuple(args.oracle), inference_params=tuple(args.param), sim_params=tuple(args.sim),
                           speed=args.speed, latency_compensation=not args.no_compensation,
                           controller='baseline' if args.baseline else 'vln')
-    problem = unwritable(args.out)
-    if problem:
-        print(f'vln_eval: {problem}', file=sys.stderr)
+    if begin_run('vln_eval', args.out) is None:
         return 2
-    try:   # never the exported ROS_DOMAIN_ID: this cmd_vel must not reach a real robot
-        claim = local_graph.use_private_domain()
-    except local_graph.DomainUnavailable as e:
-        print(f'vln_eval: {e}', file=sys.stderr)
-        return 2
-    print(claim.describe(), flush=True)
-    stop_on_sigterm()
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     began = time.monotonic()
     rows: list[tuple[str, dict[str, Any]]] = []
