@@ -125,8 +125,10 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
         if restore_signal_handlers:
             signals.restore()
         else:
-            # An executable is done with signals now. Python's finalization puts the default handlers back, and
-            # a late SIGINT (the second of a process-group Ctrl-C) landing there killed the process: exit -2,
-            # no traceback (seen under heavy load). Blocked, it stays pending until the process has exited.
-            signal.pthread_sigmask(signal.SIG_BLOCK, _ShutdownOnSignal.SIGNALS)
+            # An executable is done with signals now. Python's finalization puts the default handler back in
+            # place of a Python one, and a late SIGINT (the second of a process-group Ctrl-C) landing there
+            # killed the process: exit -2, no traceback (seen under heavy load). Ignored, for the whole process
+            # (blocking it in the main thread was not enough: another thread took it), it stays ignored to the end.
+            for signum in _ShutdownOnSignal.SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
     return 0
