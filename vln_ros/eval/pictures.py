@@ -115,8 +115,11 @@ def study_plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
         x = [r['latency_s'] for r in mine]
         ax_sr.plot(x, [100 * r['sr'] for r in mine], marker='o', label=mode)
         ax_time.plot(x, [r['time_to_goal_s'] for r in mine], marker='o', label=mode)
+    latencies = sorted({r['latency_s'] for r in rows})
     for ax, label in ((ax_sr, 'success rate [%]'), (ax_time, 'time to goal [s] (successful episodes)')):
         ax.set_xscale('log')
+        ax.minorticks_off()
+        ax.set_xticks(latencies, [f'{x:g}' for x in latencies])
         ax.set_xlabel('model latency [s] (simulated time)')
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
