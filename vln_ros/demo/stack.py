@@ -180,18 +180,9 @@ class Observer:
     def set_task(self, instruction: str, timeout_s: float = 10.0) -> tuple[Any, float]:
         """vln/set_task; (response, wall time it arrived). Retried: a reply can be lost while discovery
         still matches the reply path (each retry is a new switch, so the last response is the one)."""
-        if not self._set_task.wait_for_service(timeout_sec=timeout_s):
-            raise RuntimeError('vln/set_task is not offered')
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            future = self._set_task.call_async(self._set_task_type.Request(instruction=instruction))
-            answered = time.monotonic() + 1.0
-            while not future.done() and time.monotonic() < answered:
-                time.sleep(0.01)
-            if future.done():
-                return future.result(), time.monotonic()
-            self._set_task.remove_pending_request(future)
-        raise RuntimeError('inference_node did not answer vln/set_task')
+        from vln_ros.testing.graph import call_service
+        reply = call_service(self._set_task, self._set_task_type.Request(instruction=instruction), timeout_s, 1.0)
+        return reply, time.monotonic()
 
     def close(self) -> None:
         self.graph.close()

@@ -31,6 +31,7 @@ from typing import Any
 
 import cv2
 
+from vln_ros.core.config import ControllerParams
 from vln_ros.demo.run import begin_run
 from vln_ros.eval import metrics
 from vln_ros.eval.stack import EvalOptions, EvalStack
@@ -49,11 +50,9 @@ def mode_options(options: EvalOptions, mode: str) -> EvalOptions:
     return replace(options, latency_compensation=mode == 'compensation', controller='vln')
 
 
-def stop_bound_s(fault: str, params_file: Path) -> float:
+def stop_bound_s(fault: str, p: ControllerParams) -> float:
     """How long after a fault in the loop the robot must stand still: the controller's timeout for that
     silence, plus braking from full speed."""
-    from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
-    p = validate_params(ControllerParams, load_node_yaml(params_file, 'controller_node'))
     timeout = p.odom_timeout_s if fault == 'lose_odom' else p.inference_timeout_s
     return timeout + p.max_linear_x / p.max_decel_x + DECEL_MARGIN_S
 
@@ -83,7 +82,7 @@ def run_set(options: EvalOptions, seeds: list[int], out: Path, label: str, fault
             record = stack.run_episode(seed, fault=fault)
             result = metrics.score(record, stack.limits)
             if fault:
-                result['fault_outcome'] = fault_outcome(record, stop_bound_s(fault, options.params_file))
+                result['fault_outcome'] = fault_outcome(record, stop_bound_s(fault, stack.controller))
             records.append(record)
             scores.append(result)
             if not quiet:

@@ -24,8 +24,11 @@ from typing import Any
 
 from vln_ros import bringup
 from vln_ros import interface as ri
+from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
 from vln_ros.demo.stack import REPO, ProcessGroup, executable
 from vln_ros.eval.metrics import EpisodeRecord, Plan
+from vln_ros.nodes.conversions import stamp_seconds
+from vln_ros.testing.graph import call_service
 
 STARTUP_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
@@ -34,6 +37,7 @@ BUDGET_MIN_S = 40.0       # an episode's time budget: this, plus
 BUDGET_S_PER_M = 5.0      # this per metre of the shortest route (0.2 m/s on average)
 SIM_SPEED_LIMIT = 1e-3    # a stalled simulation is an error, not a slow episode
 RESTART_SETTLE_S = 3.0    # after restarting a killed node (simulated seconds)
+SERVICE_TIMEOUT_S = 15.0
 FAULT_WATCH_S = 15.0      # after an in-loop fault: longer than the controller's inference_timeout_s (10 s)
 STACK_NODES = tuple(n.name for n in bringup.NODES)
 WALKING_MPS = 0.2         # an in-loop fault comes once the robot walks at least this fast ...
@@ -64,12 +68,9 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
     return dict(item.partition(':=')[::2] for item in items)
 
 
-def controller_limits(options: EvalOptions) -> dict[str, float]:
-    """The controller's velocity limits as configured for this run (the parameter file's section)."""
-    from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
-    values = load_node_yaml(options.params_file, 'controller_node')
-    params = validate_params(ControllerParams, values)
-    return {k: getattr(params, k) for k in ('max_linear_x', 'max_linear_y', 'max_angular_z')}
+def controller_params(params_file: Path) -> ControllerParams:
+    """controller_node's parameters as configured for this run (the parameter file's section)."""
+    return validate_params(ControllerParams, load_node_yaml(params_file, 'controller_node'))
 
 
 class SideChannel:
@@ -130,22 +131,18 @@ class Observer:
     def now(self) -> float:
         return float(self.node.get_clock().now().nanoseconds) * 1e-9
 
-    @staticmethod
-    def _stamp(msg: Any) -> float:
-        return float(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
-
     def _on_keyframe(self, msg: Any) -> None:
         with self.lock:
-            self.heard.keyframes.append((self.now(), self._stamp(msg)))
+            self.heard.keyframes.append((self.now(), stamp_seconds(msg.header.stamp)))
 
     def _on_plan(self, msg: Any) -> None:
         with self.lock:
-            self.heard.plans.append(Plan(self.now(), self._stamp(msg), bool(msg.stop), msg.action,
+            self.heard.plans.append(Plan(self.now(), stamp_seconds(msg.header.stamp), bool(msg.stop), msg.action,
                                          len(msg.waypoints), msg.task_id,
                                          [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints]))
 
     def _on_diagnostics(self, msg: Any) -> None:
-        stamp = self._stamp(msg)
+        stamp = stamp_seconds(msg.header.stamp)
         with self.lock:
             for status in msg.status:
                 self.clocks[status.name.rsplit('/', 1)[-1]] = stamp
@@ -159,27 +156,11 @@ class Observer:
         with self.lock:
             self.heard.statuses.append((self.now(), msg))
 
-    def _call(self, client: Any, request: Any, what: str, timeout_s: float = 15.0) -> Any:
-        """A service call, retried: right after discovery a reply can be lost (each retry of set_task is a
-        new switch, so the last answer is the one that counts)."""
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            raise RuntimeError(f'{what} is not offered')
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            future = client.call_async(request)
-            answered = time.monotonic() + 2.0
-            while not future.done() and time.monotonic() < answered:
-                time.sleep(0.01)
-            if future.done():
-                return future.result()
-            client.remove_pending_request(future)
-        raise RuntimeError(f'inference_node did not answer {what}')
-
     def set_task(self, instruction: str) -> Any:
-        return self._call(self._set_task, self._types[0].Request(instruction=instruction), ri.SET_TASK)
+        return call_service(self._set_task, self._types[0].Request(instruction=instruction), SERVICE_TIMEOUT_S)
 
     def stop_task(self) -> Any:
-        return self._call(self._stop_task, self._types[1].Request(), ri.STOP_TASK)
+        return call_service(self._stop_task, self._types[1].Request(), SERVICE_TIMEOUT_S)
 
     def close(self) -> None:
         self.graph.close()
@@ -196,7 +177,8 @@ class EvalStack:
         self.sim = SideChannel(self.port)
         self.group = ProcessGroup(log_dir)
         self.observer: Observer | None = None
-        self.limits = controller_limits(options)
+        self.controller = controller_params(options.params_file)
+        self.limits = {k: getattr(self.controller, k) for k in ('max_linear_x', 'max_linear_y', 'max_angular_z')}
 
     # -- processes -----------------------------------------------------------------------------------
     def commands(self) -> dict[str, list[str]]:

@@ -27,6 +27,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
+from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
@@ -51,9 +52,7 @@ SLOW_RTF = 0.95          # /diagnostics warns below this share of the asked spee
 
 def _time_msg(t_s: float) -> Any:
     """builtin_interfaces/Time of t_s, rounded to the nanosecond (3.9999999999 s is 4 s, not 3 s + 1e9 ns)."""
-    from builtin_interfaces.msg import Time
-    sec, nanosec = divmod(round(t_s * 1e9), 1_000_000_000)
-    return Time(sec=sec, nanosec=nanosec)
+    return Time(nanoseconds=round(t_s * 1e9)).to_msg()
 
 
 class SimNode(Node):

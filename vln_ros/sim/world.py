@@ -10,7 +10,6 @@ at its start, and the odometry keeps integrating, as a real robot carried to ano
 from __future__ import annotations
 
 import bisect
-import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -176,6 +175,3 @@ class SimWorld:
                                      'pose': [pose.x, pose.y, pose.yaw]})
             return {'text': answer.text, 'fault': answer.fault}
 
-
-def distance_to_goal(scene: Scene, pose: Pose2D) -> float:
-    return math.hypot(pose.x - scene.goal.x, pose.y - scene.goal.y)
