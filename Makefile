@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/testing/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-model gpu-check gpu-bench
+.PHONY: install demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve
 
 install:
 	@tools/install.sh
@@ -60,27 +60,52 @@ docs: install
 bench: install
 	$(PY) bench/run.py $(if $(OUT),--out $(OUT))
 
-# On a GPU machine (README, "GPU check and latency"): the image's Python gets ROS 2, our interfaces and
-# lmdeploy from the wheels tools/gpu/fetch_wheels.sh put under .whl/ (no network there), then a random-weight
-# model of SHAPE is built once (models/build_random_model.py) and checked or measured.
+# On a GPU machine (README, "GPU check and latency"; models/README.md). The lent machines have no network:
+# tools/gpu/fetch_wheels.sh (where PyPI is) puts two wheel sets under .whl/, each within one call's transfer.
+#   gpu-bench, gpu-serve: .whl/bench only, into GPU_SITE (pip --target; no venv, no ROS), on PYTHONPATH
+#   gpu-check: the real ROS node: .whl/bench and .whl/ros into GPU_PY's venv (tools/gpu/setup.sh check)
+# A random-weight model of SHAPE is built once (models/build_random_model.py), then checked, measured or served.
 GPU_PY ?= python3
 SHAPE ?= 8b
 MODEL ?= /tmp/vln_models/Qwen3-VL-$(SHAPE)-random
 TP ?= 1
 GPU ?= H200
 GPU_OUT ?= gpu_out
+SIZES ?= 256,448,640
+GPU_BENCH_ARGS ?=
+GPU_SITE ?= .gpu_site
+PORT ?= 23333
+EXECUTOR ?= mp
+GPU_SERVE_ARGS ?=
+# NVLink multicast stays off on the lent machines (shared/GPU.md), children included.
+GPU_ENV = export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \
+	PYTHONPATH=$(abspath $(GPU_SITE)):$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}
+GPU_MODEL = [ -f $(MODEL)/config.json ] || $(GPU_PY) models/build_random_model.py --shape $(SHAPE) --out $(MODEL)
+
+gpu-bench-setup:
+	@GPU_SITE=$(GPU_SITE) PYTHON=$(GPU_PY) tools/gpu/setup.sh bench
 
 gpu-setup:
-	@tools/gpu/setup.sh
+	@PYTHON=$(GPU_PY) tools/gpu/setup.sh check
 
-gpu-model: gpu-setup
-	@[ -f $(MODEL)/config.json ] || $(GPU_PY) models/build_random_model.py --shape $(SHAPE) --out $(MODEL)
+gpu-model: gpu-bench-setup
+	@$(GPU_ENV); $(GPU_MODEL)
 
-gpu-check: gpu-model
+gpu-check: gpu-setup
+	@$(GPU_MODEL)
 	$(GPU_PY) bench/gpu.py check --model $(MODEL) --tp $(TP) --out $(GPU_OUT)
 
 gpu-bench: gpu-model
-	$(GPU_PY) bench/gpu.py bench --model $(MODEL) --tp $(TP) --gpu $(GPU) --out $(GPU_OUT)
+	$(GPU_ENV); $(GPU_PY) bench/gpu.py bench --model $(MODEL) --tp $(TP) --gpu $(GPU) --sizes $(SIZES) \
+	  --out $(GPU_OUT) $(GPU_BENCH_ARGS)
+
+# lmdeploy's OpenAI-compatible server on 127.0.0.1:PORT, in the foreground (its pid in GPU_OUT/server.pid):
+# the openai backend's base_url is http://127.0.0.1:$(PORT)/v1.
+gpu-serve: gpu-model
+	@mkdir -p $(GPU_OUT); $(GPU_ENV); echo $$$$ > $(GPU_OUT)/server.pid; \
+	  exec $(GPU_PY) -m lmdeploy serve api_server $(MODEL) --backend pytorch --tp $(TP) \
+	  $(if $(filter-out 1,$(TP)),--distributed-executor-backend $(EXECUTOR)) \
+	  --server-name 127.0.0.1 --server-port $(PORT) $(GPU_SERVE_ARGS)
 
 clean:
 	rm -rf .venv build install log demo_out eval_out bench_out gpu_out .pytest_cache .hypothesis

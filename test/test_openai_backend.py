@@ -3,6 +3,7 @@ back, and a slow, failing, garbled or absent server."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import socket
 import sys
 import threading
@@ -14,6 +15,7 @@ from test_inference_core import TYPICAL_ANSWER, request
 
 from vln_ros.core.backends import make_backend
 from vln_ros.core.backends.base import BackendError
+from vln_ros.core.backends.lmdeploy_pipeline import mm_processor_kwargs
 from vln_ros.core.backends.openai_server import OpenAIParams
 from vln_ros.core.config import InferenceParams
 
@@ -46,8 +48,21 @@ def test_answer_tokens_and_what_is_sent(server):
     image, text = user['content']
     assert base64.b64decode(image['image_url']['url'].removeprefix('data:image/jpeg;base64,')) == b'\xff\xd8jpeg'
     assert text['text'].startswith('Instruction: go to the red door')
+    # The lmdeploy backend's image budget, in the field lmdeploy's api_server reads (protocol.py, 0.18)
+    assert sent['mm_processor_kwargs'] == {'image': {'min_pixels': 1024, 'max_pixels': 200_704}}
+    assert 'ignore_eos' not in sent
     backend.generate(request(guided=False))
     assert 'response_format' not in server.requests[1]
+
+
+def test_image_budget_and_ignore_eos_follow_the_request(server):
+    backend = backend_for(server.base_url, served_model='m')
+    small = dataclasses.replace(request(), image_max_pixels=512, ignore_eos=True)
+    backend.generate(small)
+    sent = server.requests[0]
+    assert sent['mm_processor_kwargs'] == mm_processor_kwargs(small) == {'image': {'min_pixels': 512,
+                                                                                    'max_pixels': 512}}
+    assert sent['ignore_eos'] is True
 
 
 @pytest.mark.parametrize(('setup', 'reason'), [

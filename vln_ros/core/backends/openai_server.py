@@ -2,8 +2,11 @@
 
 For when the GPUs are on another machine than the inference node. The keyframe goes as a data URL (the
 JPEG camera_node made, not re-encoded), guided JSON as `response_format` json_schema, greedy decoding.
-Answers are streamed so that time to first token is measured and cancel() can close the stream between
-chunks.
+The image budget is the lmdeploy backend's (lmdeploy_pipeline.mm_processor_kwargs), sent as the extra body
+field `mm_processor_kwargs` that lmdeploy's api_server reads (0.18: protocol.py ChatCompletionRequest, passed
+to the HF processor's size by lmdeploy/vl/model/base.py); without it the server would use the processor's
+default budget (16 M pixels for Qwen3-VL). Answers are streamed so that time to first token is measured and
+cancel() can close the stream between chunks.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from vln_ros.core.backends.base import Answer, Backend, BackendError, Request
+from vln_ros.core.backends.lmdeploy_pipeline import mm_processor_kwargs
 from vln_ros.core.backends.registry import BackendSpec, model_name, register_backend
 from vln_ros.core.schema import BackendParams, StartupError, param
 
@@ -45,6 +49,15 @@ def response_format(request: Request) -> ResponseFormatJSONSchema | None:
     if not request.guided:
         return None
     return {'type': 'json_schema', 'json_schema': {'name': 'vln_plan', 'schema': request.prompt.schema}}
+
+
+def extra_body(request: Request) -> dict[str, Any]:
+    """Request fields beyond OpenAI's that lmdeploy's api_server (and vLLM) accept: the image budget, and
+    ignore_eos for benchmarks (random weights never stop on their own)."""
+    body: dict[str, Any] = {'mm_processor_kwargs': mm_processor_kwargs(request)}
+    if request.ignore_eos:
+        body['ignore_eos'] = True
+    return body
 
 
 class OpenAIBackend(Backend):
@@ -90,7 +103,8 @@ class OpenAIBackend(Backend):
             stream = self._client.chat.completions.create(
                 model=self._model(), messages=chat_messages(request), max_tokens=request.max_new_tokens,
                 temperature=0.0, stream=True, stream_options={'include_usage': True},
-                response_format=openai.omit if fmt is None else fmt)  # omit: the field is not sent at all
+                response_format=openai.omit if fmt is None else fmt,  # omit: the field is not sent at all
+                extra_body=extra_body(request))
             with self._lock:
                 self._stream = stream
                 if self._cancelled:
