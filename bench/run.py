@@ -64,6 +64,52 @@ def bench_keyframe_decision() -> None:
         emit(f'keyframe_decision_ms_p99_{label}', np.percentile(times_ms, 99), 'ms')
 
 
+def bench_keyframe_robustness() -> None:
+    """CHANGE keyframes (spurious: target 0) on still real scenes (test/data/people_clip.mp4: frame 150, a man
+    standing at a table; frame 50, the empty room) whose exposure alone changes, with sensor noise, default
+    parameters: 30 s of random +-5 % flicker at 30 Hz (frame 150), and an 8 % ramp over 1 s then 4 s held at
+    10 Hz (up and down, on both frames)."""
+    import cv2
+    cap = cv2.VideoCapture(str(REPO / 'test' / 'data' / 'people_clip.mp4'))
+    stills = []
+    for index in (150, 50):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, still = cap.read()
+        if not ok:
+            raise RuntimeError(f'cannot read frame {index} of test/data/people_clip.mp4')
+        stills.append(still.astype(np.float32))
+    cap.release()
+    rng = np.random.default_rng(0)
+    noise = [np.asarray(rng.normal(0, 2.0, stills[0].shape), np.float32) for _ in range(8)]
+
+    def changes(base: np.ndarray, gains: np.ndarray, fps: float) -> int:
+        sampler = KeyframeSampler(KeyframeParams())
+        frames = (np.clip(base * np.float32(g) + noise[i % 8], 0, 255).astype(np.uint8) for i, g in enumerate(gains))
+        return sum(sampler.decide(f, i / fps).reason.value == 'change' for i, f in enumerate(frames))
+
+    emit('keyframe_spurious_flicker_30s', changes(stills[0], 1 + rng.uniform(-0.05, 0.05, 900), 30.0), 'keyframes')
+    ramps = [np.r_[np.linspace(1.0, end, 11), [end] * 40] for end in (1.08, 0.92)]
+    emit('keyframe_spurious_exposure_ramp', sum(changes(base, gains, 10.0) for base in stills for gains in ramps),
+         'keyframes')
+
+
+def node_process(executable: str, params: tuple[str, ...], log: Path | None = None) -> subprocess.Popen:
+    """A real node executable in its own process, with config/vln.yaml and extra `name:=value` parameters."""
+    args = [str(Path(sys.executable).parent / executable), '--ros-args',
+            '--params-file', str(REPO / 'config' / 'vln.yaml')]
+    for p in params:
+        args += ['-p', p]
+    return subprocess.Popen(args, stdout=log.open('w') if log else subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 class NodeUnderTest:
     """A real node executable in its own process (config/vln.yaml + extra parameters), and a probe node
     here, spinning in a background thread, for the subclass's publishers and subscriptions."""
@@ -71,13 +117,8 @@ class NodeUnderTest:
     def __init__(self, executable: str, params: tuple[str, ...], log: Path | None = None) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
-        args = [str(Path(sys.executable).parent / executable), '--ros-args',
-                '--params-file', str(REPO / 'config' / 'vln.yaml')]
-        for p in params:
-            args += ['-p', p]
-        self.path = args[0]
-        self.proc = subprocess.Popen(args, stdout=log.open('w') if log else subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT)
+        self.path = str(Path(sys.executable).parent / executable)
+        self.proc = node_process(executable, params, log)
         rclpy.init()
         self.node = rclpy.create_node('bench_probe')
         self.executor = SingleThreadedExecutor()
@@ -95,11 +136,7 @@ class NodeUnderTest:
 
     def close(self) -> None:
         import rclpy
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
         self.executor.shutdown(timeout_sec=2.0)  # stop callbacks before the node goes away
         self.spinner.join(timeout=2.0)
         self.node.destroy_node()
@@ -349,13 +386,14 @@ class InferenceNodeUnderTest(NodeUnderTest):
                                    .tobytes())
 
     @classmethod
-    def replay(cls, latency_s: float) -> InferenceNodeUnderTest:
+    def replay(cls, latency_s: float, instruction: str = 'go down the corridor') -> InferenceNodeUnderTest:
         from vln_ros.core.backends.base import AnswerRecord
         out = OUT
         out.mkdir(parents=True, exist_ok=True)
         answer = '{"env":"corridor","act":"forward","wp":[[0.5,0,0,0.9],[0.5,0.1,10,0.8]]}'
         (out / 'replay.jsonl').write_text(AnswerRecord(0, '', '', '', answer, latency_s).to_json() + '\n')
-        return cls(('backend:=replay', f'replay.file:={out / "replay.jsonl"}', 'replay.loop:=true'))
+        return cls(('backend:=replay', f'replay.file:={out / "replay.jsonl"}', 'replay.loop:=true'),
+                   instruction=instruction)
 
     def set_task(self, instruction: str):
         """vln/set_task, retried: a service reply can be lost while discovery still matches the reply path."""
@@ -417,6 +455,46 @@ def bench_inference_overload() -> None:
         node.close()
 
 
+def bench_keyframe_pacing(seconds: float = 15.0) -> None:
+    """Model-paced keyframes (README, camera_node): camera_node and inference_node in their own processes, a
+    0.5 s model (replay), camera frames that all differ (a walking robot) at 10 and 30 Hz. keyframe_wait: the
+    keyframe received by inference_node -> the model starts on it; keyframe_age_at_model: capture stamp ->
+    the model starts on it. Each also unpaced (camera_node pace_by_model false), the way keyframes went before."""
+    from sensor_msgs.msg import Image
+    frames = [scene(i, 480, 640) for i in range(6)]
+    for rate in (10, 30):
+        for paced in (True, False):
+            node = InferenceNodeUnderTest.replay(latency_s=0.5, instruction='')
+            camera = node_process('camera_node', (f'pace_by_model:={str(paced).lower()}',))
+            try:
+                pub = node.node.create_publisher(Image, ri.IMAGE, ri.SENSOR_QOS)
+                deadline = time.monotonic() + 30.0
+                while pub.get_subscription_count() == 0 or node.node.count_publishers(ri.KEYFRAME) < 2:
+                    if time.monotonic() > deadline or camera.poll() is not None:
+                        raise RuntimeError('camera_node did not come up')
+                    time.sleep(0.05)
+                node.set_task('go down the corridor')
+                start, sent = time.monotonic(), 0
+                while time.monotonic() - start < seconds:
+                    frame = frames[sent % len(frames)]
+                    msg = Image(height=480, width=640, encoding='bgr8', step=640 * 3, data=frame.tobytes())
+                    msg.header.stamp = node.node.get_clock().now().to_msg()
+                    pub.publish(msg)
+                    sent += 1
+                    time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+                time.sleep(1.0)
+                d = node.diagnostics
+            finally:
+                stop_process(camera)
+                node.close()
+            suffix = ('' if rate == 10 else f'_{rate}hz') + ('' if paced else '_unpaced')
+            print(f'# {rate} Hz camera, {"paced" if paced else "unpaced"}: {d.get("requests")} requests, '
+                  f'{d.get("keyframes_received")} keyframes, {d.get("keyframes_dropped")} dropped, '
+                  f'latency p50 {d.get("latency_ms_p50")} ms', file=sys.stderr, flush=True)
+            emit(f'keyframe_wait_ms_p50{suffix}', float(d['wait_ms_p50']), 'ms')
+            emit(f'keyframe_age_at_model_ms_p99{suffix}', float(d['keyframe_age_at_model_ms_p99']), 'ms')
+
+
 def bench_closed_loop(episodes: int = 20) -> None:
     """make eval's targets: the same seeded episodes with the oracle at 0.5 s and at 5 s (latency
     compensation on), then at 5 s without compensation and with the seed system's rule; the simulator's
@@ -448,7 +526,8 @@ def bench_closed_loop(episodes: int = 20) -> None:
 
 
 BENCHES: dict[str, list[Callable[[], None]]] = {
-    'keyframe': [bench_keyframe_decision, bench_camera_node_fps, bench_keyframe_latency],
+    'keyframe': [bench_keyframe_decision, bench_keyframe_robustness, bench_camera_node_fps,
+                 bench_keyframe_latency, bench_keyframe_pacing],
     'controller': [bench_controller, bench_controller_flood],
     'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload],
     # about 25 minutes: 80 closed-loop episodes

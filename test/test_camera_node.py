@@ -12,6 +12,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from vln_ros import interface
+from vln_ros.msg import KeyframeRequest
 from vln_ros.nodes.camera_node import CameraNode
 from vln_ros.nodes.diagnostics import values_of
 from vln_ros.testing.frames import compressed_msg, image_msg, scene, stamp_s
@@ -199,3 +200,58 @@ def test_one_frame_of_another_aspect_ratio_is_skipped_and_keyframes_go_on(graph)
     assert wait_for(lambda: len(probe.keyframes) == 3, 5.0)
     assert wait_for(lambda: probe.diagnostics and values_of(probe.diagnostics[-1])['frames_odd_shape'] == '1', 5.0)
     assert values_of(probe.diagnostics[-1])['internal_errors'] == '0'
+
+
+def test_model_paced_keyframes_one_per_request_and_none_while_the_model_is_busy(graph):
+    """Once an inference node paces the keyframes (vln/keyframe_request), a keyframe answers an open request:
+    any frame for a new task, else the first that passes the sampler against the last keyframe sent; frames
+    that arrive while no request is open are not judged, and a request already answered stays answered."""
+    camera(graph, diagnostics_period_s=0.2, **{'keyframe.min_interval_s': 0.0})
+    probe = Probe(graph)
+    requests = probe.node.create_publisher(KeyframeRequest, interface.KEYFRAME_REQUEST,
+                                           interface.KEYFRAME_REQUEST_QOS)
+    assert wait_for(lambda: probe.connected() and requests.get_subscription_count() > 0, 5.0)
+    stamp = iter(1000.0 + 0.1 * i for i in range(1000))
+
+    def ask(sequence: int, wanted: bool = True, any_frame: bool = False) -> None:
+        requests.publish(KeyframeRequest(sequence=sequence, wanted=wanted, any_frame=any_frame))
+
+    def diagnostics() -> dict[str, str]:
+        return values_of(probe.diagnostics[-1]) if probe.diagnostics else {}
+
+    def send_unjudged(scenes) -> None:
+        for i in scenes:
+            probe.pub.publish(image_msg(scene(i, 240, 320), next(stamp)))
+            threading.Event().wait(0.05)
+
+    ask(7, wanted=False)  # a model is here and busy
+    assert wait_for(lambda: diagnostics().get('paced_by_model') == 'true', 5.0), diagnostics()
+    send_unjudged(range(6))  # every frame a cut, but nobody asked
+    assert wait_for(lambda: int(diagnostics().get('frames_unrequested', 0)) >= 3, 5.0)
+    assert probe.keyframes == [] and probe.decisions == []
+
+    ask(8)  # the model is free: the first frame is always a keyframe
+    probe.send_paced([image_msg(scene(5, 240, 320), next(stamp))])
+    assert wait_for(lambda: len(probe.keyframes) == 1, 5.0)
+    assert probe.decisions[-1].message == 'first'
+    send_unjudged([1, 2, 3])  # answered: the model is busy with it
+    threading.Event().wait(0.3)
+    assert len(probe.keyframes) == 1 and len(probe.decisions) == 1
+
+    ask(9)  # free again: the first frame that changed against the keyframe the model saw (scene 5)
+    probe.send_paced([image_msg(scene(5, 240, 320), next(stamp)) for _ in range(3)])
+    assert len(probe.keyframes) == 1 and [d.message for d in probe.decisions[1:]] == ['still'] * 3
+    probe.send_paced([image_msg(scene(6, 240, 320), next(stamp))])
+    assert wait_for(lambda: len(probe.keyframes) == 2, 5.0)
+    assert probe.decisions[-1].message == 'change'
+
+    ask(9)  # the same request again (a latched copy): already answered
+    send_unjudged([7, 8, 9])
+    threading.Event().wait(0.3)
+    assert len(probe.keyframes) == 2
+
+    ask(10, any_frame=True)  # a task started: the next frame, changed or not
+    probe.send_paced([image_msg(scene(6, 240, 320), next(stamp))])
+    assert wait_for(lambda: len(probe.keyframes) == 3, 5.0)
+    assert probe.decisions[-1].message == 'requested'
+    assert wait_for(lambda: int(diagnostics().get('keyframe_requests', 0)) == 5, 5.0), diagnostics()

@@ -25,6 +25,7 @@ from vln_ros.core.config import InferenceParams
 from vln_ros.core.inference import (
     InferencePipeline,
     Keyframe,
+    KeyframeAsk,
     Level,
     PlanOut,
     StatusOut,
@@ -96,8 +97,9 @@ class Harness:
         self.plans: list[PlanOut] = []
         self.statuses: list[StatusOut] = []
         self.log = Log()
+        self.asks: list[KeyframeAsk] = []
         self.pipeline = InferencePipeline(self.params, self.plans.append, self.statuses.append,
-                                          lambda: self.now_ns, self.log)
+                                          lambda: self.now_ns, self.log, self.asks.append)
         self.pipeline.load(make_backend if scripted is None else lambda _p: scripted)
 
     def keyframe(self, age_s: float = 0.0, data: bytes = JPEG) -> Keyframe:
@@ -420,3 +422,57 @@ def test_close_ends_the_worker_loop_and_release_closes_the_backend():
     assert backend.closed and h.model_plans() == []  # the task is still current: cancelled means no plan
     assert h.totals()['backend_failures_cancelled'] == 1 and h.statuses[-1].counters.backend_failures == 0
 
+
+
+def test_model_paced_keyframes_the_free_model_asks_once_per_keyframe_and_any_frame_only_for_a_new_task():
+    """The request protocol camera_node answers (README, model-paced keyframes): a request when the worker is
+    free with nothing waiting, a new number for each, any_frame on a task's first, none while a keyframe waits
+    or no task runs, and 'wanted: false' once the task ends with a request open."""
+    h = Harness(ScriptedBackend(FORWARD, FORWARD, FORWARD))
+    assert h.asks == [KeyframeAsk(h.asks[0].sequence, False, False)]  # loaded: a model paces the keyframes
+    h.pipeline.set_task('go down the corridor')
+    assert h.pipeline.work_once(timeout_s=0.05) is None  # free, nothing waiting: asks, then waits
+    first = h.asks[-1]
+    assert (first.wanted, first.any_frame) == (True, True) and first.sequence != h.asks[0].sequence
+    assert h.pipeline.work_once(timeout_s=0.05) is None  # still open: not asked again before REQUEST_RESEND_S
+    assert len(h.asks) == 2
+    h.keyframe()
+    assert h.pipeline.work_once(timeout_s=0.05) is not None  # the answer is taken at once
+    assert h.pipeline.work_once(timeout_s=0.05) is None  # free again: the next request, any frame no more
+    second = h.asks[-1]
+    assert (second.wanted, second.any_frame, second.sequence) == (True, False, first.sequence + 1)
+    h.keyframe()
+    h.keyframe()  # unasked keyframes (a camera without pacing) are taken as before, the newest winning
+    asks = len(h.asks)
+    assert h.pipeline.work_once(timeout_s=0.05) is not None
+    assert len(h.asks) == asks  # a keyframe was waiting: nothing asked
+    assert h.pipeline.work_once(timeout_s=0.05) is None
+    assert h.asks[-1].wanted
+    h.pipeline.stop_task('done')
+    assert h.pipeline.work_once(timeout_s=0.05) is None
+    assert (h.asks[-1].wanted, h.asks[-1].sequence) == (False, second.sequence + 1)
+    assert h.totals()['keyframe_requests'] == 3
+
+
+def test_an_unanswered_keyframe_request_is_asked_again_with_a_new_number(monkeypatch):
+    """A lost keyframe or a restarted camera_node must not leave the model waiting for ever."""
+    h = Harness(ScriptedBackend(FORWARD))
+    h.pipeline.set_task('go')
+    clock = [1000.0]
+    monkeypatch.setattr(inference.time, 'monotonic', lambda: clock[0])
+    h.pipeline.work_once(timeout_s=0.01)
+    clock[0] += inference.REQUEST_RESEND_S - 0.1
+    h.pipeline.work_once(timeout_s=0.01)
+    assert len([a for a in h.asks if a.wanted]) == 1
+    clock[0] += 0.2
+    h.pipeline.work_once(timeout_s=0.01)
+    wanted = [a for a in h.asks if a.wanted]
+    assert len(wanted) == 2 and wanted[1].sequence == wanted[0].sequence + 1 and wanted[1].any_frame
+
+
+def test_the_age_of_a_keyframe_when_the_model_starts_on_it_is_in_diagnostics():
+    h = Harness(ScriptedBackend(FORWARD))
+    h.pipeline.set_task('go')
+    h.answer(age_s=0.2)
+    values = h.pipeline.health(time.monotonic()).values
+    assert abs(float(values['keyframe_age_at_model_ms_p99']) - 200.0) < 1.0

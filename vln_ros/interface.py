@@ -16,6 +16,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 IMAGE = 'image'                                 # camera_node in, raw (remapped to the camera_topic argument)
 IMAGE_COMPRESSED = 'image/compressed'           # camera_node in, with input_transport compressed
 KEYFRAME = 'vln/keyframe'                       # camera_node -> inference_node, JPEG CompressedImage
+KEYFRAME_REQUEST = 'vln/keyframe_request'         # inference_node -> camera_node: the model is free (latched)
 KEYFRAME_DECISIONS = 'vln/keyframe_decisions'   # camera_node out, only with publish_decisions
 INSTRUCTION = 'vln/instruction'                 # inference_node in: a new task (std_msgs/String)
 WAYPOINTS = 'vln/waypoints'                     # inference_node -> controller_node: the plan
@@ -42,6 +43,10 @@ SENSOR_QOS = qos_profile_sensor_data
 # Keyframes are few and each one matters: reliable, but only the newest two are kept for a slow reader.
 # (Best-effort subscribers, e.g. rviz, still connect to a reliable publisher.)
 KEYFRAME_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+# A keyframe request is state (is the model free, which request): latched, so a camera_node started later
+# learns it at once.
+KEYFRAME_REQUEST_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Plans (and the path and markers drawn from them) must not be lost: the controller stops on a stop plan.
 PLAN_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # An instruction is a new task: reliable, like a plan.

@@ -274,14 +274,19 @@ class KeyframeParams(StrictModel):
     analysis_side_px: int = param(160, 'Longest side of the grayscale copy the scores are computed on', 'px',
                                   ge=32, le=1280, dynamic=True)
     histogram_bins: int = param(32, 'Bins of the intensity histogram', ge=4, le=256, dynamic=True)
-    weight_histogram: float = param(0.3, 'Weight of the histogram distance in the change score', ge=0.0, le=1.0,
-                                    dynamic=True)
-    weight_pixel: float = param(0.4, 'Weight of the mean absolute pixel difference in the change score',
+    weight_histogram: float = param(0.0, 'Weight of the histogram distance in the global score (scores after exposure '
+                                    'and motion compensation; the change score is the larger of the global score '
+                                    'and the changed share of the frame)', ge=0.0, le=1.0, dynamic=True)
+    weight_pixel: float = param(1.0, 'Weight of the mean absolute pixel difference (/255) in the global score',
                                 ge=0.0, le=1.0, dynamic=True)
-    weight_edge: float = param(0.3, 'Weight of the edge-map difference in the change score', ge=0.0, le=1.0,
+    weight_edge: float = param(0.0, 'Weight of the edge-map difference in the global score', ge=0.0, le=1.0,
                                dynamic=True)
-    change_threshold: float = param(0.12, 'Change score (weighted sum, 0-1) at or above which a frame is a '
-                                    'keyframe', gt=0.0, le=1.0, dynamic=True)
+    change_threshold: float = param(0.06, 'Change score (0-1) at or above which a frame is a keyframe: the share '
+                                    'of the frame that is new (camera motion) or in changed grid cells, or the '
+                                    'global score if larger', gt=0.0, le=1.0, dynamic=True)
+    cell_level: float = param(8.0, 'Mean difference from the last keyframe (after exposure and motion '
+                              'compensation; misalignment up to 1 px is none) at which a cell of the 8 x 8 grid '
+                              'counts as changed', 'gray levels', gt=0.0, le=255.0, dynamic=True)
     min_interval_s: float = param(0.5, 'No keyframe sooner than this after the last one', 's', ge=0.0, le=60.0,
                                   dynamic=True)
     max_interval_s: float = param(5.0, 'A keyframe is forced when the scene has been still this long', 's',
@@ -320,6 +325,9 @@ class CameraParams(StrictModel):
                                   ge=0.0, le=3600.0, dynamic=True)
     publish_decisions: bool = param(False, "Publish every frame's keyframe decision and scores on "
                                     'vln/keyframe_decisions (for tuning and the demo)')
+    pace_by_model: bool = param(True, 'Once an inference node asks for keyframes (vln/keyframe_request), send one '
+                                'only when asked: the first frame that passes the sampler after the model became '
+                                'free; false = a keyframe whenever the sampler passes one', dynamic=True)
     keyframe: KeyframeParams = KeyframeParams()
 
 

@@ -2,21 +2,29 @@
 
 The node hands keyframes to `receive` (never blocks: a size-1 latest-wins slot; keyframes that arrive while
 the model is busy replace each other and are counted as dropped) and runs `work_once` in a loop on its
-worker thread: take the newest keyframe, check it (stale, not JPEG, implausible declared size), build the
-prompt, call the backend on a one-thread pool (so a hung backend costs a timeout, not the worker), parse
-the answer, apply the task rules, publish.
+worker thread: ask for a keyframe when free (model-paced keyframes, below), take the newest keyframe,
+check it (stale, not JPEG, implausible declared size), build the prompt, call the backend on a one-thread
+pool (so a hung backend costs a timeout, not the worker), parse the answer, apply the task rules, publish.
 
 One lock guards the task manager and every publication: `publish_plan` and `publish_status` are called
 with it held, so a task switch or stop and a plan of the old task can never interleave: once `set_task`
 or `stop_task` returns, no plan of the old task is published. Every failure (backend error, timeout,
 unparsable answer, a bug) publishes a stop plan; a cancelled answer (only a switch, stop or shutdown
 cancels, and each publishes its own stop plan) publishes nothing.
+
+Model-paced keyframes: whenever the worker is free with a task running and no keyframe waiting, it asks for
+one (`request_keyframe`, a KeyframeRequest on vln/keyframe_request). camera_node answers a request with one
+keyframe, the first frame its sampler passes (any frame when a task has just started), and sends none while
+the model works. So the model starts on a frame about one camera period old instead of one that waited in the
+slot, chosen up to a keyframe interval earlier. A camera that does not answer requests (an older one, a bag
+of keyframes) still works: its keyframes arrive unasked and the slot hands over the newest.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import copy
 import enum
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -42,11 +50,14 @@ from vln_ros.core.tasks import Counters, State, TaskManager, TaskRejected
 
 # After a timeout the cancelled request gets this long to end before the next one may start.
 CANCEL_GRACE_S = 2.0
+# An open keyframe request is asked again (with a new number) after this long without a keyframe: covers a
+# lost keyframe and a camera_node that restarted and had already answered a request of the same number.
+REQUEST_RESEND_S = 2.0
 LOG_THROTTLE_S = 5.0
 # Counters that /diagnostics always shows (0 until they happen), and the families shown once they occur.
 DIAGNOSTIC_COUNTERS = ('keyframes_received', 'keyframes_dropped', 'keyframes_stale', 'keyframes_not_jpeg',
-                       'requests', 'plans_published', 'stop_plans_published', 'answers_discarded_old_task',
-                       'tasks_started', 'internal_errors')
+                       'keyframe_requests', 'requests', 'plans_published', 'stop_plans_published',
+                       'answers_discarded_old_task', 'tasks_started', 'internal_errors')
 DIAGNOSTIC_FAMILIES = ('parse_failures_', 'backend_failures_', 'answers_', 'keyframes_rejected_')
 
 
@@ -94,6 +105,14 @@ class PlanOut:
 
 
 @dataclass(frozen=True)
+class KeyframeAsk:
+    """A keyframe request to publish (a KeyframeRequest): see the module docstring."""
+    sequence: int
+    wanted: bool
+    any_frame: bool
+
+
+@dataclass(frozen=True)
 class StatusOut:
     """The task status to publish (a TaskStatus); counters are a copy taken under the lock."""
     state: State
@@ -128,9 +147,11 @@ class Health:
 
 class InferencePipeline:
     def __init__(self, params: InferenceParams, publish_plan: Callable[[PlanOut], None],
-                 publish_status: Callable[[StatusOut], None], clock_ns: Callable[[], int], log: Log) -> None:
+                 publish_status: Callable[[StatusOut], None], clock_ns: Callable[[], int], log: Log,
+                 request_keyframe: Callable[[KeyframeAsk], None] | None = None) -> None:
         """publish_plan/publish_status: called with the pipeline's lock held (keep them short, never block).
-        clock_ns: the ROS clock (keyframe ages, stamps of stop plans)."""
+        clock_ns: the ROS clock (keyframe ages, stamps of stop plans). request_keyframe: publishes a keyframe
+        request (model-paced keyframes; None: keyframes come unasked); called from the worker thread."""
         self.params = params
         self._publish_plan_cb, self._publish_status_cb = publish_plan, publish_status
         self._clock_ns, self._log = clock_ns, log
@@ -146,6 +167,13 @@ class InferencePipeline:
         self._wait = LatencyWindow()         # received -> taken by the worker (it was busy with the last one)
         self._overhead = LatencyWindow()     # ours: taken -> backend called, plus returned -> published
         self._keyframe_age = LatencyWindow()  # capture stamp -> plan published
+        self._age_at_model = LatencyWindow()  # capture stamp -> the worker took it (the model starts on it)
+        self._request_keyframe = request_keyframe
+        # Numbers start anywhere: a camera_node that answered request N of an earlier inference_node must not
+        # take this one's N for an answered one.
+        self._ask_sequence = random.randrange(1, 2**31)
+        self._asked_at: float | None = None  # monotonic time of the open request, None when none is open
+        self._any_frame = False              # the next keyframe may be any frame (a task just started)
         self._output_tokens = NumberWindow()
         self._throttles = {name: Throttle() for name in ('stale', 'not_jpeg', 'rejected', 'backend', 'parse',
                                                          'internal')}
@@ -169,6 +197,7 @@ class InferencePipeline:
         with self._lock:
             self._tasks.loading(done=True)
             self._publish_status()
+        self._ask(wanted=False)  # tells a camera_node that a model paces its keyframes
 
     @property
     def model_name(self) -> str:
@@ -208,6 +237,7 @@ class InferencePipeline:
                 self.counters.add('tasks_rejected')
                 return TaskReply(False, '', f'rejected: {exc}')
             self.counters.add('tasks_started')
+            self._any_frame = True
             self._cancel_backend()
             self._publish_stop('new_task', f'new task: {task.instruction[:80]}')
             self._publish_status()
@@ -231,12 +261,20 @@ class InferencePipeline:
         with self._lock:
             running = self._tasks.running
         if not running:
+            if self._asked_at is not None:
+                self._ask(wanted=False)
             self._wake.wait(timeout_s)
             self._wake.clear()
             return None
-        keyframe = self._slot.take(timeout_s=timeout_s)
-        if keyframe is None:
-            return None
+        keyframe = self._slot.take(timeout_s=0.0)
+        if keyframe is None:  # free and nothing waiting: ask for a fresh one
+            if self._asked_at is None or time.monotonic() - self._asked_at >= REQUEST_RESEND_S:
+                self._ask(wanted=True)
+            keyframe = self._slot.take(timeout_s=timeout_s)
+            if keyframe is None:
+                return None
+        self._asked_at, self._any_frame = None, False
+        self._age_at_model.add((self._clock_ns() - keyframe.stamp_ns) * 1e-9)
         try:
             return self.infer(keyframe, time.perf_counter())
         except Exception as exc:  # the worker must outlive any bug; the robot gets a stop plan
@@ -247,6 +285,16 @@ class InferencePipeline:
                 if self._tasks.running:
                     self._publish_stop(STOP_ACTION, f'internal error: {exc!r:.80}')
             return None
+
+    def _ask(self, wanted: bool) -> None:
+        """Publish a keyframe request (a new number each time), or that none is wanted."""
+        if self._request_keyframe is None:
+            return
+        if wanted:
+            self._ask_sequence = self._ask_sequence % (2**32 - 1) + 1
+            self.counters.add('keyframe_requests')
+        self._asked_at = time.monotonic() if wanted else None
+        self._request_keyframe(KeyframeAsk(self._ask_sequence, wanted, self._any_frame and wanted))
 
     def infer(self, keyframe: Keyframe, taken_s: float) -> Answered | None:
         """One keyframe taken from the slot at taken_s (perf_counter) -> the plan published, or None (skipped,
@@ -428,6 +476,8 @@ class InferencePipeline:
             'output_tokens_p50': self._output_tokens.percentile(50),
             'wait_ms_p50': self._wait.percentile_ms(50), 'overhead_ms_p50': self._overhead.percentile_ms(50),
             'keyframe_age_ms_p99': self._keyframe_age.percentile_ms(99),
+            'keyframe_age_at_model_ms_p50': self._age_at_model.percentile_ms(50),
+            'keyframe_age_at_model_ms_p99': self._age_at_model.percentile_ms(99),
             'consecutive_failures': failures_in_row, 'last_error': last_error,
         }
         for name in DIAGNOSTIC_COUNTERS:

@@ -37,6 +37,7 @@ BUDGET_MIN_S = 40.0       # an episode's time budget: this, plus
 BUDGET_S_PER_M = 5.0      # this per metre of the shortest route (0.2 m/s on average)
 SIM_SPEED_LIMIT = 1e-3    # a stalled simulation is an error, not a slow episode
 RESTART_SETTLE_S = 3.0    # after restarting a killed node (simulated seconds)
+NEW_SCENE_SETTLE_S = 0.5  # after a reset, before the task: camera frames of the new scene reach camera_node
 SERVICE_TIMEOUT_S = 15.0
 FAULT_WATCH_S = 15.0      # after an in-loop fault: longer than the controller's inference_timeout_s (10 s)
 STACK_NODES = tuple(n.name for n in bringup.NODES)
@@ -226,14 +227,12 @@ class EvalStack:
 
     def _stack_up(self) -> bool:
         """Every node is on the graph and subscribed: keyframes reach the inference node (and the observer),
-        plans the controller. Checked on the subscriptions too: a restarted inference node that has not yet
-        matched the camera's keyframes misses the keyframe of the next scene, and with the robot standing
-        still the next one comes only after the sampler's max_interval_s (seen: 5 s without a plan)."""
+        its keyframe requests the camera, plans the controller. (Keyframes themselves come only once a task
+        asks for them: model-paced keyframes.)"""
         assert self.observer is not None
         node = self.observer.node
-        with self.observer.lock:
-            keyframes = bool(self.observer.heard.keyframes)
-        return (keyframes and node.count_publishers(ri.WAYPOINTS) > 0 and node.count_subscribers(ri.KEYFRAME) >= 2
+        return (node.count_publishers(ri.WAYPOINTS) > 0 and node.count_subscribers(ri.KEYFRAME) >= 2
+                and node.count_publishers(ri.KEYFRAME_REQUEST) > 0 and node.count_subscribers(ri.KEYFRAME_REQUEST) > 0
                 and node.count_subscribers(ri.WAYPOINTS) >= 2 and node.count_publishers(ri.CMD_VEL) > 0
                 and self.observer._set_task.service_is_ready())
 
@@ -294,9 +293,10 @@ class EvalStack:
         scene = self.sim.call('/reset', {'seed': seed})
         reset_s = float(scene['now_s'])
         heard = obs.heard
-        if not self._wait_sim(lambda: any(stamp > reset_s for _, stamp in list(heard.keyframes)), 20.0,
-                              'a keyframe of the new scene'):
-            raise RuntimeError(f'no keyframe of seed {seed} within 20 s:\n' + self.logs())
+        # The task's first keyframe is the next camera frame (model-paced keyframes): let frames of the new
+        # scene reach camera_node first.
+        if not self._wait_sim(lambda: obs.now() > reset_s + NEW_SCENE_SETTLE_S, 20.0, 'frames of the new scene'):
+            raise RuntimeError(f'simulated time did not pass the reset of seed {seed}:\n' + self.logs())
         # Every node on the simulated clock: a node that has not heard /clock yet (discovery under load) reads
         # time 0, and the controller then refuses the first plans as stamped in the future (seen: 1.8 s).
         if not self._wait_sim(lambda: obs.clocks_after(STACK_NODES, reset_s), 20.0, "the nodes' clocks"):

@@ -5,6 +5,13 @@ QoS. The subscription callback only drops the frame into a size-1 latest-wins sl
 decodes it, asks the keyframe sampler, and for a keyframe resizes, JPEG-encodes and publishes it with the
 frame's own capture stamp. When the worker falls behind, frames in between are skipped (and counted),
 never queued. Malformed frames are logged (throttled), counted by reason and dropped.
+
+Model-paced keyframes (pace_by_model, on by default): once an inference node has said on vln/keyframe_request
+that it paces the keyframes, a keyframe is sent only to answer its open request: the first frame the sampler
+passes after the model became free (the sampler compares with the last keyframe sent, which is the one the
+model saw), or the very next frame when a task has just started. Frames that arrive while no request is open
+are not judged at all. Without an inference node (or with pace_by_model false) every keyframe the sampler
+passes is sent, as before.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from vln_ros.core.config import CameraParams
 from vln_ros.core.keyframe import Decision, KeyframeSampler, Reason
 from vln_ros.core.latest import LatestSlot
 from vln_ros.core.stats import EventCounters, LatencyWindow, Throttle
+from vln_ros.msg import KeyframeRequest
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.nodes.parameters import declare_params
@@ -42,12 +50,19 @@ class CameraNode(Node):
         self._last_frame_time_s = time.monotonic()
         # Our own throttles, not rclpy's: log_throttle_s may change live (core/stats.Throttle says why).
         self._reject_log, self._error_log = Throttle(), Throttle()
+        # Model pacing (executor thread writes, worker reads and closes; one lock): the open request, if any.
+        self._request_lock = threading.Lock()
+        self._paced = False                  # an inference node has said it paces the keyframes
+        self._open_request: KeyframeRequest | None = None
+        self._answered_sequence = 0
 
         msg_type, topic = ((Image, interface.IMAGE) if p.input_transport == 'raw'
                            else (CompressedImage, interface.IMAGE_COMPRESSED))
         self._input_topic = self.resolve_topic_name(topic)
         self.create_subscription(msg_type, topic, self._on_frame, interface.SENSOR_QOS)
         self._keyframe_pub = self.create_publisher(CompressedImage, interface.KEYFRAME, interface.KEYFRAME_QOS)
+        self.create_subscription(KeyframeRequest, interface.KEYFRAME_REQUEST, self._on_request,
+                                 interface.KEYFRAME_REQUEST_QOS)
         self._decision_pub = (self.create_publisher(DiagnosticStatus, interface.KEYFRAME_DECISIONS,
                                                     interface.DECISIONS_QOS)
                               if p.publish_decisions else None)
@@ -82,6 +97,19 @@ class CameraNode(Node):
         if self._slot.put(msg):
             self._counters.add('frames_skipped')
 
+    def _on_request(self, msg: KeyframeRequest) -> None:
+        self._counters.add('keyframe_requests')
+        with self._request_lock:
+            self._paced = True
+            # A request already answered (the latched copy seen again) stays answered.
+            self._open_request = msg if msg.wanted and msg.sequence != self._answered_sequence else None
+
+    def _pending_request(self) -> tuple[bool, KeyframeRequest | None]:
+        """(paced, the open request): paced False means every keyframe the sampler passes is sent."""
+        with self._request_lock:
+            paced = self._paced and self.params.pace_by_model
+            return paced, self._open_request if paced else None
+
     # -- worker thread ------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
@@ -100,6 +128,10 @@ class CameraNode(Node):
     def _process(self, msg: Image | CompressedImage) -> None:
         started = time.perf_counter()
         self._last_frame_time_s = time.monotonic()
+        paced, request = self._pending_request()
+        if paced and request is None:  # the model is busy (or has no task): nothing to judge for it
+            self._counters.add('frames_unrequested')
+            return
         try:
             image = images.decode(msg)
         except images.ImageRejected as exc:
@@ -113,7 +145,8 @@ class CameraNode(Node):
                     values=[KeyValue(key='reason', value=exc.reason), KeyValue(key='detail', value=str(exc))]))
             return
         header = msg.header
-        decision = self._sampler.decide(image, stamp_seconds(header.stamp))
+        decision = self._sampler.decide(image, stamp_seconds(header.stamp),
+                                        force=request is not None and request.any_frame)
         self._last_decision = decision
         self._counters.add('frames_processed')
         if decision.reason is Reason.ODD_SHAPE:  # skipped: another aspect ratio than the last keyframe
@@ -126,6 +159,12 @@ class CameraNode(Node):
             out.header.frame_id = p.frame_id or header.frame_id
             self._keyframe_pub.publish(out)
             self._counters.add('keyframes_published')
+            if request is not None:
+                with self._request_lock:
+                    self._answered_sequence = request.sequence
+                    # By number: DDS may deliver a latched request twice (history, then live).
+                    if self._open_request is not None and self._open_request.sequence == request.sequence:
+                        self._open_request = None
         if self._decision_pub is not None:
             self._decision_pub.publish(self._decision_status(decision, header.stamp))
         self._frame_time.add(time.perf_counter() - started)
@@ -134,7 +173,9 @@ class CameraNode(Node):
     def _decision_status(d: Decision, stamp: Any) -> DiagnosticStatus:
         values = {'stamp': f'{stamp.sec}.{stamp.nanosec:09d}', 'keyframe': str(d.keyframe).lower(),
                   'reason': d.reason.value, 'score': f'{d.score:.5f}', 'histogram': f'{d.histogram:.5f}',
-                  'pixel': f'{d.pixel:.5f}', 'edge': f'{d.edge:.5f}', 'since_last_s': f'{d.since_last_s:.3f}'}
+                  'pixel': f'{d.pixel:.5f}', 'edge': f'{d.edge:.5f}', 'since_last_s': f'{d.since_last_s:.3f}',
+                  'local': f'{d.local:.5f}', 'shift_x': f'{d.shift_x:.4f}', 'shift_y': f'{d.shift_y:.4f}',
+                  'gain': f'{d.gain:.3f}'}
         return DiagnosticStatus(name='keyframe_decision', message=d.reason.value,
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
@@ -153,8 +194,10 @@ class CameraNode(Node):
             'last_reason': decision.reason.value if decision else 'none',
             'last_score': decision.score if decision else float('nan'),
         }
+        values['paced_by_model'] = str(self._pending_request()[0]).lower()
         for name in ('frames_received', 'frames_processed', 'frames_skipped', 'keyframes_published',
-                     'decode_errors', 'unstamped_frames', 'internal_errors', 'frames_odd_shape'):
+                     'decode_errors', 'unstamped_frames', 'internal_errors', 'frames_odd_shape',
+                     'keyframe_requests', 'frames_unrequested'):
             values[name] = totals.get(name, 0)
         values.update({k: v for k, v in sorted(totals.items()) if k.startswith('rejected_')})
 

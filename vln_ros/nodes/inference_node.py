@@ -40,12 +40,13 @@ from vln_ros.core.inference import (
     Answered,
     InferencePipeline,
     Keyframe,
+    KeyframeAsk,
     Level,
     PlanOut,
     StatusOut,
     state_name,
 )
-from vln_ros.msg import TaskStatus, Waypoint, WaypointArray
+from vln_ros.msg import KeyframeRequest, TaskStatus, Waypoint, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
@@ -66,8 +67,11 @@ class InferenceNode(Node):
         self._marker_pub = self.create_publisher(MarkerArray, interface.MARKERS, interface.PLAN_QOS)
         self._debug_pub = self.create_publisher(Image, interface.DEBUG_IMAGE, interface.DEBUG_IMAGE_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
+        self._request_pub = self.create_publisher(KeyframeRequest, interface.KEYFRAME_REQUEST,
+                                                  interface.KEYFRAME_REQUEST_QOS)
         self._pipeline = InferencePipeline(p, self._publish_plan, self._publish_status,
-                                           lambda: self.get_clock().now().nanoseconds, self.get_logger())
+                                           lambda: self.get_clock().now().nanoseconds, self.get_logger(),
+                                           self._request_keyframe)
         self.get_logger().info(f'loading backend {p.backend!r}, model {p.model!r}')
         self._pipeline.load(backend_factory)
 
@@ -158,6 +162,11 @@ class InferenceNode(Node):
         markers.markers.append(label)
         self._path_pub.publish(path)
         self._marker_pub.publish(markers)
+
+    def _request_keyframe(self, ask: KeyframeAsk) -> None:
+        msg = KeyframeRequest(sequence=ask.sequence, wanted=ask.wanted, any_frame=ask.any_frame)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._request_pub.publish(msg)
 
     def _publish_status(self, s: StatusOut) -> None:
         c = s.counters
