@@ -3,6 +3,7 @@
 
     python3 bench/gpu.py check --model DIR [--tp N] [--out DIR]
     python3 bench/gpu.py bench --model DIR [--tp N] [--gpu H100|H200] [--sizes 256,448,640] [--out DIR]
+    python3 bench/gpu.py levers --model DIR [--engines bf16,bf16+prefix,fp8+prefix] [--out DIR]
 
 check: the real inference_node process, lmdeploy backend, keyframes over ROS 2. Verifies that it reports
 loading then idle, that plans are published for a task, that a task switch aborts the request in flight
@@ -14,7 +15,13 @@ the node itself adds ~1.4 ms, `make bench`'s inference_overhead_ms_p50), time to
 load time and GPU memory, next to the roofline (vln_ros/core/model_shapes.py). Random weights never stop
 on their own, so every answer is exactly ANSWER_TOKENS long (the real two-waypoint answer's length).
 
-Each prints one JSON object per line and writes them to --out (results.jsonl), with a Markdown table.
+levers: the latency levers side by side on one model, one engine configuration after the other (weights
+bf16 or fp8, prefix caching off or on): per engine the full answer unguided and guided, the time until a
+plan-first answer's waypoints are complete in the stream (PLAN_FIRST_TOKENS), the image after the text
+instead of before it, and the first token taken apart: a 1-token text prompt (the engine's own floor), the
+text prompt alone (its prefill), the whole request (the image's share), and the HF processor on the CPU.
+
+Each prints one JSON object per line and writes them to --out (results.jsonl).
 """
 from __future__ import annotations
 
@@ -26,14 +33,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'bench'))  # gpu.py reuses run.py's InferenceNodeUnderTest
+sys.path.insert(0, str(REPO))            # vln_ros from this checkout: the bench-only install has no editable one
 
 # NVLink multicast can take a shared host's GPUs out of service: keep it off, children included.
 os.environ.update(NCCL_NVLS_ENABLE='0', TORCH_SYMM_MEM_DISABLE_MULTICAST='1', NVSHMEM_DISABLE_NVLS='1')
 
 ANSWER_TOKENS = 48  # Qwen3 tokens of a two-waypoint answer in the project's format (README, "answer format")
+# The same answer with act and wp first: its waypoints are complete after this many tokens
+# ('{"act":"forward","wp":[[0.8,0,0,0.9],[0.6,0.2,20,0.7]],', the real Qwen3 tokenizer).
+PLAN_FIRST_TOKENS = 35
 
 
 class Results:
@@ -225,6 +237,147 @@ def bench(args: argparse.Namespace, results: Results) -> int:
     return 0
 
 
+def levers(args: argparse.Namespace, results: Results) -> int:
+    import dataclasses
+
+    import cv2
+
+    from vln_ros.core.backends.base import Request
+    from vln_ros.core.backends.lmdeploy_pipeline import LmdeployBackend, LmdeployParams, chat_messages
+    from vln_ros.core.config import InferenceParams, ParserParams
+    from vln_ros.core.model_shapes import GPUS, SHAPES, image_tokens, roofline
+    from vln_ros.core.prompts import PromptBuilder, Step
+    from vln_ros.testing.frames import scene
+
+    shape_name = model_shape(args.model)
+    size = args.sizes[0]
+    jpeg = cv2.imencode('.jpg', scene(0, size, size))[1].tobytes()
+    prompt = PromptBuilder(ParserParams(), history_steps=4).build(
+        'go down the corridor and stop at the red door', [Step('a corridor with doors on both sides', 'forward')] * 4)
+    results.emit(name='gpu_processor_ms', **processor_ms(args.model, jpeg), shape=shape_name, size_px=size)
+    for engine in args.engines.split(','):
+        weights: Literal['auto', 'fp8'] = 'fp8' if engine.startswith('fp8') else 'auto'
+        section = LmdeployParams(tp=args.tp, executor=args.executor, eager_mode=args.eager, weights=weights,
+                                 prefix_caching='prefix' in engine)
+        common = dict(shape=shape_name, tp=args.tp, gpu=args.gpu, engine=engine, size_px=size)
+        t0 = time.perf_counter()
+        backend = LmdeployBackend(section, InferenceParams.model_validate(
+            {'backend': 'lmdeploy', 'model': str(args.model), 'lmdeploy': section}))
+        results.emit(name='gpu_load_s', value=round(time.perf_counter() - t0, 1), unit='s', **common)
+        try:
+            base = Request(jpeg, 0, prompt, ANSWER_TOKENS, False, size * size, ignore_eos=True)
+            variants = {'unguided': base, 'guided': dataclasses.replace(base, guided=True)}
+            for variant, request in variants.items():
+                timed = time_requests(backend.generate, request, args)
+                line = roofline(SHAPES[shape_name], GPUS[args.gpu], args.tp, timed['input_tokens'],
+                                image_tokens(size, size), weight_bytes=1 if weights == 'fp8' else 2)
+                results.emit(name='gpu_lever', variant=variant, **timed,
+                             roofline_s=round(line.total_s(ANSWER_TOKENS), 4),
+                             roofline_plan_first_s=round(line.total_s(PLAN_FIRST_TOKENS), 4),
+                             roofline_ms_per_token=round(1e3 * line.decode_s_per_token, 2), **common)
+            # The first token taken apart, straight through the engine (no image decode, no parse).
+            image = __import__('PIL.Image', fromlist=['Image']).open(__import__('io').BytesIO(jpeg)).convert('RGB')
+            first = chat_messages(base, image)
+            last = [first[0], {'role': 'user', 'content': list(reversed(first[1]['content']))}]
+            text_only = [first[0], {'role': 'user', 'content': prompt.user}]
+            tiny = [{'role': 'user', 'content': 'hi'}]
+            for variant, messages in (('image_last', last), ('text_only', text_only), ('one_token_prompt', tiny)):
+                timed = time_requests(lambda _r, b=backend, m=messages: engine_ttft(b, b._pipe, m), base, args,
+                                      tokens=1)
+                results.emit(name='gpu_first_token', variant=variant, **timed, **common)
+        finally:
+            backend.close()
+    return 0
+
+
+def server(args: argparse.Namespace, results: Results) -> int:
+    """The openai backend against a running OpenAI-compatible server (`make gpu-serve`) with the same requests
+    as `levers`: the network path's latency beside the in-process one."""
+    import dataclasses
+
+    import cv2
+
+    from vln_ros.core.backends import make_backend
+    from vln_ros.core.backends.base import Request
+    from vln_ros.core.config import InferenceParams, ParserParams
+    from vln_ros.core.prompts import PromptBuilder, Step
+    from vln_ros.testing.frames import scene
+
+    size = args.sizes[0]
+    backend = make_backend(InferenceParams.model_validate(
+        {'backend': 'openai', 'inference_timeout_s': 60.0, 'openai': {'base_url': args.url}}))
+    jpeg = cv2.imencode('.jpg', scene(0, size, size))[1].tobytes()
+    prompt = PromptBuilder(ParserParams(), history_steps=4).build(
+        'go down the corridor and stop at the red door', [Step('a corridor with doors on both sides', 'forward')] * 4)
+    base = Request(jpeg, 0, prompt, ANSWER_TOKENS, False, size * size, ignore_eos=True)
+    for guided in (False, True):
+        timed = time_requests(backend.generate, dataclasses.replace(base, guided=guided), args)
+        results.emit(name='gpu_openai_backend', variant='guided' if guided else 'unguided', **timed,
+                     shape=model_shape(args.model), size_px=size, url=args.url)
+    return 0
+
+
+def processor_ms(model: Path, jpeg: bytes) -> dict:
+    """The Hugging Face processor's image step on the CPU, as lmdeploy runs it before the engine (p50 of 20)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoProcessor
+    processor = AutoProcessor.from_pretrained(str(model))
+    image = Image.open(io.BytesIO(jpeg)).convert('RGB')
+    times = []
+    for _ in range(22):
+        t0 = time.perf_counter()
+        processor.image_processor(images=[image], return_tensors='pt')
+        times.append(time.perf_counter() - t0)
+    return {'value': round(1e3 * float(np.median(times[2:])), 2), 'unit': 'ms',
+            'processor': type(processor.image_processor).__name__}
+
+
+def engine_ttft(backend, pipe, messages) -> object:
+    """One request of one output token straight through lmdeploy: an Answer-like with first_token_s."""
+    from vln_ros.core.backends.base import Answer
+    gen = backend._lmdeploy.GenerationConfig(max_new_tokens=1, do_sample=False, ignore_eos=True)
+    started = time.perf_counter()
+    first = None
+    inputs = None
+    for out in pipe.stream_infer(messages, sessions=pipe.session(), gen_config=gen):
+        if first is None and out.generate_token_len:
+            first = time.perf_counter() - started
+        inputs = out.input_token_len or inputs
+    return Answer('', time.perf_counter() - started, inputs, 1, first)
+
+
+def time_requests(call, request, args: argparse.Namespace, tokens: int = ANSWER_TOKENS) -> dict:
+    """p50s over args.repeats requests after args.warmup: whole answer, first token, the moment the
+    PLAN_FIRST_TOKENS-th output token arrived (a plan-first answer's waypoints), ms per output token."""
+    import dataclasses
+
+    import numpy as np
+    total, first, plan_ready, inputs = [], [], [], []
+    for i in range(args.warmup + args.repeats):
+        marks: list[tuple[int, float]] = []
+        started = time.perf_counter()
+        timed = dataclasses.replace(request, on_chunk=lambda _t, n, m=marks: m.append((n, time.perf_counter())))
+        answer = call(timed)
+        if i < args.warmup:
+            continue
+        total.append(time.perf_counter() - started)
+        first.append(answer.first_token_s or float('nan'))
+        inputs.append(answer.input_tokens or 0)
+        ready = [t for n, t in marks if n >= PLAN_FIRST_TOKENS]
+        plan_ready.append(ready[0] - started if ready else float('nan'))
+    p50 = float(np.median(total))
+    ttft = float(np.nanmedian(first))
+    row = {'p50': round(p50, 4), 'p99': round(float(np.percentile(total, 99)), 4), 'ttft_p50': round(ttft, 4),
+           'input_tokens': int(np.median(inputs)), 'repeats': args.repeats}
+    if tokens > 1:
+        row['plan_first_ready_p50'] = round(float(np.nanmedian(plan_ready)), 4)
+        row['ms_per_output_token'] = round(1e3 * (p50 - ttft) / (tokens - 1), 2)
+    return row
+
+
 def profile(backend, request, args: argparse.Namespace, results: Results, common: dict) -> None:
     """Where one request's time goes, unguided and guided: GPU kernel time (CUPTI sees every kernel of the
     process, the engine's thread included) against wall time, and the top kernels and CPU ops."""
@@ -256,7 +409,8 @@ def profile(backend, request, args: argparse.Namespace, results: Results, common
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('what', choices=('check', 'bench'))
+    parser.add_argument('what', choices=('check', 'bench', 'levers', 'server'))
+    parser.add_argument('--url', default='http://127.0.0.1:23333/v1', help='server: the OpenAI-compatible API')
     parser.add_argument('--model', type=Path, required=True)
     parser.add_argument('--tp', type=int, default=1)
     parser.add_argument('--executor', default='mp', help='mp or ray, for tp > 1 (the GPU test machines lack Ray)')
@@ -267,12 +421,14 @@ def main() -> int:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--eager', action='store_true', help='no CUDA graphs')
     parser.add_argument('--profile', action='store_true', help='also profile one 448 px request (torch.profiler)')
+    parser.add_argument('--engines', default='bf16,bf16+prefix,fp8+prefix',
+                        help='levers: engine configurations, each bf16|fp8 with +prefix for prefix caching')
     parser.add_argument('--check-tokens', type=int, default=512, help='max_new_tokens during the check')
     parser.add_argument('--check-s', type=float, default=12.0, help='seconds of keyframes per task in the check')
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(',')]
     results = Results(args.out)
-    return check(args, results) if args.what == 'check' else bench(args, results)
+    return {'check': check, 'bench': bench, 'levers': levers, 'server': server}[args.what](args, results)
 
 
 if __name__ == '__main__':  # lmdeploy's start-up spawns processes that import this module

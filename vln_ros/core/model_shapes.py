@@ -160,14 +160,15 @@ class Roofline:
         return self.prefill_s + output_tokens * self.decode_s_per_token
 
 
-def roofline(shape: Shape, gpu: Gpu, tp: int, input_tokens: int, image_tokens_: int) -> Roofline:
-    """Lower bound of one request at batch 1: prefill at peak FLOPs, decode at HBM bandwidth (every active
-    weight read once per token), both split over tp GPUs. Communication, KV reads and the vision encoder's
-    attention are left out, so real numbers are above it; the ratio says how far."""
-    bytes_per_param = 2  # bf16
+def roofline(shape: Shape, gpu: Gpu, tp: int, input_tokens: int, image_tokens_: int,
+             weight_bytes: int = 2) -> Roofline:
+    """Lower bound of one request at batch 1: prefill at peak bf16 FLOPs, decode at HBM bandwidth (every
+    active weight read once per token), both split over tp GPUs. Communication, KV reads and the vision
+    encoder's attention are left out, so real numbers are above it; the ratio says how far. weight_bytes:
+    2 = bf16, 1 = FP8 (lmdeploy's fp8 quantizes the text layers' linears; the lm_head stays bf16)."""
     layer_weights = shape.layers * shape.text_layer_params(active=True) + shape.hidden
     lm_head = VOCAB_SIZE * shape.hidden
-    decode_bytes = (layer_weights + lm_head) * bytes_per_param  # every active weight once per token
+    decode_bytes = layer_weights * weight_bytes + lm_head * 2  # every active weight once per token
     vision_flops = 2 * shape.vision_params() * image_tokens_ * MERGE * MERGE  # the encoder sees unmerged patches
     prefill_flops = 2 * layer_weights * input_tokens + 2 * lm_head + vision_flops  # logits of the last token only
     return Roofline(prefill_s=prefill_flops / (gpu.bf16_flops * tp),

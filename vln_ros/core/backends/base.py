@@ -11,6 +11,7 @@ import abc
 import base64
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,9 @@ class Request:
     image_max_pixels: int
     # Benchmarks only: generate exactly max_new_tokens (random-weight models never stop on their own).
     ignore_eos: bool = False
+    # Called from the backend's thread with each streamed piece of text and the output tokens so far
+    # (backends that stream; the GPU benchmark times the tokens with it).
+    on_chunk: Callable[[str, int], None] | None = field(default=None, compare=False, repr=False)
 
     def image_data_url(self) -> str:
         return 'data:image/jpeg;base64,' + base64.b64encode(self.image_jpeg).decode('ascii')
