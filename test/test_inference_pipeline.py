@@ -476,3 +476,84 @@ def test_the_age_of_a_keyframe_when_the_model_starts_on_it_is_in_diagnostics():
     h.answer(age_s=0.2)
     values = h.pipeline.health(time.monotonic()).values
     assert abs(float(values['keyframe_age_at_model_ms_p99']) - 200.0) < 1.0
+
+
+class StreamingBackend(Backend):
+    """Streams an answer in pieces through request.on_chunk; holds before the piece at `hold_at` until released
+    (the rest of the answer is still being generated)."""
+
+    model_name = 'streaming-model'
+
+    def __init__(self, text: str, hold_at: int) -> None:
+        self.text, self.hold_at = text, hold_at
+        self.holding, self.release = threading.Event(), threading.Event()
+        self._cancel = CancelFlag()
+
+    def generate(self, request):
+        cancelled = self._cancel.start()
+        try:
+            pieces = [self.text[i:i + 4] for i in range(0, len(self.text), 4)]
+            for i, piece in enumerate(pieces):
+                if i * 4 >= self.hold_at and not self.holding.is_set():
+                    self.holding.set()
+                    while not self.release.wait(0.01):
+                        if cancelled.is_set():
+                            raise BackendError('cancelled')
+                request.on_chunk(piece, i + 1)
+            return Answer(self.text, 0.1, output_tokens=len(pieces))
+        finally:
+            self._cancel.finish()
+
+    def cancel(self) -> None:
+        self._cancel.cancel()
+
+
+PLAN_FIRST = '{"act":"forward","wp":[[0.5,0,0,0.9],[0.5,0.1,10,0.8]],"env":"corridor, red door ahead"}'
+
+
+def run_in_thread(h: Harness) -> threading.Thread:
+    worker = threading.Thread(target=h.answer)
+    worker.start()
+    return worker
+
+
+def test_a_plan_first_answer_is_published_from_the_stream_before_the_answer_ends_and_only_once():
+    backend = StreamingBackend(PLAN_FIRST, hold_at=PLAN_FIRST.index('"env"') + 4)
+    h = Harness(backend, parser={'answer_order': 'plan_first'})
+    assert '{"act":"<action>","wp":' in h.pipeline._prompts.system  # the model is asked for the plan first
+    h.pipeline.set_task('go down the corridor')
+    worker = run_in_thread(h)
+    assert backend.holding.wait(2.0)
+    assert wait_for(lambda: len(h.model_plans()) == 1, 2.0)  # out while the scene is still being written
+    early = h.model_plans()[0]
+    assert (early.action, early.stop, len(early.waypoints)) == ('forward', False, 2)
+    backend.release.set()
+    worker.join(2.0)
+    assert len(h.model_plans()) == 1  # the whole answer does not publish it again
+    assert h.pipeline._tasks.task.history[-1].environment == 'corridor, red door ahead'
+    assert h.totals()['plans_from_stream'] == 1
+    assert h.statuses[-1].counters.plans_published >= 1
+
+
+def test_a_streamed_plan_whose_whole_answer_does_not_parse_is_followed_by_a_stop_plan():
+    broken = PLAN_FIRST[:PLAN_FIRST.index('"env"')] + '"env": oops}'
+    backend = StreamingBackend(broken, hold_at=len(broken))
+    backend.release.set()
+    h = Harness(backend, parser={'answer_order': 'plan_first', 'text_fallback': False})
+    h.pipeline.set_task('go')
+    h.answer()
+    actions = [(p.action, p.stop) for p in h.model_plans()]
+    assert actions[0] == ('forward', False)
+    assert actions[-1][1] is True and len(actions) == 2  # the model's answer was not sound: stop
+
+
+def test_a_task_switch_while_the_plan_streams_publishes_nothing_of_the_old_task():
+    backend = StreamingBackend(PLAN_FIRST, hold_at=10)  # before the waypoints are complete
+    h = Harness(backend, parser={'answer_order': 'plan_first'})
+    old = h.pipeline.set_task('go down the corridor').task_id
+    worker = run_in_thread(h)
+    assert backend.holding.wait(2.0)
+    h.pipeline.set_task('turn around')
+    backend.release.set()
+    worker.join(2.0)
+    assert not [p for p in h.model_plans() if p.task_id == old and not p.stop]

@@ -226,6 +226,19 @@ def test_exposure_ramps_on_a_still_scene_are_no_change(clip_frames):
     assert changes == dict.fromkeys(changes, [])
 
 
+@pytest.mark.parametrize('factor', [0.4, 2.5])
+def test_the_light_changing_more_than_twofold_is_a_change_not_exposure(clip_frames, factor):
+    """Lights off, into a dark room: the compensation must not explain a real change of light away (uniform
+    dark and bright frames too, which have no spread to compare)."""
+    scene = gray(clip_frames[50])
+    sampler = KeyframeSampler(KeyframeParams(max_interval_s=600.0, min_interval_s=0.0))
+    assert sampler.decide(scene, 0.0).keyframe
+    assert sampler.decide(np.clip(scene * factor, 0, 255).astype(np.uint8), 0.1).reason is Reason.CHANGE
+    uniform = KeyframeSampler(KeyframeParams(max_interval_s=600.0, min_interval_s=0.0))
+    uniform.decide(np.full((240, 320), 40, np.uint8), 0.0)
+    assert uniform.decide(np.full((240, 320), 220, np.uint8), 0.1).reason is Reason.CHANGE
+
+
 def test_exposure_flicker_on_a_still_scene_makes_no_change_keyframes(clip_frames):
     rng = np.random.default_rng(1)
     base = gray(clip_frames[150])

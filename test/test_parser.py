@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vln_ros.core.config import ParserParams
-from vln_ros.core.parser import MAX_ANSWER_CHARS, parse_answer
+from vln_ros.core.parser import MAX_ANSWER_CHARS, parse_answer, plan_from_stream
 
 LIMITS = ParserParams()
 
@@ -121,3 +121,45 @@ def test_near_valid_json_cut_anywhere_never_raises_and_never_exceeds_limits(answ
     text = prefix + json.dumps(answer)
     _check_safe(parse_answer(text, LIMITS))
     _check_safe(parse_answer(text[:cut], LIMITS))
+
+
+PLAN_FIRST = '{"act":"forward","wp":[[0.8,0,0,0.9],[0.6,0.2,20,0.7]],"env":"corridor, red door ahead"}'
+
+
+def test_a_plan_first_answer_yields_its_plan_from_the_stream_once_the_waypoints_are_complete():
+    limits = ParserParams()
+    cut = PLAN_FIRST.index('],"env"') + 2  # the waypoint array closed and the next key begun
+    for i in range(len(PLAN_FIRST) + 1):
+        parsed = plan_from_stream(PLAN_FIRST[:i], limits)
+        if i < cut:
+            assert parsed is None, PLAN_FIRST[:i]
+        else:
+            assert parsed is not None and parsed.action == 'forward' and not parsed.stop
+            assert parsed.waypoints == parse_answer(PLAN_FIRST, limits).waypoints
+
+
+def test_the_stream_yields_no_plan_for_stops_arrivals_bad_waypoints_or_a_scene_first_answer_before_its_end():
+    limits = ParserParams()
+    scene_first = '{"env":"corridor","act":"forward","wp":[[0.5,0,0,0.9]]}'
+    assert plan_from_stream(scene_first[:-1], limits) is None  # the array closed, but nothing follows yet
+    assert plan_from_stream(scene_first, limits) is not None
+    for text in ('{"act":"stop","wp":[],"env":"a wall"', '{"act":"arrived","wp":[],', '{"wp":[[0.5,0,0,0.9]],',
+                 '{"act":"forward","wp":[[0.5,0,0]],', '{"act":"forward","wp":[[NaN,0,0,1]],',
+                 '{"act":"forward","wp":[],', '{"act":"forward","wp":[[0.5,0,0,0.9]] and then'):
+        assert plan_from_stream(text, limits) is None, text
+
+
+def test_the_stream_parser_never_raises_and_agrees_with_the_whole_answer_on_every_prefix_of_the_corpus():
+    limits = ParserParams()
+    for text, *_ in CORPUS:
+        for i in range(0, len(text) + 1, 3):
+            parsed = plan_from_stream(text[:i], limits)
+            if parsed is not None:  # what the stream says is what the whole answer says
+                assert parsed.waypoints == parse_answer(text, limits).waypoints, text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_the_stream_parser_takes_any_text(text):
+    plan_from_stream(text, ParserParams())
+    plan_from_stream('{"act":"forward","wp":' + text, ParserParams())

@@ -62,9 +62,10 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec('camera_node', 'camera_node', Side.ROBOT,
              remappings=((ri.IMAGE, CAMERA), (ri.IMAGE_COMPRESSED, CAMERA + '/compressed')), raw_images=True,
              # + KEYFRAME_DECISIONS with publish_decisions; IMAGE_COMPRESSED instead with input_transport compressed
-             publishes=(ri.KEYFRAME, ri.DIAGNOSTICS), subscribes=(ri.IMAGE,)),
+             publishes=(ri.KEYFRAME, ri.DIAGNOSTICS), subscribes=(ri.IMAGE, ri.KEYFRAME_REQUEST)),
     NodeSpec('inference_node', 'inference_node', Side.GPU, raw_images=True,  # vln/debug_image
-             publishes=(ri.WAYPOINTS, ri.TASK_STATUS, ri.PATH, ri.MARKERS, ri.DEBUG_IMAGE, ri.DIAGNOSTICS),
+             publishes=(ri.WAYPOINTS, ri.TASK_STATUS, ri.PATH, ri.MARKERS, ri.DEBUG_IMAGE, ri.DIAGNOSTICS,
+                        ri.KEYFRAME_REQUEST),
              subscribes=(ri.KEYFRAME, ri.INSTRUCTION), services=(ri.SET_TASK, ri.STOP_TASK)),
     NodeSpec('controller_node', 'controller_node', Side.ROBOT, publishes=(ri.CMD_VEL, ri.DIAGNOSTICS),
              subscribes=(ri.WAYPOINTS, ri.ODOM, ri.ESTOP), services=(ri.RELEASE_ESTOP,)),

@@ -420,6 +420,10 @@ class ParserParams(StrictModel):
                                  le=3.1416, dynamic=True)
     text_confidence: float = param(0.5, 'Free text: confidence given to its waypoints', ge=0.0, le=1.0,
                                    dynamic=True)
+    answer_order: Literal['scene_first', 'plan_first'] = param(
+        'scene_first', 'Order the model is asked to answer in: scene_first = env, act, wp (it describes, then '
+        'decides); plan_first = act, wp, env (the plan is published from the stream as soon as its waypoints '
+        'are complete, 13 of 48 tokens earlier: docs/gpu_latency.md)', dynamic=True)
 
 
 class InferenceSettings(StrictModel):

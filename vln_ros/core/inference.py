@@ -18,11 +18,17 @@ keyframe, the first frame its sampler passes (any frame when a task has just sta
 the model works. So the model starts on a frame about one camera period old instead of one that waited in the
 slot, chosen up to a keyframe interval earlier. A camera that does not answer requests (an older one, a bag
 of keyframes) still works: its keyframes arrive unasked and the slot hands over the newest.
+
+Plans from the stream: a backend that streams hands each piece of the answer over (Request.on_chunk), and the
+plan is published as soon as its waypoints are complete (parser.plan_from_stream; ParserParams.answer_order
+plan_first asks for act and wp before env), under the same lock and task check as any plan. The whole answer
+then completes the task's history; if it does not parse, or names another plan, that is published after it.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import copy
+import dataclasses
 import enum
 import random
 import threading
@@ -43,7 +49,7 @@ from vln_ros.core.backends.base import (
 from vln_ros.core.config import InferenceParams
 from vln_ros.core.control import Waypoint
 from vln_ros.core.latest import LatestSlot
-from vln_ros.core.parser import ParsedAnswer, parse_answer
+from vln_ros.core.parser import ParsedAnswer, parse_answer, plan_from_stream
 from vln_ros.core.prompts import STOP_ACTION, PromptBuilder, Step
 from vln_ros.core.stats import EventCounters, LatencyWindow, NumberWindow, Throttle
 from vln_ros.core.tasks import Counters, State, TaskManager, TaskRejected
@@ -309,8 +315,26 @@ class InferencePipeline:
             task_id, instruction = task.task_id, task.instruction
             prompt = self._prompts.build(instruction, task.history)
             task.counters.keyframes_processed += 1
+        streamed: list[str] = []
+        early: list[PlanOut] = []  # the plan published from the stream, if it was
+
+        def on_chunk(piece: str, _tokens: int) -> None:  # the backend's thread
+            streamed.append(piece)
+            if early:
+                return
+            parsed = plan_from_stream(''.join(streamed), p.parser)
+            if parsed is None:
+                return
+            with self._lock:
+                if self._tasks.is_current(task_id):
+                    early.append(PlanOut(keyframe.stamp_ns, task_id, instruction, parsed.environment, parsed.action,
+                                         False, parsed.waypoints, time.perf_counter() - keyframe.received_s,
+                                         self.model_name))
+                    self._publish_plan(early[0])
+                    self.counters.add('plans_from_stream')
+
         request = Request(keyframe.jpeg, keyframe.stamp_ns, prompt, p.max_new_tokens, p.guided_json,
-                          p.image_max_pixels)
+                          p.image_max_pixels, on_chunk=on_chunk)
         self.counters.add('requests')
         called = time.perf_counter()
         answer, error = self._call_backend(request)
@@ -322,22 +346,26 @@ class InferencePipeline:
                 self.counters.add('answers_discarded_old_task')
                 plan = None
             else:
-                plan = self._publish_result(keyframe, task_id, instruction, answer, error, parsed)
+                plan = self._publish_result(keyframe, task_id, instruction, answer, error, parsed,
+                                            early[0] if early else None)
         done = time.perf_counter()
+        # When the plan went out from the stream, that is when it was published.
+        latency = early[0].latency_s if early and plan is not None and plan.latency_s == early[0].latency_s \
+            else done - keyframe.received_s
         self._record(request, task_id, instruction, answer, error, returned - called)
         if plan is None:
             return None
         self._overhead.add(called - taken_s + (done - returned))
         self._wait.add(taken_s - keyframe.received_s)
-        self._latency.add(done - keyframe.received_s)
-        self._keyframe_age.add((self._clock_ns() - keyframe.stamp_ns) * 1e-9)
+        self._latency.add(latency)
+        self._keyframe_age.add((self._clock_ns() - keyframe.stamp_ns) * 1e-9 - (done - keyframe.received_s - latency))
         self._backend_time.add(returned - called)
         if answer is not None:
             if answer.first_token_s is not None:
                 self._first_token.add(answer.first_token_s)
             if answer.output_tokens is not None:
                 self._output_tokens.add(answer.output_tokens)
-        return Answered(keyframe, plan, done - keyframe.received_s)
+        return Answered(keyframe, plan, latency)
 
     def _acceptable(self, keyframe: Keyframe) -> bool:
         """Stale, non-JPEG and implausibly large keyframes are counted and skipped."""
@@ -392,7 +420,9 @@ class InferencePipeline:
 
     # -- publishing (called with _lock held) ----------------------------------------------------------
     def _publish_result(self, keyframe: Keyframe, task_id: str, instruction: str, answer: Answer | None,
-                        error: BackendError | None, parsed: ParsedAnswer | None) -> PlanOut | None:
+                        error: BackendError | None, parsed: ParsedAnswer | None,
+                        early: PlanOut | None = None) -> PlanOut | None:
+        """Publish what the answer means (early: the plan already published from its stream)."""
         latency = time.perf_counter() - keyframe.received_s
         if error is not None:
             self.counters.add('backend_failures_' + error.reason)
@@ -418,6 +448,9 @@ class InferencePipeline:
                 self.counters.add('answers_' + parsed.source)
                 self._tasks.succeeded(Step(parsed.environment, parsed.action), latency, parsed.arrived)
                 environment = parsed.environment
+                if early is not None and (early.action, early.waypoints) == (parsed.action, parsed.waypoints):
+                    self._publish_status()  # the plan itself went out from the stream
+                    return dataclasses.replace(early, environment=environment)
             plan = PlanOut(keyframe.stamp_ns, task_id, instruction, environment, parsed.action, parsed.stop,
                            parsed.waypoints, latency, self.model_name)
         self._publish_plan(plan)

@@ -6,7 +6,8 @@ after taking out what the camera does on its own:
   undone; the part of the frame the shifted reference does not cover is new content. The shift is used
   only where it lowers the score, so a wrong estimate (on a cut, say) cannot make a still scene change;
 - exposure: on the overlap, the frame's mean and spread are matched to the reference's (a global gain,
-  1/3x-3x, and offset), so auto-exposure ramps and flicker are no change.
+  1/3x-3x, and offset), so auto-exposure ramps and flicker are no change; the mean brightness changing
+  by more than 2x is the light changing, and a change.
 Then, on the overlap:
 - local: the share of the cells of an 8 x 8 grid whose mean difference reaches cell_level (gray levels).
   A pixel's difference is its distance to the range of the other frame's 3 x 3 neighbourhood, both ways,
@@ -46,6 +47,9 @@ _CANNY_FLOOR_LOW, _CANNY_FLOOR_HIGH = 15.0, 40.0
 _MIN_EDGE_SHARE = 0.01
 _GRID = 8              # cells per side of the local-change grid
 _MAX_GAIN = 3.0        # exposure compensation stays within 1/_MAX_GAIN .. _MAX_GAIN; beyond it is a change
+# Mean brightness changing by more than this factor is the light changing (lights off, into a dark room), not
+# the camera's exposure settling (ramps of 5-35 %): a change, whatever the compensation makes of it.
+_MAX_BRIGHTNESS_RATIO = 2.0
 _MIN_STD = 1.0         # gray levels: a flatter frame (or reference) gets no gain compensation
 _MIN_MOTION_SIDE = 16  # px: analysis copies thinner than this get no motion estimate
 _MIN_SHIFT_PX = 0.25   # px: smaller motion estimates are not tried
@@ -203,6 +207,8 @@ class KeyframeSampler:
         wh, wp, we = self._weights
         new = 1.0 - (1.0 - min(1.0, abs(dx) / w)) * (1.0 - min(1.0, abs(dy) / h))
         score = max(wh * histogram + wp * pixel + we * edge, new + (1.0 - new) * local)
+        if max(mean_a, mean_b, 1.0) > _MAX_BRIGHTNESS_RATIO * max(min(mean_a, mean_b), 1.0):
+            score = 1.0
         return _Scores(min(1.0, score), min(1.0, histogram), pixel, edge, local, dx / w, dy / h, gain)
 
     def _scores(self, cur: _Signature, ref: _Signature) -> _Scores:

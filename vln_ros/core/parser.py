@@ -91,6 +91,49 @@ def _parse(text: object, limits: ParserParams) -> ParsedAnswer:
     return _rejected('no_answer', f'neither JSON nor an action in: {text[:80]!r}')
 
 
+_WP_OPEN = re.compile(r'"(?:wp|waypoints)"\s*:\s*\[')
+
+
+def plan_from_stream(text: str, limits: ParserParams) -> ParsedAnswer | None:
+    """The plan in an answer still being written, once it is complete: a JSON object whose action is named
+    and whose waypoint array has closed, with more to come (a plan-first answer's `,"env":...`). None until
+    then, and for anything that is not a valid move plan (a stop, an arrival or a rejection waits for the
+    whole answer). Cheap enough to call on every streamed piece; never raises."""
+    try:
+        return _plan_from_stream(text, limits)
+    except Exception:  # a bug here must not end the request: the whole answer is still parsed
+        return None
+
+
+def _plan_from_stream(text: str, limits: ParserParams) -> ParsedAnswer | None:
+    start = text.find('{')
+    opened = _WP_OPEN.search(text, start) if start >= 0 else None
+    if opened is None:
+        return None
+    depth, end = 0, -1
+    for i in range(opened.end() - 1, len(text)):
+        if text[i] == '[':
+            depth += 1
+        elif text[i] == ']':
+            depth -= 1
+            if depth == 0:
+                end = i
+                break
+    if end < 0:
+        return None
+    rest = text[end + 1:].lstrip()
+    if not rest or rest[0] not in ',}':
+        return None
+    try:
+        obj = json.loads(text[start:end + 1] + '}')
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict) or _pick(obj, 'action') is None:
+        return None
+    parsed = _from_json(obj, 'json', limits)
+    return parsed if parsed.rejection is None and not parsed.stop else None
+
+
 # -- JSON ---------------------------------------------------------------------------------------------
 
 def _find_json_object(text: str) -> tuple[dict[str, Any], str] | None:

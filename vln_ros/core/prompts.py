@@ -52,16 +52,27 @@ class Prompt:
 def answer_schema(limits: ParserParams) -> dict[str, Any]:
     """JSON schema of the answer (for guided decoding and for the prompt)."""
     waypoint = {'type': 'array', 'items': {'type': 'number'}, 'minItems': 4, 'maxItems': 4}
+    properties = {
+        'env': {'type': 'string', 'maxLength': ENV_MAX_CHARS},
+        'act': {'type': 'string', 'enum': list(ACTIONS)},
+        'wp': {'type': 'array', 'items': waypoint, 'maxItems': limits.max_waypoints},
+    }
+    order = answer_keys(limits)  # guided decoding writes the properties in this order
     return {
         'type': 'object',
-        'properties': {
-            'env': {'type': 'string', 'maxLength': ENV_MAX_CHARS},
-            'act': {'type': 'string', 'enum': list(ACTIONS)},
-            'wp': {'type': 'array', 'items': waypoint, 'maxItems': limits.max_waypoints},
-        },
-        'required': ['env', 'act', 'wp'],
+        'properties': {key: properties[key] for key in order},
+        'required': list(order),
         'additionalProperties': False,
     }
+
+
+def answer_keys(limits: ParserParams) -> tuple[str, ...]:
+    """The answer's keys in the order the model is asked to write them (ParserParams.answer_order)."""
+    return ('act', 'wp', 'env') if limits.answer_order == 'plan_first' else ('env', 'act', 'wp')
+
+
+_FORMAT = {'env': '"env":"<the scene in at most 12 words>"', 'act': '"act":"<action>"',
+           'wp': '"wp":[[forward_m,left_m,turn_left_deg,confidence],...]'}
 
 
 def system_prompt(limits: ParserParams) -> str:
@@ -70,8 +81,7 @@ def system_prompt(limits: ParserParams) -> str:
         'You are the navigation brain of a quadruped robot. You see one image from its forward-facing camera '
         'and follow the user\'s instruction step by step.\n'
         'Answer with one JSON object and nothing else:\n'
-        '{"env":"<the scene in at most 12 words>","act":"<action>","wp":[[forward_m,left_m,turn_left_deg,'
-        'confidence],...]}\n'
+        '{' + ','.join(_FORMAT[key] for key in answer_keys(limits)) + '}\n'
         f'act is one of: {", ".join(ACTIONS)}.\n'
         f'wp: at most {limits.max_waypoints} steps of the path to follow now, each relative to the previous '
         'step (the first relative to the robot where the picture was taken). Robot body frame: forward_m '

@@ -10,8 +10,8 @@ Model-paced keyframes (pace_by_model, on by default): once an inference node has
 that it paces the keyframes, a keyframe is sent only to answer its open request: the first frame the sampler
 passes after the model became free (the sampler compares with the last keyframe sent, which is the one the
 model saw), or the very next frame when a task has just started. Frames that arrive while no request is open
-are not judged at all. Without an inference node (or with pace_by_model false) every keyframe the sampler
-passes is sent, as before.
+are decoded (so broken ones are counted) but not judged. Without an inference node (or with pace_by_model
+false) every keyframe the sampler passes is sent, as before.
 """
 from __future__ import annotations
 
@@ -128,11 +128,7 @@ class CameraNode(Node):
     def _process(self, msg: Image | CompressedImage) -> None:
         started = time.perf_counter()
         self._last_frame_time_s = time.monotonic()
-        paced, request = self._pending_request()
-        if paced and request is None:  # the model is busy (or has no task): nothing to judge for it
-            self._counters.add('frames_unrequested')
-            return
-        try:
+        try:  # every frame, asked for or not: a camera sending broken frames shows in /diagnostics at once
             image = images.decode(msg)
         except images.ImageRejected as exc:
             self._counters.add('rejected_' + exc.reason)
@@ -145,6 +141,11 @@ class CameraNode(Node):
                     values=[KeyValue(key='reason', value=exc.reason), KeyValue(key='detail', value=str(exc))]))
             return
         header = msg.header
+        paced, request = self._pending_request()
+        if paced and request is None:  # the model is busy (or has no task): nothing to judge for it
+            self._counters.add('frames_unrequested')
+            self._frame_time.add(time.perf_counter() - started)
+            return
         decision = self._sampler.decide(image, stamp_seconds(header.stamp),
                                         force=request is not None and request.any_frame)
         self._last_decision = decision

@@ -118,6 +118,8 @@ class OpenAIBackend(Backend):
                         if first_token_s is None:
                             first_token_s = time.perf_counter() - started
                         parts.append(choice.delta.content)
+                        if request.on_chunk is not None:  # the server counts tokens only at the end: pieces here
+                            request.on_chunk(choice.delta.content, len(parts))
                     finish_reason = choice.finish_reason or finish_reason
         except BackendError:
             raise
