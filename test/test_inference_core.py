@@ -18,7 +18,6 @@ from vln_ros.core.backends.lmdeploy_pipeline import (
     chat_messages,
     check_model_path,
     engine_config_kwargs,
-    engine_environment,
     gen_config_kwargs,
     mm_processor_kwargs,
 )
@@ -195,8 +194,6 @@ def test_lmdeploy_engine_config():
     assert engine_config_kwargs(LmdeployParams(weights='fp8', prefix_caching=True))['model_format'] == 'fp8'
     assert engine_config_kwargs(LmdeployParams(prefix_caching=True))['enable_prefix_caching'] is True
     assert 'model_format' not in engine_config_kwargs(LmdeployParams())
-    assert engine_environment(LmdeployParams(tp=2)) == {'TORCH_NCCL_ENABLE_MONITORING': '0'}
-    assert engine_environment(LmdeployParams(tp=1)) == {}
 
 
 def test_lmdeploy_messages_and_generation_config():

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import multiprocessing
-import os
 import threading
 import time
 from pathlib import Path
@@ -90,13 +89,6 @@ def engine_config_kwargs(params: LmdeployParams) -> dict[str, Any]:
     return kwargs
 
 
-def engine_environment(params: LmdeployParams) -> dict[str, str]:
-    """Environment the engine's processes inherit (set unless the user set it). At tp > 1 the workers' NCCL
-    heartbeat monitor printed TCPStore tracebacks when rank 0 ended first at shutdown (seen at tp=2 on the
-    lent H200s, exit code 0 all the same); a hung request is bounded by inference_timeout_s anyway."""
-    return {'TORCH_NCCL_ENABLE_MONITORING': '0'} if params.tp > 1 else {}
-
-
 def chat_messages(request: Request, image: Any) -> list[dict[str, Any]]:
     """OpenAI-form messages with the decoded keyframe as an image_data item."""
     return [
@@ -150,8 +142,6 @@ class LmdeployBackend(Backend):
         except TypeError as exc:  # a field this lmdeploy version does not know
             raise StartupError(f'lmdeploy {lmdeploy.__version__} rejects the engine config: {exc}') from None
         self.model_name = Path(params.model).name or params.model
-        for name, value in engine_environment(self._params).items():
-            os.environ.setdefault(name, value)
         # Creates the engine (and, for tp > 1, its worker processes); must run on the main thread.
         self._pipe = lmdeploy.pipeline(params.model, backend_config=config, log_level='WARNING')
         self._lock = threading.Lock()
