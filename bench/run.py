@@ -460,6 +460,7 @@ def bench_keyframe_pacing(seconds: float = 15.0) -> None:
     0.5 s model (replay), camera frames that all differ (a walking robot) at 10 and 30 Hz. keyframe_wait: the
     keyframe received by inference_node -> the model starts on it; keyframe_age_at_model: capture stamp ->
     the model starts on it. Each also unpaced (camera_node pace_by_model false), the way keyframes went before."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
     frames = [scene(i, 480, 640) for i in range(6)]
     for rate in (10, 30):
@@ -468,8 +469,15 @@ def bench_keyframe_pacing(seconds: float = 15.0) -> None:
             camera = node_process('camera_node', (f'pace_by_model:={str(paced).lower()}',))
             try:
                 pub = node.node.create_publisher(Image, ri.IMAGE, ri.SENSOR_QOS)
+                camera_state: dict[str, str] = {}
+                node.node.create_subscription(
+                    DiagnosticArray, ri.DIAGNOSTICS, lambda m, state=camera_state: state.update(
+                        {kv.key: kv.value for s in m.status if s.name.endswith('camera_node') for kv in s.values}), 10)
                 deadline = time.monotonic() + 30.0
-                while pub.get_subscription_count() == 0 or node.node.count_publishers(ri.KEYFRAME) < 2:
+                # Started: camera_node has heard the inference node (until then it sends keyframes unasked, and
+                # one of them can wait for the model once: README, model-paced keyframes).
+                while (pub.get_subscription_count() == 0 or node.node.count_publishers(ri.KEYFRAME) < 2
+                       or camera_state.get('paced_by_model') != str(paced).lower()):
                     if time.monotonic() > deadline or camera.poll() is not None:
                         raise RuntimeError('camera_node did not come up')
                     time.sleep(0.05)
