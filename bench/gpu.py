@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'bench'))  # gpu.py reuses run.py's InferenceNodeUnderTest
@@ -238,23 +238,32 @@ def bench(args: argparse.Namespace, results: Results) -> int:
     return 0
 
 
+def keyframe_and_prompt(size: int) -> tuple[bytes, Any]:
+    """A synthetic keyframe JPEG of side `size` and the project's real prompt (instruction, 4 history steps)."""
+    import cv2
+
+    from vln_ros.core.config import ParserParams
+    from vln_ros.core.prompts import PromptBuilder, Step
+    from vln_ros.testing.frames import scene
+    prompt = PromptBuilder(ParserParams(), history_steps=4).build(
+        'go down the corridor and stop at the red door', [Step('a corridor with doors on both sides', 'forward')] * 4)
+    return cv2.imencode('.jpg', scene(0, size, size))[1].tobytes(), prompt
+
+
 def levers(args: argparse.Namespace, results: Results) -> int:
     import dataclasses
+    import io
 
-    import cv2
+    from PIL import Image
 
     from vln_ros.core.backends.base import Request
     from vln_ros.core.backends.lmdeploy_pipeline import LmdeployBackend, LmdeployParams, chat_messages
-    from vln_ros.core.config import InferenceParams, ParserParams
+    from vln_ros.core.config import InferenceParams
     from vln_ros.core.model_shapes import GPUS, SHAPES, image_tokens, roofline
-    from vln_ros.core.prompts import PromptBuilder, Step
-    from vln_ros.testing.frames import scene
 
     shape_name = model_shape(args.model)
     size = args.sizes[0]
-    jpeg = cv2.imencode('.jpg', scene(0, size, size))[1].tobytes()
-    prompt = PromptBuilder(ParserParams(), history_steps=4).build(
-        'go down the corridor and stop at the red door', [Step('a corridor with doors on both sides', 'forward')] * 4)
+    jpeg, prompt = keyframe_and_prompt(size)
     results.emit(name='gpu_processor_ms', **processor_ms(args.model, jpeg), shape=shape_name, size_px=size)
     for engine in args.engines.split(','):
         weights: Literal['auto', 'fp8'] = 'fp8' if engine.startswith('fp8') else 'auto'
@@ -277,7 +286,7 @@ def levers(args: argparse.Namespace, results: Results) -> int:
                              roofline_plan_first_s=round(line.total_s(PLAN_FIRST_TOKENS), 4),
                              roofline_ms_per_token=round(1e3 * line.decode_s_per_token, 2), **common)
             # The first token taken apart, straight through the engine (no image decode, no parse).
-            image = __import__('PIL.Image', fromlist=['Image']).open(__import__('io').BytesIO(jpeg)).convert('RGB')
+            image = Image.open(io.BytesIO(jpeg)).convert('RGB')
             first = chat_messages(base, image)
             last = [first[0], {'role': 'user', 'content': list(reversed(first[1]['content']))}]
             text_only = [first[0], {'role': 'user', 'content': prompt.user}]
@@ -298,20 +307,14 @@ def server(args: argparse.Namespace, results: Results) -> int:
     as `levers`: the network path's latency beside the in-process one."""
     import dataclasses
 
-    import cv2
-
     from vln_ros.core.backends import make_backend
     from vln_ros.core.backends.base import Request
-    from vln_ros.core.config import InferenceParams, ParserParams
-    from vln_ros.core.prompts import PromptBuilder, Step
-    from vln_ros.testing.frames import scene
+    from vln_ros.core.config import InferenceParams
 
     size = args.sizes[0]
     backend = make_backend(InferenceParams.model_validate(
         {'backend': 'openai', 'inference_timeout_s': 60.0, 'openai': {'base_url': args.url}}))
-    jpeg = cv2.imencode('.jpg', scene(0, size, size))[1].tobytes()
-    prompt = PromptBuilder(ParserParams(), history_steps=4).build(
-        'go down the corridor and stop at the red door', [Step('a corridor with doors on both sides', 'forward')] * 4)
+    jpeg, prompt = keyframe_and_prompt(size)
     base = Request(jpeg, 0, prompt, ANSWER_TOKENS, False, size * size, ignore_eos=True)
     for guided in (False, True):
         timed = time_requests(backend.generate, dataclasses.replace(base, guided=guided), args)
