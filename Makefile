@@ -12,13 +12,14 @@ install:
 
 # The bundled corridor bag through the three node processes (README, "The demo"). BACKEND=lmdeploy uses
 # MODEL and TP (below); BACKEND=openai needs DEMO_ARGS='--param openai.base_url:=http://<server>/v1'.
-# OUT=<folder>: where demo and bench write (default demo_out/ and bench_out/ in the checkout).
+# OUT=<folder>: where demo and bench write (default demo_out/ and bench_out/ in the checkout). CONSOLE=1: also the
+# operator console in the browser, the bag looping until Ctrl-C (README, "The operator console").
 BACKEND ?= replay
 DEMO_ARGS ?=
 OUT ?=
 demo: install
 	$(PY) -m vln_ros.demo.run --backend $(BACKEND) $(if $(filter lmdeploy,$(BACKEND)),--model $(MODEL) \
-	  --param lmdeploy.tp:=$(TP)) $(if $(OUT),--out $(OUT)) $(DEMO_ARGS)
+	  --param lmdeploy.tp:=$(TP)) $(if $(OUT),--out $(OUT)) $(if $(CONSOLE),--console) $(DEMO_ARGS)
 
 # Closed loop (README, "Evaluation"): EPISODES seeded episodes in the simulator through the three node
 # processes, scored (SR, SPL, waiting, ...). The oracle stands in for the model unless BACKEND=lmdeploy or

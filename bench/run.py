@@ -503,6 +503,101 @@ def bench_keyframe_pacing(seconds: float = 15.0) -> None:
             emit(f'keyframe_age_at_model_ms_p99{suffix}', float(d['keyframe_age_at_model_ms_p99']), 'ms')
 
 
+def bench_console(images: int = 60, estops: int = 5) -> None:
+    """The operator console in headless Chromium: console_node and controller_node in their own processes,
+    keyframes (JPEG, stamped now) at 10 Hz and forward plans from this process. console_first_image_s: page
+    load -> first image shown; console_image_latency_ms_p50: keyframe stamp -> shown on the page (one clock:
+    this machine's); console_estop_to_zero_ms: e-stop click (the page's time) -> the first zero cmd_vel, p50 of
+    `estops`; console_cpu_percent_0_viewers / _2_viewers: console_node's CPU with no page and with two pages
+    open (100 = one core)."""
+    import socket
+
+    import cv2
+    import psutil
+    from geometry_msgs.msg import Twist
+    from sensor_msgs.msg import CompressedImage
+
+    from vln_ros.testing.browser import start_browser
+
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    console = node_process('console_node', (f'port:={port}',))
+    controller = ControllerUnderTest()
+    cmds: list[tuple[float, float]] = []
+    # (wall-clock time: the e-stop click is timed by the page, on this machine's clock)
+    controller.node.create_subscription(Twist, ri.CMD_VEL, lambda m: cmds.append((time.time(), m.linear.x)), 100)
+    keyframes = controller.node.create_publisher(CompressedImage, ri.KEYFRAME, ri.KEYFRAME_QOS)
+    jpegs = [cv2.imencode('.jpg', scene(i, 336, 448))[1].tobytes() for i in range(6)]
+    stop = threading.Event()
+
+    def feed() -> None:  # keyframes at 10 Hz and a forward plan at 2 Hz, as a running task would
+        i = 0
+        while not stop.wait(0.1):
+            msg = CompressedImage(format='jpeg', data=jpegs[i % 6])
+            msg.header.stamp = controller.node.get_clock().now().to_msg()
+            keyframes.publish(msg)
+            if i % 5 == 0:
+                controller.plans.publish(controller.plan(stop=False))
+            i += 1
+    feeder = threading.Thread(target=feed, daemon=True)
+    try:
+        url = f'http://127.0.0.1:{port}/'
+        deadline = time.monotonic() + 30.0
+        while keyframes.get_subscription_count() < 1 or controller.node.count_subscribers(ri.ESTOP) < 1:
+            if time.monotonic() > deadline or console.poll() is not None:
+                raise RuntimeError('console_node did not come up')
+            time.sleep(0.05)
+        feeder.start()
+        time.sleep(1.0)
+        proc = psutil.Process(console.pid)
+        proc.cpu_percent(None)
+        time.sleep(6.0)  # the same traffic, no page open: what the ROS side costs alone
+        emit('console_cpu_percent_0_viewers', proc.cpu_percent(None), '%')
+        with start_browser() as first, start_browser() as second:
+            d = first.driver
+            loaded = time.time()
+            d.get(url)
+            first_shown = None
+            while first_shown is None:  # the page's own record of when it showed its first image
+                first_shown = d.execute_script('const v = window.vlnConsole || {}; '
+                                               'return v.imagesShown === 1 ? v.lastImageShownAt : null')
+                time.sleep(0.005)
+            emit('console_first_image_s', first_shown - loaded, 's')
+            second.driver.get(url)
+            proc.cpu_percent(None)
+            latencies: dict[float, float] = {}  # stamp -> shown - stamp, as the page measured it
+            while len(latencies) < images:
+                stamp, latency = d.execute_script('const v = window.vlnConsole; '
+                                                  'return [v.lastImageStamp, v.lastImageLatencyS]')
+                latencies[stamp] = latency
+                time.sleep(0.02)
+            emit('console_cpu_percent_2_viewers', proc.cpu_percent(None), '%')
+            emit('console_image_latency_ms_p50', 1e3 * float(np.percentile(list(latencies.values()), 50)), 'ms')
+            d.find_element('id', 'take-control').click()
+            stops = []
+            for _ in range(estops):
+                release = time.monotonic() + 10.0
+                while time.monotonic() < release and not (cmds and cmds[-1][1] > 0.1):
+                    time.sleep(0.05)
+                d.find_element('id', 'estop').click()
+                t0 = d.execute_script('return window.vlnConsole.estopClickedAt')  # the page's click time
+                deadline = time.time() + 5.0
+                while not any(t >= t0 and vx == 0.0 for t, vx in cmds[-50:]) and time.time() < deadline:
+                    time.sleep(0.002)
+                stops.append(1e3 * (min(t for t, vx in cmds[-50:] if t >= t0 and vx == 0.0) - t0))
+                time.sleep(0.5)
+                d.find_element('id', 'release').click()
+                d.switch_to.alert.accept()
+                time.sleep(1.0)
+            print(f'# e-stop click -> zero cmd_vel: {[round(s, 1) for s in stops]} ms', file=sys.stderr)
+            emit('console_estop_to_zero_ms', float(np.percentile(stops, 50)), 'ms')
+    finally:
+        stop.set()
+        stop_process(console)
+        controller.close()
+
+
 def bench_closed_loop(episodes: int = 20) -> None:
     """make eval's targets: the same seeded episodes with the oracle at 0.5 s and at 5 s (latency
     compensation on), then at 5 s without compensation and with the seed system's rule; the simulator's
@@ -538,6 +633,7 @@ BENCHES: dict[str, list[Callable[[], None]]] = {
                  bench_keyframe_latency, bench_keyframe_pacing],
     'controller': [bench_controller, bench_controller_flood],
     'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload],
+    'console': [bench_console],
     # about 25 minutes: 80 closed-loop episodes
     'eval': [bench_closed_loop]}
 

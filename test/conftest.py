@@ -1,13 +1,20 @@
 """Shared test set-up: an isolated DDS domain per test session and a real rclpy graph fixture."""
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from vln_ros.testing import browser as _browser
 from vln_ros.testing import local_graph
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 # Before rclpy starts: keep this session's DDS traffic on this machine (loopback and shared memory,
 # large raw images included) in a private domain nobody else is in (never the exported ROS_DOMAIN_ID); every
@@ -47,3 +54,62 @@ def graph() -> Iterator[Graph]:
         yield g
     finally:
         g.close()
+
+
+# -- Browser fixtures (vln_ros/testing/browser.py): headless Chromium from Debian's packages through Selenium.
+# Without a browser they skip with the reason, except in CI (CI set, and not false/0): there they fail, so a
+# CI image without chromium cannot pass by skipping every browser test.
+BROWSER_WINDOW = (1280, 900)
+
+
+def _in_ci() -> bool:
+    return os.environ.get('CI', '').strip().lower() not in ('', '0', 'false', 'no')
+
+
+@contextlib.contextmanager
+def _started_browser(**kwargs: Any) -> Iterator[_browser.Browser]:
+    reason = _browser.browser_unavailable()
+    if reason is not None:
+        if _in_ci():
+            pytest.fail(f'no browser in CI (CI={os.environ["CI"]}): {reason}', pytrace=False)
+        pytest.skip(f'no browser: {reason}')
+    b = _browser.start_browser(**kwargs)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """A started headless Chromium (Selenium WebDriver), window 1280x900; closed at the end of the test. A failing
+    test leaves a screenshot (its path in the report, under the test's tmp_path)."""
+    with _started_browser(window=BROWSER_WINDOW) as b:
+        yield b.driver
+
+
+@pytest.fixture
+def phone_browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """Like browser, with mobile emulation: a 390x844 CSS-pixel phone viewport at 3x, a phone user agent."""
+    with _started_browser(window=(_browser.PHONE.width, _browser.PHONE.height), phone=_browser.PHONE) as b:
+        yield b.driver
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On a failing test that uses a browser fixture: a screenshot of the page it was on, into its tmp_path."""
+    report = yield
+    funcargs = getattr(item, 'funcargs', {})
+    if report.when == 'call' and report.failed:
+        for name in ('browser', 'phone_browser'):
+            driver, folder = funcargs.get(name), funcargs.get('tmp_path')
+            if driver is None or folder is None:
+                continue
+            path = folder / f'failure-{name}.png'
+            try:
+                _browser.save_screenshot(driver, path)
+                report.sections.append((f'{name} screenshot', str(path)))
+            except Exception as e:  # a dead browser: the test's own failure says more
+                report.sections.append((f'{name} screenshot', f'none: {type(e).__name__}: {e}'))
+    return report

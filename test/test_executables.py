@@ -31,7 +31,7 @@ def live_interface(graph, node_name: str) -> tuple[set[str], set[str], set[str]]
 
 
 def declared_interface(node_name: str) -> tuple[set[str], set[str], set[str]]:
-    spec = next(n for n in bringup.NODES if n.name == node_name.lstrip('/'))
+    spec = next(n for n in (*bringup.NODES, bringup.CONSOLE) if n.name == node_name.lstrip('/'))
     absolute = lambda names: {n if n.startswith('/') else '/' + n for n in names}  # noqa: E731
     return absolute(spec.publishes), absolute(spec.subscribes), absolute(spec.services)
 
@@ -91,6 +91,43 @@ def test_inference_node_executable_with_replay_starts_answers_and_stops(graph, t
         interface_of='inference_node')
     assert seen[0].message == 'idle'
     assert 'ready in' in out
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+def test_console_node_executable_starts_answers_and_stops(graph):
+    port = free_port()
+    seen, out = start_and_stop(
+        graph, [str(VENV_BIN / 'console_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml'),
+                '-p', f'port:={port}'], '/console_node', interface_of='console_node')
+    assert seen[0].message == 'ok'
+    assert f'operator console: http://127.0.0.1:{port}/ (loopback only, no token)' in out, out
+
+
+def test_console_node_off_loopback_generates_a_token_and_names_it_once(graph):
+    port = free_port()
+    seen, out = start_and_stop(
+        graph, [str(VENV_BIN / 'console_node'), '--ros-args', '-p', 'address:=0.0.0.0', '-p', f'port:={port}'],
+        '/console_node')
+    lines = [line for line in out.splitlines() if '?token=' in line]
+    assert len(lines) == 1 and len(lines[0].split('?token=')[1].split()[0]) >= 16, out
+
+
+def test_a_console_whose_port_is_taken_says_so_and_exits():
+    import socket
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([str(VENV_BIN / 'console_node'), '--ros-args', '-p', f'port:={port}'],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and f'cannot serve the console on 127.0.0.1:{port}' in result.stderr + result.stdout
+    assert 'Traceback' not in result.stderr
 
 
 def test_inference_node_without_lmdeploy_names_the_fix():

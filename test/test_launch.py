@@ -122,7 +122,7 @@ def test_every_node_has_its_parameter_section_and_the_files_are_installed():
     cmake = (REPO / 'CMakeLists.txt').read_text()
     assert 'install(DIRECTORY launch config demo DESTINATION share/${PROJECT_NAME})' in cmake
     # The node name in the launch file is the section its parameters are read from.
-    assert {n.name for n in bringup.NODES} == set(NODE_PARAMS)
+    assert {n.name for n in (*bringup.NODES, bringup.CONSOLE)} == set(NODE_PARAMS)
     for node in bringup.NODES:
         assert load_node_yaml(REPO / bringup.PARAMS_FILE, node.name), node.name
 

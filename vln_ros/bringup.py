@@ -70,6 +70,10 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec('controller_node', 'controller_node', Side.ROBOT, publishes=(ri.CMD_VEL, ri.DIAGNOSTICS),
              subscribes=(ri.WAYPOINTS, ri.ODOM, ri.ESTOP), services=(ri.RELEASE_ESTOP,)),
 )
+# The operator console (launch argument console): not one of NODES, so `nodes:=all` does not start it.
+CONSOLE = NodeSpec('console_node', 'console_node', Side.ROBOT,
+                   publishes=(ri.ESTOP, ri.DIAGNOSTICS),
+                   subscribes=(ri.KEYFRAME, ri.WAYPOINTS, ri.TASK_STATUS, ri.CMD_VEL, ri.DIAGNOSTICS))
 BAG_EXECUTABLE = 'vln_bag'
 SIM_EXECUTABLE = 'sim_node'
 # camera.launch.py: the camera node alone, with these of vln.launch.py's arguments.
@@ -110,6 +114,9 @@ class StackArgs(BaseModel):
                                                    '<camera_topic>/compressed with input_transport: compressed)')
     rviz: bool = Field(False, description='Also start rviz2 with config/vln.rviz (camera, keyframes, plan, '
                                           'annotated keyframe, cmd_vel)')
+    console: bool = Field(False, description='Also start console_node, the operator console in the browser (its '
+                                             'address, port and token: the console_node section of the parameter '
+                                             'file; README, "The operator console")')
 
     @field_validator('tp', mode='before')
     @classmethod
@@ -261,8 +268,11 @@ def node_process(spec: NodeSpec, args: StackArgs, share_dir: str) -> Process:
 
 
 def stack(args: StackArgs, share_dir: str) -> list[Process]:
-    """The node processes to start here (args.nodes), then rviz2 if asked."""
+    """The node processes to start here (args.nodes), then the console and rviz2 if asked (neither is
+    required: a console that cannot start, its port taken say, must not end the robot's launch)."""
     processes = [node_process(spec, args, share_dir) for spec in select_nodes(args.nodes)]
+    if args.console:
+        processes.append(replace(node_process(CONSOLE, args, share_dir), required=False))
     if args.rviz:
         processes.append(Process('rviz2', RVIZ.executable, RVIZ.name, args.namespace, (),
                                  {'use_sim_time': args.use_sim_time}, _remap(RVIZ, args),

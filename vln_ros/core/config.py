@@ -485,5 +485,24 @@ else:
         **{name: (spec.params, spec.params()) for name, spec in BACKENDS.items()})
 
 
+class ConsoleParams(StrictModel):
+    """console_node: the operator console in the browser (vln_ros/console).
+
+    Fixed while running (no dynamic=True): the web server is built once, at start-up."""
+
+    address: str = param('127.0.0.1', 'Address the web server listens on; any other than a loopback address '
+                         'requires a token')
+    port: int = param(8080, 'TCP port of the web server; 0 = any free port (the start line names it)', ge=0,
+                      le=65535)
+    token: str = param('', 'Access token every page, command and stream must carry; empty = none on a loopback '
+                       'address, a random one (printed once at start) on any other')
+    image_max_hz: float = param(10.0, 'Most images a second sent to each page (newest wins; a slow page '
+                                'gets fewer, never a queue)', 'Hz', gt=0.0, le=60.0)
+    heartbeat_timeout_s: float = param(0.5, 'The page holding control silent this long (tab closed, Wi-Fi lost): '
+                                       'e-stop', 's', gt=0.05, le=10.0)
+    max_viewers: int = param(8, 'Most pages connected at once (more are refused)', ge=1, le=64)
+    diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
+
+
 NODE_PARAMS: dict[str, type[StrictModel]] = {'camera_node': CameraParams, 'inference_node': InferenceParams,
-                                             'controller_node': ControllerParams}
+                                             'controller_node': ControllerParams, 'console_node': ConsoleParams}

@@ -255,11 +255,23 @@ def run_demo(options: RunOptions, out: Path, domain_id: int | None = None) -> tu
     with StackRun(options, out / 'logs') as run:
         run.start_stack()
         run.play()
+        if options.console:  # interactive: the bag loops under the console until Ctrl-C (main says 130)
+            print(f'operator console: {console_url(options)}  (the bag loops; Ctrl-C ends the demo)', flush=True)
+            while run.player.poll() is None:
+                time.sleep(0.5)
         if not run.wait_until(lambda: run.player.poll() is not None, options.wait_s + bag_s / options.rate + 30.0):
             print('the player did not finish in time', file=sys.stderr)
         time.sleep(SETTLE_S)
         codes = run.stop()
     return to_run(run.recording, options, codes, domain_id), run.recording
+
+
+def console_url(options: RunOptions) -> str:
+    """Where make demo's console listens (its parameter file section, then --console-port)."""
+    from vln_ros.core.config import ConsoleParams, load_node_yaml, validate_params
+    params = validate_params(ConsoleParams, {**load_node_yaml(options.params_file, 'console_node'),
+                                             **dict(i.partition(':=')[::2] for i in options.console_params)})
+    return f'http://{params.address}:{params.port}/'
 
 
 def unwritable(folder: Path) -> str:
@@ -312,12 +324,19 @@ def main(argv: list[str] | None = None) -> int:
                         help='another inference_node parameter, e.g. openai.base_url:=http://gpu:23333/v1')
     parser.add_argument('--wait', type=float, default=None, metavar='S',
                         help='how long the player waits for the stack (default 30 s, 600 s for a live model)')
+    parser.add_argument('--console', action='store_true',
+                        help='also the operator console (console_node): the bag loops until Ctrl-C; open the '
+                             'address it prints in a browser')
+    parser.add_argument('--console-port', type=int, default=None, metavar='PORT',
+                        help="the console's port (default: the parameter file's, 8080)")
     args = parser.parse_args(argv)
     for item in args.param:
         if ':=' not in item:
             parser.error(f'--param {item!r}: expected NAME:=VALUE')
     options = RunOptions(rate=args.rate, backend=args.backend, model=args.model, inference_params=tuple(args.param),
-                         wait_s=args.wait if args.wait is not None else (30.0 if args.backend == 'replay' else 600.0))
+                         wait_s=args.wait if args.wait is not None else (30.0 if args.backend == 'replay' else 600.0),
+                         console=args.console, loop=args.console,
+                         console_params=() if args.console_port is None else (f'port:={args.console_port}',))
     for needed in (options.bag, options.answers):
         if not needed.exists():
             parser.error(f'{needed} is missing: `python -m vln_ros.demo.make_bag` makes it')

@@ -61,6 +61,9 @@ class RunOptions:
     inference_params: tuple[str, ...] = ()   # more inference_node parameters, 'name:=value'
     params_file: Path = REPO / bringup.PARAMS_FILE
     wait_s: float = 30.0             # the player waits this long for the stack's subscriptions (model loading)
+    console: bool = False            # also console_node, the operator console (launch argument console)
+    console_params: tuple[str, ...] = ()     # more console_node parameters, 'name:=value'
+    loop: bool = False               # play the bag again and again (make demo CONSOLE=1: until Ctrl-C)
 
 
 def stack_processes(options: RunOptions) -> list[bringup.Process]:
@@ -68,7 +71,8 @@ def stack_processes(options: RunOptions) -> list[bringup.Process]:
     the camera reads JPEG frames (the bag holds /compressed), the inference node answers from the
     recorded answers matched by keyframe stamp (or from a live backend)."""
     values = {'bag': str(options.bag), 'camera_topic': options.camera_topic, 'rate': str(options.rate),
-              'params_file': str(options.params_file), 'wait_s': str(options.wait_s)}
+              'params_file': str(options.params_file), 'wait_s': str(options.wait_s),
+              'console': str(options.console).lower(), 'loop': str(options.loop).lower()}
     if options.model:
         values['model'] = options.model
     processes = bringup.processes(bringup.ReplayArgs, values, str(REPO))
@@ -78,7 +82,8 @@ def stack_processes(options: RunOptions) -> list[bringup.Process]:
     for item in options.inference_params:
         name, _, value = item.partition(':=')
         inference[name] = value
-    extra = {'camera_node': {'input_transport': 'compressed'}, 'inference_node': inference}
+    console = dict(item.partition(':=')[::2] for item in options.console_params)
+    extra = {'camera_node': {'input_transport': 'compressed'}, 'inference_node': inference, 'console_node': console}
     return [p.with_parameters(extra.get(p.name, {})) for p in processes]
 
 

@@ -1,0 +1,224 @@
+"""The operator console in a real browser (headless Chromium from Debian, through Selenium) on the demo stack:
+the corridor bag looping through camera_node, inference_node, controller_node and console_node, each its own
+process (what `make demo CONSOLE=1` starts). From the page: an instruction -> plans on the page -> e-stop ->
+cmd_vel zero -> release -> stop task; the page holding control closed -> the robot stops; a wrong or missing
+token refused; a 1 MB instruction refused; markup in an instruction shown inert. Screenshots of the desktop
+and the phone layout are written to $VLN_SCREENSHOT_DIR when set (the README's pictures), else to tmp.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+from vln_ros.demo.stack import RunOptions, StackRun
+
+TOKEN = 'test-token-4f9c'
+INSTRUCTION = 'go down the corridor and stop at the red door'
+ESTOP_BOUND_S = 0.5       # the benchmark measures it (target 100 ms); this only proves it happens promptly
+DEADMAN_SLACK_S = 0.5     # beyond heartbeat_timeout_s: a control period, DDS, the page's socket closing
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope='module')
+def stack(tmp_path_factory):
+    port = free_port()
+    options = RunOptions(console=True, loop=True, console_params=(f'port:={port}', f'token:={TOKEN}'))
+    run = StackRun(options, tmp_path_factory.mktemp('console') / 'logs')
+    try:
+        run.start_stack()
+        run.play()
+        url = f'http://127.0.0.1:{port}/'
+        assert wait_for(lambda: status_of(url + f'?token={TOKEN}') == 200, 30.0), run.logs()
+        run.url = url  # type: ignore[attr-defined]
+        yield run
+    finally:
+        run.stop()
+        run.observer.close()
+
+
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return 0
+
+
+def page(browser, stack):
+    browser.get(stack.url + f'?token={TOKEN}')
+    assert wait_for(lambda: js(browser, 'return (window.vlnConsole || {}).connected === true'), 10.0)
+    return browser
+
+
+def js(browser, script: str, *args):
+    return browser.execute_script(script, *args)
+
+
+def click(browser, element_id: str) -> None:
+    browser.find_element('id', element_id).click()
+
+
+def replies(browser) -> int:
+    return int(js(browser, 'return window.vlnConsole.replies.length'))
+
+
+def reply_to(browser, kind: str, after: int = 0, timeout_s: float = 10.0) -> dict:
+    """The page's first reply to a command of this kind among the replies after the first `after`."""
+    found: dict = {}
+
+    def replied() -> bool:
+        for r in js(browser, 'return window.vlnConsole.replies')[after:]:
+            if r.get('to') == kind:
+                found.update(r)
+                return True
+        return False
+    assert wait_for(replied, timeout_s), f'no reply to {kind}'
+    return found
+
+
+def command(browser, element_id: str, kind: str, confirm: bool = False) -> dict:
+    """Click a control and return the page's reply to it (accepting the confirmation it asks first)."""
+    js(browser, 'window.vlnConsole.replies.length = 0')
+    click(browser, element_id)
+    if confirm:
+        browser.switch_to.alert.accept()
+    return reply_to(browser, kind)
+
+
+def take_control(browser) -> None:
+    """Take control; release an e-stop a page before left engaged (closing a page that held control does)."""
+    assert command(browser, 'take-control', 'take_control')['ok']
+    assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is not None, 5.0)
+    if js(browser, 'return window.vlnConsole.estopEngaged'):
+        assert command(browser, 'release', 'release_estop', confirm=True)['ok']
+        assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is False, 5.0)
+
+
+def hand_back_control(browser) -> None:
+    """Give control up (no e-stop), as an operator leaving on purpose does."""
+    assert command(browser, 'release-control', 'release_control')['ok']
+
+
+def send_instruction(browser, text: str) -> dict:
+    box = browser.find_element('id', 'instruction')
+    box.clear()
+    js(browser, 'arguments[0].value = arguments[1]', box, text)
+    return command(browser, 'send', 'instruction')
+
+
+def commands_since(stack, wall_s: float) -> list:
+    with stack.observer.lock:
+        return [c for c in stack.recording.commands if c.wall_s >= wall_s]
+
+
+def moving_now(stack) -> bool:
+    recent = commands_since(stack, time.monotonic() - 0.3)
+    return bool(recent) and recent[-1].msg.linear.x > 0.05
+
+
+def zero_after(stack, t0: float) -> float | None:
+    """Wall time of the first all-zero cmd_vel after t0."""
+    for c in commands_since(stack, t0):
+        if not (c.msg.linear.x or c.msg.linear.y or c.msg.angular.z):
+            return c.wall_s
+    return None
+
+
+def screenshot(browser, name: str, tmp_path: Path) -> Path:
+    folder = Path(os.environ.get('VLN_SCREENSHOT_DIR') or tmp_path)
+    path = folder / name
+    browser.save_screenshot(str(path))
+    assert path.stat().st_size > 20_000
+    return path
+
+
+def test_instruction_plans_estop_release_and_stop_from_the_page(stack, browser, tmp_path):
+    page(browser, stack)
+    assert wait_for(lambda: js(browser, 'return window.vlnConsole.imagesShown') > 0, 15.0), 'no image shown'
+    take_control(browser)
+    before = js(browser, 'return window.vlnConsole.planCount')
+    reply = send_instruction(browser, INSTRUCTION)
+    assert reply['ok'], reply
+    assert wait_for(lambda: js(browser, 'return window.vlnConsole.planCount') >= before + 2, 20.0)
+    assert wait_for(lambda: browser.find_element('id', 'task-instruction').text == INSTRUCTION, 10.0)
+    assert wait_for(lambda: moving_now(stack), 20.0), 'the robot never moved'
+    screenshot(browser, 'console.png', tmp_path)
+
+    t0 = time.monotonic()
+    click(browser, 'estop')
+    assert wait_for(lambda: zero_after(stack, t0) is not None, 5.0)
+    assert zero_after(stack, t0) - t0 <= ESTOP_BOUND_S
+    assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is True, 5.0)
+
+    assert command(browser, 'release', 'release_estop', confirm=True)['ok']  # release asks first
+    assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is False, 5.0)
+    assert command(browser, 'stop-task', 'stop_task')['ok']
+    assert wait_for(lambda: 'stopped' in browser.find_element('id', 'state').text, 10.0)
+    hand_back_control(browser)
+
+
+def test_closing_the_page_that_holds_control_stops_the_robot(stack, browser):
+    page(browser, stack)
+    take_control(browser)
+    assert send_instruction(browser, INSTRUCTION)['ok']
+    assert wait_for(lambda: moving_now(stack), 20.0), 'the robot never moved'
+    t0 = time.monotonic()
+    browser.get('about:blank')  # the tab leaves the console: its socket closes, its heartbeat stops
+    assert wait_for(lambda: zero_after(stack, t0) is not None, 5.0)
+    assert zero_after(stack, t0) - t0 <= 0.5 + DEADMAN_SLACK_S  # heartbeat_timeout_s 0.5 s
+    # Latched: still zero a second later, until someone releases it.
+    time.sleep(1.0)
+    assert not moving_now(stack)
+    page(browser, stack)
+    take_control(browser)  # releases it
+    assert command(browser, 'stop-task', 'stop_task')['ok']
+    hand_back_control(browser)
+
+
+def test_a_missing_or_wrong_token_is_refused(stack, browser):
+    for url in (stack.url, stack.url + '?token=wrong'):
+        assert status_of(url) == 401
+        browser.get(url)
+        assert 'token' in browser.find_element('tag name', 'body').text.lower()
+        assert not js(browser, 'return !!window.vlnConsole')
+    assert status_of(stack.url + '?token=' + TOKEN) == 200
+
+
+def test_a_huge_instruction_is_refused_and_markup_is_shown_inert(stack, browser):
+    page(browser, stack)
+    take_control(browser)
+    reply = send_instruction(browser, 'x' * (1 << 20))
+    assert not reply['ok'] and 'instruction of 1048576 characters (at most 2000)' in reply['message'], reply
+    markup = '<img src=x onerror="window.pwned=1"><b id="injected">bold</b> 去红门'
+    reply = send_instruction(browser, markup)
+    assert reply['ok'], reply
+    assert wait_for(lambda: markup in browser.find_element('id', 'task-instruction').text, 10.0)
+    time.sleep(0.5)
+    assert not js(browser, 'return !!window.pwned')
+    assert browser.find_elements('id', 'injected') == []
+    assert command(browser, 'stop-task', 'stop_task')['ok']
+    hand_back_control(browser)
+
+
+def test_the_phone_layout_shows_the_image_and_the_controls(stack, phone_browser, tmp_path):
+    page(phone_browser, stack)
+    assert wait_for(lambda: js(phone_browser, 'return window.vlnConsole.imagesShown') > 0, 15.0)
+    width = js(phone_browser, 'return document.documentElement.scrollWidth')
+    assert width <= js(phone_browser, 'return window.innerWidth') + 1, 'the page scrolls sideways on a phone'
+    for element_id in ('image', 'estop', 'instruction', 'send'):
+        assert phone_browser.find_element('id', element_id).is_displayed(), element_id
+    screenshot(phone_browser, 'console_phone.png', tmp_path)

@@ -1,0 +1,1 @@
+"""The operator console in the browser: a ROS-free web server (server.py) and its page (static/)."""

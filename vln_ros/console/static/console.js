@@ -1,0 +1,404 @@
+// The operator console page: no framework, no build step, no external URLs.
+// Everything from the robot or the user goes into the page with textContent, never innerHTML.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const token = new URLSearchParams(location.search).get('token') || '';
+  const LEVELS = ['ok', 'warn', 'error', 'stale'];
+  const HISTORY_MAX = 10;
+
+  // What arrived and what was shown, for browser tests and curious operators (times: seconds since the epoch).
+  const vc = window.vlnConsole = {
+    connected: false, connects: 0, page: null,
+    imagesReceived: 0, imagesShown: 0, imagesDroppedInPage: 0,
+    lastImageStamp: null, lastImageShownAt: null, lastImageLatencyS: null,
+    planCount: 0, statusCount: 0, kinds: {}, last: {}, replies: [],
+    hasControl: false, controlHeld: false, viewers: 0, estopEngaged: null, estopClickedAt: null,
+    send: (msg) => send(msg),
+  };
+
+  let ws = null;
+  let backoffMs = 500;
+  let heartbeatTimer = null;
+  let heartbeatMs = 200;
+  let limits = null;
+  let lastTask = { state: null, taskId: null };
+
+  // -- the socket ------------------------------------------------------------------------------------------
+  function socketUrl() {
+    const url = new URL('ws', location.href);
+    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    url.search = token ? '?token=' + encodeURIComponent(token) : '';
+    url.hash = '';
+    return url.toString();
+  }
+
+  function connect() {
+    setConnection('connecting', 'connecting…');
+    let sock;
+    try {
+      sock = new WebSocket(socketUrl());
+    } catch (err) {
+      scheduleReconnect(String(err));
+      return;
+    }
+    sock.binaryType = 'arraybuffer';
+    ws = sock;
+    sock.onopen = () => {
+      backoffMs = 500;
+      vc.connected = true;
+      vc.connects += 1;
+      setConnection('connected', 'connected');
+      updateButtons();
+    };
+    sock.onmessage = (ev) => {
+      if (typeof ev.data === 'string') onText(ev.data);
+      else onImage(ev.data);
+    };
+    sock.onclose = (ev) => {
+      if (ws !== sock) return;
+      ws = null;
+      vc.connected = false;
+      setControl(false, false);
+      scheduleReconnect(ev.reason || (ev.code === 1006 ? 'connection lost' : 'closed ' + ev.code));
+    };
+    sock.onerror = () => { /* onclose follows */ };
+  }
+
+  function scheduleReconnect(why) {
+    const delay = Math.min(backoffMs, 5000) * (0.8 + 0.4 * Math.random());
+    backoffMs = Math.min(backoffMs * 2, 5000);
+    setConnection('disconnected', `disconnected (${why}); retry in ${(delay / 1000).toFixed(1)} s — e-stop unavailable from this page`);
+    updateButtons();
+    setTimeout(connect, delay);
+  }
+
+  function send(msg) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      showReply({ to: msg.type, ok: false, message: 'not connected' });
+      return false;
+    }
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  // -- from the server -------------------------------------------------------------------------------------
+  function onText(text) {
+    let msg;
+    try { msg = JSON.parse(text); } catch { return; }
+    if (!msg || typeof msg.type !== 'string') return;
+    vc.kinds[msg.type] = (vc.kinds[msg.type] || 0) + 1;
+    vc.last[msg.type] = msg;
+    switch (msg.type) {
+      case 'hello': onHello(msg); break;
+      case 'control': setControl(!!msg.mine, !!msg.held, msg.viewers); break;
+      case 'reply': showReply(msg); break;
+      case 'plan': onPlan(msg); break;
+      case 'status': onStatus(msg); break;
+      case 'cmd': onCmd(msg); break;
+      case 'limits': limits = msg; showLimits(); break;
+      case 'health': onHealth(msg); break;
+      case 'estop': onEstop(msg); break;
+      default: break;
+    }
+  }
+
+  function onHello(msg) {
+    vc.page = msg.page;
+    if (typeof msg.max_instruction_chars === 'number') $('instruction').maxLength = msg.max_instruction_chars;
+    if (typeof msg.heartbeat_timeout_s === 'number') {
+      heartbeatMs = Math.max(50, Math.min(200, msg.heartbeat_timeout_s * 1000 / 3));
+    }
+  }
+
+  // Images: newest wins in the page too (one decoding at a time, a newer one replaces the waiting one).
+  let decoding = false;
+  let waiting = null;
+  let shownUrl = null;
+
+  function onImage(buf) {
+    if (!(buf instanceof ArrayBuffer) || buf.byteLength < 9) return;
+    vc.imagesReceived += 1;
+    const stamp = new DataView(buf).getFloat64(0, true);
+    const blob = new Blob([new Uint8Array(buf, 8)], { type: 'image/jpeg' });
+    if (decoding) {
+      if (waiting) vc.imagesDroppedInPage += 1;
+      waiting = { stamp, blob };
+      return;
+    }
+    showImage(stamp, blob);
+  }
+
+  function showImage(stamp, blob) {
+    decoding = true;
+    const img = $('image');
+    const url = URL.createObjectURL(blob);
+    const done = (ok) => {
+      img.onload = img.onerror = null;
+      if (ok) {
+        if (shownUrl) URL.revokeObjectURL(shownUrl);
+        shownUrl = url;
+        const now = Date.now() / 1000;
+        vc.imagesShown += 1;
+        vc.lastImageStamp = stamp;
+        vc.lastImageShownAt = now;
+        vc.lastImageLatencyS = now - stamp;
+        img.dataset.stamp = String(stamp);
+        img.dataset.shown = String(vc.imagesShown);
+      } else {
+        URL.revokeObjectURL(url);
+      }
+      decoding = false;
+      if (waiting) {
+        const next = waiting;
+        waiting = null;
+        showImage(next.stamp, next.blob);
+      }
+    };
+    img.onload = () => done(true);
+    img.onerror = () => done(false);
+    img.src = url;
+  }
+
+  function showImageAge() {
+    const el = $('image-age');
+    if (vc.lastImageShownAt === null) return;
+    const since = Date.now() / 1000 - vc.lastImageShownAt;
+    const age = vc.lastImageLatencyS;
+    const ageText = age !== null && age > -1 && age < 3600 ? `captured ${age.toFixed(2)} s before shown` : 'robot clock differs';
+    el.textContent = `last image ${since.toFixed(1)} s ago · ${ageText} · ${vc.imagesShown} shown`;
+    el.classList.toggle('stale', since > 2);
+  }
+
+  function onPlan(msg) {
+    vc.planCount += 1;
+    $('env').textContent = str(msg.environment) || '–';
+    $('action').textContent = (str(msg.action) || '–') + (msg.stop ? ' (stop: goal reached)' : '');
+    $('task-instruction').textContent = str(msg.instruction) || '–';
+    $('latency').textContent = typeof msg.latency_s === 'number' ? `${(msg.latency_s * 1000).toFixed(0)} ms keyframe → plan` : '–';
+    drawPlan(Array.isArray(msg.waypoints) ? msg.waypoints : []);
+    addHistory('plan', `plan: ${str(msg.action) || '(no action)'}${msg.stop ? ' — stop' : ''}`);
+  }
+
+  function onStatus(msg) {
+    vc.statusCount += 1;
+    const state = str(msg.state) || '?';
+    const el = $('state');
+    el.textContent = state + (msg.reason ? ` — ${str(msg.reason)}` : '');
+    el.dataset.state = state.toLowerCase();
+    if (msg.instruction) $('task-instruction').textContent = str(msg.instruction);
+    if (state !== lastTask.state || msg.task_id !== lastTask.taskId) {
+      addHistory('status', `${state}${msg.reason ? ': ' + str(msg.reason) : ''}${msg.instruction ? ' — “' + str(msg.instruction) + '”' : ''}`);
+      lastTask = { state, taskId: msg.task_id };
+    }
+  }
+
+  function onCmd(msg) {
+    const lim = limits || {};
+    setBar('vx', msg.vx, lim.max_linear_x, 'm/s');
+    setBar('vy', msg.vy, lim.max_linear_y, 'm/s');
+    setBar('wz', msg.wz, lim.max_angular_z, 'rad/s');
+  }
+
+  function setBar(name, value, limit, unit) {
+    const fill = $('bar-' + name);
+    const v = typeof value === 'number' ? value : 0;
+    const max = typeof limit === 'number' && limit > 0 ? limit : null;
+    const frac = max ? Math.min(Math.abs(v) / max, 1) : Math.min(Math.abs(v), 1);
+    fill.style.width = (frac * 50).toFixed(1) + '%';
+    fill.style.left = v >= 0 ? '50%' : (50 - frac * 50).toFixed(1) + '%';
+    fill.classList.toggle('over', max !== null && Math.abs(v) > max * 1.001);
+    $('val-' + name).textContent = `${v.toFixed(2)}${max ? ' / ' + max.toFixed(2) : ''} ${unit}`;
+  }
+
+  function showLimits() {
+    $('limits').textContent = `limits: vx ±${num(limits.max_linear_x)} m/s, vy ±${num(limits.max_linear_y)} m/s, wz ±${num(limits.max_angular_z)} rad/s`;
+    if (vc.last.cmd) onCmd(vc.last.cmd);
+  }
+
+  function onHealth(msg) {
+    const list = $('health');
+    const nodes = Array.isArray(msg.nodes) ? msg.nodes : [];
+    let worst = 0;
+    const items = nodes.map((n) => {
+      const level = Number.isInteger(n.level) && n.level >= 0 && n.level <= 3 ? n.level : 3;
+      worst = Math.max(worst, level);
+      const li = document.createElement('li');
+      li.className = 'level-' + LEVELS[level];
+      li.textContent = `${LEVELS[level]} · ${str(n.name)}: ${str(n.message)}`;
+      return li;
+    });
+    list.replaceChildren(...items);
+    list.dataset.level = nodes.length ? LEVELS[worst] : '';
+  }
+
+  function onEstop(msg) {
+    vc.estopEngaged = !!msg.engaged;
+    const el = $('estop-state');
+    el.textContent = msg.engaged ? `e-stop ENGAGED${msg.reason ? ' (' + str(msg.reason) + ')' : ''}` : 'e-stop released';
+    el.dataset.engaged = String(!!msg.engaged);
+    el.classList.toggle('bad', !!msg.engaged);
+    el.classList.toggle('good', !msg.engaged);
+    updateButtons();
+  }
+
+  function showReply(msg) {
+    vc.replies.push(msg);
+    if (vc.replies.length > 20) vc.replies.shift();
+    const el = $('reply');
+    el.textContent = `${msg.ok ? '✓' : '✗'} ${str(msg.to) || 'message'}: ${str(msg.message)}`;
+    el.className = 'reply ' + (msg.ok ? 'ok' : 'err');
+    el.dataset.to = str(msg.to);
+    el.dataset.ok = String(!!msg.ok);
+    if (msg.to === 'instruction' && msg.ok) $('instruction').value = '';
+  }
+
+  // -- control and its heartbeat ---------------------------------------------------------------------------
+  function setControl(mine, held, viewers) {
+    vc.hasControl = mine;
+    vc.controlHeld = held;
+    if (typeof viewers === 'number') {
+      vc.viewers = viewers;
+      $('viewers').textContent = `${viewers} page${viewers === 1 ? '' : 's'}`;
+    }
+    const el = $('control');
+    el.textContent = mine ? 'control: this page' : held ? 'control: another page' : 'control: nobody';
+    el.dataset.state = mine ? 'mine' : held ? 'other' : 'free';
+    el.classList.toggle('good', mine);
+    if (mine && heartbeatTimer === null) {
+      heartbeatTimer = setInterval(() => send({ type: 'heartbeat' }), heartbeatMs);
+    } else if (!mine && heartbeatTimer !== null) {
+      clearInterval(heartbeatTimer);
+      heartbeatTimer = null;
+    }
+    updateButtons();
+  }
+
+  function updateButtons() {
+    const open = !!ws && ws.readyState === WebSocket.OPEN;
+    const mine = open && vc.hasControl;
+    $('estop').disabled = !open;
+    $('take-control').disabled = !open || vc.hasControl || vc.controlHeld;
+    $('release-control').disabled = !mine;
+    $('send').disabled = !mine;
+    $('stop-task').disabled = !mine;
+    $('release').disabled = !mine;
+  }
+
+  function setConnection(state, text) {
+    const el = $('connection');
+    el.textContent = text;
+    el.dataset.state = state;
+    el.classList.toggle('good', state === 'connected');
+    el.classList.toggle('bad', state !== 'connected');
+  }
+
+  // -- history and the plan drawing ------------------------------------------------------------------------
+  function addHistory(kind, text) {
+    const li = document.createElement('li');
+    li.className = kind;
+    li.textContent = `${new Date().toLocaleTimeString()} ${text}`;
+    const list = $('history');
+    list.prepend(li);
+    while (list.children.length > HISTORY_MAX) list.lastElementChild.remove();
+  }
+
+  // Waypoints are chained steps [dx, dy, dtheta, confidence] in the robot's frame (x forward, y left):
+  // drawn from above, the robot at the bottom middle facing up.
+  function drawPlan(waypoints) {
+    const canvas = $('plan');
+    const dpr = window.devicePixelRatio || 1;
+    const size = canvas.clientWidth || 240;
+    if (canvas.width !== Math.round(size * dpr)) {
+      canvas.width = Math.round(size * dpr);
+      canvas.height = Math.round(size * dpr);
+    }
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, size, size);
+    let x = 0, y = 0, th = 0;
+    const poses = [{ x, y, th, c: 1 }];
+    for (const w of waypoints) {
+      if (!Array.isArray(w) || w.length < 3 || !w.slice(0, 3).every(Number.isFinite)) continue;
+      const [dx, dy, dth] = w;
+      x += Math.cos(th) * dx - Math.sin(th) * dy;
+      y += Math.sin(th) * dx + Math.cos(th) * dy;
+      th += dth;
+      poses.push({ x, y, th, c: Number.isFinite(w[3]) ? Math.max(0.15, Math.min(1, w[3])) : 1 });
+    }
+    const extent = Math.max(1, ...poses.map((p) => Math.max(p.x, Math.abs(p.y) * 2, -p.x * 6)));
+    const scale = (size * 0.8) / extent;
+    const ox = size / 2, oy = size * 0.85;
+    const px = (p) => [ox - p.y * scale, oy - p.x * scale];
+    ctx.strokeStyle = '#3a3f4b';
+    ctx.lineWidth = 1;
+    for (let r = 1; r <= extent + 1e-9; r += extent > 5 ? 2 : 1) {   // 1 m rings
+      ctx.beginPath();
+      ctx.arc(ox, oy, r * scale, 0, 2 * Math.PI);
+      ctx.stroke();
+    }
+    ctx.strokeStyle = '#4ea1ff';
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    poses.forEach((p, i) => { const [u, v] = px(p); if (i) ctx.lineTo(u, v); else ctx.moveTo(u, v); });
+    ctx.stroke();
+    for (const p of poses.slice(1)) {
+      const [u, v] = px(p);
+      ctx.fillStyle = `rgba(78, 161, 255, ${p.c})`;
+      ctx.beginPath();
+      ctx.arc(u, v, 4, 0, 2 * Math.PI);
+      ctx.fill();
+      ctx.strokeStyle = `rgba(255, 255, 255, ${p.c})`;
+      ctx.beginPath();
+      ctx.moveTo(u, v);
+      ctx.lineTo(u - Math.sin(p.th) * 10, v - Math.cos(p.th) * 10);
+      ctx.stroke();
+    }
+    ctx.fillStyle = '#f5c542';   // the robot
+    ctx.beginPath();
+    ctx.moveTo(ox, oy - 9);
+    ctx.lineTo(ox - 6, oy + 6);
+    ctx.lineTo(ox + 6, oy + 6);
+    ctx.closePath();
+    ctx.fill();
+    canvas.dataset.waypoints = String(poses.length - 1);
+  }
+
+  function str(v) { return v === null || v === undefined ? '' : String(v); }
+  function num(v) { return typeof v === 'number' ? v.toFixed(2) : '?'; }
+
+  // -- the controls ----------------------------------------------------------------------------------------
+  function init() {
+    $('estop').addEventListener('click', (ev) => {
+      vc.estopClickedAt = Date.now() / 1000;  // the click, for the e-stop -> zero cmd_vel benchmark
+      send({ type: 'estop' });
+    });
+    $('release').addEventListener('click', () => {
+      if (confirm('Release the e-stop? The robot may move again.')) send({ type: 'release_estop' });
+    });
+    $('take-control').addEventListener('click', () => send({ type: 'take_control' }));
+    $('release-control').addEventListener('click', () => send({ type: 'release_control' }));
+    $('stop-task').addEventListener('click', () => send({ type: 'stop_task' }));
+    $('instruction-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const text = $('instruction').value.trim();
+      if (!text) { showReply({ to: 'instruction', ok: false, message: 'type an instruction first' }); return; }
+      send({ type: 'instruction', text });
+    });
+    $('instruction').addEventListener('keydown', (ev) => {   // Enter sends; Shift+Enter: new line; not mid-IME
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229) {
+        ev.preventDefault();
+        if (!$('send').disabled) $('instruction-form').requestSubmit();
+      }
+    });
+    window.addEventListener('pagehide', () => { if (ws) ws.close(1001, 'page closed'); });
+    setInterval(showImageAge, 250);
+    drawPlan([]);
+    updateButtons();
+    connect();
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
+  else init();
+})();
