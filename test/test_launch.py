@@ -165,10 +165,18 @@ def test_the_backend_model_and_tp_arguments_override_the_parameter_file_only_whe
     assert set(bringup.BACKENDS) == {'lmdeploy', 'openai', 'oracle', 'replay'}
 
 
-def test_every_process_but_rviz2_is_required():
-    started = bringup.processes(bringup.ReplayArgs, {'bag': 'b', 'rviz': 'true'}, '/share')
-    assert {p.name: p.required for p in started} == {'camera_node': True, 'inference_node': True,
-                                                     'controller_node': True, 'rviz2': False, 'vln_bag_player': True}
+def test_every_process_but_rviz2_and_the_console_is_required():
+    started = bringup.processes(bringup.ReplayArgs, {'bag': 'b', 'rviz': 'true', 'console': 'true'}, '/share')
+    assert {p.name: p.required for p in started} == {
+        'camera_node': True, 'inference_node': True, 'controller_node': True, 'console_node': False, 'rviz2': False,
+        'vln_bag_player': True}
+
+
+def test_the_console_starts_only_when_asked_in_the_namespace_with_the_parameter_file():
+    assert 'console_node' not in [p.name for p in bringup.processes(bringup.StackArgs, {}, '/share')]
+    console = next(p for p in bringup.processes(bringup.StackArgs, {'console': 'true', 'namespace': 'dog1'}, '/share')
+                   if p.name == 'console_node')
+    assert (console.namespace, console.params_files) == ('dog1', ('/share/config/vln.yaml',))
 
 
 def test_missing_executables_are_named_with_their_fix_before_anything_starts(tmp_path, monkeypatch):

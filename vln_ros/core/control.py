@@ -99,6 +99,10 @@ class PlanRejected(ValueError):
         self.reason = reason
 
 
+# release_estop's refusal while the last vln/estop message said true (the console asks again on it).
+ESTOP_STILL_ASSERTED = 'e-stop is still asserted (last vln/estop message was true)'
+
+
 class StopReason(enum.Enum):
     NONE = 'following'                 # not stopping
     NO_PLAN = 'no_plan'
@@ -328,7 +332,7 @@ class Controller:
     def release_estop(self, now_s: float) -> tuple[bool, str]:
         """Explicit release of a latched e-stop; refused while the cause is still there."""
         if self._estop_active:
-            return False, 'e-stop is still asserted (last vln/estop message was true)'
+            return False, ESTOP_STILL_ASSERTED
         if self._deadman_expired(now_s):
             return False, f'e-stop publisher silent for more than {self.params.estop_timeout_s} s'
         was = self._estop

@@ -32,6 +32,7 @@ from std_srvs.srv import Trigger
 from vln_ros import interface
 from vln_ros.console.server import ConsoleServer
 from vln_ros.core.config import ConsoleParams, StartupError
+from vln_ros.core.control import ESTOP_STILL_ASSERTED
 from vln_ros.msg import TaskStatus, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import stamp_seconds
@@ -162,7 +163,17 @@ class ConsoleNode(Node):
         self.get_logger().warning('e-stop from the console')
 
     def release_estop(self) -> tuple[bool, str]:
-        return self._call(self._release, Trigger.Request(), 'success')
+        """Only the page holding control gets here, and it is alive: that is what the heartbeat says, so say it
+        before asking (the controller refuses while the last vln/estop said true). The topic and the service are
+        separate channels: a refusal for that reason is asked again after a heartbeat period, twice at most."""
+        for attempt in range(3):
+            if self._server.control_alive():
+                self._estop_pub.publish(Bool(data=False))
+            ok, message = self._call(self._release, Trigger.Request(), 'success')
+            if ok or message != ESTOP_STILL_ASSERTED or attempt == 2:
+                return ok, message
+            time.sleep(HEARTBEAT_PERIOD_S)
+        return ok, message
 
     def control_lost(self, why: str) -> None:
         self._estop_pub.publish(Bool(data=True))
