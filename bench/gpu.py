@@ -171,7 +171,6 @@ def check(args: argparse.Namespace, results: Results) -> int:
 # -- bench ------------------------------------------------------------------------------------------------
 
 def bench(args: argparse.Namespace, results: Results) -> int:
-    import cv2
     import numpy as np
 
     from vln_ros.core.backends.base import Request
@@ -179,8 +178,6 @@ def bench(args: argparse.Namespace, results: Results) -> int:
     from vln_ros.core.config import InferenceParams, ParserParams
     from vln_ros.core.model_shapes import GPUS, SHAPES, image_tokens, roofline
     from vln_ros.core.parser import parse_answer
-    from vln_ros.core.prompts import PromptBuilder, Step
-    from vln_ros.testing.frames import scene
 
     shape_name = model_shape(args.model)
     memory_before = gpu_memory_mib()
@@ -196,12 +193,9 @@ def bench(args: argparse.Namespace, results: Results) -> int:
     results.emit(name='gpu_memory_mib', value=[a - b for a, b in zip(memory, memory_before, strict=False)] or memory,
                  unit='MiB', note='weights + KV cache (cache_max_entry_count 0.8 of free memory)', **common)
     limits = ParserParams()
-    prompt = PromptBuilder(limits, history_steps=4).build(
-        'go down the corridor and stop at the red door',
-        [Step('a corridor with doors on both sides', 'forward')] * 4)
     try:
         for size in args.sizes:
-            jpeg = cv2.imencode('.jpg', scene(0, size, size))[1].tobytes()
+            jpeg, prompt = keyframe_and_prompt(size)
             for guided in (False, True):
                 request = Request(jpeg, 0, prompt, ANSWER_TOKENS, guided, size * size, ignore_eos=True)
                 for _ in range(args.warmup):
@@ -229,8 +223,9 @@ def bench(args: argparse.Namespace, results: Results) -> int:
                              roofline_ms_per_token=round(1e3 * line.decode_s_per_token, 2),
                              repeats=args.repeats, **common)
         if args.profile:
-            profile(backend, Request(cv2.imencode('.jpg', scene(0, 448, 448))[1].tobytes(), 0, prompt,
-                                     ANSWER_TOKENS, True, 448 * 448, ignore_eos=True), args, results, common)
+            jpeg, prompt = keyframe_and_prompt(448)
+            profile(backend, Request(jpeg, 0, prompt, ANSWER_TOKENS, True, 448 * 448, ignore_eos=True), args, results,
+                    common)
     finally:
         t0 = time.perf_counter()
         backend.close()

@@ -510,18 +510,15 @@ def bench_console(images: int = 60, estops: int = 5) -> None:
     this machine's); console_estop_to_zero_ms: e-stop click (the page's time) -> the first zero cmd_vel, p50 of
     `estops`; console_cpu_percent_0_viewers / _2_viewers: console_node's CPU with no page and with two pages
     open (100 = one core)."""
-    import socket
-
     import cv2
     import psutil
     from geometry_msgs.msg import Twist
     from sensor_msgs.msg import CompressedImage
 
+    from vln_ros.eval.stack import free_port
     from vln_ros.testing.browser import start_browser
 
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     console = node_process('console_node', (f'port:={port}',))
     controller = ControllerUnderTest()
     cmds: list[tuple[float, float]] = []

@@ -8,7 +8,6 @@ and the phone layout are written to $VLN_SCREENSHOT_DIR when set (the README's p
 from __future__ import annotations
 
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,17 +17,12 @@ import pytest
 from conftest import wait_for
 
 from vln_ros.demo.stack import RunOptions, StackRun
+from vln_ros.eval.stack import free_port
 
 TOKEN = 'test-token-4f9c'
 INSTRUCTION = 'go down the corridor and stop at the red door'
 ESTOP_BOUND_S = 0.5       # the benchmark measures it (target 100 ms); this only proves it happens promptly
 DEADMAN_SLACK_S = 0.5     # beyond heartbeat_timeout_s: a control period, DDS, the page's socket closing
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope='module')
@@ -72,16 +66,12 @@ def click(browser, element_id: str) -> None:
     browser.find_element('id', element_id).click()
 
 
-def replies(browser) -> int:
-    return int(js(browser, 'return window.vlnConsole.replies.length'))
-
-
-def reply_to(browser, kind: str, after: int = 0, timeout_s: float = 10.0) -> dict:
-    """The page's first reply to a command of this kind among the replies after the first `after`."""
+def reply_to(browser, kind: str, timeout_s: float = 10.0) -> dict:
+    """The page's first reply to a command of this kind (command() empties the list before each)."""
     found: dict = {}
 
     def replied() -> bool:
-        for r in js(browser, 'return window.vlnConsole.replies')[after:]:
+        for r in js(browser, 'return window.vlnConsole.replies'):
             if r.get('to') == kind:
                 found.update(r)
                 return True

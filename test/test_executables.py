@@ -13,6 +13,7 @@ from conftest import REPO, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 
 from vln_ros import bringup, interface
+from vln_ros.eval.stack import free_port
 
 VENV_BIN = Path(sys.executable).parent
 # What rclpy gives every node besides its own interface: rosout, parameter events, and the parameter and
@@ -91,13 +92,6 @@ def test_inference_node_executable_with_replay_starts_answers_and_stops(graph, t
         interface_of='inference_node')
     assert seen[0].message == 'idle'
     assert 'ready in' in out
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
 
 
 def test_console_node_executable_starts_answers_and_stops(graph):

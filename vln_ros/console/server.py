@@ -247,8 +247,11 @@ class ConsoleServer:
     def control_alive(self) -> bool:
         """A page holds control and its last heartbeat is within heartbeat_timeout_s."""
         with self._lock:
-            return (not self._stopping and self._holder is not None
-                    and time.monotonic() - self._heartbeat_at <= self.params.heartbeat_timeout_s)
+            return not self._stopping and self._holder is not None and not self._heartbeat_late()
+
+    def _heartbeat_late(self) -> bool:
+        """The holder's last heartbeat is older than heartbeat_timeout_s (call with the lock held)."""
+        return time.monotonic() - self._heartbeat_at > self.params.heartbeat_timeout_s
 
     def stats(self) -> dict[str, Any]:
         """Counters (flat, for /diagnostics). images_skipped: images a page never got because a newer one
@@ -606,13 +609,13 @@ class ConsoleServer:
 
     # -- the dead-man -----------------------------------------------------------------------------------------
     async def _watch_heartbeat(self) -> None:
-        timeout_s = self.params.heartbeat_timeout_s
         while True:
             await asyncio.sleep(WATCHDOG_PERIOD_S)
             with self._lock:
-                late = self._holder is not None and time.monotonic() - self._heartbeat_at > timeout_s
+                late = self._holder is not None and self._heartbeat_late()
             if late:
-                self._lose_control(f'no heartbeat for {timeout_s:g} s from the page holding control')
+                self._lose_control(f'no heartbeat for {self.params.heartbeat_timeout_s:g} s from the page '
+                                   'holding control')
 
     def _lose_control(self, why: str) -> None:
         """Free control and call Commands.control_lost once (loop thread)."""

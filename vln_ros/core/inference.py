@@ -108,6 +108,7 @@ class PlanOut:
     waypoints: tuple[Waypoint, ...]
     latency_s: float       # keyframe received -> plan made
     model: str
+    from_stream: bool = False  # published from the answer's stream, before the whole answer was in
 
 
 @dataclass(frozen=True)
@@ -329,7 +330,7 @@ class InferencePipeline:
                 if self._tasks.is_current(task_id):
                     early.append(PlanOut(keyframe.stamp_ns, task_id, instruction, parsed.environment, parsed.action,
                                          False, parsed.waypoints, time.perf_counter() - keyframe.received_s,
-                                         self.model_name))
+                                         self.model_name, from_stream=True))
                     self._publish_plan(early[0])
                     self.counters.add('plans_from_stream')
 
@@ -350,8 +351,7 @@ class InferencePipeline:
                                             early[0] if early else None)
         done = time.perf_counter()
         # When the plan went out from the stream, that is when it was published.
-        latency = early[0].latency_s if early and plan is not None and plan.latency_s == early[0].latency_s \
-            else done - keyframe.received_s
+        latency = plan.latency_s if plan is not None and plan.from_stream else done - keyframe.received_s
         self._record(request, task_id, instruction, answer, error, returned - called)
         if plan is None:
             return None

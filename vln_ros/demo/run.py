@@ -33,7 +33,7 @@ import numpy as np
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
 from vln_ros.demo import corridor
-from vln_ros.demo.stack import Recording, RunOptions, StackRun, stop_on_sigterm
+from vln_ros.demo.stack import Recording, RunOptions, StackRun, parameter_pairs, stop_on_sigterm
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.testing import local_graph
 
@@ -270,7 +270,7 @@ def console_url(options: RunOptions) -> str:
     """Where make demo's console listens (its parameter file section, then --console-port)."""
     from vln_ros.core.config import ConsoleParams, load_node_yaml, validate_params
     params = validate_params(ConsoleParams, {**load_node_yaml(options.params_file, 'console_node'),
-                                             **dict(i.partition(':=')[::2] for i in options.console_params)})
+                                             **parameter_pairs(options.console_params)})
     return f'http://{params.address}:{params.port}/'
 
 

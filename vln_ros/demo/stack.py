@@ -66,6 +66,11 @@ class RunOptions:
     loop: bool = False               # play the bag again and again (make demo CONSOLE=1: until Ctrl-C)
 
 
+def parameter_pairs(items: tuple[str, ...]) -> dict[str, str]:
+    """'name:=value' items (command-line parameters) as a dict."""
+    return dict(item.partition(':=')[::2] for item in items)
+
+
 def stack_processes(options: RunOptions) -> list[bringup.Process]:
     """What replay.launch.py starts for the bag, with the two settings a params file would add for it:
     the camera reads JPEG frames (the bag holds /compressed), the inference node answers from the
@@ -79,11 +84,9 @@ def stack_processes(options: RunOptions) -> list[bringup.Process]:
     inference: dict[str, Any] = {'backend': options.backend}
     if options.backend == 'replay':
         inference.update({'replay.file': str(options.answers), 'replay.match': 'stamp'})
-    for item in options.inference_params:
-        name, _, value = item.partition(':=')
-        inference[name] = value
-    console = dict(item.partition(':=')[::2] for item in options.console_params)
-    extra = {'camera_node': {'input_transport': 'compressed'}, 'inference_node': inference, 'console_node': console}
+    inference.update(parameter_pairs(options.inference_params))
+    extra = {'camera_node': {'input_transport': 'compressed'}, 'inference_node': inference,
+             'console_node': parameter_pairs(options.console_params)}
     return [p.with_parameters(extra.get(p.name, {})) for p in processes]
 
 

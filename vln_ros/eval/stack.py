@@ -25,7 +25,7 @@ from typing import Any
 from vln_ros import bringup
 from vln_ros import interface as ri
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
-from vln_ros.demo.stack import REPO, ProcessGroup, executable
+from vln_ros.demo.stack import REPO, ProcessGroup, executable, parameter_pairs
 from vln_ros.eval.metrics import EpisodeRecord, Plan
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.testing.graph import call_service
@@ -63,10 +63,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return int(s.getsockname()[1])
-
-
-def _pairs(items: tuple[str, ...]) -> dict[str, str]:
-    return dict(item.partition(':=')[::2] for item in items)
 
 
 def controller_params(params_file: Path) -> ControllerParams:
@@ -191,10 +187,10 @@ class EvalStack:
         if o.model:
             values['model'] = o.model
         extra: dict[str, dict[str, Any]] = {
-            'sim_node': dict(_pairs(o.sim_params)),
+            'sim_node': dict(parameter_pairs(o.sim_params)),
             'inference_node': {**({'oracle.latency_s': o.latency_s} if o.backend == 'oracle' else {}),
-                               **{f'oracle.{k}': v for k, v in _pairs(o.oracle).items()},
-                               **_pairs(o.inference_params)},
+                               **{f'oracle.{k}': v for k, v in parameter_pairs(o.oracle).items()},
+                               **parameter_pairs(o.inference_params)},
             'controller_node': {'latency_compensation': o.latency_compensation},
         }
         out = {}
