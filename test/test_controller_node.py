@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import rclpy.duration
+import rclpy.time
 from conftest import call_service, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
@@ -350,3 +351,38 @@ def test_one_odometry_message_stamped_an_hour_ahead_does_not_stop_the_robot_for_
     assert wait_for(lambda: robot.cmds and robot.cmds[-1][0] - t0 > 0.5 + 1.0, 5.0)
     assert robot.vx(robot.cmds[-1][1]) > 0.2 and robot.diagnostics.get('stop_reason') == 'following', robot.diagnostics
     assert all(robot.vx(m) <= 0.5 for _, m in robot.since(t0))
+
+
+def test_twist_stamped_carries_the_time_of_its_own_control_step():
+    """The stamp is the step's time, not a clock read after step(): a clock that moves between the two reads
+    (a loaded machine) must not shift the stamp, or accelerations computed from stamps disagree with the step's dt."""
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from vln_ros.nodes.controller_node import ControllerNode
+
+    class SteppingClock:   # every read is 3 ms later than the one before
+        def __init__(self) -> None:
+            self.ns = 10**9
+
+        def now(self) -> rclpy.time.Time:
+            self.ns += 3_000_000
+            return rclpy.time.Time(nanoseconds=self.ns)
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = ControllerNode(context=context, parameter_overrides=[Parameter('cmd_vel_stamped', value=True)])
+        clock, steps, sent = SteppingClock(), [], []
+        node.get_clock = lambda: clock  # type: ignore[method-assign]
+        step = node._controller.step
+        node._controller.step = lambda now, dt: steps.append(now) or step(now, dt)  # type: ignore[method-assign]
+        node._cmd_pub.publish = sent.append  # type: ignore[method-assign]
+        for _ in range(5):
+            node._tick()
+        assert len(sent) == len(steps) == 5
+        for now, msg in zip(steps, sent, strict=True):
+            assert rclpy.time.Time.from_msg(msg.header.stamp).nanoseconds == round(now * 1e9)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

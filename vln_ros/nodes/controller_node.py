@@ -20,6 +20,7 @@ from nav_msgs.msg import Odometry
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
+from rclpy.time import Time
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
@@ -175,16 +176,18 @@ class ControllerNode(Node):
         command = self._controller.step(now, dt)
         self._last_command, self._last_reason = command.twist, command.reason
         if command.publish:
-            self._cmd_pub.publish(self._message(command.twist))
+            self._cmd_pub.publish(self._message(command.twist, now))
             self._counters.add('commands_published')
 
-    def _message(self, t: Twist2D) -> Twist | TwistStamped:
+    def _message(self, t: Twist2D, now_s: float) -> Twist | TwistStamped:
+        """The command of the step at now_s, stamped with that step's time (not a later clock read: under load
+        the two differ, and accelerations computed from the stamps would disagree with the step's dt)."""
         twist = Twist()
         twist.linear.x, twist.linear.y, twist.angular.z = t.vx, t.vy, t.wz
         if self._cmd_type is Twist:
             return twist
         msg = TwistStamped(twist=twist)
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = Time(nanoseconds=round(now_s * 1e9)).to_msg()
         msg.header.frame_id = self.params.base_frame
         return msg
 
