@@ -466,3 +466,29 @@ def test_sim_launch_walks_the_simulated_robot_to_its_goal(launcher, graph, tmp_p
     start, end = odometry[0].pose.pose.position, odometry[-1].pose.pose.position
     assert ((end.x - start.x) ** 2 + (end.y - start.y) ** 2) ** 0.5 > 3.0   # it walked there
     stop_cleanly(launch, names)
+
+
+def test_sigterm_to_ros2_launch_alone_stops_the_robot_and_leaves_no_node_running(launcher, graph, tmp_path):
+    """What systemd or a supervisor sends: SIGTERM to the launcher only. ros2 launch does not pass it on, so each
+    node watches its parent (nodes/parent.py); the controller sends a last zero command on its way out."""
+    share = VENV / 'share' / bringup.PACKAGE
+    file = params_file(tmp_path / 'demo.yaml', camera={'input_transport': 'compressed'},
+                       inference={'backend': 'replay', 'replay': {'file': str(share / 'demo' / ANSWERS_NAME),
+                                                                  'match': 'stamp'}})
+    watcher = graph.node('sigterm_watcher')
+    commands: list[Twist] = []
+    watcher.create_subscription(Twist, '/cmd_vel', commands.append,
+                                QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    launch = launcher('ros2', 'launch', bringup.PACKAGE, 'replay.launch.py', f'bag:={share / "demo" / BAG_NAME}',
+                      f'camera_topic:={CAMERA_TOPIC}', f'params_file:={file}', 'rate:=1.0')
+    executables = [*NODE_NAMES, bringup.BAG_EXECUTABLE]
+    assert wait_for(lambda: any(c.linear.x > 0.1 for c in commands) or launch.proc.poll() is not None, 90.0), \
+        launch.output()[-4000:]
+    assert launch.wait_started(executables, 1.0), launch.output()[-4000:]
+    launch.proc.send_signal(signal.SIGTERM)
+    nodes = list(launch.handles.values())
+    # Each node notices within nodes/parent.POLL_S and then shuts down as on SIGTERM: about 1 s in all on an idle
+    # machine; a loaded 2-core machine (load 15) took up to 2.7 s, hence the bound.
+    assert wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in nodes), 5.0), \
+        [p.pid for p in nodes if p.is_running()]
+    assert wait_for(lambda: commands[-1].linear.x == 0.0 and commands[-1].angular.z == 0.0, 2.0), commands[-1]

@@ -39,6 +39,7 @@ from rosgraph_msgs.msg import Clock
 
 from vln_ros import interface
 from vln_ros.core.bags import NS_PER_S, BagError, MessageDefinitions, Schedule, TopicQos, record_qos, replay_qos
+from vln_ros.nodes.parent import watch_parent
 
 EXIT_BAD_INPUT = 2
 # Every node has these; recording them (`--all`) would only replay stale logs and parameter events.
@@ -87,6 +88,9 @@ class StopFlag:
         self._event = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._event.set())
+
+    def set(self) -> None:
+        self._event.set()
 
     def wait(self, timeout_s: float) -> bool:
         return self._event.wait(max(0.0, timeout_s))
@@ -352,9 +356,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    executable = argv is None
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(remove_ros_args(argv))
     stop = StopFlag()
+    if executable:   # like the nodes, the player and recorder end with the process that started them
+        watch_parent(stop.set)
     try:
         return (play if args.command == 'play' else record)(args, ['vln_bag', *argv], stop)
     except BagError as exc:

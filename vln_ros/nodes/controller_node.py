@@ -17,6 +17,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
+from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
@@ -58,6 +59,10 @@ def plan_from_serialized(serialized: bytes) -> Plan:
     except (MalformedMessage, RuntimeError) as exc:  # rclpy raises RuntimeError for bytes it cannot read
         raise PlanRejected('malformed_plan', str(exc)[:200]) from None
     return plan_from_msg(msg)
+
+
+# How long a node on its way out waits for its last zero command to reach the subscribers (the base).
+FINAL_ZERO_ACK_S = 0.5
 
 
 def pose_from_odometry(msg: Odometry) -> Pose2D:
@@ -190,6 +195,18 @@ class ControllerNode(Node):
         msg.header.stamp = Time(nanoseconds=round(now_s * 1e9)).to_msg()
         msg.header.frame_id = self.params.base_frame
         return msg
+
+    def destroy_node(self) -> None:
+        """On the way out (Ctrl-C, SIGTERM, the launcher gone): one last zero command, so a base that keeps
+        its last command until its own timeout stops now."""
+        try:
+            if self.context.ok():
+                self._cmd_pub.publish(self._message(Twist2D(), self._now()))
+                # Delivered before the process (and its DDS writer) ends, or it is lost: bounded.
+                self._cmd_pub.wait_for_all_acked(Duration(seconds=FINAL_ZERO_ACK_S))
+        except Exception as exc:  # the context went down meanwhile: nothing can be sent any more
+            self.get_logger().debug(f'no final zero command: {exc}')
+        super().destroy_node()
 
     # -- diagnostics ---------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -12,6 +12,9 @@ is destroyed and rclpy shut down from the main thread's normal flow. Python's de
 raise KeyboardInterrupt in the middle of destroy_node() instead (exit -2 with a traceback), and shutting
 down from inside the handler can hang (see _ShutdownOnSignal._handle).
 
+The parent: an executable ends like on SIGTERM when the process that started it ends (nodes/parent.py: `ros2
+launch` does not pass a SIGTERM on to its nodes).
+
 `--help` (before `--ros-args`) prints the node's usage and parameters and exits 0 without starting ROS.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
 from vln_ros.core.config import NODE_PARAMS, ParameterError, StartupError, param_specs
+from vln_ros.nodes.parent import watch_parent
 
 # Longest a turn of the spin loop waits for work before it looks at the signal flag again (a signal also
 # wakes it at once: rclpy's own handler triggers the executor's guard condition).
@@ -74,6 +78,10 @@ class _ShutdownOnSignal:
         # shutdown's destroy_node() waits for that handle for ever (seen, 1 run in 30 under load).
         self.requested = True
 
+    def request(self) -> None:
+        """A shutdown asked for by other means than a signal (the parent process ended)."""
+        self.requested = True
+
     def restore(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
@@ -91,6 +99,8 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
         return EXIT_BAD_PARAMETERS
     # Installed before rclpy.init, so rclpy's own handlers (which wake the executor) chain to them.
     signals = _ShutdownOnSignal()
+    # In-process callers (tests) are not executables: their parent is the test runner's.
+    parent_watch = None if restore_signal_handlers else watch_parent(signals.request)
     rclpy.init(args=args)
     node = None
     try:
@@ -119,6 +129,8 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
         if rclpy.ok():
             raise
     finally:
+        if parent_watch is not None:
+            parent_watch.set()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
