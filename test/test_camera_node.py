@@ -255,3 +255,46 @@ def test_model_paced_keyframes_one_per_request_and_none_while_the_model_is_busy(
     assert wait_for(lambda: len(probe.keyframes) == 3, 5.0)
     assert probe.decisions[-1].message == 'requested'
     assert wait_for(lambda: int(diagnostics().get('keyframe_requests', 0)) == 5, 5.0), diagnostics()
+
+
+def test_a_flood_of_lossless_bombs_keeps_the_node_small_and_good_frames_still_make_keyframes(graph):
+    """150 Hz of all-black 8000x4500 PNGs (35 KB each, 36 MP: over the default decode budget) into the real
+    executable, with a changing good frame every 0.3 s: the bombs are refused from their headers, the node stays
+    under 250 MB RSS, and the good frames still become keyframes (regression: each bomb was decoded, 202-636 ms
+    and +68 MB, frame time p99 ~1 s, RSS 312 MB)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    ok, bomb = cv2.imencode('.png', np.zeros((4500, 8000), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok
+    exe = str(Path(sys.executable).parent / 'camera_node')
+    proc = subprocess.Popen([exe, '--ros-args', '-p', 'input_transport:=compressed', '-p', 'publish_decisions:=true',
+                             '-p', 'pace_by_model:=false', '-p', 'keyframe.min_interval_s:=0.0'],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        probe = Probe(graph, CompressedImage, interface.IMAGE + '/compressed')
+        assert wait_for(probe.connected, 30.0), 'camera_node never subscribed'
+        node = psutil.Process(proc.pid)
+        peak_rss, t0, sent_good = 0, time.monotonic(), 0
+        while time.monotonic() - t0 < 4.0:
+            now = time.monotonic() - t0
+            if now >= 0.3 * sent_good:
+                probe.pub.publish(compressed_msg(scene(sent_good, 480, 640), 100.0 + now))
+                sent_good += 1
+            msg = CompressedImage(format='png', data=bomb.tobytes())
+            msg.header.stamp.sec = 100 + int(now)
+            probe.pub.publish(msg)
+            peak_rss = max(peak_rss, node.memory_info().rss)
+            time.sleep(1 / 150)
+        assert peak_rss < 250 * 2**20, f'camera_node grew to {peak_rss / 2**20:.0f} MB'
+        assert wait_for(lambda: len(probe.keyframes) >= sent_good // 2, 5.0), (len(probe.keyframes), sent_good)
+        with probe._lock:
+            reasons = [v.value for d in probe.decisions for v in d.values if v.key == 'reason']
+        assert 'too_large' in reasons, reasons[:20]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vln_ros.core import images
+from vln_ros.core.config import CameraParams
 from vln_ros.testing.frames import compressed_msg, image_msg, scene
 
 H, W = 48, 64
@@ -244,3 +245,45 @@ def test_real_images_compressed_as_far_as_they_go_pass_the_header_check(fmt, ima
 
 def test_unknown_formats_are_left_to_opencv():
     assert images.declared_size(b'\x00' * 64) is None
+
+
+# -- the decode budget: no format escapes it (issue: lossless bombs) -------------------------------------
+
+def black_png(width: int, height: int) -> bytes:
+    """An all-zero PNG: deflate packs 8000x4500 of it into ~35 KB, a plausible size for its claim."""
+    ok, png = cv2.imencode('.png', np.zeros((height, width), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok
+    return png.tobytes()
+
+
+def test_a_lossless_bomb_within_the_plausibility_ratio_is_refused_by_the_budget_before_decoding(monkeypatch):
+    png = black_png(8000, 4500)
+    assert len(png) * images.MAX_PIXELS_PER_BYTE > 8000 * 4500   # the ratio check alone lets it through
+    budget = CameraParams().max_decode_pixels
+    assert budget < 8000 * 4500
+
+    def no_decoding(*_args):
+        raise AssertionError('decoded an image over the budget')
+    monkeypatch.setattr(images.cv2, 'imdecode', no_decoding)
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode_compressed('png', png, budget)
+    assert info.value.reason == images.TOO_LARGE
+    assert f'header claims 8000x4500 (decode budget {budget} pixels)' in str(info.value)
+
+
+def test_a_raw_frame_over_the_budget_is_refused_before_its_data_is_looked_at():
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode_raw('bgr8', 8000, 4500, 8000 * 3, False, b'', max_pixels=16_000_000)
+    assert info.value.reason == images.TOO_LARGE
+
+
+def test_a_huge_claim_is_logged_with_the_size_the_header_claims():
+    with pytest.raises(images.ImageRejected) as info:
+        images.decode_compressed('jpeg', jpeg_claiming(60000, 60000))
+    assert info.value.reason == images.TOO_LARGE
+    assert 'header claims 60000x60000' in str(info.value), str(info.value)
+
+
+def test_a_frame_within_the_budget_still_decodes():
+    image = images.decode_compressed('png', black_png(640, 480), 640 * 480)
+    assert image.shape[:2] == (480, 640)

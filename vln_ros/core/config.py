@@ -319,6 +319,10 @@ class CameraParams(StrictModel):
                           'sees 32 px cells: patch 16 x merge 2); 1 = no rounding', 'px', ge=1, le=256,
                           dynamic=True)
     jpeg_quality: int = param(85, 'JPEG quality of published keyframes', ge=1, le=100, dynamic=True)
+    max_decode_pixels: int = param(16_777_216, 'Decode budget: a frame of more pixels (width x height, raw or as '
+                                   'its compressed header claims) is refused before decoding, whatever its format '
+                                   '(counted rejected_too_large); 16 MP takes 4K and 12 MP cameras', 'px',
+                                   ge=1, le=67_108_864, dynamic=True)
     frame_id: str = param('', "Overrides the camera's header.frame_id when not empty", dynamic=True)
     diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
     log_throttle_s: float = param(5.0, 'At most one log line about rejected frames this often (0 = every one)', 's',

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from typing import Any
 
 import cv2
@@ -51,18 +50,31 @@ class ImageRejected(ValueError):
         self.reason = reason
 
 
-def decode(msg: Any) -> np.ndarray:
-    """A uint8 gray or BGR image from an Image or CompressedImage message (zero copy for bgr8/mono8)."""
+def decode(msg: Any, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A uint8 gray or BGR image from an Image or CompressedImage message (zero copy for bgr8/mono8). A frame of
+    more than max_pixels (the decode budget) is refused before any decoding or copying, whatever its format."""
     if hasattr(msg, 'format'):
-        return decode_compressed(msg.format, msg.data)
-    return decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data)
+        return decode_compressed(msg.format, msg.data, max_pixels)
+    return decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data, max_pixels)
 
 
-def decode_raw(encoding: str, width: int, height: int, step: int, is_bigendian: bool, data: Any) -> np.ndarray:
+def check_budget(msg: Any, max_pixels: int) -> None:
+    """The decode budget alone, from the message's size fields or its compressed header (tens of microseconds):
+    camera_node runs it as a frame arrives, so a flood of frames over the budget never takes the place of a
+    good frame waiting to be decoded."""
+    if hasattr(msg, 'format'):
+        if len(msg.data) and 'compressedDepth' not in msg.format:
+            check_declared_size(np.frombuffer(msg.data, np.uint8), min(max_pixels, MAX_IMAGE_PIXELS))
+    elif msg.width * msg.height > max_pixels:
+        raise ImageRejected(TOO_LARGE, f'{msg.width}x{msg.height} image (decode budget {max_pixels} pixels)')
+
+
+def decode_raw(encoding: str, width: int, height: int, step: int, is_bigendian: bool, data: Any,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     if width <= 0 or height <= 0:
         raise ImageRejected(EMPTY, f'{width}x{height} image')
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ImageRejected(TOO_LARGE, f'{width}x{height} image (at most {MAX_IMAGE_PIXELS} pixels)')
+    if width * height > max_pixels:
+        raise ImageRejected(TOO_LARGE, f'{width}x{height} image (decode budget {max_pixels} pixels)')
     try:
         depth_bits, fmt, typestr, channels = to_cvtype(encoding)
     except ImageError:
@@ -96,13 +108,13 @@ def decode_raw(encoding: str, width: int, height: int, step: int, is_bigendian: 
     return np.ascontiguousarray(converted, dtype=np.uint8)
 
 
-def decode_compressed(fmt: str, data: Any) -> np.ndarray:
+def decode_compressed(fmt: str, data: Any, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     buffer = np.frombuffer(data, np.uint8)
     if buffer.size == 0:
         raise ImageRejected(EMPTY, 'no compressed data')
     if 'compressedDepth' in fmt:
         raise ImageRejected(UNSUPPORTED_FORMAT, f'format {fmt!r} (depth images are not camera frames)')
-    check_declared_size(buffer)
+    check_declared_size(buffer, min(max_pixels, MAX_IMAGE_PIXELS))
     # IMREAD_ANYCOLOR keeps gray JPEGs gray (no 3x copy) and gives BGR otherwise; 16-bit PNGs become 8-bit.
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR)
@@ -116,29 +128,40 @@ def decode_compressed(fmt: str, data: Any) -> np.ndarray:
 
 
 def declared_size(data: Any) -> tuple[int, int] | None:
-    """(width, height) that a compressed image's header claims, read without decoding the pixels
-    (Pillow parses only the header on open); None when Pillow does not know the format."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', PIL.Image.DecompressionBombWarning)
-            with PIL.Image.open(io.BytesIO(memoryview(data))) as image:
+    """(width, height) that a compressed image's header claims, read without decoding the pixels; None when no
+    Pillow plugin reads the header. Pillow's plugins parse only the header when built; Image.open is not used
+    because its decompression-bomb check raises for a huge claim instead of telling its size (a JPEG claiming
+    60000x60000 was logged as 67108865x1)."""
+    PIL.Image.init()   # every plugin, once (PNG, JPEG, WebP, TIFF, BMP, ...)
+    buffer = io.BytesIO(memoryview(data))
+    prefix = buffer.read(16)
+    for name in PIL.Image.ID:
+        factory, accept = PIL.Image.OPEN[name]
+        try:
+            if accept is not None and accept(prefix) is not True:
+                continue
+            buffer.seek(0)
+            with factory(buffer, '') as image:
                 return image.size
-    except PIL.Image.DecompressionBombError:  # over twice Pillow's own limit: report it as huge
-        return (MAX_IMAGE_PIXELS + 1, 1)
-    except Exception:  # Pillow raises many types for unknown or broken headers; OpenCV gets the last word
-        return None
+        except Exception:  # Pillow raises many types for broken headers: try the next plugin
+            continue
+    return None
 
 
-def check_declared_size(data: Any) -> None:
-    """Refuse, before decoding, a compressed image whose header claims more pixels than any node decodes
-    or than its data size can plausibly hold (a 631-byte JPEG claiming 8000x4500 costs 200 ms and 85 MB)."""
+def check_declared_size(data: Any, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuse, before decoding, a compressed image whose size is unknown, whose header claims more than
+    max_pixels (the node's decode budget), or more than its data size can plausibly hold (a 631-byte JPEG
+    claiming 8000x4500 cost 200 ms and 85 MB; a 35 KB all-black PNG of 8000x4500 is plausible, so only the
+    budget stops it). Unknown size (a broken header, or a format no header reader here knows): never decoded on
+    trust, so no format escapes the budget."""
     size = declared_size(data)
-    if size is None:
-        return
-    width, height = size
     length = len(memoryview(data))
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ImageRejected(TOO_LARGE, f'header claims {width}x{height} (at most {MAX_IMAGE_PIXELS} pixels)')
+    if size is None:
+        raise ImageRejected(CORRUPT_COMPRESSED, f'{length} bytes whose header gives no image size (broken, or not '
+                                                'JPEG, PNG, WebP, TIFF, BMP or another known format): not decoded')
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageRejected(TOO_LARGE, f'header claims {width}x{height} (decode budget {max_pixels} pixels)')
     if width * height > MAX_PIXELS_PER_BYTE * length:
         raise ImageRejected(IMPLAUSIBLE_SIZE, f'header claims {width}x{height} in {length} bytes '
                                               f'(more than {MAX_PIXELS_PER_BYTE} pixels a byte)')

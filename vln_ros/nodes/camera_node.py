@@ -94,6 +94,11 @@ class CameraNode(Node):
             # the interval logic would see no time pass).
             self._counters.add('unstamped_frames')
             msg.header.stamp = self.get_clock().now().to_msg()
+        try:   # over the decode budget: refused here, before it can push a good frame out of the slot
+            images.check_budget(msg, self.params.max_decode_pixels)
+        except images.ImageRejected as exc:
+            self._rejected(exc)
+            return
         if self._slot.put(msg):
             self._counters.add('frames_skipped')
 
@@ -125,20 +130,24 @@ class CameraNode(Node):
                 if self._error_log.ready(time.monotonic(), self.params.log_throttle_s):
                     self.get_logger().error(f'frame processing failed: {exc!r}')
 
+    def _rejected(self, exc: images.ImageRejected) -> None:
+        """A frame that cannot be decoded: counted by reason, logged (throttled), and shown as a decision."""
+        self._counters.add('rejected_' + exc.reason)
+        self._counters.add('decode_errors')
+        if self._reject_log.ready(time.monotonic(), self.params.log_throttle_s):
+            self.get_logger().warning(f'dropped a frame from {self._input_topic}: {exc}')
+        if self._decision_pub is not None:
+            self._decision_pub.publish(DiagnosticStatus(
+                level=DiagnosticStatus.WARN, name='keyframe_decision', message='rejected',
+                values=[KeyValue(key='reason', value=exc.reason), KeyValue(key='detail', value=str(exc))]))
+
     def _process(self, msg: Image | CompressedImage) -> None:
         started = time.perf_counter()
         self._last_frame_time_s = time.monotonic()
         try:  # every frame, asked for or not: a camera sending broken frames shows in /diagnostics at once
-            image = images.decode(msg)
+            image = images.decode(msg, self.params.max_decode_pixels)
         except images.ImageRejected as exc:
-            self._counters.add('rejected_' + exc.reason)
-            self._counters.add('decode_errors')
-            if self._reject_log.ready(time.monotonic(), self.params.log_throttle_s):
-                self.get_logger().warning(f'dropped a frame from {self._input_topic}: {exc}')
-            if self._decision_pub is not None:
-                self._decision_pub.publish(DiagnosticStatus(
-                    level=DiagnosticStatus.WARN, name='keyframe_decision', message='rejected',
-                    values=[KeyValue(key='reason', value=exc.reason), KeyValue(key='detail', value=str(exc))]))
+            self._rejected(exc)
             return
         header = msg.header
         paced, request = self._pending_request()
