@@ -12,7 +12,7 @@ from vln_ros.core.config import ParserParams
 from vln_ros.core.control import Pose2D, wrap_angle
 from vln_ros.core.parser import ParsedAnswer, parse_answer
 from vln_ros.core.prompts import ACTIONS, ENV_MAX_CHARS
-from vln_ros.sim.oracle import FAULTS, OracleSettings, answer
+from vln_ros.sim.oracle import FAULTS, STEP_MARGIN_M, TURN_MARGIN_DEG, OracleSettings, PlanLimits, answer
 from vln_ros.sim.scene import Door, Scene, Wall
 
 LIMITS = ParserParams()
@@ -39,8 +39,8 @@ def inside_corridor(x: float, y: float) -> bool:
                for x0, y0, x1, y1 in LEGS)
 
 
-def parsed(text: str) -> ParsedAnswer:
-    result = parse_answer(text, LIMITS)
+def parsed(text: str, limits: ParserParams = LIMITS) -> ParsedAnswer:
+    result = parse_answer(text, limits)
     assert result.rejection is None and not result.adjustments, (text, result)
     return result
 
@@ -59,7 +59,7 @@ def follow(start: Pose2D, settings: OracleSettings, seed: int = 0) -> tuple[Pose
     rng = np.random.default_rng(seed)
     pose, trail, plan_end = start, [start], start
     for _ in range(80):
-        result = parsed(answer(L_SCENE, pose, settings, rng).text)
+        result = parsed(answer(L_SCENE, pose, settings, rng).text, settings.parser)
         if result.arrived:
             return pose, plan_end, trail
         waypoints = plan_poses(pose, result)
@@ -111,6 +111,30 @@ def test_every_answer_is_valid_compact_and_inside_the_parser_limits():
                    and w.confidence == settings.confidence for w in result.waypoints)
         assert result.arrived == (not result.waypoints)
     assert {'forward', 'turn_left', 'turn_right', 'arrived'} <= actions
+
+
+def test_the_plan_limits_are_the_parsers_defaults_less_a_margin_for_rounding():
+    limits = OracleSettings().limits
+    assert limits == PlanLimits.inside(LIMITS)
+    assert limits.max_steps == LIMITS.max_waypoints
+    # 2 decimals lengthen a step by up to 0.005 * sqrt(2) m and whole degrees add up to 0.5 degrees: both inside.
+    assert 0.01 < LIMITS.max_step_m - limits.max_step_m <= STEP_MARGIN_M + 1e-9
+    assert math.radians(0.5) < LIMITS.max_turn_rad - limits.max_turn_rad <= math.radians(TURN_MARGIN_DEG + 1)
+    assert math.degrees(limits.max_turn_rad) == pytest.approx(round(math.degrees(limits.max_turn_rad)), abs=1e-9)
+    assert limits == PlanLimits(8, 0.95, math.radians(85.0))    # what the oracle has always written
+
+
+def test_under_a_configured_parser_the_plans_keep_its_limits_and_still_reach_the_goal():
+    parser = ParserParams(max_waypoints=3, max_step_m=0.4, max_turn_rad=0.7)
+    settings = OracleSettings(parser=parser, arrive_m=0.05)
+    assert settings.limits == PlanLimits(3, 0.4 - STEP_MARGIN_M, math.radians(35.0))
+    # Backwards: turns on the spot in 35-degree steps, then 0.35 m steps; follow() checks each answer passes the
+    # configured parser with no adjustment (nothing clamped, nothing cut off).
+    told, _, trail = follow(Pose2D(2.0, -0.5, math.pi), settings)
+    assert all(inside_corridor(p.x, p.y) for p in trail)
+    assert math.hypot(told.x - GOAL.x, told.y - GOAL.y) <= 0.3
+    with pytest.raises(ValueError, match='max_step_m=0.05 m'):
+        OracleSettings(parser=ParserParams(max_step_m=0.05))
 
 
 def test_arrived_near_the_goal_facing_it_and_not_far_from_it_or_facing_away():

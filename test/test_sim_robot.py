@@ -1,4 +1,5 @@
-"""sim/robot: the simulated base (lag, limits, command timeout, contacts, clearance) and its odometry. No ROS."""
+"""sim/robot: the simulated base (lag, limits, command timeout, contacts, clearance) on sim_node's base parameters,
+and its odometry. No ROS."""
 from __future__ import annotations
 
 import math
@@ -7,12 +8,14 @@ import numpy as np
 import pytest
 
 from vln_ros.core.control import Pose2D, Twist2D, wrap_angle
-from vln_ros.sim.robot import Base, BaseSettings, Odometry, OdometrySettings, body_motion
+from vln_ros.sim.params import BaseParams, OdomParams, SimParams
+from vln_ros.sim.robot import MAX_ACCEL_ANGULAR, MAX_ACCEL_LINEAR, Base, Odometry, body_motion
 from vln_ros.sim.scene import Landmark, Scene, Wall
+from vln_ros.sim.world import SimWorld
 
 DT = 0.005   # the simulator's 200 Hz
 GREY = (128, 128, 128)
-S = BaseSettings()
+S = BaseParams()
 
 
 def room(x0: float = -5.0, y0: float = -5.0, x1: float = 5.0, y1: float = 5.0,
@@ -68,15 +71,27 @@ def test_hardware_limits_on_speed_and_acceleration():
         v, p = b.velocity, previous[-1]
         assert abs(v.vx) <= S.max_linear_x + 1e-12 and abs(v.vy) <= S.max_linear_y + 1e-12
         assert abs(v.wz) <= S.max_angular_z + 1e-12
-        assert math.hypot(v.vx - p.vx, v.vy - p.vy) <= S.max_accel_linear * DT + 1e-12
-        assert abs(v.wz - p.wz) <= S.max_accel_angular * DT + 1e-12
+        assert math.hypot(v.vx - p.vx, v.vy - p.vy) <= MAX_ACCEL_LINEAR * DT + 1e-12
+        assert abs(v.wz - p.wz) <= MAX_ACCEL_ANGULAR * DT + 1e-12
         previous.append(v)
 
     drive(base, 0.0, 2.0, (5.0, -3.0, 9.0), within_limits)
     assert (base.velocity.vx, base.velocity.vy, base.velocity.wz) == pytest.approx((1.0, -0.5, 1.5), abs=1e-3)
     # It was the acceleration limit that shaped the start: 2 m/s^2 on (vx, vy) for at least a few steps.
     first = previous[1]
-    assert math.hypot(first.vx, first.vy) == pytest.approx(S.max_accel_linear * DT)
+    assert math.hypot(first.vx, first.vy) == pytest.approx(MAX_ACCEL_LINEAR * DT)
+
+
+def test_the_simulated_world_drives_its_base_with_sim_nodes_base_parameters():
+    params = SimParams(base=BaseParams(max_linear_x=0.2, max_angular_z=0.3, radius_m=0.35))
+    world = SimWorld(params)
+    for _ in range(2):                       # the first episode's base, and the next one's
+        assert world.base.params is params.base
+        for _ in range(150):
+            world.command(1.0, 0.0, 1.0)
+            world.step()
+        assert (world.base.velocity.vx, world.base.velocity.wz) == pytest.approx((0.2, 0.3), abs=1e-3)
+        world.reset(3)
 
 
 def test_stops_by_itself_when_commands_stop():
@@ -201,7 +216,9 @@ def test_a_long_step_is_split():
 # -- odometry -------------------------------------------------------------------------------------------
 
 def odometry(**errors: float) -> Odometry:
-    return Odometry(OdometrySettings(**errors), np.random.default_rng(0))
+    """Odometry with the given errors and no others (sim_node's defaults have some)."""
+    exact = {'scale_error': 0.0, 'yaw_drift_rad_per_m': 0.0, 'noise_m': 0.0}
+    return Odometry(OdomParams(**{**exact, **errors}), np.random.default_rng(0))
 
 
 def drive_with_odometry(base: Base, odom: Odometry, t0: float, seconds: float, command) -> tuple[float, Pose2D]:
@@ -252,7 +269,7 @@ def test_odometry_does_not_jump_when_the_robot_is_teleported():
 def test_odometry_noise_is_white_and_deterministic():
     readings = []
     for _ in range(2):
-        odom = Odometry(OdometrySettings(noise_m=0.02), np.random.default_rng(7))
+        odom = Odometry(OdomParams(scale_error=0.0, yaw_drift_rad_per_m=0.0, noise_m=0.02), np.random.default_rng(7))
         readings.append([odom.update(DT, Twist2D(0.5, 0.0, 0.0))[0] for _ in range(2000)])
     assert readings[0] == readings[1]
     errors = np.array([(p.x - 0.5 * DT * (k + 1), p.y) for k, p in enumerate(readings[0])])

@@ -1,8 +1,9 @@
-"""The simulator's scenes and camera (vln_ros/sim/scenes.py, vln_ros/sim/render.py), no ROS: a seed gives one scene
-in any process; over 200 seeds every route keeps a 0.3 m robot clear of walls and landmarks, starts at the start,
-ends at the goal and is 6-18 m long, the walls close the free space, and the instruction is true of the scene (the
-colour it names is the target's alone, its turns are the route's, its counted doors are the doors passed); the
-renderer draws doors in their colour, walls, boxes, floor and ceiling where they are, deterministically.
+"""The simulator's scenes and camera (vln_ros/sim/scenes.py with the layout, placement, instructions and geometry
+modules it composes; vln_ros/sim/render.py), no ROS: a seed gives one scene in any process; over 200 seeds every
+route keeps a 0.3 m robot clear of walls and landmarks, starts at the start, ends at the goal and is 6-18 m long, the
+walls close the free space, and the instruction is true of the scene (the colour it names is the target's alone, its
+turns are the route's, its counted doors are the doors passed); the renderer draws doors in their colour, walls,
+boxes, floor and ceiling where they are, deterministically.
 
 The geometry here is the test's own (not the generator's helpers), so a generator bug cannot hide behind itself."""
 from __future__ import annotations
@@ -18,13 +19,14 @@ import pytest
 from conftest import REPO
 
 from vln_ros.core.control import Pose2D
-from vln_ros.sim import render, scenes
+from vln_ros.sim import instructions, placement, render, scenes
 from vln_ros.sim.scene import Door, Landmark, Scene, Wall
 
 SEEDS = range(200)
 CLEARANCE_M = 0.55
-COLOUR_WORDS = {**{c: c for c in scenes.COLOURS}, **{zh: c for c, zh in scenes.COLOURS_ZH.items()}}
-LANDMARK_WORDS = {**{k.name: k.name for k in scenes.LANDMARK_KINDS}, **{k.zh: k.name for k in scenes.LANDMARK_KINDS}}
+COLOUR_WORDS = {**{c: c for c in placement.COLOURS}, **{zh: c for c, zh in instructions.COLOURS_ZH.items()}}
+LANDMARK_WORDS = {**{k.name: k.name for k in placement.LANDMARK_KINDS},
+                  **{zh: name for name, zh in instructions.LANDMARKS_ZH.items()}}
 TURN_WORDS = re.compile(r'left|right|左转|右转')
 
 
@@ -241,7 +243,7 @@ def test_landmarks_stand_in_front_of_no_door(all_scenes):
 
 
 def test_every_family_and_both_languages_occur_and_describe_is_one_line(all_scenes):
-    assert {s.kind for s in all_scenes} == set(scenes.FAMILIES)
+    assert {s.kind for s in all_scenes} == set(instructions.FAMILIES)
     chinese = [s for s in all_scenes if s.language == 'zh']
     assert 0.15 * len(all_scenes) <= len(chinese) <= 0.35 * len(all_scenes)
     cjk = re.compile(r'[\u4e00-\u9fff]')
@@ -249,6 +251,12 @@ def test_every_family_and_both_languages_occur_and_describe_is_one_line(all_scen
     assert any(s.kind == 'room' for s in all_scenes) and len({s.instruction for s in all_scenes}) > 100
     line = scenes.describe(all_scenes[0])
     assert '\n' not in line and all_scenes[0].kind in line and f'{all_scenes[0].route_length_m:.1f} m' in line
+
+
+def test_every_colour_and_landmark_a_scene_can_hold_has_its_chinese_word():
+    """The words (sim/instructions.py) and the things (sim/placement.py) live apart: neither may gain one alone."""
+    assert set(instructions.COLOURS_ZH) == set(placement.COLOURS)
+    assert set(instructions.LANDMARKS_ZH) == {k.name for k in placement.LANDMARK_KINDS}
 
 
 # -- the camera -----------------------------------------------------------------------------------------------
@@ -264,7 +272,7 @@ def _box(doors: tuple[Door, ...] = (), landmarks: tuple[Landmark, ...] = ()) -> 
                  route=((0.0, 0.0), (1.0, 0.0)), instruction='test', language='en', kind='test')
 
 
-RED_DOOR = Door(5.0, 0.0, math.pi, 0.9, 'red', scenes.COLOURS['red'])
+RED_DOOR = Door(5.0, 0.0, math.pi, 0.9, 'red', placement.COLOURS['red'])
 
 
 def test_the_picture_has_the_cameras_shape_and_is_deterministic():

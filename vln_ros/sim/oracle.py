@@ -4,8 +4,9 @@ picture, with optional noise and faults (malformed text, a mirrored plan, a prem
 A plan is the reference route ahead, seen from the pose where the picture was taken: points every step_m
 along the route up to horizon_m or the goal, the first step from the robot's actual pose towards the route,
 each waypoint facing the direction of travel and the goal facing the goal's yaw. The text is in the answer
-format of vln_ros/core/prompts.py and inside the parser's limits (config/vln.yaml): long steps and sharp
-turns are split, and a robot facing away turns on the spot first. Each written step aims at its true
+format of vln_ros/core/prompts.py and inside the parser's limits, derived from its parameter model
+(core/config.ParserParams; its defaults unless told otherwise): long steps and sharp turns are split, and a robot
+facing away turns on the spot first. Each written step aims at its true
 waypoint from where the steps written before it end, so neither rounding (2 decimals, whole degrees) nor
 noise accumulates along a plan.
 """
@@ -17,15 +18,38 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vln_ros.core.config import ParserParams
 from vln_ros.core.control import Pose2D, wrap_angle
 from vln_ros.core.prompts import ARRIVED_ACTION, ENV_MAX_CHARS
 from vln_ros.sim.scene import Scene
 
-MAX_STEPS = 8                       # parser.max_waypoints
-MAX_STEP_M = 0.95                   # parser.max_step_m is 1.0: the margin takes rounding
-MAX_TURN_RAD = math.radians(85.0)   # parser.max_turn_rad is 90 degrees
+# The plans stay this far inside the parser's limits, so that writing them (2 decimals, whole degrees) never
+# makes the parser clamp: an answer passes unchanged.
+STEP_MARGIN_M = 0.05
+TURN_MARGIN_DEG = 5
 TURN_ACT_RAD = math.radians(30.0)   # a first step turning this much without going anywhere is a turn
 FAULTS = ('malformed', 'wrong_direction', 'premature_arrived')
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """The most one of the oracle's plans holds: at most max_steps waypoints, each step at most max_step_m long and
+    turning at most max_turn_rad."""
+
+    max_steps: int
+    max_step_m: float
+    max_turn_rad: float
+
+    @classmethod
+    def inside(cls, parser: ParserParams) -> PlanLimits:
+        """The parser's limits less the margins; the turn a whole number of degrees, as the oracle writes turns.
+        ValueError when the parser's limits leave nothing inside the margins."""
+        step_m = parser.max_step_m - STEP_MARGIN_M
+        turn_deg = math.floor(math.degrees(parser.max_turn_rad)) - TURN_MARGIN_DEG
+        if step_m <= 0.0 or turn_deg <= 0:
+            raise ValueError(f'parser limits max_step_m={parser.max_step_m} m, max_turn_rad={parser.max_turn_rad} '
+                             f'rad leave no room inside the margins ({STEP_MARGIN_M} m, {TURN_MARGIN_DEG} deg)')
+        return cls(parser.max_waypoints, step_m, math.radians(turn_deg))
 
 
 @dataclass(frozen=True)
@@ -40,6 +64,7 @@ class OracleSettings:
     malformed: float = 0.0            # fault probabilities per answer (at most one fault per answer)
     wrong_direction: float = 0.0
     premature_arrived: float = 0.0
+    parser: ParserParams = ParserParams()    # the parser its answers must pass unchanged: its limits are derived
 
     def __post_init__(self) -> None:
         rates = (self.malformed, self.wrong_direction, self.premature_arrived)
@@ -47,6 +72,11 @@ class OracleSettings:
             raise ValueError(f'fault rates {rates} must each be in [0, 1] and add up to at most 1')
         if not (self.step_m > 0.0 and self.horizon_m >= self.step_m):
             raise ValueError(f'need 0 < step_m <= horizon_m, not {self.step_m}, {self.horizon_m}')
+        PlanLimits.inside(self.parser)   # ValueError now, not at the first answer, when the limits leave no room
+
+    @property
+    def limits(self) -> PlanLimits:
+        return PlanLimits.inside(self.parser)
 
 
 @dataclass(frozen=True)
@@ -61,7 +91,9 @@ def answer(scene: Scene, pose: Pose2D, settings: OracleSettings, rng: np.random.
     goal = scene.goal
     arrived = (math.hypot(goal.x - pose.x, goal.y - pose.y) <= settings.arrive_m
                and abs(wrap_angle(goal.yaw - pose.yaw)) <= math.radians(settings.arrive_yaw_deg))
-    steps = [] if arrived else _steps(pose, _split(pose, _route_ahead(scene, pose, settings)), settings, rng)
+    limits = settings.limits
+    steps = [] if arrived else _steps(pose, _split(pose, _route_ahead(scene, pose, settings), limits), settings,
+                                      limits, rng)
     if not steps:
         arrived = True    # already on the goal pose (arrive_m 0)
     if arrived and fault in ('wrong_direction', 'premature_arrived'):
@@ -123,30 +155,30 @@ def _route_ahead(scene: Scene, pose: Pose2D, settings: OracleSettings) -> list[P
     return targets
 
 
-def _split(pose: Pose2D, targets: list[Pose2D]) -> list[Pose2D]:
-    """The targets with poses in between so that no step is longer than MAX_STEP_M or turns more than
-    MAX_TURN_RAD; where the way to a target is more than MAX_TURN_RAD off the nose, a turn on the spot
-    first. At most MAX_STEPS poses."""
+def _split(pose: Pose2D, targets: list[Pose2D], limits: PlanLimits) -> list[Pose2D]:
+    """The targets with poses in between so that no step is longer than limits.max_step_m or turns more than
+    limits.max_turn_rad; where the way to a target is more than that off the nose, a turn on the spot first.
+    At most limits.max_steps poses."""
     poses: list[Pose2D] = []
     current = pose
     for target in targets:
         dx, dy = target.x - current.x, target.y - current.y
         bearing = wrap_angle(math.atan2(dy, dx) - current.yaw) if math.hypot(dx, dy) > 1e-6 else 0.0
-        legs = [Pose2D(current.x, current.y, current.yaw + bearing)] if abs(bearing) > MAX_TURN_RAD else []
+        legs = [Pose2D(current.x, current.y, current.yaw + bearing)] if abs(bearing) > limits.max_turn_rad else []
         for leg in legs + [target]:
             turn = wrap_angle(leg.yaw - current.yaw)
-            pieces = max(math.ceil(math.hypot(leg.x - current.x, leg.y - current.y) / MAX_STEP_M),
-                         math.ceil(abs(turn) / MAX_TURN_RAD))
+            pieces = max(math.ceil(math.hypot(leg.x - current.x, leg.y - current.y) / limits.max_step_m),
+                         math.ceil(abs(turn) / limits.max_turn_rad))
             poses.extend(Pose2D(current.x + (leg.x - current.x) * k / pieces,
                                 current.y + (leg.y - current.y) * k / pieces,
                                 current.yaw + turn * k / pieces) for k in range(1, pieces + 1))
             current = leg
-        if len(poses) >= MAX_STEPS:
+        if len(poses) >= limits.max_steps:
             break
-    return poses[:MAX_STEPS]
+    return poses[:limits.max_steps]
 
 
-def _steps(pose: Pose2D, waypoints: list[Pose2D], settings: OracleSettings,
+def _steps(pose: Pose2D, waypoints: list[Pose2D], settings: OracleSettings, limits: PlanLimits,
            rng: np.random.Generator) -> list[list[float]]:
     """The written steps [dx m, dy m, dtheta deg, confidence], each from where the written ones end."""
     steps, written = [], pose
@@ -158,9 +190,9 @@ def _steps(pose: Pose2D, waypoints: list[Pose2D], settings: OracleSettings,
                                                                        settings.noise_deg)).tolist()
             dx, dy, dtheta = dx + noise_x, dy + noise_y, dtheta + math.radians(noise_deg)
         length = math.hypot(dx, dy)
-        if length > MAX_STEP_M:
-            dx, dy = dx * MAX_STEP_M / length, dy * MAX_STEP_M / length
-        dtheta = max(-MAX_TURN_RAD, min(MAX_TURN_RAD, dtheta))
+        if length > limits.max_step_m:
+            dx, dy = dx * limits.max_step_m / length, dy * limits.max_step_m / length
+        dtheta = max(-limits.max_turn_rad, min(limits.max_turn_rad, dtheta))
         # + 0.0: no '-0.0' in the text
         row = [round(dx, 2) + 0.0, round(dy, 2) + 0.0, round(math.degrees(dtheta)), settings.confidence]
         steps.append(row)

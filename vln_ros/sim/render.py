@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from vln_ros.core.control import Pose2D
+from vln_ros.sim.geometry import sample_polyline
 from vln_ros.sim.scene import BGR, CEILING_M, DOOR_HEIGHT_M, Landmark, Scene
-from vln_ros.sim.scenes import sample_polyline
 
 FLOOR_A: BGR = (150, 155, 160)
 FLOOR_B: BGR = (118, 124, 130)

@@ -6,16 +6,17 @@ acceleration limits, and stops by itself when commands stop coming. The body is 
 landmark boxes are hard: a step that would overlap one is refused (the base stays where it was and its
 velocity drops to zero), and the contact is counted once, when it starts. Odometry integrates the base's
 true velocity with the errors of real odometry in a frame of its own, which starts where the robot stood
-when the simulator started and knows nothing of the teleports between episodes.
+when the simulator started and knows nothing of the teleports between episodes. Both take sim_node's own
+parameters (vln_ros/sim/params.py: BaseParams, OdomParams), the one home of their defaults and ranges.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from vln_ros.core.control import ZERO, Pose2D, Twist2D, wrap_angle
+from vln_ros.sim.params import BaseParams, OdomParams
 from vln_ros.sim.scene import Scene
 
 # Longer steps are split into steps of at most this: the lag and the contact check are per step.
@@ -27,16 +28,9 @@ CONTACT_RELEASE_M = 0.05
 STANDSTILL_LINEAR, STANDSTILL_ANGULAR = 1e-3, 1e-3
 
 
-@dataclass(frozen=True)
-class BaseSettings:
-    radius_m: float = 0.3             # the body as a circle
-    lag_s: float = 0.15               # time constant of the gait controller's velocity tracking
-    max_linear_x: float = 1.0         # [m/s] hardware limits: commands beyond them are clamped
-    max_linear_y: float = 0.5         # [m/s]
-    max_angular_z: float = 1.5        # [rad/s]
-    max_accel_linear: float = 2.0     # [m/s^2] of the (vx, vy) vector
-    max_accel_angular: float = 4.0    # [rad/s^2]
-    cmd_timeout_s: float = 0.5        # no command for this long: the base brings itself to a stop
+# The gait controller's own acceleration limits: a property of the simulated robot, not a sim_node parameter.
+MAX_ACCEL_LINEAR = 2.0      # [m/s^2] of the (vx, vy) vector
+MAX_ACCEL_ANGULAR = 4.0     # [rad/s^2]
 
 
 def body_motion(twist: Twist2D, dt_s: float) -> Pose2D:
@@ -92,8 +86,8 @@ class _Obstacles:
 class Base:
     """The robot base in one scene (a new scene gets a new Base). Times are simulation seconds."""
 
-    def __init__(self, scene: Scene, settings: BaseSettings | None = None) -> None:
-        self.settings = settings or BaseSettings()
+    def __init__(self, scene: Scene, params: BaseParams | None = None) -> None:
+        self.params = params or BaseParams()
         self._obstacles = _Obstacles(scene)
         self.reset(scene.start)
 
@@ -117,7 +111,7 @@ class Base:
 
     def clearance_at(self, x: float, y: float) -> float:
         """Distance from the body circle centred at (x, y) to the nearest obstacle (negative: overlapping)."""
-        return self._obstacles.distance(x, y) - self.settings.radius_m
+        return self._obstacles.distance(x, y) - self.params.radius_m
 
     def command(self, vx: float, vy: float, wz: float, t_s: float) -> None:
         """The newest velocity command (body frame), received at t_s. Clamped to the hardware limits; a
@@ -126,7 +120,7 @@ class Base:
         if not all(math.isfinite(v) for v in values):
             self.nonfinite_commands += 1
             vx, vy, wz = (v if math.isfinite(v) else 0.0 for v in values)
-        s = self.settings
+        s = self.params
         self._command = Twist2D(_clamp(vx, s.max_linear_x), _clamp(vy, s.max_linear_y), _clamp(wz, s.max_angular_z))
         self._command_s = t_s
 
@@ -140,17 +134,17 @@ class Base:
             self._advance(dt_s / count, t_s - dt_s + (i + 1) * dt_s / count)
 
     def _advance(self, dt_s: float, t_s: float) -> None:
-        s = self.settings
+        s = self.params
         fresh = self._command_s is not None and t_s - self._command_s <= s.cmd_timeout_s
         target = self._command if fresh else ZERO
         # First-order lag, discretised exactly, then the acceleration limits.
         follow = 1.0 - math.exp(-dt_s / s.lag_s) if s.lag_s > 0.0 else 1.0
         v = self._velocity
         dvx, dvy = (target.vx - v.vx) * follow, (target.vy - v.vy) * follow
-        linear, max_linear = math.hypot(dvx, dvy), s.max_accel_linear * dt_s
+        linear, max_linear = math.hypot(dvx, dvy), MAX_ACCEL_LINEAR * dt_s
         if linear > max_linear:
             dvx, dvy = dvx * max_linear / linear, dvy * max_linear / linear
-        dwz = _clamp((target.wz - v.wz) * follow, s.max_accel_angular * dt_s)
+        dwz = _clamp((target.wz - v.wz) * follow, MAX_ACCEL_ANGULAR * dt_s)
         velocity = Twist2D(v.vx + dvx, v.vy + dvy, v.wz + dwz)
         if (target.is_zero() and math.hypot(velocity.vx, velocity.vy) < STANDSTILL_LINEAR
                 and abs(velocity.wz) < STANDSTILL_ANGULAR):
@@ -199,22 +193,15 @@ class Base:
         return self._distance
 
 
-@dataclass(frozen=True)
-class OdometrySettings:
-    rate_hz: float = 50.0               # how often the simulator publishes it (it updates every base step)
-    scale_error: float = 0.0            # relative error on distance: 0.02 reports 2 % too far
-    yaw_drift_rad_per_m: float = 0.0    # heading error per metre actually travelled (CCW positive)
-    noise_m: float = 0.0                # std dev of white noise on each reported position (not accumulated)
-
-
 class Odometry:
     """Dead reckoning from the base's true velocity, with configurable errors, in the odom frame.
 
     Call update() after every Base.step with the same dt and Base.velocity: with no errors it then
-    reproduces the base's motion exactly (both integrate the same piecewise-constant velocity)."""
+    reproduces the base's motion exactly (both integrate the same piecewise-constant velocity). Of `params`, the
+    errors (scale_error, yaw_drift_rad_per_m, noise_m) matter here; the rate and frames are the node's."""
 
-    def __init__(self, settings: OdometrySettings, rng: np.random.Generator) -> None:
-        self.settings = settings
+    def __init__(self, params: OdomParams, rng: np.random.Generator) -> None:
+        self.params = params
         self._rng = rng
         self.reset()
 
@@ -225,7 +212,7 @@ class Odometry:
 
     def update(self, dt_s: float, true_body_twist: Twist2D) -> tuple[Pose2D, Twist2D]:
         """Integrate dt_s of the true body velocity; returns the odom-frame pose and the measured twist."""
-        s, v = self.settings, true_body_twist
+        s, v = self.params, true_body_twist
         measured = Twist2D(v.vx * (1.0 + s.scale_error), v.vy * (1.0 + s.scale_error),
                            v.wz + s.yaw_drift_rad_per_m * math.hypot(v.vx, v.vy))
         self._pose = self._pose.compose(body_motion(measured, dt_s))

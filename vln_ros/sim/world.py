@@ -20,7 +20,7 @@ import numpy as np
 from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.sim import oracle, scenes
 from vln_ros.sim.params import SimParams
-from vln_ros.sim.robot import Base, BaseSettings, Odometry, OdometrySettings
+from vln_ros.sim.robot import Base, Odometry
 from vln_ros.sim.scene import Scene
 
 TRAJECTORY_PERIOD_S = 0.05     # the episode log keeps the true pose at 20 Hz
@@ -54,14 +54,7 @@ class SimWorld:
         self.dt_s = 1.0 / params.physics_rate_hz
         self.t_s = 0.0
         self._lock = threading.Condition()
-        b = params.base
-        self._base_settings = BaseSettings(radius_m=b.radius_m, lag_s=b.lag_s, max_linear_x=b.max_linear_x,
-                                           max_linear_y=b.max_linear_y, max_angular_z=b.max_angular_z,
-                                           cmd_timeout_s=b.cmd_timeout_s)
-        o = params.odom
-        self._odometry = Odometry(OdometrySettings(rate_hz=o.rate_hz, scale_error=o.scale_error,
-                                                   yaw_drift_rad_per_m=o.yaw_drift_rad_per_m, noise_m=o.noise_m),
-                                  np.random.default_rng(params.seed))
+        self._odometry = Odometry(params.odom, np.random.default_rng(params.seed))
         self._next_odom_s = 0.0
         self._next_frame_s = 0.0
         self.camera_frozen = False   # faults an evaluation injects
@@ -77,7 +70,7 @@ class SimWorld:
     def reset(self, seed: int) -> Scene:
         with self._lock:
             self.scene = scenes.generate(seed)
-            self.base = Base(self.scene, self._base_settings)
+            self.base = Base(self.scene, self.params.base)
             self.base.reset(self.scene.start)
             self._oracle_rng = np.random.default_rng(seed)
             self._history_t.clear()
