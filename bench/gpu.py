@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The lmdeploy path on a GPU machine: `make gpu-check` and `make gpu-bench` (README, "GPU check and latency").
+"""The lmdeploy path on a GPU machine: `make gpu-check` and `make gpu-bench` (docs/gpu.md).
 
     python3 bench/gpu.py check --model DIR [--tp N] [--out DIR]
     python3 bench/gpu.py bench --model DIR [--tp N] [--gpu H100|H200] [--sizes 256,448,640] [--out DIR]
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))            # vln_ros from this checkout: the bench
 # NVLink multicast can take a shared host's GPUs out of service: keep it off, children included.
 os.environ.update(NCCL_NVLS_ENABLE='0', TORCH_SYMM_MEM_DISABLE_MULTICAST='1', NVSHMEM_DISABLE_NVLS='1')
 
-ANSWER_TOKENS = 48  # Qwen3 tokens of a two-waypoint answer in the project's format (README, "answer format")
+ANSWER_TOKENS = 48  # Qwen3 tokens of a two-waypoint answer in the project's format (docs/nodes/inference_node.md)
 # The same answer with act and wp first: its waypoints are complete after this many tokens
 # ('{"act":"forward","wp":[[0.8,0,0,0.9],[0.6,0.2,20,0.7]],', the real Qwen3 tokenizer).
 PLAN_FIRST_TOKENS = 35

@@ -1,5 +1,5 @@
 """core/config: the models, the YAML file and the error messages agree (test_generated.py: the YAML file and
-the README tables are what the models generate)."""
+the node pages' tables are what the models generate)."""
 from __future__ import annotations
 
 import configparser
@@ -24,8 +24,11 @@ from vln_ros.core.config import (
     validate_change,
     validate_params,
 )
+from vln_ros.sim.params import SimParams
 
 YAML = REPO / 'config' / 'vln.yaml'
+# Every node a parameter file may have a section for: the stack's, and sim_node (development, its own model).
+ALL_NODE_PARAMS = {**NODE_PARAMS, 'sim_node': SimParams}
 NAMESPACES = ('/', '/r1', '/fleet/r1')
 
 
@@ -139,16 +142,19 @@ def test_later_matching_sections_win_as_in_rclpy(tmp_path):
     assert load_node_yaml(path, 'camera_node') == {'max_linear_x': 0.1, 'lookahead_m': 0.6}
 
 
-def readme_parameter_files() -> list[str]:
-    """The parameter files the README shows: ```yaml blocks, and files written by a shell here-document."""
-    readme = (REPO / 'README.md').read_text()
-    blocks = re.findall(r'^```yaml\n(.*?)^```', readme, re.M | re.S)
-    blocks += re.findall(r'^cat > \S+\.yaml <<EOF\n(.*?)^EOF$', readme, re.M | re.S)
-    return [block for block in blocks if 'ros__parameters' in block]
+def documented_parameter_files() -> dict[str, str]:
+    """The parameter files the README and docs/ show: ```yaml blocks, and files written by a shell here-document."""
+    files = {}
+    for page in sorted([REPO / 'README.md', *(REPO / 'docs').rglob('*.md')]):
+        text = page.read_text()
+        blocks = re.findall(r'^```yaml\n(.*?)^```', text, re.M | re.S)
+        blocks += re.findall(r'^cat > \S+\.yaml <<EOF\n(.*?)^EOF$', text, re.M | re.S)
+        blocks = [block for block in blocks if 'ros__parameters' in block]
+        files.update({f'{page.relative_to(REPO)} #{i}': block for i, block in enumerate(blocks)})
+    return files
 
 
-PARAMETER_FILES = {'config/vln.yaml': YAML.read_text(),
-                   **{f'README.md #{i}': block for i, block in enumerate(readme_parameter_files())}}
+PARAMETER_FILES = {'config/vln.yaml': YAML.read_text(), **documented_parameter_files()}
 
 
 @pytest.mark.parametrize('name', sorted(PARAMETER_FILES))
@@ -157,22 +163,22 @@ def test_every_shipped_and_documented_parameter_file_applies_in_any_namespace(na
     assert sections
     for key, values in sections:
         node = key.rsplit('/', 1)[-1]
-        assert node in NODE_PARAMS, key
+        assert node in ALL_NODE_PARAMS, key
         assert key.startswith('/**'), f'{name}: {key!r} applies in the root namespace only; key it /**/{node}'
-        validate_params(NODE_PARAMS[node], values)  # and every name in it is real
+        validate_params(ALL_NODE_PARAMS[node], values)  # and every name in it is real
         for namespace in NAMESPACES:
             fqn = '/'.join((namespace.rstrip('/'), node))
             assert node_key_matches(key, fqn)
             assert not any(node_key_matches(key, '/'.join((namespace.rstrip('/'), other)))
-                           for other in NODE_PARAMS if other != node)
+                           for other in ALL_NODE_PARAMS if other != node)
     # a file given to every node (launch's params_file) has a section for each node of the stack, or the
     # controller refuses it (console_node, started only with console:=true, runs on its defaults without one)
     named = {key.rsplit('/', 1)[-1] for key, _ in sections}
-    assert {n.name for n in bringup.NODES} <= named <= set(NODE_PARAMS), name
+    assert {n.name for n in bringup.NODES} <= named <= set(ALL_NODE_PARAMS), name
 
 
 def test_the_documented_demo_file_holds_what_make_demo_adds():
-    [demo] = readme_parameter_files()
+    [demo] = documented_parameter_files().values()
     values = {key: v for key, v in parameter_file_sections(yaml.safe_load(demo))}
     assert values['/**/camera_node'] == {'input_transport': 'compressed'}
     assert values['/**/inference_node']['backend'] == 'replay'

@@ -153,3 +153,19 @@ def test_bad_parameters_fail_start_up_with_a_clear_message(node, args, expected)
     for text in expected:
         assert text in result.stderr, result.stderr
     assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('node', [*(n.executable for n in (*bringup.NODES, bringup.CONSOLE)), bringup.SIM_EXECUTABLE])
+def test_every_node_executable_lists_its_parameters_under_help(node):
+    """sim_node too, though its model is the simulator's (vln_ros/sim/params.py), not in core's NODE_PARAMS."""
+    result = subprocess.run([str(VENV_BIN / node), '--help'], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f'usage: {node} [--help] [--ros-args')
+    assert f'Parameters (ros2 param describe /{node} NAME shows the same):' in result.stdout
+
+
+def test_sim_node_help_lists_the_simulator_parameters_with_their_ranges():
+    result = subprocess.run([str(VENV_BIN / bringup.SIM_EXECUTABLE), '--help'], capture_output=True, text=True,
+                            timeout=30)
+    assert "  camera.rate_hz = 10.0  (0.0 < float <= 60.0 [Hz]; fixed at start-up)" in result.stdout, result.stdout
+    assert "  api_port = 8765  (1 <= int <= 65535; fixed at start-up)" in result.stdout

@@ -1,5 +1,6 @@
-"""Generated files: config/vln.yaml and the README tables are what tools/gen_docs.py writes, and a backend
-registered in its own module shows up in the parameters, the launch choices and the docs by itself."""
+"""Generated files: config/vln.yaml, the node pages' parameter tables, the launch-argument table and the
+layout are what tools/gen_docs.py writes; a backend registered in its own module shows up in the parameters,
+the launch choices and the docs by itself, and a new module or folder in the layout."""
 from __future__ import annotations
 
 import importlib.util
@@ -33,6 +34,37 @@ def test_committed_files_are_what_make_docs_writes(path):
 
 def test_the_output_is_deterministic():
     assert gen_docs.generated() == gen_docs.generated()
+
+
+def test_every_node_has_its_page_with_its_parameter_table_and_its_yaml_section():
+    yaml_text = gen_docs.render_yaml()
+    for node in gen_docs.ALL_NODE_PARAMS:
+        page = REPO / 'docs' / 'nodes' / f'{node}.md'
+        assert f'<!-- generated: {node} parameters -->\n| parameter | default |' in page.read_text(), node
+        assert f'\n/**/{node}:\n  ros__parameters:\n' in yaml_text, node
+    assert '    camera:\n      rate_hz: 10.0                 # [Hz]\n' in yaml_text  # sim_node's, no docstring
+
+
+def test_the_layout_lists_each_module_with_the_first_sentence_of_its_docstring(tmp_path):
+    (tmp_path / 'vln_ros' / 'core').mkdir(parents=True)
+    (tmp_path / 'vln_ros' / 'core' / '__init__.py').write_text('"""The core. More words."""\n')
+    (tmp_path / 'vln_ros' / 'core' / 'guard.py').write_text('"""The collision guard: zones.\n\nDetails."""\n')
+    (tmp_path / 'msg').mkdir()
+    (tmp_path / 'msg' / 'Zone.msg').write_text('# One zone of the guard. Second sentence.\nfloat32 d\n')
+    files = ['vln_ros/core/__init__.py', 'vln_ros/core/guard.py', 'msg/Zone.msg']
+    assert gen_docs.layout_rows(files, tmp_path) == [
+        ('vln_ros/', gen_docs.TOP['vln_ros']), ('vln_ros/core/', 'The core.'),
+        ('vln_ros/core/guard.py', 'The collision guard: zones.'),
+        ('msg/', gen_docs.TOP['msg']), ('msg/Zone.msg', 'One zone of the guard.')]
+
+
+def test_a_module_without_a_docstring_or_an_undescribed_top_level_entry_stops_make_docs(tmp_path):
+    (tmp_path / 'vln_ros').mkdir()
+    (tmp_path / 'vln_ros' / 'quiet.py').write_text('x = 1\n')
+    with pytest.raises(ValueError, match='quiet.py has no docstring'):
+        gen_docs.layout_rows(['vln_ros/quiet.py'], tmp_path)
+    with pytest.raises(ValueError, match='describe scratch in TOP'):
+        gen_docs.layout_rows(['scratch/notes.txt'], tmp_path)
 
 
 @pytest.mark.parametrize(('value', 'text'), [

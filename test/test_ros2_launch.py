@@ -2,7 +2,7 @@
 
 The venv world: tools/install.sh makes the venv a ROS 2 prefix (launch, launch_ros and ros2cli from
 ../shared/ros2-tools; <venv>/lib/vln_ros/<executable>, share/vln_ros, AMENT_PREFIX_PATH in bin/activate), and
-every command here runs in bash after `. <venv>/bin/activate`, exactly as the README writes it. The colcon
+every command here runs in bash after `. <venv>/bin/activate`, exactly as docs/launch.md writes it. The colcon
 world (`. install/setup.bash`, then `ros2 launch`) is in test/test_colcon.py, with the helpers from here.
 
 Each launch runs in a process group of its own (what a terminal gives it), with its output in a file. After

@@ -3,7 +3,7 @@
 Each field carries its type, default, range (ge/le/gt/lt or a Literal of choices), unit, description and
 whether it may change while the node runs (`dynamic`). The nodes declare their ROS parameters from these
 models (with descriptors, so `ros2 param describe` shows unit, range and read-only), config/vln.yaml and
-the README's parameter tables are generated from them (`make docs`, tools/gen_docs.py), and a bad value
+the node pages' parameter tables (docs/nodes/) are generated from them (`make docs`, tools/gen_docs.py), and a bad value
 fails start-up with a ParameterError naming the parameter, the value and the allowed range. A change
 through the parameter services is checked by the same model with every current value (validate_change),
 so it is refused with the same message.
@@ -306,7 +306,7 @@ class KeyframeParams(StrictModel):
 class CameraParams(StrictModel):
     """camera_node: camera frames in, keyframes at inference resolution out.
 
-    dynamic=True marks what `ros2 param set` may change while the node runs (README, camera_node); the
+    dynamic=True marks what `ros2 param set` may change while the node runs (docs/parameters.md); the
     rest builds the node's subscription, publishers and timers and needs a restart."""
 
     input_transport: Literal['raw', 'compressed'] = param(
@@ -340,7 +340,7 @@ class ControllerParams(StrictModel):
 
     Fixed while running (no dynamic=True): the loop rate, the cmd_vel type, the base frame, the dead-man
     (arming it live would latch at once, disarming it would drop the heartbeat check) and the diagnostics
-    period. README, controller_node, says why for each."""
+    period. docs/nodes/controller_node.md says why for each."""
 
     rate_hz: float = param(50.0, 'Control loop and cmd_vel rate (the robot needs 30-50 Hz)', 'Hz', ge=10.0, le=100.0)
     max_linear_x: float = param(0.5, 'Largest forward speed command', 'm/s', ge=0.0, le=3.0, dynamic=True)
@@ -478,7 +478,7 @@ class InferenceSettings(StrictModel):
         return self
 
 
-# Declaration order is parameter order (README table, config/vln.yaml): the common ones and the parser's,
+# Declaration order is parameter order (the node page's table, config/vln.yaml): the common ones and the parser's,
 # then the backends' sections in registration order. The type checker sees InferenceSettings (the sections
 # are built at run time from the registry; code reaches them through backend_params()).
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""The ROS nodes: thin rclpy adapters over vln_ros/core, one executable each."""

@@ -30,7 +30,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
-from vln_ros.core.config import NODE_PARAMS, ParameterError, StartupError, param_specs
+from vln_ros.core.config import NODE_PARAMS, ParameterError, StartupError, StrictModel, param_specs
 from vln_ros.nodes.parent import watch_parent
 
 # Longest a turn of the spin loop waits for work before it looks at the signal flag again (a signal also
@@ -40,12 +40,13 @@ EXIT_BAD_PARAMETERS = 2
 EXIT_CANNOT_START = 3
 
 
-def usage(name: str, factory: Callable[[], Node]) -> str:
-    """What `<node> --help` prints: the node's module docstring, its parameters from the model, exit codes."""
+def usage(name: str, factory: Callable[[], Node], params: type[StrictModel] | None = None) -> str:
+    """What `<node> --help` prints: the node's module docstring, its parameters from the model (`params`, else
+    the node's in NODE_PARAMS), exit codes."""
     doc = (sys.modules[factory.__module__].__doc__ or '').strip()
     lines = [f'usage: {name} [--help] [--ros-args [-p NAME:=VALUE]... [--params-file FILE]... '
              '[-r FROM:=TO]...]', '', doc, '']
-    model = NODE_PARAMS.get(name)
+    model = params or NODE_PARAMS.get(name)
     if model is not None:
         lines.append(f'Parameters (ros2 param describe /{name} NAME shows the same):')
         for spec in param_specs(model):
@@ -88,11 +89,14 @@ class _ShutdownOnSignal:
 
 
 def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = None,
-             threads: int = 1, restore_signal_handlers: bool = False) -> int:
+             threads: int = 1, restore_signal_handlers: bool = False,
+             params: type[StrictModel] | None = None) -> int:
+    """Run the node `factory` builds until a signal or shutdown; its exit code. `params`: the node's parameter
+    model for --help, where it is not in NODE_PARAMS (sim_node, a development node, keeps its own)."""
     own_args = remove_ros_args(sys.argv if args is None else args)[1:]  # [0] is the program
     if own_args:
         if own_args[0] in ('-h', '--help'):
-            print(usage(name, factory))
+            print(usage(name, factory, params))
             return 0
         print(f'[{name}] unknown arguments {own_args}: a node takes only --help and --ros-args ... '
               f'(see {name} --help)', file=sys.stderr, flush=True)

@@ -242,7 +242,7 @@ def _handler(node: SimNode) -> type[BaseHTTPRequestHandler]:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node('sim_node', SimNode, args)
+    return run_node('sim_node', SimNode, args, params=SimParams)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,7 @@
 Adding a backend touches its own module (its code, its BackendParams model, one register_backend call)
 and the one import line in backends/__init__.py. From the registry come inference_node's `backend`
 choices and its `<backend>.*` parameter sections (core/config.py), the launch argument's choices
-(bringup.BACKENDS), and so config/vln.yaml and the README tables (tools/gen_docs.py).
+(bringup.BACKENDS), and so config/vln.yaml and the node pages' tables (tools/gen_docs.py).
 
 No heavy import here or at the top of a backend module: config imports them all, and config must import
 everywhere (lmdeploy only exists on GPU machines). A backend imports its library inside its factory.
