@@ -15,6 +15,7 @@ from vln_ros.core.control import (
     Pose2D,
     PoseHistory,
     StopReason,
+    VelocityLimits,
     Waypoint,
     limit_rate,
     plan_path,
@@ -527,3 +528,28 @@ def test_a_non_finite_target_never_becomes_a_command():
     c.set_plan(straight(stamp=0.0), 0.0)
     cmd = c.step(0.02, DT)
     assert cmd.twist.is_zero() and cmd.reason is StopReason.PLAN_REJECTED
+
+
+# -- VelocityLimits: the limit names in one place ---------------------------------------------------------------
+def test_velocity_limits_are_named_as_the_controllers_parameters_and_read_from_them():
+    params = ControllerParams(max_linear_x=0.4, max_linear_y=0.1, max_angular_z=0.7)
+    limits = VelocityLimits.of(params)
+    assert VelocityLimits.names() == ('max_linear_x', 'max_linear_y', 'max_angular_z')
+    assert all(name in ControllerParams.model_fields for name in VelocityLimits.names())
+    assert limits.as_dict() == {'max_linear_x': 0.4, 'max_linear_y': 0.1, 'max_angular_z': 0.7}
+    assert VelocityLimits.from_values([0.4, 0.1, 0.7]) == limits
+
+
+@pytest.mark.parametrize('values', [[0.4, 0.1], [0.4, 0.1, 0.7, 1.0], [0.4, math.nan, 0.7], [0.4, 0.1, -0.7],
+                                    [math.inf, 0.1, 0.7]])
+def test_velocity_limits_from_a_wrong_count_or_a_non_finite_or_negative_value_are_refused(values):
+    with pytest.raises(ValueError, match='velocity limit'):
+        VelocityLimits.from_values(values)
+
+
+def test_velocity_limits_allow_each_component_up_to_its_limit_and_nothing_non_finite():
+    limits = VelocityLimits(0.5, 0.2, 0.8)
+    assert limits.allows(0.5, -0.2, -0.8) and limits.allows(0.0, 0.0, 0.0)
+    assert not limits.allows(0.51, 0.0, 0.0) and not limits.allows(0.0, 0.21, 0.0)
+    assert not limits.allows(0.0, 0.0, -0.81) and not limits.allows(math.nan, 0.0, 0.0)
+    assert limits.allows(0.5 + 1e-7, 0.0, 0.0, slack=1e-6)

@@ -25,11 +25,11 @@ from vln_ros.core.config import InferenceParams
 from vln_ros.core.inference import (
     InferencePipeline,
     Keyframe,
-    KeyframeAsk,
     Level,
     PlanOut,
     StatusOut,
 )
+from vln_ros.core.keyframe_request import REQUEST_RESEND_S, KeyframeAsk
 from vln_ros.core.tasks import State
 
 FORWARD = '{"env":"corridor","act":"forward","wp":[[0.5,0,0,0.9],[0.5,0.1,10,0.8]]}'
@@ -461,7 +461,7 @@ def test_an_unanswered_keyframe_request_is_asked_again_with_a_new_number(monkeyp
     clock = [1000.0]
     monkeypatch.setattr(inference.time, 'monotonic', lambda: clock[0])
     h.pipeline.work_once(timeout_s=0.01)
-    clock[0] += inference.REQUEST_RESEND_S - 0.1
+    clock[0] += REQUEST_RESEND_S - 0.1
     h.pipeline.work_once(timeout_s=0.01)
     assert len([a for a in h.asks if a.wanted]) == 1
     clock[0] += 0.2

@@ -1,20 +1,18 @@
 """The operator console's web server: no ROS. aiohttp on its own asyncio loop in a background thread.
 
-Routes: GET / (the page), GET /static/<file> (its assets), GET /ws (the WebSocket). With a token in force
-every route wants it (`?token=` or `Authorization: Bearer`), else 401; without one (loopback address, no
-token set) only loopback host names are answered (a DNS-rebinding guard), and a browser's WebSocket must
-come from the same origin (no other web site the operator visits can drive the robot).
+Routes: GET / (the page), GET /static/<file> (its assets), GET /ws (the WebSocket); every one passes the
+guard of routes.py (token, or loopback host names only; a browser's WebSocket from the same origin only).
 
 To the pages: images as binary frames (8-byte little-endian float64 stamp_s, then the JPEG), state as JSON
 text frames `{"type": kind, ...}`. Each page has its own sender task that sends the newest image (at most
 image_max_hz; images replaced before it could send them are skipped and counted) and the newest message of
 each kind: a slow page never slows the node or the other pages, and memory stays flat.
 
-From the pages (JSON text): take_control, release_control, heartbeat, instruction, stop_task, estop,
-release_estop; each command is answered `{"type": "reply", "to": type, "ok": bool, "message": str}`.
-The e-stop is taken from any page; everything else that commands the robot only from the page holding
-control. That page's heartbeats stop for heartbeat_timeout_s, or its socket closes: Commands.control_lost is
-called once and control is free again (release_control frees it without that).
+From the pages (JSON text, messages.py): take_control, release_control, heartbeat, instruction, stop_task,
+estop, release_estop; each command is answered `{"type": "reply", "to": type, "ok": bool, "message": str}`.
+Who may do what is control.py's: the e-stop from any page; everything else that commands the robot only from
+the page holding control. That page's heartbeats stop for heartbeat_timeout_s, or its socket closes:
+Commands.control_lost is called once and control is free again (release_control frees it without that).
 
 The Commands calls run in worker threads (they may block for seconds); the e-stop and control_lost have
 their own workers, so a slow set_task never delays them.
@@ -24,9 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
-import html
-import ipaddress
 import itertools
 import json
 import math
@@ -39,17 +34,17 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from yarl import URL
 
+from vln_ros.console.control import Control, Lost, Verdict
+from vln_ros.console.messages import Instruction, RobotCommand, StopTask, parse
+from vln_ros.console.routes import Routes, is_loopback
 from vln_ros.core.config import ConsoleParams
 from vln_ros.core.tasks import MAX_INSTRUCTION_CHARS
 
-STATIC_DIR = Path(__file__).resolve().parent / 'static'
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024   # bigger frames close that socket; a 1 MB instruction gets a refusal
 WATCHDOG_PERIOD_S = 0.025             # how often the holder's heartbeat is checked
 PING_PERIOD_S = 5.0                   # WebSocket pings: half-open sockets (a phone gone) free their slot
@@ -57,17 +52,6 @@ CLOSE_TIMEOUT_S = 0.5                 # per page, at stop(); then the connection
 COMMAND_QUEUE = 4                     # commands of one page waiting for the node
 OUTBOX_MAX = 64                       # replies waiting to be sent to one page (oldest dropped)
 STAMP = struct.Struct('<d')
-CONTENT_TYPES = {'.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml',
-                 '.png': 'image/png', '.ico': 'image/x-icon'}
-SECURITY_HEADERS = {
-    'Content-Security-Policy': "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' ws: wss:; "
-                               "script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-    'X-Content-Type-Options': 'nosniff',
-    'Referrer-Policy': 'no-referrer',
-    'X-Frame-Options': 'DENY',
-    'Cache-Control': 'no-store',
-}
-ROBOT_COMMANDS = ('instruction', 'stop_task', 'release_estop')   # from the page holding control only
 
 
 class Commands(Protocol):
@@ -82,17 +66,6 @@ class Commands(Protocol):
     def release_estop(self) -> tuple[bool, str]: ...
 
     def control_lost(self, why: str) -> None: ...
-
-
-def is_loopback(host: str) -> bool:
-    """A loopback address or name ('127.0.0.1', '::1', 'localhost')."""
-    host = host.strip().strip('[]').lower()
-    if host == 'localhost' or host.endswith('.localhost'):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _finite(value: Any) -> Any:
@@ -121,7 +94,7 @@ class _Page:
     outbox: deque[str] = field(default_factory=lambda: deque(maxlen=OUTBOX_MAX))   # replies, in order
     private: dict[str, str] = field(default_factory=dict)        # newest per kind, for this page only
     state_seq: dict[str, int] = field(default_factory=dict)      # kind -> seq of the message last sent
-    commands: asyncio.Queue[tuple[str, str]] = field(default_factory=lambda: asyncio.Queue(COMMAND_QUEUE))
+    commands: asyncio.Queue[RobotCommand] = field(default_factory=lambda: asyncio.Queue(COMMAND_QUEUE))
     image_seq: int = 0
     images_sent: int = 0
     images_skipped: int = 0
@@ -150,8 +123,7 @@ class ConsoleServer:
         self._state: dict[str, tuple[int, str]] = {}       # kind -> (seq, JSON text)
         self._seq = 0
         self._wake_pending = False
-        self._holder: int | None = None                    # id of the page holding control
-        self._heartbeat_at = 0.0                           # monotonic, the holder's last heartbeat
+        self._control = Control(params.heartbeat_timeout_s)   # who holds control (its own lock)
         self._stopping = False
         # the loop thread's
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,12 +133,11 @@ class ConsoleServer:
         self._pages: dict[int, _Page] = {}
         self._page_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._assets: dict[str, tuple[bytes, str]] = {}
-        self._index = ''
         self._url = ''
         self._counts = {'images_published': 0, 'images_sent': 0, 'images_skipped': 0, 'refused_token': 0,
                         'refused_host': 0, 'refused_origin': 0, 'refused_full': 0, 'commands': 0,
                         'commands_refused': 0, 'bad_messages': 0, 'estops': 0, 'control_lost': 0}
+        self._routes = Routes(self._token, self._counts)
         self._command_pool = ThreadPoolExecutor(2, thread_name_prefix='console_cmd')
         self._safety_pool = ThreadPoolExecutor(2, thread_name_prefix='console_estop')   # estop, control_lost
 
@@ -185,7 +156,7 @@ class ConsoleServer:
         address cannot be served (port taken, address not on this machine)."""
         if self._thread is not None:
             raise RuntimeError('the console server was started already')
-        self._load_assets()
+        self._routes.load()
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(target=self._run_loop, args=(loop,), name='console_web', daemon=True)
@@ -247,24 +218,18 @@ class ConsoleServer:
     def control_alive(self) -> bool:
         """A page holds control and its last heartbeat is within heartbeat_timeout_s."""
         with self._lock:
-            return not self._stopping and self._holder is not None and not self._heartbeat_late()
-
-    def _heartbeat_late(self) -> bool:
-        """The holder's last heartbeat is older than heartbeat_timeout_s (call with the lock held)."""
-        return time.monotonic() - self._heartbeat_at > self.params.heartbeat_timeout_s
+            stopping = self._stopping
+        return not stopping and self._control.alive(time.monotonic())
 
     def stats(self) -> dict[str, Any]:
         """Counters (flat, for /diagnostics). images_skipped: images a page never got because a newer one
         replaced them first (the page was still sending the one before, or the rate limit), summed over pages."""
-        with self._lock:
-            held = self._holder is not None
-        return {'viewers': len(self._pages), **self._counts, 'control_held': held,
+        return {'viewers': len(self._pages), **self._counts, 'control_held': self._control.holder is not None,
                 'control_alive': self.control_alive(), 'token_required': bool(self._token)}
 
     def pages(self) -> list[dict[str, Any]]:
         """Per page (for tests and debugging): id, peer, images_sent, images_skipped, holds_control."""
-        with self._lock:
-            holder = self._holder
+        holder = self._control.holder
         return [{'id': p.id, 'peer': p.peer, 'images_sent': p.images_sent, 'images_skipped': p.images_skipped,
                  'holds_control': p.id == holder} for p in list(self._pages.values())]
 
@@ -281,13 +246,6 @@ class ConsoleServer:
             pass
 
     # -- start and stop ------------------------------------------------------------------------------------
-    def _load_assets(self) -> None:
-        for path in STATIC_DIR.iterdir():
-            if path.is_file() and path.suffix in CONTENT_TYPES:
-                self._assets[path.name] = (path.read_bytes(), CONTENT_TYPES[path.suffix])
-        query = html.escape('?token=' + quote(self._token, safe='')) if self._token else ''
-        self._index = (STATIC_DIR / 'index.html').read_text(encoding='utf-8').replace('{{QUERY}}', query)
-
     def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
         try:
@@ -304,9 +262,9 @@ class ConsoleServer:
 
     async def _start(self) -> str:
         p = self.params
-        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
-        app.router.add_get('/', self._serve_index)
-        app.router.add_get('/static/{name}', self._serve_static)
+        app = web.Application(middlewares=[self._routes.guard], client_max_size=64 * 1024)
+        app.router.add_get('/', self._routes.serve_index)
+        app.router.add_get('/static/{name}', self._routes.serve_static)
         app.router.add_get('/ws', self._serve_socket)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
@@ -350,54 +308,6 @@ class ConsoleServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- HTTP ------------------------------------------------------------------------------------------------
-    @web.middleware
-    async def _guard(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        if self._token:
-            given = request.query.get('token', '')
-            auth = request.headers.get('Authorization', '')
-            if not given and auth[:7].lower() == 'bearer ':
-                given = auth[7:].strip()
-            if not hmac.compare_digest(given.encode('utf-8', 'replace'), self._token.encode('utf-8', 'replace')):
-                self._counts['refused_token'] += 1
-                return web.Response(status=401, text='401: missing or wrong token (open the URL the console '
-                                    'printed at start)\n', headers={'WWW-Authenticate': 'Bearer'})
-        elif not is_loopback(request.url.host or ''):
-            self._counts['refused_host'] += 1
-            return web.Response(status=403, text='403: without a token this console answers loopback host '
-                                'names only (127.0.0.1, localhost)\n')
-        if request.path == '/ws' and not self._same_origin(request):
-            self._counts['refused_origin'] += 1
-            return web.Response(status=403, text='403: WebSocket from another origin\n')
-        response: web.StreamResponse = await handler(request)
-        if not response.prepared:
-            response.headers.update(SECURITY_HEADERS)
-        return response
-
-    @staticmethod
-    def _same_origin(request: web.Request) -> bool:
-        """No Origin header (not a browser) or the page's own origin."""
-        origin = request.headers.get('Origin')
-        if origin is None:
-            return True
-        try:
-            theirs, ours = URL(origin), URL('http://' + request.host)
-        except ValueError:
-            return False
-        return (theirs.host is not None and theirs.host.lower() == (ours.host or '').lower()
-                and theirs.explicit_port == ours.explicit_port)
-
-    async def _serve_index(self, request: web.Request) -> web.Response:
-        return web.Response(text=self._index, content_type='text/html', charset='utf-8')
-
-    async def _serve_static(self, request: web.Request) -> web.Response:
-        asset = self._assets.get(request.match_info['name'])
-        if asset is None:
-            raise web.HTTPNotFound(text='404: no such file\n')
-        body, content_type = asset
-        return web.Response(body=body, content_type=content_type,
-                            charset='utf-8' if content_type.startswith('text/') else None)
-
     # -- the WebSocket ---------------------------------------------------------------------------------------
     async def _serve_socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(timeout=CLOSE_TIMEOUT_S, heartbeat=PING_PERIOD_S, max_msg_size=MAX_MESSAGE_BYTES,
@@ -433,12 +343,9 @@ class ConsoleServer:
             self._pages.pop(page.id, None)
             for task in page.tasks:
                 task.cancel()
-            if self._holder == page.id:
-                if self._stopping:
-                    with self._lock:
-                        self._holder = None
-                else:
-                    self._lose_control(f'the page holding control (page {page.id}) disconnected')
+            lost = self._control.closed(page.id)
+            if lost is not None and not self._stopping:
+                self._lose_control(lost)
             self._announce_control()
             if prepared:
                 self._log(f'console: page {page.id} disconnected ({len(self._pages)} open)')
@@ -495,7 +402,7 @@ class ConsoleServer:
             page.abort()
 
     def _announce_control(self) -> None:
-        holder = self._holder
+        holder = self._control.holder
         for page in self._pages.values():
             page.private['control'] = _dumps({'type': 'control', 'held': holder is not None, 'mine': holder == page.id,
                                               'viewers': len(self._pages), 'page': page.id})
@@ -510,90 +417,53 @@ class ConsoleServer:
         self._reply(page, to, False, message)
 
     def _on_text(self, page: _Page, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict) or not isinstance(msg.get('type'), str):
+        """A text frame from a page: control.py says what it means; this carries it out."""
+        self._carry_out(page, self._control.handle(page.id, parse(text), time.monotonic()))
+
+    def _carry_out(self, page: _Page, verdict: Verdict) -> None:
+        if verdict.bad:
             self._counts['bad_messages'] += 1
-            self._reply(page, '', False, 'not understood: send a JSON object with a "type"')
-            return
-        kind: str = msg['type']
-        holds = self._holder == page.id
-        if kind == 'heartbeat':
-            if holds:
-                with self._lock:
-                    self._heartbeat_at = time.monotonic()
-            else:
-                self._reply(page, kind, False, 'this page does not hold control')
-        elif kind == 'take_control':
-            with self._lock:
-                free = self._holder is None or holds
-                if free:
-                    self._holder, self._heartbeat_at = page.id, time.monotonic()
-            if not free:
-                self._refuse(page, kind, f'page {self._holder} holds control: it must release it (or close) first')
-                return
-            self._reply(page, kind, True, 'you have control' if not holds else 'you had control already')
-            if not holds:
-                self._log(f'console: page {page.id} took control')
-                self._announce_control()
-        elif kind == 'release_control':
-            if not holds:
-                self._refuse(page, kind, 'this page does not hold control')
-                return
-            with self._lock:
-                self._holder = None
-            self._reply(page, kind, True, 'control released (no e-stop)')
-            self._log(f'console: page {page.id} released control')
-            self._announce_control()
-        elif kind == 'estop':
+        if verdict.refused:
+            self._counts['commands_refused'] += 1
+        if verdict.log:
+            self._log(f'console: {verdict.log}')
+        if verdict.estop:
             self._spawn(self._estop(page))
-        elif kind in ROBOT_COMMANDS:
-            if not holds:
-                self._refuse(page, kind, 'take control first' if self._holder is None
-                             else f'page {self._holder} holds control')
-                return
-            arg = ''
-            if kind == 'instruction':
-                raw = msg.get('text')
-                if not isinstance(raw, str):
-                    self._refuse(page, kind, 'an instruction needs "text": a string')
-                    return
-                arg = raw.strip()
-                if not arg:
-                    self._refuse(page, kind, 'empty instruction')
-                    return
-                if len(arg) > MAX_INSTRUCTION_CHARS:
-                    self._refuse(page, kind, f'instruction of {len(arg)} characters (at most {MAX_INSTRUCTION_CHARS})')
-                    return
+        if verdict.run is not None:
             try:
-                page.commands.put_nowait((kind, arg))
+                page.commands.put_nowait(verdict.run)
             except asyncio.QueueFull:
-                self._refuse(page, kind, f'busy: {COMMAND_QUEUE} commands are waiting already')
-        else:
-            self._counts['bad_messages'] += 1
-            self._reply(page, kind[:40], False, f'unknown message type {kind[:40]!r}')
+                self._refuse(page, verdict.to, f'busy: {COMMAND_QUEUE} commands are waiting already')
+        if verdict.reply is not None:
+            self._reply(page, verdict.to, *verdict.reply)
+        if verdict.changed:
+            self._announce_control()
 
     async def _command_loop(self, page: _Page) -> None:
         """The page's commands to the node, one at a time, in order (in a worker thread: they may block)."""
         loop = asyncio.get_running_loop()
-        calls: dict[str, Callable[[str], tuple[bool, str]]] = {
-            'instruction': self._commands.set_task,
-            'stop_task': lambda _: self._commands.stop_task(),
-            'release_estop': lambda _: self._commands.release_estop()}
         while True:
-            kind, arg = await page.commands.get()
-            if self._holder != page.id:
-                self._refuse(page, kind, 'control was lost before the command ran')
+            command = await page.commands.get()
+            kind = command.type
+            refusal = self._control.before_run(page.id)
+            if refusal is not None:
+                self._refuse(page, kind, refusal)
                 continue
             self._counts['commands'] += 1
             try:
-                ok, message = await loop.run_in_executor(self._command_pool, calls[kind], arg)
+                ok, message = await loop.run_in_executor(self._command_pool, self._call, command)
             except Exception as exc:  # noqa: BLE001 - the page hears of it
                 ok, message = False, f'{kind} failed: {exc}'
                 self._log(f'console: {message}')
             self._reply(page, kind, bool(ok), str(message))
+
+    def _call(self, command: RobotCommand) -> tuple[bool, str]:
+        """The node's call for a command (worker thread)."""
+        if isinstance(command, Instruction):
+            return self._commands.set_task(command.text)
+        if isinstance(command, StopTask):
+            return self._commands.stop_task()
+        return self._commands.release_estop()
 
     async def _estop(self, page: _Page) -> None:
         self._counts['commands'] += 1
@@ -611,21 +481,16 @@ class ConsoleServer:
     async def _watch_heartbeat(self) -> None:
         while True:
             await asyncio.sleep(WATCHDOG_PERIOD_S)
-            with self._lock:
-                late = self._holder is not None and self._heartbeat_late()
-            if late:
-                self._lose_control(f'no heartbeat for {self.params.heartbeat_timeout_s:g} s from the page '
-                                   'holding control')
+            lost = self._control.expire(time.monotonic())
+            if lost is not None:
+                self._lose_control(lost)
 
-    def _lose_control(self, why: str) -> None:
-        """Free control and call Commands.control_lost once (loop thread)."""
-        with self._lock:
-            holder, self._holder = self._holder, None
-        if holder is None:
-            return
+    def _lose_control(self, lost: Lost) -> None:
+        """Control was taken from a page (control.py freed it): call Commands.control_lost once (loop thread)."""
+        why = lost.why
         self._counts['control_lost'] += 1
         self._log(f'console: control lost: {why}')
-        page = self._pages.get(holder)
+        page = self._pages.get(lost.page)
         if page is not None:
             self._reply(page, 'heartbeat', False, f'control lost: {why} (e-stop)')
         done: Future[None] = self._safety_pool.submit(self._commands.control_lost, why)

@@ -12,12 +12,10 @@ or `stop_task` returns, no plan of the old task is published. Every failure (bac
 unparsable answer, a bug) publishes a stop plan; a cancelled answer (only a switch, stop or shutdown
 cancels, and each publishes its own stop plan) publishes nothing.
 
-Model-paced keyframes: whenever the worker is free with a task running and no keyframe waiting, it asks for
-one (`request_keyframe`, a KeyframeRequest on vln/keyframe_request). camera_node answers a request with one
-keyframe, the first frame its sampler passes (any frame when a task has just started), and sends none while
-the model works. So the model starts on a frame about one camera period old instead of one that waited in the
-slot, chosen up to a keyframe interval earlier. A camera that does not answer requests (an older one, a bag
-of keyframes) still works: its keyframes arrive unasked and the slot hands over the newest.
+Model-paced keyframes (the protocol's rules: core/keyframe_request): whenever the worker is free with a task
+running and no keyframe waiting, it asks for one (`request_keyframe`, a KeyframeRequest on
+vln/keyframe_request), and camera_node answers with one keyframe. A camera that does not answer requests (an
+older one, a bag of keyframes) still works: its keyframes arrive unasked and the slot hands over the newest.
 
 Plans from the stream: a backend that streams hands each piece of the answer over (Request.on_chunk), and the
 plan is published as soon as its waypoints are complete (parser.plan_from_stream; ParserParams.answer_order
@@ -30,7 +28,6 @@ import concurrent.futures
 import copy
 import dataclasses
 import enum
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +45,7 @@ from vln_ros.core.backends.base import (
 )
 from vln_ros.core.config import InferenceParams
 from vln_ros.core.control import Waypoint
+from vln_ros.core.keyframe_request import KeyframeAsk, KeyframeAsker
 from vln_ros.core.latest import LatestSlot
 from vln_ros.core.parser import ParsedAnswer, parse_answer, plan_from_stream
 from vln_ros.core.prompts import STOP_ACTION, PromptBuilder, Step
@@ -56,9 +54,6 @@ from vln_ros.core.tasks import Counters, State, TaskManager, TaskRejected
 
 # After a timeout the cancelled request gets this long to end before the next one may start.
 CANCEL_GRACE_S = 2.0
-# An open keyframe request is asked again (with a new number) after this long without a keyframe: covers a
-# lost keyframe and a camera_node that restarted and had already answered a request of the same number.
-REQUEST_RESEND_S = 2.0
 LOG_THROTTLE_S = 5.0
 # Counters that /diagnostics always shows (0 until they happen), and the families shown once they occur.
 DIAGNOSTIC_COUNTERS = ('keyframes_received', 'keyframes_dropped', 'keyframes_stale', 'keyframes_not_jpeg',
@@ -109,14 +104,6 @@ class PlanOut:
     latency_s: float       # keyframe received -> plan made
     model: str
     from_stream: bool = False  # published from the answer's stream, before the whole answer was in
-
-
-@dataclass(frozen=True)
-class KeyframeAsk:
-    """A keyframe request to publish (a KeyframeRequest): see the module docstring."""
-    sequence: int
-    wanted: bool
-    any_frame: bool
 
 
 @dataclass(frozen=True)
@@ -176,11 +163,7 @@ class InferencePipeline:
         self._keyframe_age = LatencyWindow()  # capture stamp -> plan published
         self._age_at_model = LatencyWindow()  # capture stamp -> the worker took it (the model starts on it)
         self._request_keyframe = request_keyframe
-        # Numbers start anywhere: a camera_node that answered request N of an earlier inference_node must not
-        # take this one's N for an answered one.
-        self._ask_sequence = random.randrange(1, 2**31)
-        self._asked_at: float | None = None  # monotonic time of the open request, None when none is open
-        self._any_frame = False              # the next keyframe may be any frame (a task just started)
+        self._asker = KeyframeAsker()
         self._output_tokens = NumberWindow()
         self._throttles = {name: Throttle() for name in ('stale', 'not_jpeg', 'rejected', 'backend', 'parse',
                                                          'internal')}
@@ -204,7 +187,7 @@ class InferencePipeline:
         with self._lock:
             self._tasks.loading(done=True)
             self._publish_status()
-        self._ask(wanted=False)  # tells a camera_node that a model paces its keyframes
+        self._ask(self._asker.loaded())  # tells a camera_node that a model paces its keyframes
 
     @property
     def model_name(self) -> str:
@@ -244,7 +227,7 @@ class InferencePipeline:
                 self.counters.add('tasks_rejected')
                 return TaskReply(False, '', f'rejected: {exc}')
             self.counters.add('tasks_started')
-            self._any_frame = True
+            self._asker.task_started()
             self._cancel_backend()
             self._publish_stop('new_task', f'new task: {task.instruction[:80]}')
             self._publish_status()
@@ -268,19 +251,17 @@ class InferencePipeline:
         with self._lock:
             running = self._tasks.running
         if not running:
-            if self._asked_at is not None:
-                self._ask(wanted=False)
+            self._ask(self._asker.idle())
             self._wake.wait(timeout_s)
             self._wake.clear()
             return None
         keyframe = self._slot.take(timeout_s=0.0)
         if keyframe is None:  # free and nothing waiting: ask for a fresh one
-            if self._asked_at is None or time.monotonic() - self._asked_at >= REQUEST_RESEND_S:
-                self._ask(wanted=True)
+            self._ask(self._asker.free(time.monotonic()))
             keyframe = self._slot.take(timeout_s=timeout_s)
             if keyframe is None:
                 return None
-        self._asked_at, self._any_frame = None, False
+        self._asker.keyframe_taken()
         self._age_at_model.add((self._clock_ns() - keyframe.stamp_ns) * 1e-9)
         try:
             return self.infer(keyframe, time.perf_counter())
@@ -293,15 +274,13 @@ class InferencePipeline:
                     self._publish_stop(STOP_ACTION, f'internal error: {exc!r:.80}')
             return None
 
-    def _ask(self, wanted: bool) -> None:
-        """Publish a keyframe request (a new number each time), or that none is wanted."""
-        if self._request_keyframe is None:
+    def _ask(self, ask: KeyframeAsk | None) -> None:
+        """Publish what the asker says, if anything (and if a camera listens: request_keyframe given)."""
+        if ask is None or self._request_keyframe is None:
             return
-        if wanted:
-            self._ask_sequence = self._ask_sequence % (2**32 - 1) + 1
+        if ask.wanted:
             self.counters.add('keyframe_requests')
-        self._asked_at = time.monotonic() if wanted else None
-        self._request_keyframe(KeyframeAsk(self._ask_sequence, wanted, self._any_frame and wanted))
+        self._request_keyframe(ask)
 
     def infer(self, keyframe: Keyframe, taken_s: float) -> Answered | None:
         """One keyframe taken from the slot at taken_s (perf_counter) -> the plan published, or None (skipped,

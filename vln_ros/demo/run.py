@@ -32,12 +32,12 @@ import numpy as np
 
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
+from vln_ros.core.control import VelocityLimits
 from vln_ros.demo import corridor
 from vln_ros.demo.stack import Recording, RunOptions, StackRun, parameter_pairs, stop_on_sigterm
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.testing import local_graph
 
-LIMIT_KEYS = ('max_linear_x', 'max_linear_y', 'max_angular_z')
 SETTLE_S = 1.5   # after the bag: the last plan, stop and diagnostics
 TIME_SLACK_S = 1.0   # bag time of what was heard may be off by this much (wall -> bag line, delivery)
 RATE_SLACK = 1.25    # cmd_vel faster than this x the configured rate is not one controller at work
@@ -93,8 +93,7 @@ def to_run(recording: Recording, options: RunOptions, codes: dict[str, int], dom
                            'values': {kv.key: kv.value for kv in s.msg.values}} for s in entries]
                    for name, entries in recording.diagnostics.items()}
     controller_diagnostics = next((v for k, v in diagnostics.items() if k.endswith('controller_node')), [])
-    within = all(abs(c[key]) <= getattr(limits, limit) + 1e-6 and math.isfinite(c[key])
-                 for c in commands for key, limit in zip(('vx', 'vy', 'wz'), LIMIT_KEYS, strict=False))
+    within = all(VelocityLimits.of(limits).allows(c['vx'], c['vy'], c['wz'], slack=1e-6) for c in commands)
     events = [{'t': s['t'], 'label': f"task {s['state']}"} for s in statuses
               if s['state'] in ('active', 'stopped', 'failed')]
     # One event per change of state, not per status message.
@@ -105,7 +104,7 @@ def to_run(recording: Recording, options: RunOptions, codes: dict[str, int], dom
         **bag_facts(options.bag, options.camera_topic),
         'domain_id': domain_id,
         'playback_rate': options.rate,
-        'limits': {key: getattr(limits, key) for key in LIMIT_KEYS},
+        'limits': VelocityLimits.of(limits).as_dict(),
         'rate_hz': limits.rate_hz,
         'keyframes': [{'t': bag(s.wall_s), 'stamp': stamp_seconds(s.msg.header.stamp)} for s in recording.keyframes],
         'plans': plans, 'commands': commands, 'statuses': statuses, 'events': events,

@@ -25,6 +25,7 @@ from typing import Any
 from vln_ros import bringup
 from vln_ros import interface as ri
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
+from vln_ros.core.control import VelocityLimits
 from vln_ros.demo.stack import REPO, ProcessGroup, executable, parameter_pairs
 from vln_ros.eval.metrics import EpisodeRecord, Plan
 from vln_ros.nodes.conversions import stamp_seconds
@@ -175,7 +176,7 @@ class EvalStack:
         self.group = ProcessGroup(log_dir)
         self.observer: Observer | None = None
         self.controller = controller_params(options.params_file)
-        self.limits = {k: getattr(self.controller, k) for k in ('max_linear_x', 'max_linear_y', 'max_angular_z')}
+        self.limits = VelocityLimits.of(self.controller).as_dict()
 
     # -- processes -----------------------------------------------------------------------------------
     def commands(self) -> dict[str, list[str]]:

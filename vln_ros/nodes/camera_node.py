@@ -6,12 +6,12 @@ decodes it, asks the keyframe sampler, and for a keyframe resizes, JPEG-encodes 
 frame's own capture stamp. When the worker falls behind, frames in between are skipped (and counted),
 never queued. Malformed frames are logged (throttled), counted by reason and dropped.
 
-Model-paced keyframes (pace_by_model, on by default): once an inference node has said on vln/keyframe_request
-that it paces the keyframes, a keyframe is sent only to answer its open request: the first frame the sampler
-passes after the model became free (the sampler compares with the last keyframe sent, which is the one the
-model saw), or the very next frame when a task has just started. Frames that arrive while no request is open
-are decoded (so broken ones are counted) but not judged. Without an inference node (or with pace_by_model
-false) every keyframe the sampler passes is sent, as before.
+Model-paced keyframes (pace_by_model, on by default; the protocol's rules: core/keyframe_request): once an
+inference node has said on vln/keyframe_request that it paces the keyframes, a keyframe is sent only to answer
+its open request: the first frame the sampler passes after the model became free (the sampler compares with
+the last keyframe sent, which is the one the model saw), or the very next frame when a task has just started.
+Frames that arrive while no request is open are decoded (so broken ones are counted) but not judged. Without
+an inference node (or with pace_by_model false) every keyframe the sampler passes is sent, as before.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from vln_ros import interface
 from vln_ros.core import images
 from vln_ros.core.config import CameraParams
 from vln_ros.core.keyframe import Decision, KeyframeSampler, Reason
+from vln_ros.core.keyframe_request import KeyframeAnswerer, KeyframeAsk
 from vln_ros.core.latest import LatestSlot
 from vln_ros.core.stats import EventCounters, LatencyWindow, Throttle
 from vln_ros.msg import KeyframeRequest
@@ -50,11 +51,8 @@ class CameraNode(Node):
         self._last_frame_time_s = time.monotonic()
         # Our own throttles, not rclpy's: log_throttle_s may change live (core/stats.Throttle says why).
         self._reject_log, self._error_log = Throttle(), Throttle()
-        # Model pacing (executor thread writes, worker reads and closes; one lock): the open request, if any.
-        self._request_lock = threading.Lock()
-        self._paced = False                  # an inference node has said it paces the keyframes
-        self._open_request: KeyframeRequest | None = None
-        self._answered_sequence = 0
+        # Model pacing: the executor thread hands requests over, the worker asks which frames to judge.
+        self._requests = KeyframeAnswerer()
 
         msg_type, topic = ((Image, interface.IMAGE) if p.input_transport == 'raw'
                            else (CompressedImage, interface.IMAGE_COMPRESSED))
@@ -104,16 +102,7 @@ class CameraNode(Node):
 
     def _on_request(self, msg: KeyframeRequest) -> None:
         self._counters.add('keyframe_requests')
-        with self._request_lock:
-            self._paced = True
-            # A request already answered (the latched copy seen again) stays answered.
-            self._open_request = msg if msg.wanted and msg.sequence != self._answered_sequence else None
-
-    def _pending_request(self) -> tuple[bool, KeyframeRequest | None]:
-        """(paced, the open request): paced False means every keyframe the sampler passes is sent."""
-        with self._request_lock:
-            paced = self._paced and self.params.pace_by_model
-            return paced, self._open_request if paced else None
+        self._requests.on_request(KeyframeAsk(msg.sequence, msg.wanted, msg.any_frame))
 
     # -- worker thread ------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -150,13 +139,12 @@ class CameraNode(Node):
             self._rejected(exc)
             return
         header = msg.header
-        paced, request = self._pending_request()
-        if paced and request is None:  # the model is busy (or has no task): nothing to judge for it
+        turn = self._requests.turn(self.params.pace_by_model)
+        if not turn.judge:  # the model is busy (or has no task): nothing to judge for it
             self._counters.add('frames_unrequested')
             self._frame_time.add(time.perf_counter() - started)
             return
-        decision = self._sampler.decide(image, stamp_seconds(header.stamp),
-                                        force=request is not None and request.any_frame)
+        decision = self._sampler.decide(image, stamp_seconds(header.stamp), force=turn.any_frame)
         self._last_decision = decision
         self._counters.add('frames_processed')
         if decision.reason is Reason.ODD_SHAPE:  # skipped: another aspect ratio than the last keyframe
@@ -169,12 +157,7 @@ class CameraNode(Node):
             out.header.frame_id = p.frame_id or header.frame_id
             self._keyframe_pub.publish(out)
             self._counters.add('keyframes_published')
-            if request is not None:
-                with self._request_lock:
-                    self._answered_sequence = request.sequence
-                    # By number: DDS may deliver a latched request twice (history, then live).
-                    if self._open_request is not None and self._open_request.sequence == request.sequence:
-                        self._open_request = None
+            self._requests.keyframe_sent(turn)
         if self._decision_pub is not None:
             self._decision_pub.publish(self._decision_status(decision, header.stamp))
         self._frame_time.add(time.perf_counter() - started)
@@ -204,7 +187,7 @@ class CameraNode(Node):
             'last_reason': decision.reason.value if decision else 'none',
             'last_score': decision.score if decision else float('nan'),
         }
-        values['paced_by_model'] = str(self._pending_request()[0]).lower()
+        values['paced_by_model'] = str(self._requests.paced(self.params.pace_by_model)).lower()
         for name in ('frames_received', 'frames_processed', 'frames_skipped', 'keyframes_published',
                      'decode_errors', 'unstamped_frames', 'internal_errors', 'frames_odd_shape',
                      'keyframe_requests', 'frames_unrequested'):

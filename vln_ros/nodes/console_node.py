@@ -16,7 +16,6 @@ the start line); the server refuses every route without it.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,7 @@ from std_srvs.srv import Trigger
 from vln_ros import interface
 from vln_ros.console.server import ConsoleServer
 from vln_ros.core.config import ConsoleParams, StartupError
-from vln_ros.core.control import ESTOP_STILL_ASSERTED
+from vln_ros.core.control import ESTOP_STILL_ASSERTED, VelocityLimits
 from vln_ros.msg import TaskStatus, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import stamp_seconds
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 HEARTBEAT_PERIOD_S = 0.2     # vln/estop false while the controlling page is alive
 SERVICE_TIMEOUT_S = 3.0      # a command the page waits for
 CMD_TO_PAGES_PERIOD_S = 0.1  # cmd_vel comes at 50 Hz; the pages' velocity bars need 10 (CPU: the 5 % budget)
-LIMITS = ('max_linear_x', 'max_linear_y', 'max_angular_z')
 LEVEL_NAMES = {0: 'ok', 1: 'warn', 2: 'error', 3: 'stale'}
 
 
@@ -135,13 +133,13 @@ class ConsoleNode(Node):
         """The controller's velocity limits, from its parameter service (retried until it answers)."""
         while not self._limits_known and self.context.ok():
             try:
-                reply = call_service(self._get_limits, GetParameters.Request(names=list(LIMITS)), timeout_s=10.0)
-            except (TimeoutError, RuntimeError):
+                reply = call_service(self._get_limits, GetParameters.Request(names=list(VelocityLimits.names())),
+                                     timeout_s=10.0)
+                limits = VelocityLimits.from_values([v.double_value for v in reply.values])
+            except (TimeoutError, RuntimeError, ValueError):
                 continue
-            values = [v.double_value for v in reply.values]
-            if len(values) == len(LIMITS) and all(math.isfinite(v) for v in values):
-                self._server.publish('limits', dict(zip(LIMITS, values, strict=True)))
-                self._limits_known = True
+            self._server.publish('limits', limits.as_dict())
+            self._limits_known = True
 
     # -- the pages' commands (the server's worker thread; may block up to SERVICE_TIMEOUT_S) -----------
     def _call(self, client: Any, request: Any, ok_field: str) -> tuple[bool, str]:

@@ -40,12 +40,12 @@ from vln_ros.core.inference import (
     Answered,
     InferencePipeline,
     Keyframe,
-    KeyframeAsk,
     Level,
     PlanOut,
     StatusOut,
     state_name,
 )
+from vln_ros.core.keyframe_request import KeyframeAsk
 from vln_ros.msg import KeyframeRequest, TaskStatus, Waypoint, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.parameters import declare_params

@@ -1,0 +1,107 @@
+"""The console's HTTP side but the WebSocket: the guard every route passes, the page and its assets. No ROS.
+
+With a token in force every route wants it (`?token=` or `Authorization: Bearer`), else 401; without one
+(loopback address, no token set) only loopback host names are answered (a DNS-rebinding guard), and a
+browser's WebSocket must come from the same origin (no other web site the operator visits can drive the
+robot). Every answer carries SECURITY_HEADERS.
+"""
+from __future__ import annotations
+
+import hmac
+import html
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from yarl import URL
+
+STATIC_DIR = Path(__file__).resolve().parent / 'static'
+CONTENT_TYPES = {'.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml',
+                 '.png': 'image/png', '.ico': 'image/x-icon'}
+SECURITY_HEADERS = {
+    'Content-Security-Policy': "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' ws: wss:; "
+                               "script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    'X-Content-Type-Options': 'nosniff',
+    'Referrer-Policy': 'no-referrer',
+    'X-Frame-Options': 'DENY',
+    'Cache-Control': 'no-store',
+}
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback address or name ('127.0.0.1', '::1', 'localhost')."""
+    host = host.strip().strip('[]').lower()
+    if host == 'localhost' or host.endswith('.localhost'):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def same_origin(request: web.Request) -> bool:
+    """No Origin header (not a browser) or the page's own origin."""
+    origin = request.headers.get('Origin')
+    if origin is None:
+        return True
+    try:
+        theirs, ours = URL(origin), URL('http://' + request.host)
+    except ValueError:
+        return False
+    return (theirs.host is not None and theirs.host.lower() == (ours.host or '').lower()
+            and theirs.explicit_port == ours.explicit_port)
+
+
+class Routes:
+    """The guard (an aiohttp middleware) and the handlers of GET / and GET /static/<file> (loop thread only).
+    counts: the server's counters; the guard adds its refusals to them."""
+
+    def __init__(self, token: str, counts: dict[str, int]) -> None:
+        self._token = token
+        self._counts = counts
+        self._assets: dict[str, tuple[bytes, str]] = {}
+        self._index = ''
+
+    def load(self) -> None:
+        for path in STATIC_DIR.iterdir():
+            if path.is_file() and path.suffix in CONTENT_TYPES:
+                self._assets[path.name] = (path.read_bytes(), CONTENT_TYPES[path.suffix])
+        query = html.escape('?token=' + quote(self._token, safe='')) if self._token else ''
+        self._index = (STATIC_DIR / 'index.html').read_text(encoding='utf-8').replace('{{QUERY}}', query)
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        if self._token:
+            given = request.query.get('token', '')
+            auth = request.headers.get('Authorization', '')
+            if not given and auth[:7].lower() == 'bearer ':
+                given = auth[7:].strip()
+            if not hmac.compare_digest(given.encode('utf-8', 'replace'), self._token.encode('utf-8', 'replace')):
+                self._counts['refused_token'] += 1
+                return web.Response(status=401, text='401: missing or wrong token (open the URL the console '
+                                    'printed at start)\n', headers={'WWW-Authenticate': 'Bearer'})
+        elif not is_loopback(request.url.host or ''):
+            self._counts['refused_host'] += 1
+            return web.Response(status=403, text='403: without a token this console answers loopback host '
+                                'names only (127.0.0.1, localhost)\n')
+        if request.path == '/ws' and not same_origin(request):
+            self._counts['refused_origin'] += 1
+            return web.Response(status=403, text='403: WebSocket from another origin\n')
+        response: web.StreamResponse = await handler(request)
+        if not response.prepared:
+            response.headers.update(SECURITY_HEADERS)
+        return response
+
+    async def serve_index(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._index, content_type='text/html', charset='utf-8')
+
+    async def serve_static(self, request: web.Request) -> web.Response:
+        asset = self._assets.get(request.match_info['name'])
+        if asset is None:
+            raise web.HTTPNotFound(text='404: no such file\n')
+        body, content_type = asset
+        return web.Response(body=body, content_type=content_type,
+                            charset='utf-8' if content_type.startswith('text/') else None)
