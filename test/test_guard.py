@@ -496,3 +496,22 @@ def test_an_obstacle_in_the_stop_zone_always_means_zero(cmd, points, polygon, be
     guard.on_cloud(cloud([[x, y, 0.3] for x, y in [*points, tuple(near)]]), 0.0)
     out, state = guard.step(0.1, cmd)
     assert out == (0.0, 0.0, 0.0) and state.action is GuardAction.STOP
+
+
+def test_real_sensor_msgs_messages_are_read_as_they_come_from_rclpy():
+    from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2, PointField
+    guard = CollisionGuard(GuardParams(enabled=True, pointcloud={'enabled': True}, depth={'enabled': True}))
+    laser = LaserScan(angle_min=0.0, angle_increment=0.01, range_min=0.1, range_max=8.0, ranges=[2.0] * 10)
+    laser.header.frame_id = 'laser'
+    points = PointCloud2(height=1, width=2, point_step=12, row_step=24, data=np.array(
+        [1.0, 0.0, 0.3, 2.0, 0.0, 0.3], np.float32).tobytes(), fields=[
+        PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1) for n, o in (('x', 0), ('y', 4), ('z', 8))])
+    points.header.frame_id = 'lidar'
+    info = CameraInfo(width=4, height=2, k=[2.0, 0.0, 2.0, 0.0, 2.0, 1.0, 0.0, 0.0, 1.0])
+    info.header.frame_id = 'camera_depth_optical_frame'
+    depth = Image(width=4, height=2, encoding='16UC1', step=8, data=np.full(8, 1000, np.uint16).tobytes())
+    depth.header.frame_id = 'camera_depth_optical_frame'
+    assert guard.on_scan(laser, 0.0) is None and guard.on_cloud(points, 0.0) is None
+    assert guard.on_camera_info(info) is None and guard.on_depth(depth, 0.0) is None
+    assert guard.accepted == {'laser': 1, 'pointcloud': 1, 'depth': 1} and not guard.rejections
+    np.testing.assert_allclose(guard._data['pointcloud'].points, [[1.0, 0.0], [2.0, 0.0]])

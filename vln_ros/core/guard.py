@@ -336,18 +336,20 @@ class CollisionGuard:
         # Every colliding point's path passes through the footprint, so it moves at most at
         # |v| + |wz| r_max and travels at least its gap: gaps beyond `reach` cannot collide in time.
         reach = horizon_s * (math.hypot(vx, vy) + abs(wz) * fp.circumradius_m)
-        parts, owners = [], []
+        parts, gap_parts, owners = [], [], []
         for index, (_, data) in enumerate(usable):
             k = int(np.searchsorted(data.gaps, reach, side='right'))
             if k:
                 parts.append(data.points[:k])
+                gap_parts.append(data.gaps[:k])
                 owners.append(np.full(k, index))
         if not parts:
             return math.inf, ''
         pts = np.concatenate(parts).astype(np.float64)
-        owner = np.concatenate(owners)
+        gaps, owner = np.concatenate(gap_parts), np.concatenate(owners)
         x, y = np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 1])
-        # Cheap first cut: a point whose line or circle misses the circumscribed circle never collides.
+        # Cheap first cut: a point whose line or circle misses the circumscribed circle never collides, nor
+        # one that cannot cover its gap within the horizon at its own speed.
         r_max = fp.circumradius_m
         if abs(wz) < STRAIGHT_WZ:
             speed = math.hypot(vx, vy)
@@ -355,7 +357,8 @@ class CollisionGuard:
             crosses = (np.abs(y * ux - x * uy) <= r_max) & (x * ux + y * uy >= -r_max)
         else:
             cx, cy = -vy / wz, vx / wz
-            crosses = np.abs(np.hypot(x - cx, y - cy) - math.hypot(cx, cy)) <= r_max
+            rho = np.hypot(x - cx, y - cy)
+            crosses = (np.abs(rho - math.hypot(cx, cy)) <= r_max) & (gaps <= horizon_s * abs(wz) * rho)
         pts, owner, x, y = pts[crosses], owner[crosses], x[crosses], y[crosses]
         bound = circle_collision_times(x, y, cmd, fp.circumradius_m)
         keep = bound <= horizon_s
