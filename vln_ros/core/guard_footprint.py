@@ -92,14 +92,15 @@ class FootprintParams(StrictModel):
 
 
 def _inside(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """Even-odd rule, (N,) bool."""
-    px, py = points[:, 0:1], points[:, 1:2]
-    ax, ay = vertices[:, 0], vertices[:, 1]
-    bx, by = np.roll(ax, -1), np.roll(ay, -1)
-    straddles = (ay > py) != (by > py)
+    """Even-odd rule, (N,) bool. Arrays are (E, N), edges down, points across: numpy reduces over a short
+    first axis far faster than over a short last one."""
+    x, y = points[:, 0], points[:, 1]
+    ax, ay = vertices[:, 0:1], vertices[:, 1:2]
+    bx, by = np.roll(ax, -1, axis=0), np.roll(ay, -1, axis=0)
+    straddles = (ay > y) != (by > y)
     with np.errstate(divide='ignore', invalid='ignore'):
-        x_cross = ax + (py - ay) * (bx - ax) / (by - ay)
-    return np.asarray(np.count_nonzero(straddles & (px < x_cross), axis=1) % 2 == 1)
+        x_cross = ax + (y - ay) * ((bx - ax) / (by - ay))
+    return np.asarray(np.count_nonzero(straddles & (x < x_cross), axis=0) % 2 == 1)
 
 
 def _turn_times(x: np.ndarray, y: np.ndarray, qx: np.ndarray, qy: np.ndarray, cx: float, cy: float,
@@ -158,16 +159,19 @@ class Footprint:
             v = self.vertices
             self._edges = np.roll(v, -1, axis=0) - v
             self._edge_len2 = np.einsum('ij,ij->i', self._edges, self._edges)
+            self._inv_edge_len2 = 1.0 / self._edge_len2
             self.circumradius_m = float(np.max(np.hypot(v[:, 0], v[:, 1])))
             # The largest circle about the origin inside the polygon: the origin's distance to its edges.
             self.inradius_m = float(self._edge_distance(np.zeros((1, 2)))[0])
 
     def _edge_distance(self, p: np.ndarray) -> np.ndarray:
         assert self.vertices is not None
-        w = p[:, None, :] - self.vertices[None, :, :]                     # (N, E, 2)
-        s = np.clip(np.einsum('nej,ej->ne', w, self._edges) / self._edge_len2, 0.0, 1.0)
-        gap = w - s[:, :, None] * self._edges[None, :, :]
-        return np.asarray(np.sqrt(np.min(np.einsum('nej,nej->ne', gap, gap), axis=1)))
+        ex, ey = self._edges[:, 0:1], self._edges[:, 1:2]                  # (E, 1) against (N,)
+        wx = p[:, 0] - self.vertices[:, 0:1]                               # (E, N), as in _inside
+        wy = p[:, 1] - self.vertices[:, 1:2]
+        s = np.clip((wx * ex + wy * ey) * self._inv_edge_len2[:, None], 0.0, 1.0)
+        dx, dy = wx - s * ex, wy - s * ey
+        return np.asarray(np.sqrt(np.min(dx * dx + dy * dy, axis=0)))
 
     def distance(self, points: np.ndarray) -> np.ndarray:
         """(N,) distance of each point from the footprint [m], 0 inside it."""
@@ -187,25 +191,25 @@ class Footprint:
             return circle_collision_times(x, y, cmd, self.radius_m)
         if vx == 0.0 and vy == 0.0 and wz == 0.0:
             return np.full(len(x), np.inf)
-        ax, ay = self.vertices[:, 0], self.vertices[:, 1]                  # (E,)
-        ex, ey = self._edges[:, 0], self._edges[:, 1]
-        x, y = x[:, None], y[:, None]                                       # (N, 1) against (E,)
+        # (E, N) arrays, edges down and points across, as in _inside.
+        ax, ay = self.vertices[:, 0:1], self.vertices[:, 1:2]              # (E, 1)
+        ex, ey = self._edges[:, 0:1], self._edges[:, 1:2]
         if abs(wz) < STRAIGHT_WZ:
             # p + d t = a + s e, d = -v: t = cross(a - p, e) / cross(d, e), s = cross(a - p, d) / cross(d, e).
             dx, dy = -vx, -vy
-            wx, wy = ax - x, ay - y                                         # (N, E)
-            denom = dx * ey - dy * ex                                       # (E,)
+            wx, wy = ax - x, ay - y                                         # (E, N)
+            denom = dx * ey - dy * ex                                       # (E, 1)
             with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
                 t = (wx * ey - wy * ex) / denom
                 s = (wx * dy - wy * dx) / denom
             hit = (denom != 0.0) & (s >= 0.0) & (s <= 1.0) & (t >= 0.0)
-            return np.asarray(np.min(np.where(hit, t, np.inf), axis=1))
+            return np.asarray(np.min(np.where(hit, t, np.inf), axis=0))
         # |q - c| = rho against each edge q = a + s e, s in [0, 1]: A s^2 + B s + C = 0, where
         # C = |a - c|^2 - rho^2 = (a - p).(a + p - 2c) (no cancellation however far away c is).
         cx, cy = -vy / wz, vx / wz
-        big_a = self._edge_len2                                             # (E,)
-        big_b = 2.0 * ((ax - cx) * ex + (ay - cy) * ey)                     # (E,)
-        big_c = (ax - x) * (ax + x - 2.0 * cx) + (ay - y) * (ay + y - 2.0 * cy)   # (N, E)
+        big_a = self._edge_len2[:, None]                                    # (E, 1)
+        big_b = 2.0 * ((ax - cx) * ex + (ay - cy) * ey)                     # (E, 1)
+        big_c = (ax - x) * (ax + x - 2.0 * cx) + (ay - y) * (ay + y - 2.0 * cy)   # (E, N)
         disc = big_b * big_b - 4.0 * big_a * big_c
         root = np.sqrt(np.maximum(disc, 0.0))
         q = -0.5 * (big_b + np.where(big_b >= 0.0, root, -root))            # the stable quadratic formula
@@ -214,7 +218,7 @@ class Footprint:
             for s in (q / big_a, big_c / q):
                 hit = (disc >= 0.0) & (s >= 0.0) & (s <= 1.0)
                 t = _turn_times(x, y, ax + s * ex, ay + s * ey, cx, cy, wz)
-                best = np.minimum(best, np.min(np.where(hit, t, np.inf), axis=1))
+                best = np.minimum(best, np.min(np.where(hit, t, np.inf), axis=0))
         return best
 
     def time_to_collision(self, points: np.ndarray, cmd: Cmd) -> tuple[float, int]:
