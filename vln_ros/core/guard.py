@@ -24,8 +24,11 @@ What it cannot see is what its sensors cannot: glass, thin legs below a laser's 
 kerbs); obstacles are taken as standing still between messages, so margins and timeouts must cover the
 sensor latency and a moving person's approach.
 
-Parameters: GuardParams (`guard.*`) lives here beside its code, as the backends' models do (core/schema.py
-says why), so core/config.py can nest it into a node's model without an import cycle.
+Modules: guard_sources.py (sensor parameters, messages -> points), guard_footprint.py (the outline, gaps,
+exact times to collision), this one (GuardParams and the guard). GuardParams (`guard.*`) lives here beside
+its code, as the backends' models do (core/schema.py says why), so core/config.py can nest it into a node's
+model without an import cycle; for the same reason commands are plain (vx, vy, wz) tuples, not
+core/control's Twist2D (control imports config).
 """
 from __future__ import annotations
 
