@@ -515,3 +515,27 @@ def test_real_sensor_msgs_messages_are_read_as_they_come_from_rclpy():
     assert guard.on_camera_info(info) is None and guard.on_depth(depth, 0.0) is None
     assert guard.accepted == {'laser': 1, 'pointcloud': 1, 'depth': 1} and not guard.rejections
     np.testing.assert_allclose(guard._data['pointcloud'].points, [[1.0, 0.0], [2.0, 0.0]])
+
+
+@settings(max_examples=100, deadline=None)
+@given(cmd=speeds, polygon=st.booleans(), seed=st.integers(0, 2**32 - 1), count=st.integers(1, 700))
+def test_pruned_time_to_collision_equals_solving_every_point(cmd, polygon, seed, count):
+    # The guard solves only the points its bounds cannot rule out; the answer must be the same as solving all
+    # (more than one solve batch of points, so the rounds are exercised too).
+    rng = np.random.default_rng(seed)
+    footprint = {'polygon': RECT if polygon else ''}
+    fp = Footprint(FootprintParams(**footprint))
+    xy = rng.uniform(-2.5, 2.5, (count, 2))
+    xy = xy[fp.distance(xy) > 1e-3]
+    if not len(xy):
+        return
+    guard = CollisionGuard(GuardParams(enabled=True, footprint=footprint, stop_margin_m=0.0, slowdown_margin_m=0.0,
+                                       resolution_m=0.0, time_before_collision_s=2.0, laser={'enabled': False},
+                                       pointcloud={'enabled': True, 'min_height_m': 0.0}))
+    assert guard.on_cloud(cloud(np.c_[xy, np.full(len(xy), 0.3)]), 0.0) is None
+    every = float(np.min(fp.collision_times(guard._data['pointcloud'].points, cmd)))
+    pruned = guard.step(0.1, cmd)[1].time_to_collision_s
+    if every <= 2.0:
+        assert pruned == pytest.approx(every, rel=1e-9, abs=1e-12)
+    else:
+        assert pruned > 2.0
