@@ -197,6 +197,31 @@ def test_the_core_imports_the_api_without_ros_aiohttp_or_the_simulator():
     assert loaded.strip() == '[]', loaded
 
 
+def oracle_request(stamp_ns: int):
+    from vln_ros.core.backends.base import Request
+    from vln_ros.core.prompts import Prompt
+    return Request(b'', stamp_ns, Prompt('system', 'user', {}), 64, False, 1)
+
+
+def test_the_oracle_backend_asks_through_the_client_and_names_a_refusal_and_an_absence(served):
+    from vln_ros.core.backends.base import BackendError
+    from vln_ros.core.backends.oracle import OracleBackend
+    sim, client = served
+    backend = OracleBackend(OracleParams(url=client.url, latency_s=0.2))
+    answer = backend.generate(oracle_request(42))
+    assert answer.text == 'answer for 42' and answer.finish_reason == 'stop'
+    sim.oracle_error = LookupError('no ground truth for a keyframe captured at 0.000 s')
+    with pytest.raises(BackendError) as refused:
+        backend.generate(oracle_request(42))
+    assert refused.value.reason == 'refused' and refused.value.detail == '409 ' + str(sim.oracle_error)
+    server = ApiServer(FakeSim(), port=0)
+    gone = server.start()
+    server.stop()
+    with pytest.raises(BackendError) as absent:
+        OracleBackend(OracleParams(url=api.local_url(gone))).generate(oracle_request(42))
+    assert absent.value.reason == 'unavailable' and api.local_url(gone) in absent.value.detail
+
+
 # -- the simulator behind it ---------------------------------------------------------------------------------
 def test_a_reset_asked_while_a_frame_is_rendered_never_lets_that_frame_out():
     """The interleaving that raced: the side channel's reset lands between a capture and its publication.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -96,6 +97,18 @@ def test_the_side_channel_resets_answers_and_refuses_clearly(sim):
     assert client.fault(camera_frozen=True).camera_frozen
     frames = len(heard['image'])
     assert not wait_for(lambda: len(heard['image']) > frames + 1, 1.5)   # frozen: no new frames
+
+
+def test_a_side_channel_port_in_use_fails_start_up_naming_the_fix():
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([executable('sim_node'), '--ros-args', '-p', f'api_port:={port}'],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (f'cannot serve the side channel on 127.0.0.1:{port} (Address already in use); choose another api_port'
+            in done.stdout + done.stderr)
 
 
 def test_sigint_ends_it_cleanly(sim):

@@ -68,13 +68,13 @@ class SimNode(Node):
         diagnostics.start_timer(self, DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self._stopping = threading.Event()
         self._server = api.ApiServer(self.sim, p.api_address, p.api_port)
+        self._loop = threading.Thread(target=self._run, name='sim-physics', daemon=True)
         try:
             self._server.start()
         except OSError as exc:
             why = os.strerror(exc.errno) if exc.errno else str(exc)   # 'Address already in use', as ever
             raise StartupError(f'cannot serve the side channel on {p.api_address}:{p.api_port} ({why}); '
                                'choose another api_port') from None
-        self._loop = threading.Thread(target=self._run, name='sim-physics', daemon=True)
         self._loop.start()
         self.get_logger().info(
             f'simulating {scenes.describe(self.world.scene)}: "{self.world.scene.instruction}", at {p.speed}x '
@@ -84,7 +84,8 @@ class SimNode(Node):
 
     def destroy_node(self) -> None:
         self._stopping.set()
-        self._loop.join(timeout=2.0)
+        if self._loop.is_alive():   # not when start-up failed
+            self._loop.join(timeout=2.0)
         self._server.stop()
         super().destroy_node()
 
