@@ -158,6 +158,29 @@ def test_an_oracle_waiting_for_simulated_time_does_not_hold_up_the_other_routes(
     assert [a.text for a in answers] == ['answer for 9']
 
 
+def test_stopping_the_server_does_not_wait_for_an_oracle_that_never_answers():
+    sim = FakeSim()
+    sim.oracle_gate.clear()           # simulated time that never comes
+    server = ApiServer(sim, port=0)
+    client = SimClient.on_port(server.start(), timeout_s=10.0)
+    assert server.serving()
+    failures: list[Exception] = []
+
+    def ask() -> None:
+        try:
+            client.oracle(api.OracleRequest(stamp_ns=9))
+        except (OSError, SimApiError) as exc:
+            failures.append(exc)
+    asking = threading.Thread(target=ask)
+    asking.start()
+    assert sim.oracle_waiting.wait(5.0)
+    server.stop(timeout_s=2.0)
+    asking.join(5.0)
+    assert not asking.is_alive() and len(failures) == 1      # the asker hears the connection end
+    assert not server.serving()
+    sim.oracle_gate.set()
+
+
 def test_a_port_in_use_is_an_os_error_at_start(served):
     _, client = served
     port = int(client.url.rsplit(':', 1)[1])

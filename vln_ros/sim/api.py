@@ -330,6 +330,10 @@ class ApiServer:
             raise
         return self.port
 
+    def serving(self) -> bool:
+        """Its thread is alive (started and not stopped)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop listening and end the thread (requests still waiting on the simulator are dropped)."""
         loop, thread = self._loop, self._thread
