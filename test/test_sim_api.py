@@ -274,6 +274,40 @@ def test_a_reset_asked_while_a_frame_is_rendered_never_lets_that_frame_out():
     assert all(stamp_s >= replies[0].now_s for stamp_s, _ in published)
 
 
+def test_the_simulator_serves_every_route_through_the_real_app_without_ros():
+    from vln_ros.sim.service import SimService
+
+    service = SimService(SimParams(seed=1), lambda scene, pose: scene.seed)
+    stamps: list[tuple[float, int]] = []
+    stopping = threading.Event()
+
+    def physics() -> None:        # unpaced: as fast as it goes
+        while not stopping.is_set():
+            stamps.extend(service.step().frames)
+            service.idle(0.001)
+    server = ApiServer(service, port=0)
+    client = SimClient.on_port(server.start())
+    thread = threading.Thread(target=physics, daemon=True)
+    thread.start()
+    try:
+        scene = client.reset(7)
+        assert scene.seed == 7 and scene.shortest_path_m > 1.0 and client.status().seed == 7
+        assert wait_for(lambda: any(seed == 7 and t > scene.now_s for t, seed in stamps), 10.0)
+        stamp_s = next(t for t, seed in stamps if seed == 7 and t > scene.now_s)
+        answer = client.oracle(api.OracleRequest(stamp_ns=round(stamp_s * 1e9), latency_s=0.2))
+        assert json.loads(answer.text)['act'] and answer.fault == ''
+        with pytest.raises(SimApiError) as refused:
+            client.oracle(api.OracleRequest(stamp_ns=1))          # before this episode
+        assert refused.value.status == 409 and 'no ground truth' in refused.value.error
+        assert client.fault(odom_lost=True).odom_lost and not client.fault().camera_frozen
+        episode = client.episode()
+        assert episode.seed == 7 and [a.stamp_s for a in episode.answers] == [pytest.approx(stamp_s)]
+    finally:
+        stopping.set()
+        thread.join(5.0)
+        server.stop()
+
+
 def test_a_reset_the_physics_thread_never_takes_is_a_timeout():
     from vln_ros.sim.service import SimService
 
