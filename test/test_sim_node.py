@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 from conftest import wait_for
@@ -14,16 +13,14 @@ from conftest import wait_for
 from vln_ros import interface as ri
 from vln_ros.demo.stack import executable
 from vln_ros.eval.stack import free_port
+from vln_ros.sim.api import ORACLE, OracleRequest, SimApiError, SimClient
 
 
-def call(port: int, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f'http://127.0.0.1:{port}{path}', data, {'Content-Type': 'application/json'})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+def refused(call) -> int:
+    """The status of the side channel's refusal of call()."""
+    with pytest.raises(SimApiError) as refusal:
+        call()
+    return refusal.value.status
 
 
 @pytest.fixture
@@ -48,7 +45,7 @@ def sim(graph):
     cmd = node.create_publisher(Twist, ri.CMD_VEL, ri.CMD_QOS)
     try:
         assert wait_for(lambda: len(heard['image']) >= 3 and len(heard['diag']) >= 1, 30.0), proc.poll()
-        yield port, heard, cmd, proc
+        yield SimClient.on_port(port), heard, cmd, proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -69,7 +66,7 @@ def test_clock_camera_and_odometry_come_as_from_a_robot(sim):
 
 def test_cmd_vel_moves_the_robot_and_the_episode_records_it(sim):
     from geometry_msgs.msg import Twist
-    port, heard, cmd, _ = sim
+    client, heard, cmd, _ = sim
     twist = Twist()
     twist.linear.x = 0.3
 
@@ -77,30 +74,41 @@ def test_cmd_vel_moves_the_robot_and_the_episode_records_it(sim):
         cmd.publish(twist)
         return heard['odom'][-1].pose.pose.position.x > 0.2
     assert wait_for(moved, 15.0, poll_s=0.05)
-    status, episode = call(port, '/episode')
-    assert status == 200 and episode['commands'] and max(c[1] for c in episode['commands']) == pytest.approx(0.3)
-    assert episode['trajectory'][-1][4] > 0.1 and episode['collisions'] == 0
+    episode = client.episode()
+    assert episode.commands and max(c[1] for c in episode.commands) == pytest.approx(0.3)
+    assert episode.trajectory[-1][4] > 0.1 and episode.collisions == 0
 
 
 def test_the_side_channel_resets_answers_and_refuses_clearly(sim):
-    port, heard, _, _ = sim
-    status, scene = call(port, '/reset', {'seed': 7})
-    assert status == 200 and scene['seed'] == 7 and scene['instruction'] and scene['shortest_path_m'] > 1.0
+    client, heard, _, _ = sim
+    scene = client.reset(7)
+    assert scene.seed == 7 and scene.instruction and scene.shortest_path_m > 1.0
     assert wait_for(lambda: heard['image'][-1].header.stamp.sec + heard['image'][-1].header.stamp.nanosec * 1e-9
-                    > scene['now_s'], 10.0)
+                    > scene.now_s, 10.0)
     image = heard['image'][-1]
     stamp_ns = image.header.stamp.sec * 10**9 + image.header.stamp.nanosec
-    status, answer = call(port, '/oracle', {'stamp_ns': stamp_ns, 'latency_s': 0.3})
-    assert status == 200 and json.loads(answer['text'])['act'] in ('forward', 'turn_left', 'turn_right')
-    assert call(port, '/oracle', {'stamp_ns': 1})[0] == 409                       # before this episode
-    assert call(port, '/oracle', {'latency_s': 0.3})[0] == 400                    # no stamp
-    assert call(port, '/oracle', {'stamp_ns': stamp_ns, 'fault_malformed': 0.8,
-                                  'fault_wrong_direction': 0.8})[0] == 400       # faults over 100 %
-    assert call(port, '/nothing')[0] == 404
-    status, faults = call(port, '/fault', {'camera_frozen': True})
-    assert status == 200 and faults['camera_frozen']
+    answer = client.oracle(OracleRequest(stamp_ns=stamp_ns, latency_s=0.3))
+    assert json.loads(answer.text)['act'] in ('forward', 'turn_left', 'turn_right')
+    assert refused(lambda: client.oracle(OracleRequest(stamp_ns=1))) == 409            # before this episode
+    assert refused(lambda: client.send('POST', ORACLE.path, b'{"latency_s": 0.3}')) == 400   # no stamp
+    assert refused(lambda: client.send('POST', ORACLE.path, json.dumps({
+        'stamp_ns': stamp_ns, 'fault_malformed': 0.8, 'fault_wrong_direction': 0.8}).encode())) == 400  # over 100 %
+    assert refused(lambda: client.send('GET', '/nothing')) == 404
+    assert client.fault(camera_frozen=True).camera_frozen
     frames = len(heard['image'])
     assert not wait_for(lambda: len(heard['image']) > frames + 1, 1.5)   # frozen: no new frames
+
+
+def test_a_side_channel_port_in_use_fails_start_up_naming_the_fix():
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([executable('sim_node'), '--ros-args', '-p', f'api_port:={port}'],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (f'cannot serve the side channel on 127.0.0.1:{port} (Address already in use); choose another api_port'
+            in done.stdout + done.stderr)
 
 
 def test_sigint_ends_it_cleanly(sim):

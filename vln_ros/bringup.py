@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vln_ros import interface as ri
 from vln_ros.core.config import InferenceParams
+from vln_ros.sim.api import DEFAULT_PORT, local_url
 
 PACKAGE = 'vln_ros'
 PARAMS_FILE = os.path.join('config', 'vln.yaml')   # relative to the package's share folder
@@ -157,8 +158,9 @@ class SimArgs(StackArgs):
     seed: int = Field(0, ge=0, description="The scene (vln_ros/sim/scenes.py); its instruction is in sim_node's "
                                            'log; later scenes through its side channel (make eval)')
     speed: float = Field(1.0, gt=0.0, le=20.0, description='Simulated seconds per wall-clock second (1 = real time)')
-    api_port: int = Field(8765, ge=1, le=65535, description="sim_node's HTTP side channel on 127.0.0.1 (episodes, "
-                                                             'ground truth, the oracle backend)')
+    api_port: int = Field(DEFAULT_PORT, ge=1, le=65535,
+                          description="sim_node's HTTP side channel on 127.0.0.1 (episodes, ground truth, the oracle "
+                                      'backend)')
     use_sim_time: bool = Field(True, description='Nodes follow the simulated time sim_node publishes on /clock')
     camera_topic: str = Field(ri.SIM_CAMERA, description="sim_node's camera (sensor_msgs/Image)")
     backend: str = Field('oracle', description=f"inference_node's backend: {', '.join(BACKENDS)}; oracle = the "
@@ -258,7 +260,7 @@ def node_process(spec: NodeSpec, args: StackArgs, share_dir: str) -> Process:
         if args.backend:
             parameters['backend'] = args.backend
         if isinstance(args, SimArgs) and args.backend == 'oracle':
-            parameters['oracle.url'] = f'http://127.0.0.1:{args.api_port}'
+            parameters['oracle.url'] = local_url(args.api_port)
         if args.model:
             parameters['model'] = args.model
         if args.tp is not None:

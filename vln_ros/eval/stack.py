@@ -11,13 +11,10 @@ between episodes, as a robot's stack would between errands; the clock never goes
 """
 from __future__ import annotations
 
-import json
-import math
 import signal
 import socket
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from vln_ros.core.control import VelocityLimits
 from vln_ros.demo.stack import REPO, ProcessGroup, executable, parameter_pairs
 from vln_ros.eval.metrics import EpisodeRecord, Plan
 from vln_ros.nodes.conversions import stamp_seconds
+from vln_ros.sim.api import SimClient
 from vln_ros.testing.graph import call_service
 
 STARTUP_TIMEOUT_S = 90.0
@@ -69,26 +67,6 @@ def free_port() -> int:
 def controller_params(params_file: Path) -> ControllerParams:
     """controller_node's parameters as configured for this run (the parameter file's section)."""
     return validate_params(ControllerParams, load_node_yaml(params_file, 'controller_node'))
-
-
-class SideChannel:
-    """sim_node's HTTP API (JSON)."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f'http://127.0.0.1:{port}'
-
-    def call(self, path: str, body: dict[str, Any] | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data, {'Content-Type': 'application/json'})
-        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
-            return dict(json.loads(reply.read()))
-
-    def ready(self) -> bool:
-        try:
-            self.call('/status', timeout_s=1.0)
-            return True
-        except OSError:
-            return False
 
 
 @dataclass
@@ -172,7 +150,7 @@ class EvalStack:
         self.options = options
         self.log_dir = log_dir
         self.port = free_port()
-        self.sim = SideChannel(self.port)
+        self.sim = SimClient.on_port(self.port)
         self.group = ProcessGroup(log_dir)
         self.observer: Observer | None = None
         self.controller = controller_params(options.params_file)
@@ -287,8 +265,8 @@ class EvalStack:
         ('kill_inference', 'freeze_camera', 'lose_odom')."""
         assert self.observer is not None
         obs = self.observer
-        scene = self.sim.call('/reset', {'seed': seed})
-        reset_s = float(scene['now_s'])
+        scene = self.sim.reset(seed)
+        reset_s = scene.now_s
         heard = obs.heard
         # The task's first keyframe is the next camera frame (model-paced keyframes): let frames of the new
         # scene reach camera_node first.
@@ -298,11 +276,11 @@ class EvalStack:
         # time 0, and the controller then refuses the first plans as stamped in the future (seen: 1.8 s).
         if not self._wait_sim(lambda: obs.clocks_after(STACK_NODES, reset_s), 20.0, "the nodes' clocks"):
             raise RuntimeError(f'the nodes are not on the simulated clock ({obs.clocks}):\n' + self.logs())
-        reply = obs.set_task(scene['instruction'])
+        reply = obs.set_task(scene.instruction)
         if not reply.accepted:
             raise RuntimeError(f'set_task refused the instruction: {reply.message}')
         task_id, started_s = reply.task_id, obs.now()
-        budget = BUDGET_MIN_S + BUDGET_S_PER_M * float(scene['route_length_m'])
+        budget = BUDGET_MIN_S + BUDGET_S_PER_M * scene.route_length_m
         faults: dict[str, Any] = {}
 
         def ended() -> tuple[str, str, float] | None:
@@ -317,13 +295,13 @@ class EvalStack:
             # In-loop faults: inject, then watch FAULT_WATCH_S; the robot must stop by itself and touch nothing.
             self._wait_sim(lambda: ended() is not None, fault_after_s, 'the fault time')
             # ... while the robot walks (a fault when it stands still would prove nothing)
-            self._wait_sim(lambda: self.sim.call('/status')['speed_mps'] > WALKING_MPS, FAULT_WAIT_WALKING_S,
+            self._wait_sim(lambda: self.sim.status().speed_mps > WALKING_MPS, FAULT_WAIT_WALKING_S,
                            'the robot to walk')
             faults = {'fault': fault, 'at_s': obs.now()}
             if fault == 'kill_inference':
                 self.kill('inference_node')
             elif fault in ('freeze_camera', 'lose_odom'):
-                self.sim.call('/fault', {'camera_frozen': fault == 'freeze_camera', 'odom_lost': fault == 'lose_odom'})
+                self.sim.fault(camera_frozen=fault == 'freeze_camera', odom_lost=fault == 'lose_odom')
             else:
                 raise ValueError(f'unknown fault {fault!r}')
             budget = obs.now() - started_s + FAULT_WATCH_S
@@ -336,18 +314,18 @@ class EvalStack:
         else:
             end_state, end_reason, ended_s = end
         self._wait_sim(lambda: False, SETTLE_S, 'the robot to settle')
-        episode = self.sim.call('/episode', timeout_s=30.0)
+        episode = self.sim.episode(timeout_s=30.0)
         if fault in ('freeze_camera', 'lose_odom'):
-            self.sim.call('/fault', {'camera_frozen': False, 'odom_lost': False})
+            self.sim.fault(camera_frozen=False, odom_lost=False)
         with obs.lock:
             plans = [p for p in heard.plans if p.task_id == task_id]
         if fault == 'kill_inference':
             self.restart('inference_node')
         return EpisodeRecord(
-            seed=seed, instruction=scene['instruction'], language=scene['language'], kind=scene['kind'],
-            route_length_m=float(scene['route_length_m']), shortest_path_m=float(scene['shortest_path_m']),
-            goal=list(scene['goal']), task_started_s=started_s,
-            task_ended_s=ended_s, end_state=end_state, end_reason=end_reason, trajectory=episode['trajectory'],
-            commands=episode['commands'], plans=plans, collisions=int(episode['collisions']),
-            min_clearance_m=float(episode['min_clearance_m']), answers=episode['answers'], faults=faults,
-            real_time_factor=float(episode.get('real_time_factor', math.nan)))
+            seed=seed, instruction=scene.instruction, language=scene.language, kind=scene.kind,
+            route_length_m=scene.route_length_m, shortest_path_m=scene.shortest_path_m,
+            goal=list(scene.goal), task_started_s=started_s,
+            task_ended_s=ended_s, end_state=end_state, end_reason=end_reason, trajectory=episode.trajectory,
+            commands=episode.commands, plans=plans, collisions=episode.collisions,
+            min_clearance_m=episode.min_clearance_m, answers=[a.model_dump() for a in episode.answers],
+            faults=faults, real_time_factor=episode.real_time_factor)

@@ -5,6 +5,7 @@ One model, like the stack's nodes (vln_ros/core/config.py): the node declares it
 from __future__ import annotations
 
 from vln_ros.core.schema import StrictModel, param
+from vln_ros.sim import api
 
 
 class CameraParams(StrictModel):
@@ -42,8 +43,9 @@ class SimParams(StrictModel):
     speed: float = param(1.0, 'Simulated seconds per wall-clock second it aims for (1 = real time)', gt=0.0, le=20.0)
     physics_rate_hz: float = param(100.0, 'Integration steps per simulated second; /clock is published each step',
                                    'Hz', ge=20.0, le=1000.0)
-    api_address: str = param('127.0.0.1', 'Address of the HTTP side channel (episodes, ground truth, the oracle)')
-    api_port: int = param(8765, 'Port of the HTTP side channel', ge=1, le=65535)
+    api_address: str = param(api.DEFAULT_ADDRESS,
+                             'Address of the HTTP side channel (episodes, ground truth, the oracle)')
+    api_port: int = param(api.DEFAULT_PORT, 'Port of the HTTP side channel', ge=1, le=65535)
     camera: CameraParams = CameraParams()
     odom: OdomParams = OdomParams()
     base: BaseParams = BaseParams()

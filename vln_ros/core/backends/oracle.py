@@ -12,18 +12,26 @@ fast-forwarded simulation keeps the model's latency in the robot's time.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import ValidationError, model_validator
 
 from vln_ros.core.backends.base import Answer, Backend, BackendError, CancelFlag, Request
 from vln_ros.core.backends.registry import BackendSpec, register_backend
 from vln_ros.core.schema import BackendParams, param
+
+# A leaf module (stdlib and pydantic; no ROS, no simulator, aiohttp only to serve), so the core may use it: the
+# one spelling of the side channel's routes, models and client, for this backend as for make eval.
+from vln_ros.sim.api import (
+    DEFAULT_URL,
+    OracleReply,
+    OracleRequest,
+    SimApiError,
+    SimClient,
+    validation_message,
+)
 
 # The simulator answers a request after latency_s of simulated time; past that much more wall time the
 # simulator is gone or stalled (the caller's inference_timeout_s usually ends the wait first).
@@ -33,7 +41,7 @@ WALL_MARGIN_S = 30.0
 class OracleParams(BackendParams):
     """The simulator's ground-truth answers (backend: oracle; make eval). Not a model: see docs/eval.md."""
 
-    url: str = param('http://127.0.0.1:8765', "The simulator's HTTP side channel (sim_node's api_port)")
+    url: str = param(DEFAULT_URL, "The simulator's HTTP side channel (sim_node's api_port)")
     latency_s: float = param(0.5, 'Each answer takes this long in simulated time, like a model', 's',
                              ge=0.0, le=60.0)
     noise_m: float = param(0.0, 'Gaussian noise (standard deviation) on each waypoint step', 'm', ge=0.0, le=1.0)
@@ -52,6 +60,7 @@ class OracleParams(BackendParams):
         return self
 
     def request_settings(self) -> dict[str, float]:
+        """What /oracle takes besides the stamp (sim/api.py's OracleSettings)."""
         return {k: v for k, v in self.model_dump().items() if k != 'url'}
 
 
@@ -64,20 +73,21 @@ class OracleBackend(Backend):
 
     def generate(self, request: Request) -> Answer:
         started = time.perf_counter()
+        try:
+            body = OracleRequest(stamp_ns=request.stamp_ns, **self._params.request_settings())
+        except ValidationError as exc:   # e.g. a stamp before the epoch
+            raise BackendError('refused', validation_message(exc)) from None
         cancelled = self._cancel.start()
         result: dict[str, Any] = {}
         done = threading.Event()
-        body = json.dumps({'stamp_ns': request.stamp_ns, **self._params.request_settings()}).encode()
+        client = SimClient(self._params.url, timeout_s=self._params.latency_s + WALL_MARGIN_S)
 
         def ask() -> None:  # a thread of its own, so that cancel() returns the worker at once
             try:
-                http = urllib.request.Request(self._params.url.rstrip('/') + '/oracle', body,
-                                              {'Content-Type': 'application/json'})
-                with urllib.request.urlopen(http, timeout=self._params.latency_s + WALL_MARGIN_S) as reply:
-                    result['answer'] = json.loads(reply.read())
-            except urllib.error.HTTPError as exc:   # the simulator's refusal, e.g. a keyframe it never took
-                result['error'] = BackendError('refused', exc.read().decode(errors='replace')[:200])
-            except (OSError, ValueError) as exc:
+                result['answer'] = client.oracle(body)
+            except SimApiError as exc:   # the simulator's refusal, e.g. a keyframe it never took
+                result['error'] = BackendError('refused', f'{exc.status} {exc.error}'[:200])
+            except (OSError, ValueError) as exc:   # not there, or not answering as the API says
                 result['error'] = BackendError('unavailable', f'simulator at {self._params.url}: {exc}')
             finally:
                 done.set()
@@ -91,9 +101,8 @@ class OracleBackend(Backend):
                 raise BackendError('cancelled')
             if 'error' in result:
                 raise result['error']
-            answer = result['answer']
-            return Answer(str(answer['text']), time.perf_counter() - started, finish_reason=answer.get('fault') or
-                          'stop')
+            answer: OracleReply = result['answer']
+            return Answer(answer.text, time.perf_counter() - started, finish_reason=answer.fault or 'stop')
         finally:
             self._cancel.finish()
 
