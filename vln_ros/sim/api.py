@@ -127,10 +127,14 @@ class OracleSettings(ApiRequest):
 
     @model_validator(mode='after')
     def _one_fault_per_answer(self) -> OracleSettings:
-        total = self.fault_malformed + self.fault_wrong_direction + self.fault_premature_arrived
-        if total > 1.0:
-            raise ValueError(f'the fault shares add up to {total:g}; an answer has at most one fault, so at most 1')
+        check_fault_shares(self.fault_malformed, self.fault_wrong_direction, self.fault_premature_arrived)
         return self
+
+
+def check_fault_shares(*shares: float) -> None:
+    """An answer has at most one fault, so the fault shares add up to at most 1 (here and in OracleParams)."""
+    if sum(shares) > 1.0:
+        raise ValueError(f'the fault shares add up to {sum(shares):g}; an answer has at most one fault, so at most 1')
 
 
 class OracleRequest(OracleSettings):

@@ -30,6 +30,7 @@ from vln_ros.sim.api import (
     OracleRequest,
     SimApiError,
     SimClient,
+    check_fault_shares,
     validation_message,
 )
 
@@ -54,9 +55,7 @@ class OracleParams(BackendParams):
 
     @model_validator(mode='after')
     def _one_fault_per_answer(self) -> OracleParams:
-        total = self.fault_malformed + self.fault_wrong_direction + self.fault_premature_arrived
-        if total > 1.0:
-            raise ValueError(f'the fault shares add up to {total:g}; an answer has at most one fault, so at most 1')
+        check_fault_shares(self.fault_malformed, self.fault_wrong_direction, self.fault_premature_arrived)
         return self
 
     def request_settings(self) -> dict[str, float]:
