@@ -227,7 +227,7 @@ SH
   echo "$key" > "$venv/.stamp-prefix"
 fi
 
-# -- Headless Chromium and its chromedriver from Debian, for the browser tests (vln_ros/testing/browser.py:
+# -- Headless Chromium and its chromedriver from Debian, for the browser tests (vln_ros/harness/browser.py:
 # Selenium drives /usr/bin/chromium through /usr/bin/chromedriver; nothing is downloaded from Google).
 # A system step, not a venv one: no stamp, the two files are checked every run (milliseconds). apt-get only
 # when one is missing, as root or through sudo -n; when that cannot be done, one line and on: the browser tests
