@@ -5,7 +5,7 @@
 # console bench); `make demo` does not need a browser and does not wait for one.
 PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
-# each sets that up itself through vln_ros/testing/local_graph.py (see config/fastdds_localhost_large_data.xml).
+# each sets that up itself through vln_ros/harness/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
 .PHONY: install browser demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve
 

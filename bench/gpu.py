@@ -87,7 +87,7 @@ def model_shape(model: Path) -> str:
 def check(args: argparse.Namespace, results: Results) -> int:
     from run import InferenceNodeUnderTest
 
-    from vln_ros.testing import local_graph
+    from vln_ros.harness import local_graph
     print(f'# {local_graph.use_private_domain().describe()}', file=sys.stderr, flush=True)
     failures: list[str] = []
 
@@ -239,7 +239,7 @@ def keyframe_and_prompt(size: int) -> tuple[bytes, Any]:
 
     from vln_ros.core.config import ParserParams
     from vln_ros.core.prompts import PromptBuilder, Step
-    from vln_ros.testing.frames import scene
+    from vln_ros.harness.frames import scene
     prompt = PromptBuilder(ParserParams(), history_steps=4).build(
         'go down the corridor and stop at the red door', [Step('a corridor with doors on both sides', 'forward')] * 4)
     return cv2.imencode('.jpg', scene(0, size, size))[1].tobytes(), prompt

@@ -5,36 +5,36 @@
 Also written to <out>/results.jsonl (default bench_out/ in the checkout). Timings come from this machine as
 it is (2 cores); run it on an otherwise idle machine and compare runs side by side, never against a fixed
 number in a unit test. The nodes run in a private ROS domain that nobody else on this machine is in
-(vln_ros/testing/local_graph.py; the exported ROS_DOMAIN_ID is never used); the domain is named on stderr.
+(vln_ros/harness/local_graph.py; the exported ROS_DOMAIN_ID is never used); the domain is named on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vln_ros import interface as ri
 from vln_ros.core.config import ControllerParams, KeyframeParams
 from vln_ros.core.keyframe import KeyframeSampler
-from vln_ros.testing import local_graph
-from vln_ros.testing.frames import scene
+from vln_ros.harness.frames import scene
+from vln_ros.harness.observer import Observer
+from vln_ros.harness.processes import REPO, executable, free_port, stop_process
+from vln_ros.harness.run_setup import claim_private_run
 
 if TYPE_CHECKING:
-    from rclpy.client import Client
-
     from vln_ros.msg import TaskStatus, WaypointArray
 
 RESULTS: list[dict] = []
-REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / 'bench_out'   # main() sets it from --out
 SIZES = {'1080p': (1080, 1920), '720p': (720, 1280), '480p': (480, 640)}
 
@@ -93,54 +93,31 @@ def bench_keyframe_robustness() -> None:
          'keyframes')
 
 
-def node_process(executable: str, params: tuple[str, ...], log: Path | None = None) -> subprocess.Popen:
+def node_process(name: str, params: tuple[str, ...], log: Path | None = None) -> subprocess.Popen:
     """A real node executable in its own process, with config/vln.yaml and extra `name:=value` parameters."""
-    args = [str(Path(sys.executable).parent / executable), '--ros-args',
-            '--params-file', str(REPO / 'config' / 'vln.yaml')]
+    args = [executable(name), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml')]
     for p in params:
         args += ['-p', p]
     return subprocess.Popen(args, stdout=log.open('w') if log else subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-class NodeUnderTest:
+class NodeUnderTest(Observer):
     """A real node executable in its own process (config/vln.yaml + extra parameters), and a probe node
-    here, spinning in a background thread, for the subclass's publishers and subscriptions."""
+    here (the harness's observer) for the subclass's publishers and subscriptions."""
 
-    def __init__(self, executable: str, params: tuple[str, ...], log: Path | None = None) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        self.path = str(Path(sys.executable).parent / executable)
-        self.proc = node_process(executable, params, log)
-        rclpy.init()
-        self.node = rclpy.create_node('bench_probe')
-        self.executor = SingleThreadedExecutor()
+    def __init__(self, name: str, params: tuple[str, ...], log: Path | None = None) -> None:
+        super().__init__('bench_probe')
+        self.path = executable(name)
+        self.proc = node_process(name, params, log)
 
-    def start(self, ready, timeout_s: float = 30.0) -> None:
-        """Spin the probe and wait (bounded) until ready() says the node under test is connected."""
-        self.executor.add_node(self.node)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinner.start()
-        deadline = time.monotonic() + timeout_s
-        while not ready():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f'{self.path} did not come up')
-            time.sleep(0.05)
+    def start(self, ready: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        """Wait (bounded) until ready() says the node under test is connected."""
+        if not self.wait_until(ready, timeout_s, failed=lambda: self.proc.poll() is not None):
+            raise RuntimeError(f'{self.path} did not come up')
 
     def close(self) -> None:
-        import rclpy
         stop_process(self.proc)
-        self.executor.shutdown(timeout_sec=2.0)  # stop callbacks before the node goes away
-        self.spinner.join(timeout=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown()
+        super().close()
 
 
 class CameraNodeUnderTest(NodeUnderTest):
@@ -326,30 +303,41 @@ def bench_controller(seconds: float = 12.0, cycles: int = 40) -> None:
         burner.kill()
 
 
+def suite_module(name: str) -> ModuleType:
+    """A module of the test suite (test/<name>.py: the answer corpus, the typical answer), loaded from its file:
+    test/ is no package, and only pytest puts it on sys.path."""
+    path = REPO / 'test' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f'cannot load {path}')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module   # dataclasses and pickling look a module up by its name
+    spec.loader.exec_module(module)
+    return module
+
+
 def bench_parser(repeats: int = 200) -> None:
     """parse_answer per answer over the corpus of realistic model answers (test/answers.py)."""
-    from answers import CORPUS
-
     from vln_ros.core.config import ParserParams
     from vln_ros.core.parser import parse_answer
+    corpus = suite_module('answers').CORPUS
     limits = ParserParams()
     times = []
     for _ in range(repeats):
-        for text, *_ in CORPUS:
+        for text, *_ in corpus:
             t0 = time.perf_counter()
             parse_answer(text, limits)
             times.append(time.perf_counter() - t0)
-    times_us = np.array(times[len(CORPUS):]) * 1e6
+    times_us = np.array(times[len(corpus):]) * 1e6
     emit('parser_us_p50', np.percentile(times_us, 50), 'us')
     emit('parser_us_p99', np.percentile(times_us, 99), 'us')
 
 
 def bench_answer_tokens() -> None:
     """Qwen3 tokens of a typical two-step answer in our format (output tokens are the latency)."""
-    from test_inference_core import TYPICAL_ANSWER
-
     from vln_ros.core.prompts import qwen_tokenizer
-    emit('answer_tokens_two_waypoints', len(qwen_tokenizer().encode(TYPICAL_ANSWER).ids), 'tokens')
+    answer = suite_module('test_inference_core').TYPICAL_ANSWER
+    emit('answer_tokens_two_waypoints', len(qwen_tokenizer().encode(answer).ids), 'tokens')
 
 
 class InferenceNodeUnderTest(NodeUnderTest):
@@ -363,7 +351,6 @@ class InferenceNodeUnderTest(NodeUnderTest):
         from sensor_msgs.msg import CompressedImage
 
         from vln_ros.msg import TaskStatus, WaypointArray
-        from vln_ros.srv import SetTask
         super().__init__('inference_node', ('diagnostics_period_s:=0.5', *params), log)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.plans: list[tuple[float, WaypointArray]] = []  # (receive time, plan)
@@ -376,8 +363,7 @@ class InferenceNodeUnderTest(NodeUnderTest):
                                                durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, self._on_diagnostics, 10)
         self.keyframes = self.node.create_publisher(CompressedImage, ri.KEYFRAME, ri.KEYFRAME_QOS)
-        self._set_task: Client[Any, Any] = self.node.create_client(SetTask, ri.SET_TASK)
-        self.start(lambda: self._set_task.service_is_ready() and self.keyframes.get_subscription_count() > 0
+        self.start(lambda: self.set_task_client.service_is_ready() and self.keyframes.get_subscription_count() > 0
                    and bool(self.states) and self.states[-1][1].state_name != 'loading', startup_s)
         if instruction:
             self.set_task(instruction)
@@ -394,19 +380,6 @@ class InferenceNodeUnderTest(NodeUnderTest):
         (out / 'replay.jsonl').write_text(AnswerRecord(0, '', '', '', answer, latency_s).to_json() + '\n')
         return cls(('backend:=replay', f'replay.file:={out / "replay.jsonl"}', 'replay.loop:=true'),
                    instruction=instruction)
-
-    def set_task(self, instruction: str):
-        """vln/set_task, retried: a service reply can be lost while discovery still matches the reply path."""
-        from vln_ros.srv import SetTask
-        for _ in range(10):
-            future = self._set_task.call_async(SetTask.Request(instruction=instruction))
-            deadline = time.monotonic() + 1.0
-            while not future.done() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if future.done():
-                return future.result()
-            self._set_task.remove_pending_request(future)
-        raise RuntimeError('inference_node did not answer vln/set_task')
 
     def _on_plan(self, msg) -> None:
         self.plans.append((time.monotonic(), msg))
@@ -515,8 +488,7 @@ def bench_console(images: int = 60, estops: int = 5) -> None:
     from geometry_msgs.msg import Twist
     from sensor_msgs.msg import CompressedImage
 
-    from vln_ros.eval.stack import free_port
-    from vln_ros.testing.browser import start_browser
+    from vln_ros.harness.browser import start_browser
 
     port = free_port()
     console = node_process('console_node', (f'port:={port}',))
@@ -645,17 +617,10 @@ def main(argv: list[str] | None = None) -> int:
     for group in args.groups:
         if group not in BENCHES:
             parser.error(f'unknown group {group!r}: one of {", ".join(BENCHES)}')
-    from vln_ros.demo.run import unwritable
-    problem = unwritable(args.out)
-    if problem:
-        print(f'bench: {problem}', file=sys.stderr)
+    claim = claim_private_run('bench', args.out)   # before rclpy: loopback only, large frames pass
+    if claim is None:
         return 2
     OUT = args.out
-    try:   # before rclpy: loopback only, large frames pass, a domain nobody else is in
-        claim = local_graph.use_private_domain()
-    except local_graph.DomainUnavailable as e:
-        print(f'bench: {e}', file=sys.stderr)
-        return 2
     print(f'# {claim.describe()}', file=sys.stderr, flush=True)
     for group in args.groups or list(BENCHES):
         for bench in BENCHES[group]:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vln_ros.testing import browser as _browser
-from vln_ros.testing import local_graph
+from vln_ros.harness import browser as _browser
+from vln_ros.harness import local_graph
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -30,8 +30,8 @@ def pytest_report_header() -> str:
 
 
 # a real rclpy graph in a background thread; a service call that retries a lost reply (tests import it from here)
-from vln_ros.testing.graph import SpinningGraph as Graph  # noqa: E402
-from vln_ros.testing.graph import call_service  # noqa: E402, F401
+from vln_ros.harness.graph import SpinningGraph as Graph  # noqa: E402
+from vln_ros.harness.graph import call_service  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / 'test' / 'data'
@@ -56,7 +56,7 @@ def graph() -> Iterator[Graph]:
         g.close()
 
 
-# -- Browser fixtures (vln_ros/testing/browser.py): headless Chromium from Debian's packages through Selenium.
+# -- Browser fixtures (vln_ros/harness/browser.py): headless Chromium from Debian's packages through Selenium.
 # Without a browser they skip with the reason, except in CI (CI set, and not false/0): there they fail, so a
 # CI image without chromium cannot pass by skipping every browser test.
 BROWSER_WINDOW = (1280, 900)

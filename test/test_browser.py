@@ -1,4 +1,4 @@
-"""The browser test set-up itself (vln_ros/testing/browser.py, the browser fixtures in conftest.py): headless
+"""The browser test set-up itself (vln_ros/harness/browser.py, the browser fixtures in conftest.py): headless
 Chromium from Debian through Selenium opens a page served on 127.0.0.1, clicks, reads what the page's script
 wrote, talks WebSocket to a local aiohttp server, takes screenshots; the phone fixture emulates a phone."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from vln_ros.testing import browser as browser_helpers
+from vln_ros.harness import browser as browser_helpers
 
 PAGE = '''<!doctype html>
 <html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

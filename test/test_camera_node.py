@@ -12,10 +12,10 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from vln_ros import interface
+from vln_ros.harness.frames import compressed_msg, image_msg, scene, stamp_s
 from vln_ros.msg import KeyframeRequest
 from vln_ros.nodes.camera_node import CameraNode
 from vln_ros.nodes.diagnostics import values_of
-from vln_ros.testing.frames import compressed_msg, image_msg, scene, stamp_s
 
 
 class Probe:

@@ -49,15 +49,26 @@ def test_colcon_build_log_has_no_error_lines(workspace):
     assert 'Finished <<< vln_ros' in log
 
 
+def installed_sources(ws):
+    return ws / 'install' / 'vln_ros' / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' \
+        / 'site-packages' / 'vln_ros'
+
+
 def test_installed_package_has_interfaces_sources_and_executables(workspace):
     ws, _, _ = workspace
-    site = ws / 'install' / 'vln_ros' / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' \
-        / 'site-packages' / 'vln_ros'
+    site = installed_sources(ws)
     for path in ('msg/_waypoint_array.py', 'srv/_set_task.py', 'core/keyframe.py', 'nodes/camera_node.py'):
         assert (site / path).is_file(), path
     assert (ws / 'install' / 'vln_ros' / 'share' / 'vln_ros' / 'config' / 'vln.yaml').is_file()
     for executable in ('camera_node', 'inference_node', 'controller_node', 'vln_bag'):
         assert os.access(ws / 'install' / 'vln_ros' / 'lib' / 'vln_ros' / executable, os.X_OK), executable
+
+
+def test_the_robot_install_carries_no_development_code(workspace):
+    ws, _, _ = workspace
+    site = installed_sources(ws)
+    assert (site / 'sim' / '__init__.py').is_file() and (site / 'console' / '__init__.py').is_file()
+    assert [name for name in ('demo', 'eval', 'harness') if (site / name).exists()] == []
 
 
 @pytest.mark.parametrize('node', ['camera_node', 'controller_node'])

@@ -17,7 +17,7 @@ import pytest
 from conftest import wait_for
 
 from vln_ros.demo.stack import RunOptions, StackRun
-from vln_ros.eval.stack import free_port
+from vln_ros.harness.processes import free_port
 
 TOKEN = 'test-token-4f9c'
 INSTRUCTION = 'go down the corridor and stop at the red door'

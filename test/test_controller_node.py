@@ -209,7 +209,7 @@ def test_future_plan_never_moves_the_robot(graph, controller):
 INFERENCE_STUB = textwrap.dedent('''
     import os, sys, time
     from vln_ros import interface
-    from vln_ros.testing import local_graph
+    from vln_ros.harness import local_graph
     import rclpy
     from vln_ros.msg import Waypoint, WaypointArray
     rclpy.init()

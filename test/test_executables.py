@@ -13,7 +13,7 @@ from conftest import REPO, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 
 from vln_ros import bringup, interface
-from vln_ros.eval.stack import free_port
+from vln_ros.harness.processes import free_port
 
 VENV_BIN = Path(sys.executable).parent
 # What rclpy gives every node besides its own interface: rosout, parameter events, and the parameter and

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from vln_ros.core import images
 from vln_ros.core.config import CameraParams
-from vln_ros.testing.frames import compressed_msg, image_msg, scene
+from vln_ros.harness.frames import compressed_msg, image_msg, scene
 
 H, W = 48, 64
 BGR = (40, 120, 200)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from vln_ros.core.config import KeyframeParams
 from vln_ros.core.keyframe import KeyframeSampler, Reason, downscale_gray
 from vln_ros.demo.keyframes import read_frames
-from vln_ros.testing.frames import scene
+from vln_ros.harness.frames import scene
 
 FPS = 10.0
 

@@ -1,4 +1,4 @@
-"""The local graph (vln_ros/testing/local_graph.py, config/fastdds_localhost_large_data.xml): every run of the demo, the
+"""The local graph (vln_ros/harness/local_graph.py, config/fastdds_localhost_large_data.xml): every run of the demo, the
 tests and the benchmarks claims a private DDS domain (a lock no other run can take, ports nobody holds, a probe
 that sees nobody), never joins the exported ROS_DOMAIN_ID, and a graph of many participants on the profile is
 whole (every pair discovers each other).
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import pytest
 from conftest import DOMAIN, REPO, wait_for
 
-from vln_ros.testing import local_graph
+from vln_ros.harness import local_graph
 
 FOREIGN_ENV_DROPPED = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_BUILTIN_TRANSPORTS',
                        'ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_STATIC_PEERS', 'ROS_LOCALHOST_ONLY', 'RMW_IMPLEMENTATION')
@@ -50,7 +50,7 @@ LISTENER = textwrap.dedent('''
 # With argument 'join D' it joins domain D on the profile instead (the control: that is heard).
 TALKER = textwrap.dedent('''
     import sys, time
-    from vln_ros.testing import local_graph
+    from vln_ros.harness import local_graph
     if sys.argv[1:2] == ['join']:
         local_graph.use(int(sys.argv[2]))
         domain = int(sys.argv[2])
@@ -221,7 +221,7 @@ def test_two_processes_at_once_never_claim_the_same_domain():
     second.release()
     script = textwrap.dedent(f'''
         import sys
-        from vln_ros.testing import local_graph
+        from vln_ros.harness import local_graph
         claim = local_graph.claim_domain({pair})
         print(f'claimed {{claim.domain_id}}', flush=True)
         sys.stdin.read()

@@ -437,7 +437,7 @@ def test_sim_launch_walks_the_simulated_robot_to_its_goal(launcher, graph, tmp_p
     from nav_msgs.msg import Odometry
     from rclpy.qos import qos_profile_sensor_data
 
-    from vln_ros.eval.stack import free_port
+    from vln_ros.harness.processes import free_port
     from vln_ros.sim import scenes
 
     seed, port = 2, free_port()

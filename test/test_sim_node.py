@@ -11,8 +11,7 @@ import pytest
 from conftest import wait_for
 
 from vln_ros import interface as ri
-from vln_ros.demo.stack import executable
-from vln_ros.eval.stack import free_port
+from vln_ros.harness.processes import executable, free_port
 from vln_ros.sim.api import ORACLE, OracleRequest, SimApiError, SimClient
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Headless Chromium, its chromedriver and a CJK font from Debian, for the browser tests and the console bench
-# (vln_ros/testing/browser.py: Selenium drives /usr/bin/chromium through /usr/bin/chromedriver; nothing is
+# (vln_ros/harness/browser.py: Selenium drives /usr/bin/chromium through /usr/bin/chromedriver; nothing is
 # downloaded from Google). `make test` and `make bench` run this; `make demo` does not (the fetch is about 120 MB,
 # 420 MB on disk: it took `make demo` on a fresh machine from 1.5 to 6 minutes when it was part of install.sh).
 # A system step, not a venv one: no stamp, the three files are checked every run (milliseconds). apt-get only

@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vln_ros.demo.stack import executable
+from vln_ros.harness import local_graph
+from vln_ros.harness.observer import Observer
+from vln_ros.harness.processes import REPO, executable, stop_process
 from vln_ros.nodes.conversions import stamp_seconds
-from vln_ros.testing import local_graph
 
 if TYPE_CHECKING:
     import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VIDEO = REPO / 'test' / 'data' / 'people_clip.mp4'
 STAMP_BASE_S = 1000.0  # video time 0 maps to this capture stamp (0 would read as "unstamped")
 
@@ -64,9 +62,7 @@ def read_frames(video: Path) -> list[np.ndarray]:
 
 
 def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[list[Record], dict, list]:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import CompressedImage, Image
 
     from vln_ros import interface as ri
@@ -79,9 +75,7 @@ def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[li
     print(f'# {claim.describe()}', file=sys.stderr, flush=True)
     proc = subprocess.Popen(_camera_node_command(params_file), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    rclpy.init()
-    node = rclpy.create_node('vln_demo_player')
-    lock = threading.Lock()
+    player = Observer('vln_demo_player')
     records: list[Record] = []
     keyframes: list[tuple[int, bytes]] = []
     diagnostics: dict[str, str] = {}
@@ -93,33 +87,26 @@ def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[li
         v = {kv.key: kv.value for kv in msg.values}
         if msg.message == 'rejected':
             return
-        with lock:
-            records.append(Record(frame_of(float(v['stamp'])), v['reason'], v['keyframe'] == 'true',
-                                  float(v['score']), float(v['histogram']), float(v['pixel']), float(v['edge'])))
+        records.append(Record(frame_of(float(v['stamp'])), v['reason'], v['keyframe'] == 'true',
+                              float(v['score']), float(v['histogram']), float(v['pixel']), float(v['edge'])))
 
     def on_keyframe(msg: CompressedImage) -> None:
-        with lock:
-            keyframes.append((frame_of(stamp_seconds(msg.header.stamp)), bytes(msg.data)))
+        keyframes.append((frame_of(stamp_seconds(msg.header.stamp)), bytes(msg.data)))
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for status in msg.status:
             if status.name.endswith('camera_node'):
                 diagnostics.update({kv.key: kv.value for kv in status.values})
 
-    node.create_subscription(DiagnosticStatus, ri.KEYFRAME_DECISIONS, on_decision, 1000)
-    node.create_subscription(CompressedImage, ri.KEYFRAME, on_keyframe, 100)
-    node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, on_diagnostics, 10)
-    pub = node.create_publisher(Image, ri.IMAGE, ri.SENSOR_QOS)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    player.subscribe(DiagnosticStatus, ri.KEYFRAME_DECISIONS, 1000, on_decision)
+    player.subscribe(CompressedImage, ri.KEYFRAME, 100, on_keyframe)
+    player.subscribe(DiagnosticArray, ri.DIAGNOSTICS, 10, on_diagnostics)
+    pub = player.node.create_publisher(Image, ri.IMAGE, ri.SENSOR_QOS)
     try:
-        deadline = time.monotonic() + 30.0
-        while pub.get_subscription_count() == 0 or node.count_publishers(ri.KEYFRAME_DECISIONS) == 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit('camera_node did not come up:\n' + (proc.stdout.read() if proc.stdout else ''))
-            time.sleep(0.05)
+        if not player.wait_until(lambda: pub.get_subscription_count() > 0
+                                 and player.node.count_publishers(ri.KEYFRAME_DECISIONS) > 0, 30.0,
+                                 failed=lambda: proc.poll() is not None):
+            raise SystemExit('camera_node did not come up:\n' + (proc.stdout.read() if proc.stdout else ''))
         time.sleep(0.5)  # let the decision/keyframe subscriptions match too
         print(f'streaming {len(frames)} frames of {video.name} ({frames[0].shape[1]}x{frames[0].shape[0]}, '
               f'{fps:g} fps video time) at {speed:g}x through camera_node ...', flush=True)
@@ -133,21 +120,12 @@ def stream(video: Path, params_file: Path, fps: float, speed: float) -> tuple[li
             msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), round((stamp % 1) * 1e9)
             pub.publish(msg)
             time.sleep(max(0.0, start + (i + 1) * period - time.monotonic()))
-        settle = time.monotonic() + 3.0
-        while time.monotonic() < settle and (not records or records[-1].frame < len(frames) - 1):
-            time.sleep(0.05)
+        player.wait_until(lambda: bool(records) and records[-1].frame >= len(frames) - 1, 3.0)
         time.sleep(1.2)  # one more diagnostics period
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        executor.shutdown(timeout_sec=2.0)  # stop callbacks before the node goes away
-        spinner.join(timeout=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    with lock:
+        stop_process(proc)
+        player.close()
+    with player.lock:
         return sorted(records, key=lambda r: r.frame), dict(diagnostics), sorted(keyframes)
 
 

@@ -8,7 +8,7 @@ The inference node answers from demo/corridor_answers.jsonl: answers *scripted* 
 script, because no model weights can be had where this runs. With a GPU and a model, --backend lmdeploy
 --model <path> (or openai against a running server) runs the same demo live.
 
-The graph runs in a private DDS domain that nobody else on this machine is in (vln_ros/testing/local_graph.py; the
+The graph runs in a private DDS domain that nobody else on this machine is in (vln_ros/harness/local_graph.py; the
 exported ROS_DOMAIN_ID is never used): the demo's cmd_vel must never reach a robot's base driver.
 
 Writes <out>/summary.json and <out>/run.json (everything heard, bag time), <out>/timeline.png and
@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,9 +33,10 @@ from vln_ros.core.bags import NS_PER_S
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
 from vln_ros.core.control import VelocityLimits
 from vln_ros.demo import corridor
-from vln_ros.demo.stack import Recording, RunOptions, StackRun, parameter_pairs, stop_on_sigterm
+from vln_ros.demo.stack import Recording, RunOptions, StackRun
+from vln_ros.harness.processes import parameter_pairs
+from vln_ros.harness.run_setup import begin_run
 from vln_ros.nodes.conversions import stamp_seconds
-from vln_ros.testing import local_graph
 
 SETTLE_S = 1.5   # after the bag: the last plan, stop and diagnostics
 TIME_SLACK_S = 1.0   # bag time of what was heard may be off by this much (wall -> bag line, delivery)
@@ -271,37 +271,6 @@ def console_url(options: RunOptions) -> str:
     params = validate_params(ConsoleParams, {**load_node_yaml(options.params_file, 'console_node'),
                                              **parameter_pairs(options.console_params)})
     return f'http://{params.address}:{params.port}/'
-
-
-def unwritable(folder: Path) -> str:
-    """Why `folder` cannot be created or written to, in one line ('' when it can): checked before anything
-    starts, so that a read-only checkout fails at once and without a traceback."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        where = f' ({e.filename})' if e.filename and Path(e.filename) != folder else ''
-        return f'cannot write to the output folder {folder}{where}: {e.strerror or e}; choose another with --out'
-    return ''
-
-
-def begin_run(program: str, *folders: Path) -> local_graph.DomainClaim | None:
-    """What make demo and make eval do before anything starts: the output folders writable, a private ROS
-    domain claimed and named (never the exported ROS_DOMAIN_ID: this cmd_vel must not reach a robot), SIGTERM
-    set to end the run like Ctrl-C. None, with the reason printed, when the run cannot start (exit 2)."""
-    problem = next((p for p in map(unwritable, folders) if p), '')
-    if problem:
-        print(f'{program}: {problem}', file=sys.stderr)
-        return None
-    try:
-        claim = local_graph.use_private_domain()
-    except local_graph.DomainUnavailable as e:
-        print(f'{program}: {e}', file=sys.stderr)
-        return None
-    print(claim.describe(), flush=True)
-    stop_on_sigterm()
-    return claim
 
 
 def write_outputs(out: Path, run: dict, recording: Recording, text: str, whole: bool) -> None:

@@ -9,45 +9,21 @@ faults (kill a node, switch the task) while it runs.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
 from vln_ros import bringup
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.demo.make_bag import ANSWERS_NAME, BAG_NAME, CAMERA_TOPIC, DEMO_DIR
+from vln_ros.harness.observer import Observer
+from vln_ros.harness.processes import REPO, ProcessGroup, executable, parameter_pairs
 
-if TYPE_CHECKING:
-    from rclpy.client import Client
-
-REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (a CI timeout, `kill`) ends a run like Ctrl-C: KeyboardInterrupt unwinds through the run's
-    `with` blocks, which stop the stack's processes instead of leaving them running (a killed `vln_eval` left
-    its four node processes behind, /clock still ticking)."""
-    def interrupt(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f'signal {signum}')
-    signal.signal(signal.SIGTERM, interrupt)
-
-
-def executable(name: str) -> str:
-    """An installed executable: next to this Python first (the venv), then on PATH."""
-    found = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f'{name} is not installed: run `make install`, or source your ROS 2 workspace')
-    return found
 
 
 @dataclass(frozen=True)
@@ -64,11 +40,6 @@ class RunOptions:
     console: bool = False            # also console_node, the operator console (launch argument console)
     console_params: tuple[str, ...] = ()     # more console_node parameters, 'name:=value'
     loop: bool = False               # play the bag again and again (make demo CONSOLE=1: until Ctrl-C)
-
-
-def parameter_pairs(items: tuple[str, ...]) -> dict[str, str]:
-    """'name:=value' items (command-line parameters) as a dict."""
-    return dict(item.partition(':=')[::2] for item in items)
 
 
 def stack_processes(options: RunOptions) -> list[bringup.Process]:
@@ -125,8 +96,8 @@ class Recording:
         return {}
 
 
-class Observer:
-    """An rclpy node (its own context and executor thread) recording the stack's outputs and /clock."""
+class StackObserver(Observer):
+    """The observer node recording the stack's outputs and /clock into a Recording."""
 
     def __init__(self, recording: Recording) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
@@ -137,122 +108,46 @@ class Observer:
 
         from vln_ros import interface as ri
         from vln_ros.msg import TaskStatus, WaypointArray
-        from vln_ros.srv import SetTask
-        from vln_ros.testing.graph import SpinningGraph
 
+        super().__init__('vln_demo_observer')
         self.recording = recording
-        self.lock = threading.Lock()
-        self.graph = SpinningGraph()
-        self.node = self.graph.node('vln_demo_observer')
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         r = recording
         self.outputs = [
-            self._subscribe(CompressedImage, ri.KEYFRAME, r.keyframes, reliable),
-            self._subscribe(WaypointArray, ri.WAYPOINTS, r.plans, reliable),
-            self._subscribe(Twist, ri.CMD_VEL, r.commands, reliable),
+            self._record(CompressedImage, ri.KEYFRAME, r.keyframes, reliable),
+            self._record(WaypointArray, ri.WAYPOINTS, r.plans, reliable),
+            self._record(Twist, ri.CMD_VEL, r.commands, reliable),
         ]
-        self._subscribe(TaskStatus, ri.TASK_STATUS, r.statuses, latched)
-        self._subscribe(Image, ri.DEBUG_IMAGE, r.debug_images, QoSProfile(depth=10))
-        self.node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, self._on_diagnostics, 100)
-        self.node.create_subscription(Clock, ri.CLOCK, self._on_clock, 10)
-        self._set_task: Client[Any, Any] = self.node.create_client(SetTask, ri.SET_TASK)
-        self._set_task_type = SetTask
+        self._record(TaskStatus, ri.TASK_STATUS, r.statuses, latched)
+        self._record(Image, ri.DEBUG_IMAGE, r.debug_images, QoSProfile(depth=10))
+        self.subscribe(DiagnosticArray, ri.DIAGNOSTICS, 100, self._on_diagnostics)
+        self.subscribe(Clock, ri.CLOCK, 10, self._on_clock)
 
-    def _subscribe(self, msg_type: Any, topic: str, into: list[Stamped], qos: Any) -> Any:
-        def keep(msg: Any) -> None:
-            wall = time.monotonic()
-            with self.lock:
-                into.append(Stamped(wall, msg))
-        return self.node.create_subscription(msg_type, topic, keep, qos)
+    def _record(self, msg_type: Any, topic: str, into: list[Stamped], qos: Any) -> Any:
+        return self.subscribe(msg_type, topic, qos, lambda msg: into.append(Stamped(time.monotonic(), msg)))
 
     def _on_diagnostics(self, msg: Any) -> None:
         wall = time.monotonic()
-        with self.lock:
-            for status in msg.status:
-                self.recording.diagnostics.setdefault(status.name, []).append(Stamped(wall, status))
+        for status in msg.status:
+            self.recording.diagnostics.setdefault(status.name, []).append(Stamped(wall, status))
 
     def _on_clock(self, msg: Any) -> None:
         wall = time.monotonic()
         bag = msg.clock.sec + msg.clock.nanosec / NS_PER_S
-        with self.lock:
-            r = self.recording
-            offset = bag - r.rate * wall   # a delayed message reads low, and the clock holds at the end
-            r.clock_offset_s = offset if r.clock_offset_s is None else max(r.clock_offset_s, offset)
-            r.last_clock_s = max(r.last_clock_s, bag)
+        r = self.recording
+        offset = bag - r.rate * wall   # a delayed message reads low, and the clock holds at the end
+        r.clock_offset_s = offset if r.clock_offset_s is None else max(r.clock_offset_s, offset)
+        r.last_clock_s = max(r.last_clock_s, bag)
 
     def outputs_heard(self) -> bool:
         return all(s.get_publisher_count() > 0 for s in self.outputs)
 
-    def set_task(self, instruction: str, timeout_s: float = 10.0) -> tuple[Any, float]:
-        """vln/set_task; (response, wall time it arrived). Retried: a reply can be lost while discovery
-        still matches the reply path (each retry is a new switch, so the last response is the one)."""
-        from vln_ros.testing.graph import call_service
-        reply = call_service(self._set_task, self._set_task_type.Request(instruction=instruction), timeout_s, 1.0)
+    def stamped_set_task(self, instruction: str, timeout_s: float = 10.0) -> tuple[Any, float]:
+        """vln/set_task (retried each second); (response, wall time it arrived)."""
+        reply = self.set_task(instruction, timeout_s, 1.0)
         return reply, time.monotonic()
-
-    def close(self) -> None:
-        self.graph.close()
-
-
-@dataclass
-class Started:
-    command: list[str]
-    popen: subprocess.Popen
-    log: Path
-    log_file: IO[str]
-
-
-class ProcessGroup:
-    """Node processes started by name, each logging to <log_dir>/<name>.log, stopped together as launch does
-    on Ctrl-C (SIGINT, then a kill after STOP_TIMEOUT_S). make demo's and make eval's stacks run on it."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.started: dict[str, Started] = {}
-
-    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
-        """Start (or start again: the log goes on) the process `name`."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        again = name in self.started
-        if again:
-            self.started[name].log_file.close()
-        log = self.log_dir / f'{name}.log'
-        log_file = log.open('a' if again else 'w')
-        popen = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log_file,
-                                 stderr=subprocess.STDOUT, text=True)
-        self.started[name] = Started(command, popen, log, log_file)
-
-    def dead(self) -> list[str]:
-        return [name for name, s in self.started.items() if s.popen.poll() is not None]
-
-    def send(self, name: str, sig: int) -> float:
-        """Signal one process (SIGKILL is a crash); the wall time it was sent."""
-        self.started[name].popen.send_signal(sig)
-        return time.monotonic()
-
-    def stop(self) -> dict[str, int]:
-        """SIGINT to every process still running; their exit codes."""
-        for s in self.started.values():
-            if s.popen.poll() is None:
-                s.popen.send_signal(signal.SIGINT)
-        codes = {}
-        for name, s in self.started.items():
-            try:
-                codes[name] = s.popen.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                s.popen.kill()
-                codes[name] = s.popen.wait()
-            s.log_file.close()
-        return codes
-
-    def logs(self, tail_lines: int = 30) -> str:
-        parts = []
-        for name, s in self.started.items():  # the children write to the files themselves
-            lines = s.log.read_text(errors='replace').splitlines()[-tail_lines:]
-            parts.append(f'--- {name} (exit {s.popen.poll()}) ---\n' + '\n'.join(lines))
-        return '\n'.join(parts)
 
 
 class StackRun:
@@ -264,7 +159,7 @@ class StackRun:
         self.options = options
         self.log_dir = log_dir
         self.recording = Recording(rate=options.rate)
-        self.observer = Observer(self.recording)
+        self.observer = StackObserver(self.recording)
         self.group = ProcessGroup(log_dir)
         self.processes = stack_processes(options)
         self.play_started_wall_s: float | None = None
@@ -284,12 +179,10 @@ class StackRun:
         for process in self.processes:
             if process.executable != bringup.BAG_EXECUTABLE:
                 self._start(process)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S + self.options.wait_s
-        while not self.observer.outputs_heard():
+        if not self.observer.wait_until(self.observer.outputs_heard, STARTUP_TIMEOUT_S + self.options.wait_s,
+                                        failed=lambda: bool(self.group.dead())):
             dead = self.group.dead()
-            if dead or time.monotonic() > deadline:
-                raise RuntimeError(f'the stack did not come up ({", ".join(dead) or "timeout"}):\n' + self.logs())
-            time.sleep(0.05)
+            raise RuntimeError(f'the stack did not come up ({", ".join(dead) or "timeout"}):\n' + self.logs())
 
     def play(self) -> None:
         """Start the player (it waits for the stack's subscriptions itself, then plays the bag)."""
@@ -302,23 +195,15 @@ class StackRun:
         return self.group.started['vln_bag_player'].popen
 
     def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
-        """Poll condition (under the recording lock) until it holds; False on timeout or if a process died
-        that was not killed on purpose."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.observer.lock:
-                if condition():
-                    return True
-            time.sleep(0.02)
-        with self.observer.lock:
-            return condition()
+        """Poll condition (under the recording lock) until it holds; False on timeout."""
+        return self.observer.wait_until(condition, timeout_s)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
         """Signal one process (a fault: SIGKILL is a crash); the wall time it was sent."""
         return self.group.send(name, sig)
 
     def set_task(self, instruction: str) -> tuple[Any, float]:
-        return self.observer.set_task(instruction)
+        return self.observer.stamped_set_task(instruction)
 
     def stop(self) -> dict[str, int]:
         """SIGINT to every process still running (what launch does on Ctrl-C); their exit codes."""

@@ -32,9 +32,9 @@ from typing import Any
 import cv2
 
 from vln_ros.core.config import ControllerParams
-from vln_ros.demo.run import begin_run
 from vln_ros.eval import metrics
 from vln_ros.eval.stack import EvalOptions, EvalStack
+from vln_ros.harness.run_setup import begin_run
 
 LATENCIES_S = (0.2, 0.5, 1.0, 2.0, 5.0, 8.0)
 MODES = ('compensation', 'no_compensation', 'baseline')

@@ -12,8 +12,6 @@ between episodes, as a robot's stack would between errands; the clock never goes
 from __future__ import annotations
 
 import signal
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,21 +21,20 @@ from vln_ros import bringup
 from vln_ros import interface as ri
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
 from vln_ros.core.control import VelocityLimits
-from vln_ros.demo.stack import REPO, ProcessGroup, executable, parameter_pairs
 from vln_ros.eval.metrics import EpisodeRecord, Plan
+from vln_ros.harness.observer import SERVICE_TIMEOUT_S, Observer
+from vln_ros.harness.processes import REPO, ProcessGroup, executable, free_port, parameter_pairs
 from vln_ros.nodes.conversions import stamp_seconds
+from vln_ros.nodes.services import call_service
 from vln_ros.sim.api import SimClient
-from vln_ros.testing.graph import call_service
 
 STARTUP_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 20.0
 SETTLE_S = 3.0            # after the task ends: the robot comes to rest (simulated seconds)
 BUDGET_MIN_S = 40.0       # an episode's time budget: this, plus
 BUDGET_S_PER_M = 5.0      # this per metre of the shortest route (0.2 m/s on average)
 SIM_SPEED_LIMIT = 1e-3    # a stalled simulation is an error, not a slow episode
 RESTART_SETTLE_S = 3.0    # after restarting a killed node (simulated seconds)
 NEW_SCENE_SETTLE_S = 0.5  # after a reset, before the task: camera frames of the new scene reach camera_node
-SERVICE_TIMEOUT_S = 15.0
 FAULT_WATCH_S = 15.0      # after an in-loop fault: longer than the controller's inference_timeout_s (10 s)
 STACK_NODES = tuple(n.name for n in bringup.NODES)
 WALKING_MPS = 0.2         # an in-loop fault comes once the robot walks at least this fast ...
@@ -58,12 +55,6 @@ class EvalOptions:
     params_file: Path = REPO / bringup.PARAMS_FILE
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
-
-
 def controller_params(params_file: Path) -> ControllerParams:
     """controller_node's parameters as configured for this run (the parameter file's section)."""
     return validate_params(ControllerParams, load_node_yaml(params_file, 'controller_node'))
@@ -76,52 +67,40 @@ class Heard:
     statuses: list[tuple[float, Any]] = field(default_factory=list)      # (received, TaskStatus)
 
 
-class Observer:
-    """An rclpy node on simulated time: keyframes, plans and task states as they arrive; set and stop tasks."""
+class EvalObserver(Observer):
+    """The observer node on simulated time: keyframes, plans and task states as they arrive; set and stop tasks."""
 
     def __init__(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.node import Node
-        from rclpy.parameter import Parameter
         from sensor_msgs.msg import CompressedImage
         from std_srvs.srv import Trigger
 
         from vln_ros.msg import TaskStatus, WaypointArray
-        from vln_ros.srv import SetTask
-        from vln_ros.testing.graph import SpinningGraph
 
+        super().__init__('vln_eval_observer', sim_time=True)
         self.heard = Heard()
-        self.lock = threading.Lock()
-        self.graph = SpinningGraph()
-        self.node = self.graph.add(Node('vln_eval_observer', context=self.graph.context, parameter_overrides=[
-            Parameter('use_sim_time', Parameter.Type.BOOL, True)]))
-        self.node.create_subscription(CompressedImage, ri.KEYFRAME, self._on_keyframe, ri.KEYFRAME_QOS)
-        self.node.create_subscription(WaypointArray, ri.WAYPOINTS, self._on_plan, ri.PLAN_QOS)
-        self.node.create_subscription(TaskStatus, ri.TASK_STATUS, self._on_status, ri.STATUS_QOS)
-        self.node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS, self._on_diagnostics, ri.DIAGNOSTICS_QOS)
         self.clocks: dict[str, float] = {}   # node name -> the simulated time its last /diagnostics carried
-        self._set_task: Any = self.node.create_client(SetTask, ri.SET_TASK)
+        self.subscribe(CompressedImage, ri.KEYFRAME, ri.KEYFRAME_QOS, self._on_keyframe)
+        self.subscribe(WaypointArray, ri.WAYPOINTS, ri.PLAN_QOS, self._on_plan)
+        self.subscribe(TaskStatus, ri.TASK_STATUS, ri.STATUS_QOS, self._on_status)
+        self.subscribe(DiagnosticArray, ri.DIAGNOSTICS, ri.DIAGNOSTICS_QOS, self._on_diagnostics)
         self._stop_task: Any = self.node.create_client(Trigger, ri.STOP_TASK)
-        self._types = (SetTask, Trigger)
 
     def now(self) -> float:
         return float(self.node.get_clock().now().nanoseconds) * 1e-9
 
     def _on_keyframe(self, msg: Any) -> None:
-        with self.lock:
-            self.heard.keyframes.append((self.now(), stamp_seconds(msg.header.stamp)))
+        self.heard.keyframes.append((self.now(), stamp_seconds(msg.header.stamp)))
 
     def _on_plan(self, msg: Any) -> None:
-        with self.lock:
-            self.heard.plans.append(Plan(self.now(), stamp_seconds(msg.header.stamp), bool(msg.stop), msg.action,
-                                         len(msg.waypoints), msg.task_id,
-                                         [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints]))
+        self.heard.plans.append(Plan(self.now(), stamp_seconds(msg.header.stamp), bool(msg.stop), msg.action,
+                                     len(msg.waypoints), msg.task_id,
+                                     [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints]))
 
     def _on_diagnostics(self, msg: Any) -> None:
         stamp = stamp_seconds(msg.header.stamp)
-        with self.lock:
-            for status in msg.status:
-                self.clocks[status.name.rsplit('/', 1)[-1]] = stamp
+        for status in msg.status:
+            self.clocks[status.name.rsplit('/', 1)[-1]] = stamp
 
     def clocks_after(self, names: tuple[str, ...], t_s: float) -> bool:
         """Each of these nodes has said (in its /diagnostics stamp) that its simulated clock is past t_s."""
@@ -129,17 +108,11 @@ class Observer:
             return all(self.clocks.get(name, -1.0) > t_s for name in names)
 
     def _on_status(self, msg: Any) -> None:
-        with self.lock:
-            self.heard.statuses.append((self.now(), msg))
-
-    def set_task(self, instruction: str) -> Any:
-        return call_service(self._set_task, self._types[0].Request(instruction=instruction), SERVICE_TIMEOUT_S)
+        self.heard.statuses.append((self.now(), msg))
 
     def stop_task(self) -> Any:
-        return call_service(self._stop_task, self._types[1].Request(), SERVICE_TIMEOUT_S)
-
-    def close(self) -> None:
-        self.graph.close()
+        from std_srvs.srv import Trigger
+        return call_service(self._stop_task, Trigger.Request(), SERVICE_TIMEOUT_S)
 
 
 class EvalStack:
@@ -152,7 +125,7 @@ class EvalStack:
         self.port = free_port()
         self.sim = SimClient.on_port(self.port)
         self.group = ProcessGroup(log_dir)
-        self.observer: Observer | None = None
+        self.observer: EvalObserver | None = None
         self.controller = controller_params(options.params_file)
         self.limits = VelocityLimits.of(self.controller).as_dict()
 
@@ -195,7 +168,7 @@ class EvalStack:
             time.sleep(0.1)
         for name, command in commands.items():
             self.group.start(name, command)
-        self.observer = Observer()
+        self.observer = EvalObserver()
         while not self._stack_up():
             self._check_alive(deadline, 'the stack')
             time.sleep(0.1)
@@ -209,7 +182,7 @@ class EvalStack:
         return (node.count_publishers(ri.WAYPOINTS) > 0 and node.count_subscribers(ri.KEYFRAME) >= 2
                 and node.count_publishers(ri.KEYFRAME_REQUEST) > 0 and node.count_subscribers(ri.KEYFRAME_REQUEST) > 0
                 and node.count_subscribers(ri.WAYPOINTS) >= 2 and node.count_publishers(ri.CMD_VEL) > 0
-                and self.observer._set_task.service_is_ready())
+                and self.observer.set_task_client.service_is_ready())
 
     def _check_alive(self, deadline: float, what: str) -> None:
         dead = self.group.dead()
