@@ -297,3 +297,15 @@ def test_without_the_cjk_font_a_chinese_line_is_replaced_by_a_note_and_english_i
     image, lines = pictures.caption([LONG_ZH, 'seed 2 door_ordinal: SUCCESS'], 300, font_path=missing)
     assert ' '.join(lines[0]) == pictures.NO_FONT_NOTE and lines[1] == ['seed 2 door_ordinal: SUCCESS']
     assert image.shape[1] == 300 and (image < 128).any()
+
+
+def test_the_latency_study_plot_draws_each_success_rate_with_its_wilson_interval(tmp_path: Path):
+    rows = [{'mode': 'compensation', 'latency_s': latency, 'time_to_goal_s': 20.0,
+             **summarise([score(record(), LIMITS, corridor())] * hits
+                         + [score(record(end_state='timeout'), LIMITS, corridor())] * (10 - hits))}
+            for latency, hits in ((0.5, 10), (2.0, 7))]
+    bars = pictures.rate_error_bars(rows)
+    assert bars[:, 0] == pytest.approx([100 * (1 - wilson(10, 10)[0]), 0.0])    # 100 %: nothing above
+    assert bars[:, 1] == pytest.approx([100 * (0.7 - wilson(7, 10)[0]), 100 * (wilson(7, 10)[1] - 0.7)])
+    pictures.study_plot(tmp_path / 'study.png', rows, 'two points')
+    assert (tmp_path / 'study.png').stat().st_size > 10_000

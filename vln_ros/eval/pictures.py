@@ -254,21 +254,36 @@ def video(record: EpisodeRecord, path: Path, camera: CameraSpec, fps: float = 10
     return frames
 
 
+def rate_error_bars(rows: Sequence[dict[str, Any]], key: str = 'sr') -> np.ndarray:
+    """matplotlib's asymmetric yerr (2 x N, in %) for the rate `key` of each row: the distances from the rate
+    down and up to its Wilson 95 % interval (<key>_ci95); 0 where a row has none."""
+    bars = np.zeros((2, len(rows)))
+    for i, row in enumerate(rows):
+        low, high = row.get(f'{key}_ci95', (math.nan, math.nan))
+        if math.isfinite(low) and math.isfinite(high):
+            bars[:, i] = 100 * (row[key] - low), 100 * (high - row[key])
+    return np.maximum(bars, 0.0)      # the interval's end at 1.0 can round a hair below the rate
+
+
 def study_plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """Success rate and time to goal against model latency, one line per controller mode."""
+    """Success rate (with its Wilson 95 % interval as error bars) and time to goal against model latency,
+    one line per controller mode."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     modes = sorted({r['mode'] for r in rows}, key=lambda m: [r['mode'] for r in rows].index(m))
     fig, (ax_sr, ax_time) = plt.subplots(1, 2, figsize=(10, 4))
-    for mode in modes:
+    for k, mode in enumerate(modes):
         mine = sorted((r for r in rows if r['mode'] == mode), key=lambda r: r['latency_s'])
         x = [r['latency_s'] for r in mine]
-        ax_sr.plot(x, [100 * r['sr'] for r in mine], marker='o', label=mode)
+        dodge = 1.0 + 0.04 * (k - (len(modes) - 1) / 2)      # the modes' bars side by side, not on each other
+        ax_sr.errorbar([v * dodge for v in x], [100 * r['sr'] for r in mine], yerr=rate_error_bars(mine),
+                       marker='o', capsize=3, label=mode)
         ax_time.plot(x, [r['time_to_goal_s'] for r in mine], marker='o', label=mode)
     latencies = sorted({r['latency_s'] for r in rows})
-    for ax, label in ((ax_sr, 'success rate [%]'), (ax_time, 'time to goal [s] (successful episodes)')):
+    for ax, label in ((ax_sr, 'success rate [%] (bars: Wilson 95 % interval)'),
+                      (ax_time, 'time to goal [s] (successful episodes)')):
         ax.set_xscale('log')
         ax.minorticks_off()
         ax.set_xticks(latencies, [f'{x:g}' for x in latencies])
