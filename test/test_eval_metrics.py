@@ -275,7 +275,7 @@ def test_a_sheet_draws_a_chinese_instruction_wrapped_in_full_and_every_map_at_on
     (wx, wy, ww, wh), (tx, ty, tw, th) = sheet.maps
     # the same pixels per metre in both maps, measured from the pictures' sizes, and each map where it says
     assert ww / 21.0 == pytest.approx(th / 31.0, rel=0.02) == pytest.approx(wh / 3.0, rel=0.1)
-    assert th > 8 * tw and ww <= 2 * 300 + pictures.GAP_PX
+    assert th > 8 * tw and sheet.image.shape[1] == tx + max(tw, pictures.MIN_PANEL_PX) <= 2 * 300 + pictures.GAP_PX
     for x, y, w, h in sheet.maps:
         assert tuple(sheet.image[y, x]) == tuple(sheet.image[y + h - 1, x + w - 1]) == (95, 95, 95)
     instruction_lines = sheet.captions[1][0]

@@ -190,7 +190,7 @@ def paths_sheet(records: Sequence[EpisodeRecord], results: Sequence[dict[str, An
         band, lines = caption(_lines(record, result), width)
         panels.append((band, image))
         captions.append(lines)
-    out_rows, y = [], 0
+    out_rows, y, used = [], 0, 1
     for row in rows:
         height = max(panels[k][0].shape[0] + panels[k][1].shape[0] for k in row)
         strip = np.full((height, sheet_px, 3), 255, np.uint8)
@@ -201,11 +201,12 @@ def paths_sheet(records: Sequence[EpisodeRecord], results: Sequence[dict[str, An
             strip[band.shape[0]:band.shape[0] + image.shape[0], x:x + image.shape[1]] = image
             maps.append((x, y + band.shape[0], image.shape[1], image.shape[0]))
             x += band.shape[1] + GAP_PX
+        used = max(used, x - GAP_PX)
         out_rows.append(strip)
         out_rows.append(np.full((GAP_PX, sheet_px, 3), 255, np.uint8))
         y += height + GAP_PX
     image = np.vstack(out_rows[:-1]) if out_rows else np.full((1, sheet_px, 3), 255, np.uint8)
-    return Sheet(image, px_per_m, maps, captions)
+    return Sheet(image[:, :used], px_per_m, maps, captions)     # no blank columns right of the widest row
 
 
 def _map_px(extent_m: float, px_per_m: float) -> int:
