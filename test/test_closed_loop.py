@@ -30,6 +30,9 @@ def test_every_episode_reaches_its_goal_without_touching_anything(oracle_run):
         assert r['collisions'] == 0 and r['min_clearance_m'] > 0.0, r
         assert r['navigation_error_m'] <= 1.0 and r['spl'] > 0.5, r
         assert r['heading_error_deg'] < 35.0, r   # facing the door or landmark it was sent to
+        # the VLN-CE measures agree: it stopped where it came closest, in sight of the goal, along the route
+        assert r['success_3m'] and r['oracle_success'] and r['ndtw'] > 0.5, r
+        assert r['navigation_error_geodesic_m'] == pytest.approx(r['navigation_error_m'], abs=0.05), r
     assert {r.seed for r in records} == set(SEEDS)
 
 

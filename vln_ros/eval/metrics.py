@@ -1,29 +1,44 @@
 """An episode's score from what the simulator and an observer recorded. No ROS.
 
 The measures of VLN papers (success, SPL, navigation error; Anderson et al. 2018, "On Evaluation of
-Embodied Navigation Agents") and of the robot-side ones that real deployments report (StreamVLN, LiveVLN:
-how long the robot stands waiting for the model, how often it stops and goes again), plus this package's
-own: plan age when a command used it, keyframe -> plan latency, and every velocity command within the
-controller's limits.
+Embodied Navigation Agents"; oracle success, success within 3 m, geodesic navigation error and nDTW as
+VLN-CE reports them, Krantz et al. 2020, nDTW from Ilharco et al. 2019, "General Evaluation for Instruction
+Conditioned Navigation using Dynamic Time Warping") and of the robot-side ones that real deployments
+report (StreamVLN, LiveVLN: how long the robot stands waiting for the model, how often it stops and goes
+again), plus this package's own: plan age when a command used it, keyframe -> plan latency, and every
+velocity command within the controller's limits.
 
 All times are simulated seconds. An episode runs from the task's start (set_task answered) to its end
 (the task stopped or failed, or the time budget ran out) plus the settling time the robot needs to stand
 still.
+
+Distances to the goal are measured along the geodesic (vln_ros/sim/geodesic.py) in the episode's scene,
+generated again from its seed: a robot that stopped in the parallel corridor of an S is as far from the goal
+as the walk round, not the width of a wall. Every rate comes with its Wilson 95 % score interval.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from vln_ros.sim.scene import SUCCESS_RADIUS_M
+from vln_ros.core.control import Pose2D
+from vln_ros.sim import geodesic, scenes
+from vln_ros.sim.instructions import FAMILIES
+from vln_ros.sim.scene import SUCCESS_RADIUS_M, Scene
 
 STILL_MPS = 0.02         # slower than this (and turning slower than STILL_RADPS) is standing still
 STILL_RADPS = 0.05
 STILL_MIN_S = 0.2        # a standstill shorter than this is not a stop (a gait's speed ripple)
 LIMIT_EPS = 1e-6
+SUCCESS_3M_RADIUS_M = 3.0    # VLN-CE's success radius, beside ours (SUCCESS_RADIUS_M, 1 m: our scenes are corridors)
+NDTW_THRESHOLD_M = 3.0       # nDTW's d_th (VLN-CE: the success distance)
+NDTW_SPACING_M = 0.25        # both paths resampled at this spacing before DTW, so a standstill weighs nothing
+Z_95 = 1.959964              # the normal quantile of a two-sided 95 % interval
+_MIN_GEODESIC_RADIUS_M = 1e-3
 
 
 @dataclass
@@ -94,14 +109,127 @@ def limit_violations(commands: list[list[float]], limits: dict[str, float]) -> i
                or abs(wz) > limits['max_angular_z'] + LIMIT_EPS)
 
 
-def score(r: EpisodeRecord, limits: dict[str, float]) -> dict[str, Any]:
+def wilson(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a rate successes / n (Wilson 1927): unlike the normal approximation it
+    stays inside [0, 1] and is not empty at 0 or n successes, so it suits the 10-20 episodes of a run.
+    (nan, nan) for n = 0."""
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f'wilson: need 0 <= successes <= n, got successes={successes}, n={n}')
+    if n == 0:
+        return math.nan, math.nan
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def resample(points: Sequence[Sequence[float]], spacing_m: float) -> np.ndarray:
+    """Points every spacing_m along the polyline (by arc length), its first and last point included (N x 2).
+    Repeated points (a robot standing still) add nothing."""
+    if spacing_m <= 0:
+        raise ValueError(f'spacing_m must be positive, got {spacing_m}')
+    xy = np.asarray(points, dtype=float).reshape(-1, 2)
+    if len(xy) < 2:
+        return xy
+    steps = np.hypot(*np.diff(xy, axis=0).T)
+    arc = np.concatenate([[0.0], np.cumsum(steps)])
+    keep = np.concatenate([[True], steps > 0])
+    xy, arc = xy[keep], arc[keep]
+    if arc[-1] == 0:
+        return xy[:1]
+    at = np.arange(0.0, arc[-1], spacing_m)
+    if arc[-1] - at[-1] > 1e-9:
+        at = np.append(at, arc[-1])
+    return np.stack([np.interp(at, arc, xy[:, 0]), np.interp(at, arc, xy[:, 1])], axis=1)
+
+
+def dtw(a: np.ndarray, b: np.ndarray) -> float:
+    """Dynamic time warping distance between point sequences a (N x 2) and b (M x 2): the least sum of
+    Euclidean distances over a monotone alignment of every point of each to the other. O(N M), by
+    anti-diagonals (each depends on the two before it only)."""
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        raise ValueError(f'dtw: both sequences need a point, got {n} and {m}')
+    cost = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+    d = np.full((n + 1, m + 1), np.inf)
+    d[0, 0] = 0.0
+    for k in range(2, n + m + 1):       # cells (i, j) with i + j = k, 1-based
+        i = np.arange(max(1, k - m), min(n, k - 1) + 1)
+        j = k - i
+        d[i, j] = cost[i - 1, j - 1] + np.minimum(np.minimum(d[i - 1, j], d[i, j - 1]), d[i - 1, j - 1])
+    return float(d[n, m])
+
+
+def ndtw(path: Sequence[Sequence[float]], reference: Sequence[Sequence[float]],
+         threshold_m: float = NDTW_THRESHOLD_M, spacing_m: float = NDTW_SPACING_M) -> float:
+    """Normalized dynamic time warping (Ilharco et al. 2019, as VLN-CE computes it):
+    exp(-DTW(R, Q) / (|R| threshold_m)), both paths resampled every spacing_m and |R| the reference's points.
+    1 for a path on the reference; it falls as the path strays from it anywhere, not only at its end."""
+    q, r = resample(path, spacing_m), resample(reference, spacing_m)
+    if not len(q) or not len(r):
+        return math.nan
+    return math.exp(-dtw(r, q) / (len(r) * threshold_m))
+
+
+def geodesic_to_goal_m(scene: Scene, x: float, y: float, radius_m: float = geodesic.RADIUS_M) -> float:
+    """The geodesic distance from (x, y) to the scene's goal for a robot of radius_m (less where the point
+    or the goal is nearer an obstacle than that: the robot stood there, so it fits): the straight line
+    when it keeps that clearance, else the shortest path round the walls. nan inside an obstacle."""
+    segments = geodesic.obstacle_segments(scene)
+    here, goal = np.array([[x, y]]), np.array([[scene.goal.x, scene.goal.y]])
+    if not len(segments):
+        return math.hypot(x - scene.goal.x, y - scene.goal.y)
+    clearance = float(min(geodesic.segment_segment_distance(here, here, segments).min(),
+                          geodesic.segment_segment_distance(goal, goal, segments).min()))
+    radius = min(radius_m, clearance)
+    if radius < _MIN_GEODESIC_RADIUS_M:
+        return math.nan
+    if geodesic.segment_segment_distance(here, goal, segments).min() >= radius - 1e-6:
+        return math.hypot(x - scene.goal.x, y - scene.goal.y)
+    try:
+        points = geodesic.shortest_path(replace(scene, start=Pose2D(x, y, 0.0)), radius)
+    except ValueError:     # no way round at this radius
+        return math.nan
+    return geodesic.path_length(points)
+
+
+def came_within_m(scene: Scene, points: Sequence[Sequence[float]], radius_m: float) -> bool:
+    """Whether any point is within radius_m of the goal along the geodesic. Only points that close in a
+    straight line can be (the geodesic is never shorter), nearest first, so a walk costs few path searches."""
+    xy = np.asarray(points, dtype=float).reshape(-1, 2)
+    straight = np.hypot(xy[:, 0] - scene.goal.x, xy[:, 1] - scene.goal.y)
+    near = np.unique(np.round(xy[straight <= radius_m], 2), axis=0)    # cm: the same place once
+    near = near[np.argsort(np.hypot(near[:, 0] - scene.goal.x, near[:, 1] - scene.goal.y))]
+    return any(geodesic_to_goal_m(scene, float(px), float(py)) <= radius_m for px, py in near)
+
+
+def scene_of(r: EpisodeRecord, scene: Scene | None = None) -> Scene:
+    """The episode's scene: `scene`, or generated again from the record's seed. ValueError when its goal is
+    not the record's (e.g. the generator changed since the record was made): its walls would score another
+    episode."""
+    scene = scenes.generate(r.seed) if scene is None else scene
+    if math.hypot(scene.goal.x - r.goal[0], scene.goal.y - r.goal[1]) > 1e-6:
+        raise ValueError(f'seed {r.seed}: the scene has its goal at ({scene.goal.x:.3f}, {scene.goal.y:.3f}), '
+                         f'the record at ({r.goal[0]:.3f}, {r.goal[1]:.3f})')
+    return scene
+
+
+def score(r: EpisodeRecord, limits: dict[str, float], scene: Scene | None = None) -> dict[str, Any]:
+    """The episode's measures. scene: the episode's (default: generated again from the record's seed)."""
+    scene = scene_of(r, scene)
     start, end = r.task_started_s, r.task_ended_s
     trajectory = _in_task(r.trajectory, start, math.inf)   # to the end of the record: it includes settling
     final = trajectory[-1] if trajectory else [end, math.nan, math.nan, math.nan, 0, 0, 0]
     goal_x, goal_y = r.goal[0], r.goal[1]
     navigation_error = math.hypot(final[1] - goal_x, final[2] - goal_y)
+    geodesic_error = geodesic_to_goal_m(scene, final[1], final[2]) if trajectory else math.nan
+    # the geodesic decides where it is known (never shorter than the straight line; they differ only with a
+    # wall between), the straight line where the stop point has no geodesic (nan: inside an obstacle)
+    error = geodesic_error if math.isfinite(geodesic_error) else navigation_error
     path = sum(math.hypot(b[1] - a[1], b[2] - a[2]) for a, b in zip(trajectory, trajectory[1:], strict=False))
-    success = r.end_state == 'arrived' and navigation_error <= SUCCESS_RADIUS_M
+    arrived = r.end_state == 'arrived'
+    success = arrived and error <= SUCCESS_RADIUS_M
+    walked = [row[1:3] for row in trajectory]
     spl = (r.shortest_path_m / max(path, r.shortest_path_m)) if success else 0.0
 
     task_trajectory = _in_task(r.trajectory, start, end)
@@ -129,6 +257,10 @@ def score(r: EpisodeRecord, limits: dict[str, float]) -> dict[str, Any]:
     return {
         'seed': r.seed, 'kind': r.kind, 'language': r.language, 'instruction': r.instruction,
         'success': success, 'spl': spl, 'navigation_error_m': navigation_error,
+        'success_3m': arrived and error <= SUCCESS_3M_RADIUS_M,
+        'oracle_success': came_within_m(scene, walked, SUCCESS_RADIUS_M) if walked else False,
+        'navigation_error_geodesic_m': geodesic_error,
+        'ndtw': ndtw(walked, scene.route) if walked else 0.0,
         'heading_error_deg': abs(math.degrees(math.remainder(final[3] - r.goal[2], math.tau))),
         'path_length_m': path, 'shortest_path_m': r.shortest_path_m,
         'time_to_goal_s': arrived_at - start if success else math.nan,
@@ -143,16 +275,29 @@ def score(r: EpisodeRecord, limits: dict[str, float]) -> dict[str, Any]:
     }
 
 
+def _rate(scores: list[dict[str, Any]], name: str, hits: int) -> dict[str, Any]:
+    """{name: the rate, name_ci95: its Wilson 95 % interval [low, high]}."""
+    return {name: hits / len(scores) if scores else math.nan, f'{name}_ci95': list(wilson(hits, len(scores)))}
+
+
 def summarise(scores: list[dict[str, Any]]) -> dict[str, Any]:
-    """The table row of a set of episodes."""
+    """The table row of a set of episodes. Each rate (sr, sr_3m, os, collision_rate) has its Wilson 95 %
+    interval beside it as <rate>_ci95 = [low, high]."""
     def mean(key: str, rows: list[dict[str, Any]] = scores) -> float:
         values = [s[key] for s in rows if isinstance(s[key], (int, float)) and math.isfinite(s[key])]
         return float(np.mean(values)) if values else math.nan
 
+    def count(key: str) -> int:
+        return sum(1 for s in scores if s[key])
+
     successes = [s for s in scores if s['success']]
     return {
-        'episodes': len(scores), 'sr': mean('success') if scores else math.nan, 'spl': mean('spl'),
-        'navigation_error_m': mean('navigation_error_m'), 'time_to_goal_s': mean('time_to_goal_s', successes),
+        'episodes': len(scores), **_rate(scores, 'sr', count('success')), 'spl': mean('spl'),
+        **_rate(scores, 'sr_3m', count('success_3m')), **_rate(scores, 'os', count('oracle_success')),
+        'navigation_error_m': mean('navigation_error_m'),
+        'navigation_error_geodesic_m': mean('navigation_error_geodesic_m'), 'ndtw': mean('ndtw'),
+        'time_to_goal_s': mean('time_to_goal_s', successes),
+        **_rate(scores, 'collision_rate', count('collisions')),
         'collisions': sum(s['collisions'] for s in scores), 'min_clearance_m': min(
             (s['min_clearance_m'] for s in scores), default=math.nan),
         'waiting_ratio': mean('waiting_ratio'), 'stop_and_go': mean('stop_and_go'),
@@ -162,3 +307,13 @@ def summarise(scores: list[dict[str, Any]]) -> dict[str, Any]:
         'real_time_factor_min': min((s['real_time_factor'] for s in scores
                                      if math.isfinite(s['real_time_factor'])), default=math.nan),
     }
+
+
+def summarise_by(scores: list[dict[str, Any]], key: str = 'kind') -> dict[str, dict[str, Any]]:
+    """summarise() of each group of episodes with the same score[key] (default: the instruction family), the
+    families in vln_ros/sim/instructions.py's order, any other value after them."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in scores:
+        groups.setdefault(str(s[key]), []).append(s)
+    order = {name: i for i, name in enumerate(FAMILIES)}
+    return {name: summarise(groups[name]) for name in sorted(groups, key=lambda g: (order.get(g, len(order)), g))}

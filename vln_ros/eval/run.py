@@ -103,24 +103,41 @@ def progress_line(label: str, done: int, total: int, r: dict[str, Any]) -> str:
     return line
 
 
-COLUMNS = (('episodes', 'n', '{:d}'), ('sr', 'SR %', '{:.0%}'), ('spl', 'SPL', '{:.2f}'),
-           ('navigation_error_m', 'NE m', '{:.2f}'), ('time_to_goal_s', 'time s', '{:.1f}'),
-           ('collisions', 'coll.', '{:d}'), ('waiting_ratio', 'waiting', '{:.1%}'),
+# (summary key, title, format); 'rate' formats a rate with its Wilson 95 % interval: 85 % [64, 95]
+COLUMNS = (('episodes', 'n', '{:d}'), ('sr', 'SR %', 'rate'), ('sr_3m', 'SR 3 m %', 'rate'), ('os', 'OS %', 'rate'),
+           ('spl', 'SPL', '{:.2f}'), ('navigation_error_m', 'NE m', '{:.2f}'),
+           ('navigation_error_geodesic_m', 'NE geo m', '{:.2f}'), ('ndtw', 'nDTW', '{:.2f}'),
+           ('time_to_goal_s', 'time s', '{:.1f}'),
+           ('collisions', 'coll.', '{:d}'), ('collision_rate', 'coll. ep. %', 'rate'),
+           ('waiting_ratio', 'waiting', '{:.1%}'),
            ('stop_and_go', 'stop&go', '{:.1f}'), ('plan_age_s_p50', 'plan age p50 s', '{:.2f}'),
            ('plan_age_s_p99', 'p99 s', '{:.2f}'), ('keyframe_to_plan_s_p50', 'kf->plan s', '{:.2f}'),
            ('limit_violations', 'limit viol.', '{:d}'), ('real_time_factor_min', 'RTF min', '{:.2f}'))
+FAMILY_COLUMNS = tuple(c for c in COLUMNS if c[0] in (
+    'episodes', 'sr', 'sr_3m', 'os', 'spl', 'navigation_error_geodesic_m', 'ndtw', 'time_to_goal_s', 'collision_rate'))
+TABLE_NOTE = ('SR: stopped (the model said arrived) within 1 m of the goal, SR 3 m: within 3 m, OS: came within 1 m '
+              'at any time; [a, b]: Wilson 95 % interval; NE geo: navigation error along the geodesic; nDTW: '
+              'd_th 3 m; coll. ep.: episodes with a collision')
 
 
-def table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    """Markdown table: one row per configuration."""
-    head = '| run | ' + ' | '.join(title for _, title, _ in COLUMNS) + ' |'
-    lines = [head, '|' + '---|' * (len(COLUMNS) + 1)]
+def _cell(s: dict[str, Any], key: str, fmt: str) -> str:
+    value = s.get(key, math.nan)
+    if isinstance(value, float) and not math.isfinite(value):
+        return '-'
+    if fmt == 'rate':
+        low, high = s.get(f'{key}_ci95', (math.nan, math.nan))
+        interval = f' [{100 * low:.0f}, {100 * high:.0f}]' if math.isfinite(low) and math.isfinite(high) else ''
+        return f'{100 * value:.0f} %{interval}'
+    return fmt.format(value)
+
+
+def table(rows: list[tuple[str, dict[str, Any]]], columns: tuple[tuple[str, str, str], ...] = COLUMNS,
+          first: str = 'run') -> str:
+    """Markdown table: one row per configuration (or per instruction family: first='family')."""
+    head = f'| {first} | ' + ' | '.join(title for _, title, _ in columns) + ' |'
+    lines = [head, '|' + '---|' * (len(columns) + 1)]
     for label, s in rows:
-        cells = []
-        for key, _, fmt in COLUMNS:
-            value = s.get(key, math.nan)
-            cells.append('-' if isinstance(value, float) and not math.isfinite(value) else fmt.format(value))
-        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {label} | ' + ' | '.join(_cell(s, key, fmt) for key, _, fmt in columns) + ' |')
     return '\n'.join(lines)
 
 
@@ -136,14 +153,12 @@ def write_pictures(out: Path, records: list[metrics.EpisodeRecord], scores: list
     from vln_ros.sim.render import CameraSpec
     written = []
     (out / 'episodes').mkdir(parents=True, exist_ok=True)
-    maps = []
     for record, result in zip(records, scores, strict=True):
         image = pictures.top_down(record, result)
         path = out / 'episodes' / f'seed_{record.seed}.png'
         cv2.imwrite(str(path), image)
-        maps.append(image)
-    if maps:
-        cv2.imwrite(str(out / 'paths.png'), pictures.contact_sheet(maps))
+    if records:
+        cv2.imwrite(str(out / 'paths.png'), pictures.paths_sheet(records, scores).image)
         written.append(out / 'paths.png')
     chosen = next((r for r in records if r.seed == video_seed), records[0] if records else None)
     if chosen is not None:
@@ -205,11 +220,15 @@ def _main(argv: list[str] | None) -> int:
     def record_run(label: str, run_options: EvalOptions, records: list[metrics.EpisodeRecord],
                    scores: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         summary = metrics.summarise(scores)
+        by_family = metrics.summarise_by(scores, 'kind')
         rows.append((label, summary))
         episodes = [{'score': s, 'record': _plain(r)} for r, s in zip(records, scores, strict=True)]
         results['runs'].append({'label': label, 'options': {k: str(v) for k, v in asdict(run_options).items()},
-                                'summary': summary, 'episodes': episodes, **extra})
+                                'summary': summary, 'by_family': by_family,
+                                'family_table': table(list(by_family.items()), FAMILY_COLUMNS, 'family'),
+                                'episodes': episodes, **extra})
         results['table'] = table(rows)
+        results['table_note'] = TABLE_NOTE
         results['wall_s'] = time.monotonic() - began
         # after every run: an interrupted study keeps what it has measured
         (args.out / 'results.json').write_text(json.dumps(results, indent=1, default=str))
@@ -245,7 +264,9 @@ def _main(argv: list[str] | None) -> int:
         pictured = (records, scores)
 
     written = write_pictures(args.out, *pictured, args.video_seed) if pictured else []
-    print('\n' + results['table'])
+    print('\n' + results['table'] + '\n\n' + TABLE_NOTE)
+    if not args.study:    # a study's runs keep theirs in results.json
+        print(f"\nby instruction family ({results['runs'][-1]['label']}):\n" + results['runs'][-1]['family_table'])
     print(f"\n{len(seeds)} episodes per run in {results['wall_s']:.0f} s; results: {args.out / 'results.json'}"
           + (f"; pictures: {', '.join(str(p) for p in written)}" if written else ''))
     violations = sum(s['limit_violations'] for _, s in rows)
