@@ -128,11 +128,16 @@ def _without_thinking(text: str) -> str:
 # -- the stream ---------------------------------------------------------------------------------------
 
 _LEAD, _OBJECT, _DONE = range(3)
-_KEY_CHARS = 12  # longer than any key we read: a top-level string is kept up to this many characters
+_KEY_CHARS = 12  # longer than any key we read: a top-level string is kept up to about this many characters
+_IN_STRING = re.compile(r'["\\]')
+_STRUCTURE = re.compile(r'["{}\[\]]')
+_NOT_WHITE = re.compile(r'[^ \t\n\r]')  # JSON's white space
 
 
 def _partial_tag(text: str, tag: str) -> int:
     """Length of the longest end of text that is the start of tag (it may be completed by the next piece)."""
+    if '<' not in text[1 - len(tag):]:
+        return 0
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if text.endswith(tag[:n]):
             return n
@@ -154,11 +159,11 @@ class StreamParser:
         self._held = ''             # the end of the last piece, kept back: it may begin a think tag
         self._state = _LEAD
         self._object: list[str] = []  # the answer without its thinking, from its opening '{'
-        self._at = -1               # index in the object of the character being read
+        self._size = 0              # characters of the object so far
         self._depth = 0
         self._in_string = False
         self._escaped = False
-        self._string: list[str] | None = None  # the top-level string being read (a key, or a value)
+        self._string: str | None = None  # the top-level string being read (a key, or a value)
         self._last_string = ''
         self._waypoints = _LEAD     # the first top-level waypoint array: _LEAD not seen, _OBJECT in it, _DONE
         self._waypoints_end = -1    # index of its ']' while what follows is still white space
@@ -188,6 +193,7 @@ class StreamParser:
             text = text[lead:]
             self._state = _OBJECT
         self._object.append(text)
+        self._size += len(text)
         i = 0
         while self._state == _OBJECT:
             i, end, closing = self._scan(text, i)
@@ -224,41 +230,56 @@ class StreamParser:
     def _scan(self, text: str, start: int) -> tuple[int, int, str]:
         """Reads text (the object's next characters) from start -> (where to go on, index in the object of the end
         of a candidate and what closes it): the object's closing '}', or under guidance the first top-level
-        waypoint array's ']' once a ',' follows it; (len(text), -1, '') when there is none yet."""
-        for i in range(start, len(text)):
-            ch = text[i]
-            self._at += 1
+        waypoint array's ']' once a ',' follows it; (len(text), -1, '') when there is none yet. Jumps from one
+        character that matters to the next (quotes, brackets, escapes)."""
+        i, base = start, self._size - len(text)  # base: index in the object of text[0]
+        while True:
             if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif ch == '\\':
-                    self._escaped = True
-                elif ch == '"':
-                    self._in_string = False
-                    if self._string is not None:
-                        self._last_string, self._string = ''.join(self._string), None
-                elif self._string is not None and len(self._string) < _KEY_CHARS:
-                    self._string.append(ch)
+                if self._escaped:  # the escaped character, maybe in this piece while the '\\' was in the last
+                    if i >= len(text):
+                        return i, -1, ''
+                    self._escaped, i = False, i + 1
+                found = _IN_STRING.search(text, i)
+                j = len(text) if found is None else found.start()
+                if self._string is not None and len(self._string) <= _KEY_CHARS:
+                    self._string += text[i:j]
+                if found is None:
+                    return j, -1, ''
+                if text[j] == '\\':
+                    self._escaped, i = True, j + 1
+                    if self._string is not None:  # a key with an escape matches none of ours (no early plan)
+                        self._string = '\\'
+                    continue
+                self._in_string, i = False, j + 1
+                if self._string is not None:
+                    self._last_string, self._string = self._string, None
                 continue
-            if self._waypoints_end >= 0 and ch not in ' \t\n\r':  # JSON's white space
+            if self._waypoints_end >= 0:
+                found = _NOT_WHITE.search(text, i)
+                if found is None:
+                    return len(text), -1, ''
                 end, self._waypoints_end = self._waypoints_end, -1
-                if ch == ',':
-                    return i + 1, end, '}'
+                if found.group() == ',':
+                    return found.end(), end, '}'
+                i = found.start()
+            found = _STRUCTURE.search(text, i)
+            if found is None:
+                return len(text), -1, ''
+            ch, i = found.group(), found.end()
             if ch == '"':
                 self._in_string = True
-                self._string = [] if self._depth == 1 else None
+                self._string = '' if self._depth == 1 else None
             elif ch in '{[':
                 self._depth += 1
                 if (ch == '[' and self._depth == 2 and self._guided and self._waypoints == _LEAD
                         and self._last_string in _KEYS['waypoints']):
                     self._waypoints = _OBJECT
-            elif ch in '}]':
+            else:
                 self._depth -= 1
                 if self._depth == 0:
-                    return i + 1, self._at, ''
+                    return i, base + i - 1, ''
                 if self._depth == 1 and self._waypoints == _OBJECT:
-                    self._waypoints, self._waypoints_end = _DONE, self._at
-        return len(text), -1, ''
+                    self._waypoints, self._waypoints_end = _DONE, base + i - 1
 
     def _plan(self, text: str) -> ParsedAnswer | None:
         try:
