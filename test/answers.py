@@ -45,4 +45,34 @@ CORPUS: list[tuple[str, str, bool, int, str | None]] = [
     ('{"env":"x","act":"forward","wp":[]}', 'stop', True, 0, 'no_waypoints'),
     ('{"env":"x","act":"forward"}', 'stop', True, 0, 'missing_waypoints'),
     ('<think>Let me look at the image carefully. The corridor', 'stop', True, 0, 'empty'),
+    # Adversarial (issue 23): what the stream published though the whole answer said otherwise.
+    # A plan inside the thinking, closed or still open, is not the answer's.
+    ('<think>Maybe {"act":"forward","wp":[[0.8,0,0,0.9]],"env":"x"} but the door is left.</think>'
+     '{"act":"turn_left","wp":[[0,0,60,0.8]],"env":"door left"}', 'turn_left', False, 1, None),
+    ('<think>Maybe {"act":"forward","wp":[[0.8,0,0,0.9]],"env":"x"} but', 'stop', True, 0, 'empty'),
+    ('{"act":"forward","env":"a <think>","wp":[[0.8,0,0,0.9]]}', 'stop', True, 0, 'missing_waypoints'),
+    # Qwen3 thinking models: the chat template writes <think>, the answer holds only </think>.
+    ('The corridor goes on: {"act":"forward","wp":[[0.8,0,0,0.9]]} but a person crosses.\n</think>\n\n'
+     '{"act":"stop","wp":[],"env":"person crossing"}', 'stop', True, 0, None),
+    ('Looking: {"act":"forward","wp":[[0.8,0,0,0.9]]} then\n</think>\n\n{"act":"turn_right","wp":'
+     '[[0,0,-30,0.9]],"env":"door right"}', 'turn_right', False, 1, None),
+    # A field named twice, or under two spellings: two plans in one answer, so none.
+    ('{"act":"forward","wp":[[0.8,0,0,0.9]],"act":"stop","env":"x"}', 'stop', True, 0, 'duplicate_key'),
+    ('{"act":"forward","act":"stop","wp":[[0.8,0,0,0.9]],"env":"x"}', 'stop', True, 0, 'duplicate_key'),
+    ('{"act":"forward","wp":[[0.8,0,0,0.9]],"wp":[[0.2,0,-90,0.9]],"env":"x"}', 'stop', True, 0,
+     'duplicate_key'),
+    ('{"action":"forward","act":"turn_left","wp":[[0,0,45,0.9]],"env":"x"}', 'stop', True, 0, 'duplicate_key'),
+    ('{"act":"forward","waypoints":[[0.8,0,0,0.9]],"wp":[[0,0,90,0.9]]}', 'stop', True, 0, 'duplicate_key'),
+    ('{"env":"x","scene":"y","act":"forward","wp":[[0.8,0,0,0.9]]}', 'stop', True, 0, 'duplicate_key'),
+    ('{"act":"forward","wp":[{"dx":0.8,"x":-0.8,"dy":0,"dtheta":0,"confidence":0.9}]}', 'stop', True, 0,
+     'duplicate_key'),
+    ('{"act":"forward","wp":[{"dx":0.8,"dx":-0.8,"dy":0,"dtheta":0,"confidence":0.9}]}', 'stop', True, 0,
+     'duplicate_key'),
+    # An answer that opens with its object is that object, whatever follows.
+    ('{"act":"forward","wp":[[0.8,0,0,0.9]],"env":"x"} Or rather:\n```json\n{"act":"stop","wp":[]}\n```',
+     'forward', False, 1, None),
+    # Past the length guard, nothing: the plan completes after 16,384 characters.
+    ('{"env":"' + 'corridor ' * 1900 + '","act":"forward","wp":[[0.8,0,0,0.9]]}', 'stop', True, 0, 'too_long'),
+    ('{"act":"forward","wp":[' + '[0.1,0,0,0.9],' * 1200 + '[0.1,0,0,0.9]],"env":"x"}', 'stop', True, 0,
+     'too_long'),
 ]

@@ -535,6 +535,22 @@ def test_a_plan_first_answer_is_published_from_the_stream_before_the_answer_ends
     assert h.statuses[-1].counters.plans_published >= 1
 
 
+def test_without_guided_decoding_a_plan_first_answer_is_held_until_its_object_closes_as_a_key_may_repeat():
+    """Unguided, a key may come again after the waypoints (here act: stop): the answer names two plans and is
+    rejected, so the stream must not have published the first (parser: one answer, one plan)."""
+    repeated = PLAN_FIRST[:PLAN_FIRST.index('"env"')] + '"act":"stop","env":"a person crossing"}'
+    backend = StreamingBackend(repeated, hold_at=repeated.index('"act":"stop"') + 8)
+    h = Harness(backend, parser={'answer_order': 'plan_first'}, guided_json=False)
+    h.pipeline.set_task('go down the corridor')
+    worker = run_in_thread(h)
+    assert backend.holding.wait(2.0)  # every piece before the hold has been handed over
+    assert h.model_plans() == []
+    backend.release.set()
+    worker.join(2.0)
+    assert [(p.action, p.stop) for p in h.model_plans()] == [('stop', True)]
+    assert h.totals()['parse_failures_duplicate_key'] == 1 and h.totals().get('plans_from_stream', 0) == 0
+
+
 def test_a_streamed_plan_whose_whole_answer_does_not_parse_is_followed_by_a_stop_plan():
     broken = PLAN_FIRST[:PLAN_FIRST.index('"env"')] + '"env": oops}'
     backend = StreamingBackend(broken, hold_at=len(broken))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vln_ros.core.config import ParserParams
-from vln_ros.core.parser import MAX_ANSWER_CHARS, parse_answer, plan_from_stream
+from vln_ros.core.parser import MAX_ANSWER_CHARS, StreamParser, parse_answer, plan_from_stream
 
 LIMITS = ParserParams()
 
@@ -126,40 +126,146 @@ def test_near_valid_json_cut_anywhere_never_raises_and_never_exceeds_limits(answ
 PLAN_FIRST = '{"act":"forward","wp":[[0.8,0,0,0.9],[0.6,0.2,20,0.7]],"env":"corridor, red door ahead"}'
 
 
-def test_a_plan_first_answer_yields_its_plan_from_the_stream_once_the_waypoints_are_complete():
-    limits = ParserParams()
+def test_a_plan_first_answer_yields_its_plan_from_the_stream_once_the_waypoints_are_complete_under_guidance():
+    """Guided decoding writes each key once, in order: nothing after the waypoints can change the plan."""
     cut = PLAN_FIRST.index('],"env"') + 2  # the waypoint array closed and the next key begun
     for i in range(len(PLAN_FIRST) + 1):
-        parsed = plan_from_stream(PLAN_FIRST[:i], limits)
+        parsed = plan_from_stream(PLAN_FIRST[:i], LIMITS, guided=True)
         if i < cut:
             assert parsed is None, PLAN_FIRST[:i]
         else:
             assert parsed is not None and parsed.action == 'forward' and not parsed.stop
-            assert parsed.waypoints == parse_answer(PLAN_FIRST, limits).waypoints
+            assert parsed.waypoints == parse_answer(PLAN_FIRST, LIMITS).waypoints
+
+
+def test_unguided_the_stream_waits_for_the_object_to_close_since_a_later_key_could_name_the_plan_again():
+    for i in range(len(PLAN_FIRST)):
+        assert plan_from_stream(PLAN_FIRST[:i], LIMITS) is None, PLAN_FIRST[:i]
+    assert plan_from_stream(PLAN_FIRST, LIMITS).waypoints == parse_answer(PLAN_FIRST, LIMITS).waypoints
+    repeated = PLAN_FIRST[:PLAN_FIRST.index('"env"')] + '"act":"stop","env":"a person"}'
+    assert parse_answer(repeated, LIMITS).rejection == 'duplicate_key'
+    assert all(plan_from_stream(repeated[:i], LIMITS) is None for i in range(len(repeated) + 1))
 
 
 def test_the_stream_yields_no_plan_for_stops_arrivals_bad_waypoints_or_a_scene_first_answer_before_its_end():
-    limits = ParserParams()
     scene_first = '{"env":"corridor","act":"forward","wp":[[0.5,0,0,0.9]]}'
-    assert plan_from_stream(scene_first[:-1], limits) is None  # the array closed, but nothing follows yet
-    assert plan_from_stream(scene_first, limits) is not None
-    for text in ('{"act":"stop","wp":[],"env":"a wall"', '{"act":"arrived","wp":[],', '{"wp":[[0.5,0,0,0.9]],',
-                 '{"act":"forward","wp":[[0.5,0,0]],', '{"act":"forward","wp":[[NaN,0,0,1]],',
-                 '{"act":"forward","wp":[],', '{"act":"forward","wp":[[0.5,0,0,0.9]] and then'):
-        assert plan_from_stream(text, limits) is None, text
+    for guided in (False, True):
+        assert plan_from_stream(scene_first[:-1], LIMITS, guided) is None  # the array closed, nothing follows yet
+        assert plan_from_stream(scene_first, LIMITS, guided) is not None
+        for text in ('{"act":"stop","wp":[],"env":"a wall"}', '{"act":"arrived","wp":[],"env":"x"}',
+                     '{"wp":[[0.5,0,0,0.9]],"env":"x"}', '{"act":"forward","wp":[[0.5,0,0]],"env":"x"}',
+                     '{"act":"forward","wp":[[NaN,0,0,1]],"env":"x"}', '{"act":"forward","wp":[],"env":"x"}',
+                     '{"act":"forward","wp":[[0.5,0,0,0.9]] and then', 'Sure: {"act":"forward","wp":[[0.5,0,0,0.9]]}',
+                     '```json\n{"act":"forward","wp":[[0.5,0,0,0.9]]}\n```'):
+            assert plan_from_stream(text, LIMITS, guided) is None, text
 
 
-def test_the_stream_parser_never_raises_and_agrees_with_the_whole_answer_on_every_prefix_of_the_corpus():
-    limits = ParserParams()
-    for text, *_ in CORPUS:
-        for i in range(0, len(text) + 1, 3):
-            parsed = plan_from_stream(text[:i], limits)
-            if parsed is not None:  # what the stream says is what the whole answer says
-                assert parsed.waypoints == parse_answer(text, limits).waypoints, text
+def _stream_plan(text: str, guided: bool, pieces: list[int]) -> tuple[int, object]:
+    """Feeds text in pieces of the given lengths (cycled) -> (characters fed when the plan came, the plan)."""
+    stream, at, k = StreamParser(LIMITS, guided), 0, 0
+    while at < len(text):
+        piece = text[at:at + pieces[k % len(pieces)]]
+        at, k = at + len(piece), k + 1
+        parsed = stream.feed(piece)
+        if parsed is not None:
+            assert stream.feed(text[at:]) is None  # once
+            return at, parsed
+    return at, None
+
+
+def _agrees(text: str, guided: bool) -> None:
+    """Every prefix: the stream's plan is none or the whole answer's plan, and pieces change nothing."""
+    whole = parse_answer(text, LIMITS)
+
+    def check(parsed, where):
+        if parsed is not None:
+            assert whole.rejection is None and not whole.stop, (where, whole)
+            assert (parsed.action, parsed.waypoints) == (whole.action, whole.waypoints), where
+
+    every = 1 if len(text) < 2000 else 251  # a one-piece parse of each of 16k prefixes takes a while
+    published = None
+    for i in [*range(0, len(text), every), len(text)]:
+        parsed = plan_from_stream(text[:i], LIMITS, guided)
+        check(parsed, text[:i])
+        if parsed is not None:
+            published = i if published is None else published
+        else:  # once out, the plan stays out for every longer prefix within the length guard
+            assert published is None or i > MAX_ANSWER_CHARS, text[:i]
+    for pieces in ([1], [3], [7, 1, 2], [len(text) or 1]):
+        at, parsed = _stream_plan(text, guided, pieces)
+        check(parsed, (text[:at], pieces))
+        if every == 1:
+            assert (parsed is None) == (published is None), (text, pieces)
+            assert parsed is None or published <= at < published + max(pieces), (text, pieces)
+
+
+def _schema_shaped(text: str) -> bool:
+    """What guided decoding can write: one JSON object with the schema's keys, each once."""
+    try:
+        pairs = json.loads(text, object_pairs_hook=lambda p: p)
+    except ValueError:
+        return False
+    keys = [key for key, _ in pairs] if isinstance(pairs, list) else []
+    return bool(keys) and sorted(keys) == sorted(set(keys)) and set(keys) <= {'env', 'act', 'wp'}
+
+
+@pytest.mark.parametrize('text', [text for text, *_ in CORPUS], ids=range(len(CORPUS)))
+def test_on_every_prefix_of_every_corpus_answer_the_stream_has_no_plan_or_the_whole_answers(text):
+    _agrees(text, guided=False)
+    if _schema_shaped(text):
+        _agrees(text, guided=True)
+
+
+@pytest.mark.parametrize('text', [text for text, *_ in CORPUS if len(text) > MAX_ANSWER_CHARS])
+def test_past_the_length_guard_the_stream_publishes_nothing_though_the_plan_completes_there(text):
+    assert parse_answer(text, LIMITS).rejection == 'too_long'
+    assert parse_answer(text[:MAX_ANSWER_CHARS], LIMITS).rejection != 'too_long'
+    for guided in (False, True):
+        assert _stream_plan(text, guided, [5]) == (len(text), None)
+        assert plan_from_stream(text, LIMITS, guided) is None
+
+
+def test_the_stream_reads_no_plan_inside_a_think_block_whatever_the_pieces_cut():
+    plan = '{"act":"forward","wp":[[0.5,0,0,0.9]],"env":"x"}'
+    thinking = '<think>' + plan + '</think>'
+    for n in range(1, len(thinking) + 1):
+        stream = StreamParser(LIMITS, guided=True)
+        assert all(stream.feed(thinking[i:i + n]) is None for i in range(0, len(thinking), n)), n
+        assert stream.feed(plan) is not None  # after the thinking, the answer's own plan
+        stream = StreamParser(LIMITS, guided=True)
+        assert all(stream.feed(thinking[i:i + n]) is None for i in range(0, len(thinking) - 8, n)), n  # open
+
+
+_KEY_SPELLINGS = {'env': ['env', 'environment', 'scene'], 'act': ['act', 'action'],
+                  'wp': ['wp', 'waypoints', 'path', 'steps']}
+_plan_values = {'env': st.sampled_from(['corridor', 'a <think> tag', '} ] "', '']),
+                'act': st.sampled_from(['forward', 'stop', 'arrived', 'turn_left', 'fly']),
+                'wp': st.lists(st.one_of(st.lists(st.sampled_from([0, 0.5, -0.3, 45, 0.9, 'x']), min_size=3,
+                                                  max_size=4),
+                                         st.fixed_dictionaries({'dx': st.just(0.5), 'dy': st.just(0),
+                                                                'dtheta': st.just(10), 'confidence': st.just(0.8)},
+                                                               optional={'x': st.just(0.1)})),
+                               max_size=3)}
+_fields = st.lists(st.sampled_from(['env', 'act', 'wp']).flatmap(
+    lambda field: st.tuples(st.sampled_from(_KEY_SPELLINGS[field]), _plan_values[field])), min_size=1, max_size=5)
+_around = st.sampled_from(['', ' ', '\n', '<think>', '</think>', '<think>{"act":"forward","wp":[[1,0,0,1]]}</think>',
+                           'Sure: ', '```json\n', '\n```', ' {"act":"stop","wp":[]}', 'x' * 40])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_around, max_size=2), _fields, st.lists(_around, max_size=2), st.booleans())
+def test_any_answer_of_our_keys_any_repeated_and_wrapped_in_thinking_or_text_has_one_plan(before, fields, after,
+                                                                                        guided):
+    """Keys from every spelling, repeated or not, in any order; think blocks, fences and prose around."""
+    body = '{' + ','.join(f'{json.dumps(key)}:{json.dumps(value)}' for key, value in fields) + '}'
+    text = ''.join(before) + body + ''.join(after)
+    if guided and not _schema_shaped(body):  # guidance writes only what the schema allows
+        return
+    _agrees(text, guided)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=200))
-def test_the_stream_parser_takes_any_text(text):
-    plan_from_stream(text, ParserParams())
-    plan_from_stream('{"act":"forward","wp":' + text, ParserParams())
+@given(st.text(max_size=200), st.booleans())
+def test_the_stream_parser_takes_any_text(text, guided):
+    plan_from_stream(text, LIMITS, guided)
+    plan_from_stream('{"act":"forward","wp":' + text, LIMITS, guided)

@@ -18,8 +18,9 @@ vln/keyframe_request), and camera_node answers with one keyframe. A camera that 
 older one, a bag of keyframes) still works: its keyframes arrive unasked and the slot hands over the newest.
 
 Plans from the stream: a backend that streams hands each piece of the answer over (Request.on_chunk), and the
-plan is published as soon as its waypoints are complete (parser.plan_from_stream; ParserParams.answer_order
-plan_first asks for act and wp before env), under the same lock and task check as any plan. The whole answer
+plan is published as soon as the rest of the answer cannot change it (parser.StreamParser: under guided decoding
+once its waypoints are complete, ParserParams.answer_order plan_first asking for act and wp before env; else
+once its object has closed), under the same lock and task check as any plan. The whole answer
 then completes the task's history; if it does not parse, or names another plan, that is published after it.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ from vln_ros.core.config import InferenceParams
 from vln_ros.core.control import Waypoint
 from vln_ros.core.keyframe_request import KeyframeAsk, KeyframeAsker
 from vln_ros.core.latest import LatestSlot
-from vln_ros.core.parser import ParsedAnswer, parse_answer, plan_from_stream
+from vln_ros.core.parser import ParsedAnswer, StreamParser, parse_answer
 from vln_ros.core.prompts import STOP_ACTION, PromptBuilder, Step
 from vln_ros.core.stats import EventCounters, LatencyWindow, NumberWindow, Throttle
 from vln_ros.core.tasks import Counters, State, TaskManager, TaskRejected
@@ -295,14 +296,13 @@ class InferencePipeline:
             task_id, instruction = task.task_id, task.instruction
             prompt = self._prompts.build(instruction, task.history)
             task.counters.keyframes_processed += 1
-        streamed: list[str] = []
+        stream = StreamParser(p.parser, guided=p.guided_json)  # reads each piece once
         early: list[PlanOut] = []  # the plan published from the stream, if it was
 
         def on_chunk(piece: str, _tokens: int) -> None:  # the backend's thread
-            streamed.append(piece)
             if early:
                 return
-            parsed = plan_from_stream(''.join(streamed), p.parser)
+            parsed = stream.feed(piece)
             if parsed is None:
                 return
             with self._lock:
