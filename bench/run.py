@@ -45,26 +45,26 @@ def emit(name: str, value: float, unit: str) -> None:
     print(json.dumps(row), flush=True)
 
 
-def bench_keyframe_decision() -> None:
+def bench_keyframe_decision(frames_per_size: int = 120, reps: int = 5) -> None:
     rng = np.random.default_rng(0)
     for label, (h, w) in SIZES.items():
         # A camera-like stream: a still scene with sensor noise, cut to a new scene every 30 frames.
         bases = [scene(i, h, w) for i in range(4)]
         noise = [rng.integers(0, 6, (h, w, 3), dtype=np.uint8) for _ in range(4)]
-        frames = [bases[(i // 30) % 4] + noise[i % 4] for i in range(120)]
+        frames = [bases[(i // 30) % 4] + noise[i % 4] for i in range(frames_per_size)]
         sampler = KeyframeSampler(KeyframeParams(min_interval_s=0.0))
         times = []
-        for rep in range(5):
+        for rep in range(reps):
             for i, frame in enumerate(frames):
                 t0 = time.perf_counter()
                 sampler.decide(frame, rep * 100 + i / 30)
                 times.append(time.perf_counter() - t0)
-        times_ms = np.array(times[20:]) * 1e3  # without warm-up
+        times_ms = np.array(times[min(20, len(times) // 2):]) * 1e3  # without warm-up
         emit(f'keyframe_decision_ms_p50_{label}', np.percentile(times_ms, 50), 'ms')
         emit(f'keyframe_decision_ms_p99_{label}', np.percentile(times_ms, 99), 'ms')
 
 
-def bench_keyframe_robustness() -> None:
+def bench_keyframe_robustness(flicker_frames: int = 900) -> None:
     """CHANGE keyframes (spurious: target 0) on still real scenes (test/data/people_clip.mp4: frame 150, a man
     standing at a table; frame 50, the empty room) whose exposure alone changes, with sensor noise, default
     parameters: 30 s of random +-5 % flicker at 30 Hz (frame 150), and an 8 % ramp over 1 s then 4 s held at
@@ -87,7 +87,8 @@ def bench_keyframe_robustness() -> None:
         frames = (np.clip(base * np.float32(g) + noise[i % 8], 0, 255).astype(np.uint8) for i, g in enumerate(gains))
         return sum(sampler.decide(f, i / fps).reason.value == 'change' for i, f in enumerate(frames))
 
-    emit('keyframe_spurious_flicker_30s', changes(stills[0], 1 + rng.uniform(-0.05, 0.05, 900), 30.0), 'keyframes')
+    flicker = 1 + rng.uniform(-0.05, 0.05, flicker_frames)
+    emit('keyframe_spurious_flicker_30s', changes(stills[0], flicker, 30.0), 'keyframes')
     ramps = [np.r_[np.linspace(1.0, end, 11), [end] * 40] for end in (1.08, 0.92)]
     emit('keyframe_spurious_exposure_ramp', sum(changes(base, gains, 10.0) for base in stills for gains in ramps),
          'keyframes')
@@ -146,14 +147,15 @@ class CameraNodeUnderTest(NodeUnderTest):
         return self.Image(height=h, width=w, encoding='bgr8', step=w * 3, data=frame.tobytes())
 
 
-def bench_camera_node_fps(seconds: float = 4.0) -> None:
+def bench_camera_node_fps(seconds: float = 4.0, rates: tuple[int, ...] = (30, 60, 90, 120, 150, 200, 250, 300)
+                          ) -> None:
     """Highest offered raw 1080p bgr8 rate at which the node decides >= 97% of frames (no backlog:
     the latest-wins slot skips rather than queues, so falling behind shows as frames not decided)."""
     cam = CameraNodeUnderTest()
     msgs = [cam.image(scene(i, 1080, 1920)) for i in range(3)]
     best = 0.0
     try:
-        for rate in (30, 60, 90, 120, 150, 200, 250, 300):
+        for rate in rates:
             before, sent = cam.decisions, 0
             start = time.monotonic()
             while time.monotonic() - start < seconds:
@@ -303,10 +305,10 @@ def bench_controller(seconds: float = 12.0, cycles: int = 40) -> None:
         burner.kill()
 
 
-def suite_module(name: str) -> ModuleType:
-    """A module of the test suite (test/<name>.py: the answer corpus, the typical answer), loaded from its file:
-    test/ is no package, and only pytest puts it on sys.path."""
-    path = REPO / 'test' / f'{name}.py'
+def suite_module(name: str, folder: str = 'test') -> ModuleType:
+    """A module of the test suite (test/<name>.py: the answer corpus, the typical answer) or of bench/, loaded
+    from its file: neither folder is a package, and only pytest puts test/ on sys.path."""
+    path = REPO / folder / f'{name}.py'
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f'cannot load {path}')
@@ -401,23 +403,23 @@ class InferenceNodeUnderTest(NodeUnderTest):
             time.sleep(max(0.0, start + sent / rate_hz - time.monotonic()))
 
 
-def bench_inference_overhead() -> None:
+def bench_inference_overhead(seconds: float = 20.0) -> None:
     """The node's own time per plan (received -> backend called, plus returned -> published), measured
     inside the node, with an instant replay backend: keyframes at 5 Hz for 20 s."""
     node = InferenceNodeUnderTest.replay(latency_s=0.0)
     try:
-        node.send(5.0, 20.0)
+        node.send(5.0, seconds)
         time.sleep(1.5)
         emit('inference_overhead_ms_p50', float(node.diagnostics['overhead_ms_p50']), 'ms')
     finally:
         node.close()
 
 
-def bench_inference_overload() -> None:
+def bench_inference_overload(seconds: float = 15.0) -> None:
     """Keyframes at 20 Hz into a 500 ms backend (10x overload): capture stamp -> plan received."""
     node = InferenceNodeUnderTest.replay(latency_s=0.5)
     try:
-        node.send(20.0, 15.0)
+        node.send(20.0, seconds)
         time.sleep(1.0)
         ages = np.array(node.plan_ages) * 1e3
         print(f'# {len(ages)} plans, {node.diagnostics.get("keyframes_dropped")} of '
@@ -428,7 +430,8 @@ def bench_inference_overload() -> None:
         node.close()
 
 
-def bench_keyframe_pacing(seconds: float = 15.0) -> None:
+def bench_keyframe_pacing(seconds: float = 15.0, rates: tuple[int, ...] = (10, 30),
+                          pacing: tuple[bool, ...] = (True, False)) -> None:
     """Model-paced keyframes (README, camera_node): camera_node and inference_node in their own processes, a
     0.5 s model (replay), camera frames that all differ (a walking robot) at 10 and 30 Hz. keyframe_wait: the
     keyframe received by inference_node -> the model starts on it; keyframe_age_at_model: capture stamp ->
@@ -436,8 +439,8 @@ def bench_keyframe_pacing(seconds: float = 15.0) -> None:
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
     frames = [scene(i, 480, 640) for i in range(6)]
-    for rate in (10, 30):
-        for paced in (True, False):
+    for rate in rates:
+        for paced in pacing:
             node = InferenceNodeUnderTest.replay(latency_s=0.5, instruction='')
             camera = node_process('camera_node', (f'pace_by_model:={str(paced).lower()}',))
             try:
@@ -528,15 +531,23 @@ def bench_console(images: int = 60, estops: int = 5) -> None:
             loaded = time.time()
             d.get(url)
             first_shown = None
+            deadline = time.monotonic() + PAGE_DEADLINE_S
             while first_shown is None:  # the page's own record of when it showed its first image
+                # >= 1 and the page's first time: the second image can come before this poll sees the first
+                # (imagesShown === 1 then waited for ever: the bench hung in 3 of 4 runs).
                 first_shown = d.execute_script('const v = window.vlnConsole || {}; '
-                                               'return v.imagesShown === 1 ? v.lastImageShownAt : null')
+                                               'return v.imagesShown >= 1 ? v.firstImageShownAt : null')
+                if first_shown is None and time.monotonic() > deadline:
+                    raise RuntimeError(f'the console page showed no image within {PAGE_DEADLINE_S} s')
                 time.sleep(0.005)
             emit('console_first_image_s', first_shown - loaded, 's')
             second.driver.get(url)
             proc.cpu_percent(None)
             latencies: dict[float, float] = {}  # stamp -> shown - stamp, as the page measured it
+            deadline = time.monotonic() + PAGE_DEADLINE_S + images / 5.0   # keyframes come at 10 Hz
             while len(latencies) < images:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f'the console page showed {len(latencies)} of {images} keyframes in time')
                 stamp, latency = d.execute_script('const v = window.vlnConsole; '
                                                   'return [v.lastImageStamp, v.lastImageLatencyS]')
                 latencies[stamp] = latency
@@ -554,7 +565,10 @@ def bench_console(images: int = 60, estops: int = 5) -> None:
                 deadline = time.time() + 5.0
                 while not any(t >= t0 and vx == 0.0 for t, vx in cmds[-50:]) and time.time() < deadline:
                     time.sleep(0.002)
-                stops.append(1e3 * (min(t for t, vx in cmds[-50:] if t >= t0 and vx == 0.0) - t0))
+                zeros = [t for t, vx in cmds[-50:] if t >= t0 and vx == 0.0]
+                if not zeros:
+                    raise RuntimeError('no zero cmd_vel within 5 s of the e-stop click')
+                stops.append(1e3 * (min(zeros) - t0))
                 time.sleep(0.5)
                 d.find_element('id', 'release').click()
                 d.switch_to.alert.accept()
@@ -567,7 +581,7 @@ def bench_console(images: int = 60, estops: int = 5) -> None:
         controller.close()
 
 
-def bench_closed_loop(episodes: int = 20) -> None:
+def bench_closed_loop(episodes: int = 20, studies: int = 4) -> None:
     """make eval's targets: the same seeded episodes with the oracle at 0.5 s and at 5 s (latency
     compensation on), then at 5 s without compensation and with the seed system's rule; the simulator's
     real-time factor while the whole stack runs at real time (the lowest of any 0.5 s episode). The 5 s runs
@@ -581,7 +595,7 @@ def bench_closed_loop(episodes: int = 20) -> None:
 
     seeds = list(range(episodes))
     for latency, mode in ((0.5, 'compensation'), (5.0, 'compensation'), (5.0, 'no_compensation'),
-                          (5.0, 'baseline')):
+                          (5.0, 'baseline'))[:studies]:
         options = replace(eval_run.mode_options(EvalOptions(), mode), latency_s=latency,
                           speed=1.0 if latency < 1.0 else 2.0)
         label = f'{mode} {latency:g}s'
@@ -597,14 +611,40 @@ def bench_closed_loop(episodes: int = 20) -> None:
             emit('sim_real_time_factor', summary['real_time_factor_min'], 'ratio')
 
 
-BENCHES: dict[str, list[Callable[[], None]]] = {
+def bench_guard(steps: int = 3000, messages: int = 200) -> None:
+    """The collision guard's control step and message conversions (bench/bench_guard.py)."""
+    suite_module('bench_guard', 'bench').bench_guard(emit, steps=steps, messages=messages)
+
+
+BENCHES: dict[str, list[Callable[..., None]]] = {
     'keyframe': [bench_keyframe_decision, bench_keyframe_robustness, bench_camera_node_fps,
                  bench_keyframe_latency, bench_keyframe_pacing],
     'controller': [bench_controller, bench_controller_flood],
     'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload],
     'console': [bench_console],
+    'safety': [bench_guard],
     # about 25 minutes: 80 closed-loop episodes
     'eval': [bench_closed_loop]}
+
+# --smoke (test/test_bench.py, in `make test`): every benchmark once, as short as it still runs its whole path,
+# so a broken benchmark fails CI. Its figures mean nothing; only that each group runs to the end and prints.
+SMOKE: dict[str, dict[str, object]] = {
+    'bench_keyframe_decision': {'frames_per_size': 40, 'reps': 1},
+    'bench_keyframe_robustness': {'flicker_frames': 60},
+    'bench_camera_node_fps': {'seconds': 0.5, 'rates': (30,)},
+    'bench_keyframe_latency': {'count': 20},
+    'bench_keyframe_pacing': {'seconds': 2.0, 'rates': (10,), 'pacing': (True,)},
+    'bench_controller': {'seconds': 2.0, 'cycles': 3},
+    'bench_controller_flood': {'seconds': 1.5},
+    'bench_parser': {'repeats': 2},
+    'bench_inference_overhead': {'seconds': 2.0},
+    'bench_inference_overload': {'seconds': 2.0},
+    'bench_console': {'images': 5, 'estops': 1},
+    'bench_guard': {'steps': 200, 'messages': 10},
+    'bench_closed_loop': {'episodes': 1, 'studies': 1},
+}
+SMOKE_ARGS: dict[str, dict[str, object]] = {}   # main() sets it to SMOKE under --smoke
+PAGE_DEADLINE_S = 30.0   # the console page: its first image, and each later step, or the bench fails
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -613,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('groups', nargs='*', metavar='GROUP', help=f'{" | ".join(BENCHES)} (default: all)')
     parser.add_argument('--out', type=Path, default=OUT, help=f'output folder (default {OUT})')
+    parser.add_argument('--smoke', action='store_true',
+                        help='each benchmark once, as short as it runs (make test does): its figures mean nothing')
     args = parser.parse_args(argv)
     for group in args.groups:
         if group not in BENCHES:
@@ -621,10 +663,13 @@ def main(argv: list[str] | None = None) -> int:
     if claim is None:
         return 2
     OUT = args.out
+    if args.smoke:
+        SMOKE_ARGS.update(SMOKE)
     print(f'# {claim.describe()}', file=sys.stderr, flush=True)
     for group in args.groups or list(BENCHES):
         for bench in BENCHES[group]:
-            bench()
+            print(f'# {group}: {bench.__name__}', file=sys.stderr, flush=True)
+            bench(**SMOKE_ARGS.get(bench.__name__, {}))
     try:
         (OUT / 'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in RESULTS))
     except OSError as e:

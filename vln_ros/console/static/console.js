@@ -12,7 +12,7 @@
   const vc = window.vlnConsole = {
     connected: false, connects: 0, page: null,
     imagesReceived: 0, imagesShown: 0, imagesDroppedInPage: 0,
-    lastImageStamp: null, lastImageShownAt: null, lastImageLatencyS: null,
+    lastImageStamp: null, lastImageShownAt: null, lastImageLatencyS: null, firstImageShownAt: null,
     planCount: 0, statusCount: 0, kinds: {}, last: {}, replies: [],
     hasControl: false, controlHeld: false, viewers: 0, estopEngaged: null, estopClickedAt: null,
     send: (msg) => send(msg),
@@ -143,6 +143,7 @@
         vc.imagesShown += 1;
         vc.lastImageStamp = stamp;
         vc.lastImageShownAt = now;
+        if (vc.firstImageShownAt === null) vc.firstImageShownAt = now;   // the console bench's first image
         vc.lastImageLatencyS = now - stamp;
         img.dataset.stamp = String(stamp);
         img.dataset.shown = String(vc.imagesShown);
