@@ -335,6 +335,25 @@ def bench_parser(repeats: int = 200) -> None:
     emit('parser_us_p99', np.percentile(times_us, 99), 'us')
 
 
+def bench_stream_parser(repeats: int = 5) -> None:
+    """The stream parse over one 16k-character answer (a waypoint array closing only at the end), fed in
+    4-character pieces as a streaming backend hands them over: linear (re-parsing every prefix took 8-13 s)."""
+    from vln_ros.core.config import ParserParams
+    from vln_ros.core.parser import MAX_ANSWER_CHARS, StreamParser
+    step = '[0.1,0,0,0.9],'
+    text = '{"act":"forward","wp":[' + step * ((MAX_ANSWER_CHARS - 50) // len(step)) + '[0.1,0,0,0.9]],"env":"x"}'
+    pieces = [text[i:i + 4] for i in range(0, len(text), 4)]
+    times = []
+    for _ in range(repeats):
+        stream = StreamParser(ParserParams())
+        t0 = time.perf_counter()
+        published = [stream.feed(piece) for piece in pieces]
+        times.append(time.perf_counter() - t0)
+        if published[-1] is None:
+            raise RuntimeError('the stream parser published no plan for the 16k answer')
+    emit('stream_parse_16k_ms', min(times) * 1e3, 'ms')
+
+
 def bench_answer_tokens() -> None:
     """Qwen3 tokens of a typical two-step answer in our format (output tokens are the latency)."""
     from vln_ros.core.prompts import qwen_tokenizer
@@ -620,7 +639,8 @@ BENCHES: dict[str, list[Callable[..., None]]] = {
     'keyframe': [bench_keyframe_decision, bench_keyframe_robustness, bench_camera_node_fps,
                  bench_keyframe_latency, bench_keyframe_pacing],
     'controller': [bench_controller, bench_controller_flood],
-    'inference': [bench_parser, bench_answer_tokens, bench_inference_overhead, bench_inference_overload],
+    'inference': [bench_parser, bench_stream_parser, bench_answer_tokens, bench_inference_overhead,
+                  bench_inference_overload],
     'console': [bench_console],
     'safety': [bench_guard],
     # about 25 minutes: 80 closed-loop episodes
@@ -637,6 +657,7 @@ SMOKE: dict[str, dict[str, object]] = {
     'bench_controller': {'seconds': 2.0, 'cycles': 3},
     'bench_controller_flood': {'seconds': 1.5},
     'bench_parser': {'repeats': 2},
+    'bench_stream_parser': {'repeats': 1},
     'bench_inference_overhead': {'seconds': 2.0},
     'bench_inference_overload': {'seconds': 2.0},
     'bench_console': {'images': 5, 'estops': 1},

@@ -28,7 +28,7 @@ FIGURES = {
                  'keyframe_age_at_model_ms_p99'],
     'controller': ['controller_rate_hz', 'controller_period_jitter_ms_p99', 'plan_to_first_cmd_ms_p99',
                    'controller_period_ms_p99_under_flood', 'controller_plans_refused_under_flood'],
-    'inference': ['parser_us_p99', 'answer_tokens_two_waypoints', 'inference_overhead_ms_p50',
+    'inference': ['parser_us_p99', 'stream_parse_16k_ms', 'answer_tokens_two_waypoints', 'inference_overhead_ms_p50',
                   'inference_stale_keyframe_age_ms_p99'],
     'console': ['console_first_image_s', 'console_image_latency_ms_p50', 'console_estop_to_zero_ms',
                 'console_cpu_percent_0_viewers', 'console_cpu_percent_2_viewers'],

@@ -426,8 +426,9 @@ class ParserParams(StrictModel):
                                    dynamic=True)
     answer_order: Literal['scene_first', 'plan_first'] = param(
         'scene_first', 'Order the model is asked to answer in: scene_first = env, act, wp (it describes, then '
-        'decides); plan_first = act, wp, env (the plan is published from the stream as soon as its waypoints '
-        'are complete, 13 of 48 tokens earlier: docs/gpu_latency.md)', dynamic=True)
+        'decides); plan_first = act, wp, env (with guided_json the plan is published from the stream as soon '
+        'as its waypoints are complete, 13 of 48 tokens earlier: docs/gpu_latency.md; unguided, when the answer '
+        'closes)', dynamic=True)
 
 
 class InferenceSettings(StrictModel):
