@@ -1,4 +1,4 @@
-"""sim_node as a process on a real graph: /clock, camera, odometry and cmd_vel as a robot offers them, the
+"""sim_node as a process on a real graph: /clock, camera, laser, odometry and cmd_vel as a robot offers them, the
 side channel's replies and refusals, /diagnostics, and a clean exit on SIGINT."""
 from __future__ import annotations
 
@@ -28,17 +28,18 @@ def sim(graph):
     from geometry_msgs.msg import Twist
     from nav_msgs.msg import Odometry
     from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import Image, LaserScan
 
     port = free_port()
     proc = subprocess.Popen([executable('sim_node'), '--ros-args', '-p', f'api_port:={port}', '-p', 'seed:=1',
                              '-p', 'camera.width:=320', '-p', 'camera.height:=240'],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = graph.node('sim_test')
-    heard = {'clock': [], 'image': [], 'odom': [], 'diag': []}
+    heard = {'clock': [], 'image': [], 'odom': [], 'diag': [], 'scan': []}
     node.create_subscription(Clock, ri.CLOCK, heard['clock'].append, 10)
     node.create_subscription(Image, ri.SIM_CAMERA, heard['image'].append, ri.SENSOR_QOS)
     node.create_subscription(Odometry, ri.ODOM, heard['odom'].append, ri.SENSOR_QOS)
+    node.create_subscription(LaserScan, ri.SCAN, heard['scan'].append, ri.SENSOR_QOS)
     node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS,
                              lambda m: heard['diag'].extend(s for s in m.status if s.name == '/sim_node'), 10)
     cmd = node.create_publisher(Twist, ri.CMD_VEL, ri.CMD_QOS)
@@ -61,6 +62,29 @@ def test_clock_camera_and_odometry_come_as_from_a_robot(sim):
     assert heard['odom'][-1].header.frame_id == 'odom'
     values = {kv.key: kv.value for kv in heard['diag'][-1].values}
     assert 0.5 < float(values['real_time_factor']) < 1.5 and values['seed'] == '1'
+
+
+def test_the_laser_scans_at_rate_hz_of_simulated_time_in_its_frame_and_sees_the_start_pose_truly(sim):
+    import numpy as np
+
+    from vln_ros.sim import scenes
+    from vln_ros.sim.laser import Laser
+    from vln_ros.sim.params import LaserParams
+    _, heard, _, _ = sim
+    assert wait_for(lambda: len(heard['scan']) >= 20, 15.0), len(heard['scan'])
+    scans = list(heard['scan'])
+    stamps = [s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in scans]
+    assert stamps == sorted(stamps)
+    rate_hz = (len(scans) - 1) / (stamps[-1] - stamps[0])          # per second of simulated time (the stamps)
+    assert 13.5 < rate_hz < 16.5, rate_hz
+    scan, laser = scans[-1], Laser(LaserParams())
+    assert scan.header.frame_id == 'laser' and len(scan.ranges) == laser.geometry.count == 541
+    assert (scan.angle_min, scan.angle_increment) == pytest.approx((-0.75 * np.pi, np.radians(0.5)))
+    assert (scan.range_min, scan.range_max) == pytest.approx((0.05, 8.0))
+    truth = laser.true_ranges(scenes.generate(1), scenes.generate(1).start)   # the robot has not moved
+    ranges, near = np.asarray(scan.ranges), truth <= 8.0
+    assert near.sum() > 100 and np.abs(ranges[near] - truth[near]).max() <= 0.03 + 1e-4
+    assert np.isposinf(ranges[~near]).all()
 
 
 def test_cmd_vel_moves_the_robot_and_the_episode_records_it(sim):

@@ -30,6 +30,7 @@ CMD_VEL = 'cmd_vel'                             # controller_node out
 DIAGNOSTICS = '/diagnostics'                    # every node out (global, as diagnostic_aggregator expects)
 CLOCK = '/clock'                                # simulated time (bag replay, sim_node)
 SIM_CAMERA = 'camera/image_raw'                 # sim_node's camera out (the camera_topic make eval gives the stack)
+SCAN = 'scan'                                   # a 2D laser's sensor_msgs/LaserScan (sim_node out, the guard in)
 
 # -- services -----------------------------------------------------------------------------------------
 SET_TASK = 'vln/set_task'                       # inference_node, vln_ros/srv/SetTask
@@ -37,8 +38,8 @@ STOP_TASK = 'vln/stop_task'                     # inference_node, std_srvs/Trigg
 RELEASE_ESTOP = 'vln/release_estop'             # controller_node, std_srvs/Trigger
 
 # -- QoS ----------------------------------------------------------------------------------------------
-# Camera frames and odometry: sensor-data QoS (best effort, depth 5): a sensor must never wait for us, and a
-# late message is worth less than the next one.
+# Camera frames, laser scans and odometry: sensor-data QoS (best effort, depth 5): a sensor must never wait for us,
+# and a late message is worth less than the next one.
 SENSOR_QOS = qos_profile_sensor_data
 # Keyframes are few and each one matters: reliable, but only the newest two are kept for a slow reader.
 # (Best-effort subscribers, e.g. rviz, still connect to a reliable publisher.)

@@ -1,7 +1,8 @@
 """sim_node: a simulated quadruped in a generated indoor scene, on simulated time (make eval).
 
 It talks to the stack only through what a real robot offers: the camera (sensor_msgs/Image on
-camera/image_raw, stamped with the capture time), odometry (odom) and cmd_vel, plus /clock, which it owns
+camera/image_raw, stamped with the capture time), a 2D laser (sensor_msgs/LaserScan on scan, frame_id
+laser.frame_id, mounted at laser.mount; vln_ros/sim/laser.py), odometry (odom) and cmd_vel, plus /clock, which it owns
 (every other node runs with use_sim_time). A physics thread steps vln_ros/sim/world.py at physics_rate_hz
 of simulated time, paced to `speed` x wall time, publishing /clock every step; the executor takes cmd_vel.
 
@@ -12,19 +13,21 @@ and client; vln_ros/sim/service.py is the simulator this node steps and serves, 
 """
 from __future__ import annotations
 
+import array
 import math
 import os
 import threading
 import time
 from typing import Any
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, LaserScan
 
 from vln_ros import interface
 from vln_ros.core.control import Pose2D, Twist2D
@@ -33,6 +36,7 @@ from vln_ros.nodes import diagnostics
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
 from vln_ros.sim import api, scenes
+from vln_ros.sim.laser import scan_geometry
 from vln_ros.sim.params import SimParams
 from vln_ros.sim.render import CameraSpec, render
 from vln_ros.sim.service import SimService
@@ -63,6 +67,9 @@ class SimNode(Node):
         self._clock_pub = self.create_publisher(Clock, interface.CLOCK, 10)
         self._image_pub = self.create_publisher(Image, interface.SIM_CAMERA, interface.SENSOR_QOS)
         self._odom_pub = self.create_publisher(Odometry, interface.ODOM, interface.SENSOR_QOS)
+        self._scan_geometry = scan_geometry(p.laser.fov_deg, p.laser.step_deg)
+        self._scan_pub = (self.create_publisher(LaserScan, interface.SCAN, interface.SENSOR_QOS)
+                          if p.laser.enabled else None)
         self.create_subscription(Twist, interface.CMD_VEL, self._on_cmd_vel, interface.CMD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         diagnostics.start_timer(self, DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
@@ -117,6 +124,8 @@ class SimNode(Node):
             self._odom_pub.publish(self._odometry(stamp, *out.odom))
         for stamp_s, image in out.frames:
             self._image_pub.publish(self._image(stamp_s, image))
+        if out.scan is not None and self._scan_pub is not None:
+            self._scan_pub.publish(self._laser_scan(*out.scan))
 
     def _publish_diagnostics(self) -> None:
         rtf, episode = self.sim.real_time_factor(), self.world.episode_counts()
@@ -134,6 +143,21 @@ class SimNode(Node):
         msg.height, msg.width = bgr.shape[:2]
         msg.encoding, msg.step = 'bgr8', bgr.shape[1] * 3
         msg.data = bgr.tobytes()
+        return msg
+
+    def _laser_scan(self, stamp_s: float, ranges: np.ndarray) -> LaserScan:
+        p, geometry = self.params.laser, self._scan_geometry
+        msg = LaserScan()
+        msg.header.stamp = _time_msg(stamp_s)
+        msg.header.frame_id = p.frame_id
+        msg.angle_min, msg.angle_max = geometry.angle_min, geometry.angle_max
+        msg.angle_increment = geometry.angle_increment
+        msg.time_increment = 0.0                  # every beam at the same instant (vln_ros/sim/laser.py)
+        msg.scan_time = 1.0 / p.rate_hz
+        msg.range_min, msg.range_max = p.range_min_m, p.range_max_m
+        values = array.array('f')
+        values.frombytes(ranges.astype(np.float32).tobytes())   # one copy, not a check per float
+        msg.ranges = values
         return msg
 
     def _odometry(self, stamp: Any, pose: Pose2D, twist: Twist2D) -> Odometry:

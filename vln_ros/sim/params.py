@@ -1,8 +1,10 @@
-"""sim_node's parameters: the simulated robot's camera, odometry and base, and the simulation's pace. No ROS.
+"""sim_node's parameters: the simulated robot's camera, laser, odometry and base, and the simulation's pace. No ROS.
 
 One model, like the stack's nodes (vln_ros/core/config.py): the node declares its ROS parameters from it.
 """
 from __future__ import annotations
+
+from pydantic import model_validator
 
 from vln_ros.core.schema import StrictModel, param
 from vln_ros.sim import api
@@ -15,6 +17,38 @@ class CameraParams(StrictModel):
     hfov_deg: float = param(80.0, 'Horizontal field of view', 'deg', ge=20.0, le=150.0)
     latency_s: float = param(0.03, 'Capture -> published (the stamp is the capture time)', 's', ge=0.0, le=2.0)
     frame_id: str = param('camera', 'frame_id of the images')
+
+
+class LaserMountParams(StrictModel):
+    """Where the laser sits on the robot: on its centre line, level, looking forward.
+
+    The guard's default laser mount (guard.laser.mount) is the same: a calibration the two must agree on."""
+
+    x_m: float = param(0.0, 'Laser frame origin, forward of the base origin', 'm', ge=-1.0, le=1.0)
+    z_m: float = param(0.2, 'Laser frame origin above the base origin (the floor): boxes lower than this are not '
+                       'seen', 'm', ge=0.0, le=2.0)
+
+
+class LaserParams(StrictModel):
+    enabled: bool = param(True, 'Publish sensor_msgs/LaserScan on scan')
+    rate_hz: float = param(15.0, 'Scans per second (simulated time)', 'Hz', gt=0.0, le=50.0)
+    fov_deg: float = param(270.0, 'Field of view, symmetric about straight ahead', 'deg', gt=0.0, le=360.0)
+    step_deg: float = param(0.5, 'Angle between beams', 'deg', ge=0.1, le=10.0)
+    range_min_m: float = param(0.05, 'Nearest measurable range (nearer: -inf, REP 117)', 'm', ge=0.0, le=1.0)
+    range_max_m: float = param(8.0, 'Farthest measurable range (no return within it: +inf, REP 117)', 'm',
+                               gt=0.0, le=100.0)
+    noise_m: float = param(0.01, 'Range noise (standard deviation; cut off at 3 of them)', 'm', ge=0.0, le=0.5)
+    frame_id: str = param('laser', 'frame_id of the scans')
+    mount: LaserMountParams = LaserMountParams()
+
+    @model_validator(mode='after')
+    def _consistent(self) -> LaserParams:
+        if self.range_min_m >= self.range_max_m:
+            raise ValueError(f'laser.range_min_m ({self.range_min_m}) must be smaller than laser.range_max_m '
+                             f'({self.range_max_m})')
+        if self.step_deg > self.fov_deg:
+            raise ValueError(f'laser.step_deg ({self.step_deg}) must not exceed laser.fov_deg ({self.fov_deg})')
+        return self
 
 
 class OdomParams(StrictModel):
@@ -47,5 +81,6 @@ class SimParams(StrictModel):
                              'Address of the HTTP side channel (episodes, ground truth, the oracle)')
     api_port: int = param(api.DEFAULT_PORT, 'Port of the HTTP side channel', ge=1, le=65535)
     camera: CameraParams = CameraParams()
+    laser: LaserParams = LaserParams()
     odom: OdomParams = OdomParams()
     base: BaseParams = BaseParams()

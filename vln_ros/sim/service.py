@@ -1,4 +1,5 @@
-"""The simulator as sim_node runs it: the world, the camera frames in flight, the real-time factor, and the side
+"""The simulator as sim_node runs it: the world, the camera frames in flight, the laser's sweeps (vln_ros/sim/laser.py,
+taken on the physics thread at laser.rate_hz of simulated time, stamped when taken), the real-time factor, and the side
 channel's calls (vln_ros/sim/api.py's Simulator). No ROS: sim_node steps it and publishes what falls due.
 
 Two threads share it: the physics thread calls step() (and idle() between steps), the side channel's threads
@@ -17,8 +18,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.sim import api, geodesic, scenes
+from vln_ros.sim.laser import Laser
 from vln_ros.sim.params import SimParams
 from vln_ros.sim.scene import Scene
 from vln_ros.sim.world import Capture, SimWorld
@@ -26,6 +30,7 @@ from vln_ros.sim.world import Capture, SimWorld
 ORACLE_WAIT_S = 120.0     # an /oracle request waits at most this long (wall) for its simulated latency
 RESET_WAIT_S = 10.0       # a reset waits at most this long (wall) for the physics thread to take it
 RTF_WINDOW_S = 5.0        # the real-time factor is measured over this much wall time
+LASER_STREAM = 117        # the laser's noise: its own random stream, seeded with (episode seed, this)
 
 
 @dataclass
@@ -33,6 +38,7 @@ class StepOut:
     t_s: float                                   # simulated time after the step
     odom: tuple[Pose2D, Twist2D] | None          # odometry due now
     frames: list[tuple[float, Any]]              # (capture stamp_s, picture) due for publication now
+    scan: tuple[float, np.ndarray] | None = None  # (stamp_s, ranges) of a laser sweep taken this step
 
 
 class SimService:
@@ -49,6 +55,9 @@ class SimService:
         self._log = log
         self._clock = clock
         self._pending: list[tuple[Capture, Any]] = []          # physics thread only
+        self.laser = Laser(params.laser) if params.laser.enabled else None
+        self._laser_rng = np.random.default_rng((params.seed, LASER_STREAM))   # physics thread only
+        self._next_scan_s = 0.0                                # physics thread only
         self._resets: queue.SimpleQueue[tuple[int, Future[tuple[Scene, float]]]] = queue.SimpleQueue()
         self._rtf_lock = threading.Lock()
         self._rtf_window: list[tuple[float, float]] = []       # (wall, sim) samples of the last seconds
@@ -60,6 +69,10 @@ class SimService:
         t, odom, capture = self.world.step()
         if capture is not None:  # rendered at capture, published once its latency has passed
             self._pending.append((capture, self._render(self.world.scene, capture.pose)))
+        scan = None
+        if self.laser is not None and t >= self._next_scan_s - 1e-9:   # no latency: published at its stamp
+            self._next_scan_s = max(self._next_scan_s + 1.0 / self.params.laser.rate_hz, t)
+            scan = (t, self.laser.scan(self.world.scene, self.world.base.pose, self._laser_rng))
         due = []
         while self._pending and self._pending[0][0].due_s <= t + 1e-9:
             taken, image = self._pending.pop(0)
@@ -69,7 +82,7 @@ class SimService:
             self._rtf_window.append((now, t))
             while len(self._rtf_window) > 2 and now - self._rtf_window[0][0] > RTF_WINDOW_S:
                 self._rtf_window.pop(0)
-        return StepOut(t, odom, due)
+        return StepOut(t, odom, due, scan)
 
     def idle(self, wait_s: float) -> None:
         """Wait wait_s (wall) before the next step, applying any reset asked for meanwhile."""
@@ -98,7 +111,9 @@ class SimService:
             return
         try:
             self._pending.clear()     # frames of the old episode are never published
-            done.set_result((self.world.reset(seed), self.world.t_s))
+            scene = self.world.reset(seed)
+            self._laser_rng = np.random.default_rng((seed, LASER_STREAM))   # an episode's scans repeat
+            done.set_result((scene, self.world.t_s))
         except Exception as exc:  # noqa: BLE001 - the caller gets it (a bad seed), the loop goes on
             done.set_exception(exc)
 
