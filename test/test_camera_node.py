@@ -165,10 +165,16 @@ def test_a_burst_is_skipped_to_the_newest_frame_and_every_frame_is_accounted_for
         v = {k: int(x) for k, x in values_of(probe.diagnostics[-1]).items() if k.startswith('frames_')}
         return v['frames_received'] > 0 and v['frames_received'] == v['frames_processed'] + v['frames_skipped']
     assert wait_for(settled, 10.0)
-    values = values_of(probe.diagnostics[-1])
     # latest wins: the newest frame is never the one skipped, and nothing is left queued
     assert wait_for(lambda: probe.decisions and probe.decisions[-1].values[0].value == '50.390000000', 5.0)
-    assert len(probe.decisions) == int(values['frames_processed'])
+
+    def each_processed_frame_decided_once() -> bool:
+        # from a diagnostics message after the last decision: under load frames were still arriving after the
+        # first settled one (seen: 7 decisions against a snapshot's 6 processed)
+        v = {k: int(x) for k, x in values_of(probe.diagnostics[-1]).items() if k.startswith('frames_')}
+        return (v['frames_received'] == v['frames_processed'] + v['frames_skipped']
+                and v['frames_processed'] == len(probe.decisions))
+    assert wait_for(each_processed_frame_decided_once, 5.0), (values_of(probe.diagnostics[-1]), len(probe.decisions))
 
 
 def test_changing_log_throttle_s_live_keeps_rejections_logged_and_the_node_working(graph):
