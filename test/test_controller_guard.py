@@ -8,12 +8,13 @@ import math
 import threading
 import time
 
+import numpy as np
 import pytest
 from conftest import call_service, wait_for
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import LaserScan
+from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2, PointField
 from test_controller_node import AHEAD, Robot, controller, plan_msg  # noqa: F401  (controller: the fixture)
 
 from vln_ros import interface
@@ -196,6 +197,17 @@ def test_bad_scans_are_counted_and_never_move_the_robot_toward_the_obstacle(grap
     assert robot.diagnostics.get('guard_action') == 'stop'
 
 
+
+def test_a_laser_that_starts_sending_nonsense_stops_a_moving_robot(graph, controller):  # noqa: F811
+    laser = Laser(graph)
+    robot = guarded_robot(graph, controller, laser)
+    laser.send([math.nan] * BEAMS)            # nothing measured: not evidence of free space
+    assert wait_for(lambda: laser.first_sent() is not None, 2.0)
+    took = stopped_since(robot, laser.first_sent(), 2.0)
+    assert took is not None and took < 0.3, took
+    assert wait_for(lambda: robot.diagnostics.get('guard_reason', '').startswith('laser: last message rejected'),
+                    3.0), robot.diagnostics
+
 def test_a_live_change_of_the_stop_margin_applies_and_the_guards_sources_stay_fixed(graph, controller):  # noqa: F811
     laser = Laser(graph)
     robot = guarded_robot(graph, controller, laser, **{'guard.time_before_collision_s': 0.0})
@@ -211,3 +223,60 @@ def test_a_live_change_of_the_stop_margin_applies_and_the_guards_sources_stay_fi
     reply = call_service(client, SetParameters.Request(parameters=[
         Parameter('guard.laser.topic', value='other').to_parameter_msg()]), timeout_s=5.0)
     assert not reply.results[0].successful and 'fixed while the node runs' in reply.results[0].reason
+
+
+def cloud_msg(ahead_m: float) -> PointCloud2:
+    """A wall of points `ahead_m` in front of the lidar (frame 'lidar', at the base origin), 0.2 m up."""
+    ys = np.linspace(-0.5, 0.5, 101, dtype=np.float32)
+    xyz = np.stack([np.full_like(ys, ahead_m), ys, np.full_like(ys, 0.2)], axis=1)
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate('xyz')]
+    msg = PointCloud2(height=1, width=len(xyz), fields=fields, is_bigendian=False, point_step=12,
+                      row_step=12 * len(xyz), data=xyz.tobytes(), is_dense=True)
+    msg.header.frame_id = 'lidar'
+    return msg
+
+
+def depth_msgs(ahead_m: float) -> list:
+    """The CameraInfo and a 32FC1 depth image of a wall `ahead_m` in front of the camera (default mount:
+    optical frame 0.3 m up, looking forward)."""
+    width, height = 64, 48
+    image = Image(width=width, height=height, encoding='32FC1', is_bigendian=0, step=4 * width,
+                  data=np.full((height, width), ahead_m, np.float32).tobytes())
+    info = CameraInfo(width=width, height=height, k=[50.0, 0.0, 32.0, 0.0, 50.0, 24.0, 0.0, 0.0, 1.0])
+    image.header.frame_id = info.header.frame_id = 'camera_depth_optical_frame'
+    return [info, image]
+
+
+@pytest.mark.parametrize('source', ['pointcloud', 'depth'])
+def test_a_point_cloud_or_a_depth_camera_stops_the_robot_as_a_laser_does(graph, controller, source):  # noqa: F811
+    node = graph.node('sensor')
+    if source == 'pointcloud':
+        pubs = [node.create_publisher(PointCloud2, interface.GUARD_POINTS, interface.SENSOR_QOS)]
+        make = lambda ahead_m: [cloud_msg(ahead_m)]  # noqa: E731
+    else:
+        pubs = [node.create_publisher(CameraInfo, interface.GUARD_DEPTH_INFO, interface.SENSOR_QOS),
+                node.create_publisher(Image, interface.GUARD_DEPTH, interface.SENSOR_QOS)]
+        make = depth_msgs
+    ahead = {'m': 5.0, 'first_sent': None}
+
+    def tick() -> None:
+        for pub, msg in zip(pubs, make(ahead['m']), strict=True):
+            msg.header.stamp = node.get_clock().now().to_msg()
+            pub.publish(msg)
+        if ahead['first_sent'] is None:
+            ahead['first_sent'] = time.monotonic()
+    node.create_timer(0.05, tick)
+    controller(**GUARD, **{'guard.laser.enabled': False, f'guard.{source}.enabled': True})
+    robot = Robot(graph)
+    assert robot.ready()
+    robot.plans.publish(plan_msg(robot.node, AHEAD))
+    assert robot.moving(10.0)
+    ahead['m'], ahead['first_sent'] = 0.34, None      # 0.04 m from the footprint: the stop zone
+    assert wait_for(lambda: ahead['first_sent'] is not None, 2.0)
+    took = stopped_since(robot, ahead['first_sent'], 2.0)
+    assert took is not None and took < 0.3, took
+    ahead['m'] = 5.0
+    assert robot.moving(5.0)
+    # (a depth image that overtakes the first CameraInfo is rejected: topics are not ordered among each other)
+    assert not {k: v for k, v in robot.diagnostics.items()
+                if k.startswith('guard_rejected') and k != 'guard_rejected_depth_no_camera_info'}
