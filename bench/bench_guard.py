@@ -1,17 +1,25 @@
-"""The collision guard's hot paths (core/guard.py): one control step, and one message's conversion.
+"""The collision guard's hot paths (core/guard.py): one control step, and one message's conversion; and its
+reaction on a real graph (controller_node with the guard).
 
-    python bench/bench_guard.py
+    python bench/bench_guard.py [core|reaction|all]     (default all)
 
 One JSON object per line, {"name", "value", "unit"}: guard_step_us_p50/p99 (a control step with a 1,080-beam
 scan and a 20,000-point cloud, commands in every direction, both sources fresh) and guard_scan_convert_us_p99,
 guard_cloud_convert_us_p99, guard_depth_convert_us_p99 (a message to sorted base-frame points, including the
 gap to the footprint and the merge per resolution cell). Each also as *_cpu_*: the calling thread's CPU time,
-which a loaded machine does not inflate. Timings are this machine's as it is: compare runs side by side.
+which a loaded machine does not inflate. guard_reaction_ms_p50/p99 (reaction): the real controller_node
+process with the guard and a LaserScan at 20 Hz, following a plan straight ahead; an obstacle enters the stop
+zone in one scan -> the first zero cmd_vel, both times taken in this process (publish, receive), on a private
+ROS domain. Timings are this machine's as it is: compare runs side by side.
 """
 from __future__ import annotations
 
 import json
 import math
+import random
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -135,5 +143,106 @@ def bench_guard(emit: Emit = _print, steps: int = 3000, messages: int = 200) -> 
     emit('guard_step_cpu_us_p99', _p(cpu[100:], 99), 'us')
 
 
+def bench_guard_reaction(emit: Emit = _print, trials: int = 40) -> None:
+    """guard_reaction_ms_p50/p99 on a real graph (module docstring). Call after a private ROS domain is claimed
+    (main does): rclpy is imported here."""
+    from geometry_msgs.msg import Twist
+    from sensor_msgs.msg import LaserScan
+
+    from vln_ros import interface
+    from vln_ros.harness.observer import Observer
+    from vln_ros.harness.processes import executable, stop_process
+    from vln_ros.msg import Waypoint, WaypointArray
+
+    beams, increment = 271, 1.5 * math.pi / 270
+    free = [math.inf] * beams
+    blocked = list(free)
+    blocked[beams // 2 - 3:beams // 2 + 4] = [0.32] * 7     # 0.02 m from the default 0.3 m footprint: stop
+    proc = subprocess.Popen([executable('controller_node'), '--ros-args', '-p', 'guard.enabled:=true',
+                             '-p', 'rate_hz:=50.0', '-p', 'diagnostics_period_s:=0.5'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    probe = Observer('bench_guard_probe')
+    lock = threading.Lock()
+    state: dict[str, object] = {'ranges': free, 'first_sent': None}
+    cmds: list[tuple[float, float]] = []      # (receive time, |command|)
+
+    def scan_tick() -> None:
+        with lock:
+            msg = LaserScan(angle_min=-0.75 * math.pi, angle_increment=increment, range_min=0.05, range_max=8.0,
+                            ranges=state['ranges'])
+            msg.header.frame_id = 'laser'
+            msg.header.stamp = probe.node.get_clock().now().to_msg()
+            scans.publish(msg)
+            if state['first_sent'] is None:
+                state['first_sent'] = time.perf_counter()
+
+    def on_cmd(msg: Twist) -> None:
+        speed = abs(msg.linear.x) + abs(msg.linear.y) + abs(msg.angular.z)
+        with lock:
+            cmds.append((time.perf_counter(), speed))
+
+    def plan() -> WaypointArray:
+        msg = WaypointArray(task_id='bench', waypoints=[Waypoint(dx=0.5, confidence=1.0)] * 20)
+        msg.header.stamp = probe.node.get_clock().now().to_msg()
+        msg.header.frame_id = 'base_link'
+        return msg
+
+    def wait(condition: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.perf_counter() + timeout_s
+        while time.perf_counter() < deadline:
+            with lock:
+                if condition():
+                    return True
+            time.sleep(0.001)
+        return False
+
+    scans = probe.node.create_publisher(LaserScan, interface.SCAN, interface.SENSOR_QOS)
+    plans = probe.node.create_publisher(WaypointArray, interface.WAYPOINTS, interface.PLAN_QOS)
+    probe.node.create_subscription(Twist, interface.CMD_VEL, on_cmd, 100)
+    probe.node.create_timer(0.05, scan_tick)      # 20 Hz
+    reactions: list[float] = []
+    try:
+        if not wait(lambda: proc.poll() is None and plans.get_subscription_count() > 0
+                    and scans.get_subscription_count() > 0, 30.0):
+            raise RuntimeError('controller_node did not come up (or did not subscribe to scan and the plan)')
+        rng = random.Random(1)
+        for _ in range(trials):
+            with lock:
+                state['ranges'], state['first_sent'] = free, None
+            plans.publish(plan())
+            if not wait(lambda: bool(cmds) and cmds[-1][1] > 0.1, 10.0):
+                raise RuntimeError('the robot did not move with a free laser and a plan ahead')
+            time.sleep(rng.uniform(0.05, 0.3))    # any phase of the scan and control periods
+            with lock:
+                state['ranges'], state['first_sent'] = blocked, None
+            if not wait(lambda: state['first_sent'] is not None and any(
+                    t >= state['first_sent'] and v == 0.0 for t, v in cmds[-50:]), 2.0):  # type: ignore[operator]
+                raise RuntimeError('no zero cmd_vel within 2 s of an obstacle in the stop zone')
+            with lock:
+                sent = float(state['first_sent'])  # type: ignore[arg-type]
+                reactions.append(next(t for t, v in cmds if t >= sent and v == 0.0) - sent)
+    finally:
+        stop_process(proc)
+        probe.close()
+    ms = np.array(reactions) * 1e3
+    emit('guard_reaction_ms_p50', float(np.percentile(ms, 50)), 'ms')
+    emit('guard_reaction_ms_p99', float(np.percentile(ms, 99)), 'ms')
+
+
+def main(argv: list[str]) -> int:
+    what = argv[0] if argv else 'all'
+    if what not in ('core', 'reaction', 'all'):
+        print(f'usage: bench_guard.py [core|reaction|all], not {what!r}', file=sys.stderr)
+        return 2
+    if what in ('core', 'all'):
+        bench_guard()
+    if what in ('reaction', 'all'):
+        from vln_ros.harness.run_setup import claim_private_run
+        if claim_private_run('bench_guard') is None:    # before rclpy: this cmd_vel must not reach a robot
+            return 2
+        bench_guard_reaction()
+    return 0
+
+
 if __name__ == '__main__':
-    bench_guard()
+    raise SystemExit(main(sys.argv[1:]))

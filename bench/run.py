@@ -635,6 +635,12 @@ def bench_guard(steps: int = 3000, messages: int = 200) -> None:
     suite_module('bench_guard', 'bench').bench_guard(emit, steps=steps, messages=messages)
 
 
+def bench_guard_reaction(trials: int = 40) -> None:
+    """An obstacle enters the stop zone in one 20 Hz LaserScan -> the first zero cmd_vel of a guarded
+    controller_node process (bench/bench_guard.py)."""
+    suite_module('bench_guard', 'bench').bench_guard_reaction(emit, trials=trials)
+
+
 BENCHES: dict[str, list[Callable[..., None]]] = {
     'keyframe': [bench_keyframe_decision, bench_keyframe_robustness, bench_camera_node_fps,
                  bench_keyframe_latency, bench_keyframe_pacing],
@@ -642,7 +648,7 @@ BENCHES: dict[str, list[Callable[..., None]]] = {
     'inference': [bench_parser, bench_stream_parser, bench_answer_tokens, bench_inference_overhead,
                   bench_inference_overload],
     'console': [bench_console],
-    'safety': [bench_guard],
+    'safety': [bench_guard, bench_guard_reaction],
     # about 25 minutes: 80 closed-loop episodes
     'eval': [bench_closed_loop]}
 
@@ -662,6 +668,7 @@ SMOKE: dict[str, dict[str, object]] = {
     'bench_inference_overload': {'seconds': 2.0},
     'bench_console': {'images': 5, 'estops': 1},
     'bench_guard': {'steps': 200, 'messages': 10},
+    'bench_guard_reaction': {'trials': 2},
     'bench_closed_loop': {'episodes': 1, 'studies': 1},
 }
 SMOKE_ARGS: dict[str, dict[str, object]] = {}   # main() sets it to SMOKE under --smoke

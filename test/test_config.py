@@ -24,6 +24,7 @@ from vln_ros.core.config import (
     validate_change,
     validate_params,
 )
+from vln_ros.core.guard import GuardParams
 from vln_ros.sim.params import SimParams
 
 YAML = REPO / 'config' / 'vln.yaml'
@@ -248,8 +249,13 @@ def test_a_live_change_of_a_fixed_unknown_or_mistyped_parameter_is_refused(model
 
 def test_what_stays_fixed_while_running():
     fixed = {node: {s.name for s in param_specs(model) if not s.dynamic} for node, model in NODE_PARAMS.items()}
+    guard_fixed = {f'guard.{s.name}' for s in param_specs(GuardParams) if not s.dynamic}
     assert fixed['controller_node'] == {'rate_hz', 'cmd_vel_stamped', 'base_frame', 'estop_timeout_s',
-                                        'diagnostics_period_s'}
+                                        'diagnostics_period_s'} | guard_fixed
+    # the guard's subscriptions, trust and calibration are fixed; its zones and timeouts are live
+    assert {'guard.enabled', 'guard.laser.enabled', 'guard.laser.optional', 'guard.laser.topic',
+            'guard.laser.mount.x_m'} <= guard_fixed
+    assert not guard_fixed & {'guard.stop_margin_m', 'guard.laser.timeout_s', 'guard.footprint.radius_m'}
     assert fixed['camera_node'] == {'input_transport', 'publish_decisions', 'diagnostics_period_s'}
     assert {'backend', 'model', 'history_max', 'base_frame', 'record_file', 'diagnostics_period_s'} <= \
         fixed['inference_node']

@@ -379,7 +379,7 @@ def test_twist_stamped_carries_the_time_of_its_own_control_step():
         clock, steps, sent = SteppingClock(), [], []
         node.get_clock = lambda: clock  # type: ignore[method-assign]
         step = node._controller.step
-        node._controller.step = lambda now, dt: steps.append(now) or step(now, dt)  # type: ignore[method-assign]
+        node._controller.step = lambda now, dt, guard: steps.append(now) or step(now, dt, guard)  # type: ignore[method-assign]
         node._cmd_pub.publish = sent.append  # type: ignore[method-assign]
         for _ in range(5):
             node._tick()

@@ -27,10 +27,16 @@ DEBUG_IMAGE = 'vln/debug_image'                 # inference_node out: annotated 
 ESTOP = 'vln/estop'                             # controller_node in
 ODOM = 'odom'                                   # controller_node in
 CMD_VEL = 'cmd_vel'                             # controller_node out
+GUARD_STATUS = 'vln/guard_status'               # controller_node out: the collision guard's state, latched
+# The collision guard's sensors (controller_node in, with guard.enabled): their topics are parameters
+# (guard.laser.topic, ...), relative by default so that a namespace applies; these are those defaults.
+SCAN = 'scan'                                   # sensor_msgs/LaserScan (also what sim_node's laser publishes)
+GUARD_POINTS = 'points'                         # sensor_msgs/PointCloud2
+GUARD_DEPTH = 'depth/image_raw'                 # sensor_msgs/Image, 16UC1 or 32FC1
+GUARD_DEPTH_INFO = 'depth/camera_info'          # sensor_msgs/CameraInfo of the depth image
 DIAGNOSTICS = '/diagnostics'                    # every node out (global, as diagnostic_aggregator expects)
 CLOCK = '/clock'                                # simulated time (bag replay, sim_node)
 SIM_CAMERA = 'camera/image_raw'                 # sim_node's camera out (the camera_topic make eval gives the stack)
-SCAN = 'scan'                                   # a 2D laser's sensor_msgs/LaserScan (sim_node out, the guard in)
 
 # -- services -----------------------------------------------------------------------------------------
 SET_TASK = 'vln/set_task'                       # inference_node, vln_ros/srv/SetTask
@@ -38,8 +44,8 @@ STOP_TASK = 'vln/stop_task'                     # inference_node, std_srvs/Trigg
 RELEASE_ESTOP = 'vln/release_estop'             # controller_node, std_srvs/Trigger
 
 # -- QoS ----------------------------------------------------------------------------------------------
-# Camera frames, laser scans and odometry: sensor-data QoS (best effort, depth 5): a sensor must never wait for us,
-# and a late message is worth less than the next one.
+# Camera frames, odometry and the guard's sensors: sensor-data QoS (best effort, depth 5): a sensor must never
+# wait for us, and a late message is worth less than the next one.
 SENSOR_QOS = qos_profile_sensor_data
 # Keyframes are few and each one matters: reliable, but only the newest two are kept for a slow reader.
 # (Best-effort subscribers, e.g. rviz, still connect to a reliable publisher.)
@@ -57,6 +63,8 @@ INSTRUCTION_QOS = PLAN_QOS
 ESTOP_QOS = PLAN_QOS
 # The task status is latched state: a late subscriber gets the current one.
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# The guard's state too (what a console or eval starting later must see at once).
+GUARD_STATUS_QOS = STATUS_QOS
 # cmd_vel: only the newest command matters to the robot.
 CMD_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 # Annotated keyframes are for a person watching: the default reliability, only the newest two.

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from vln_ros.core.backends.registry import BACKENDS
+from vln_ros.core.guard import GuardParams
 from vln_ros.core.schema import BackendParams as BackendParams
 from vln_ros.core.schema import ParameterError as ParameterError
 from vln_ros.core.schema import StartupError as StartupError
@@ -398,6 +399,8 @@ class ControllerParams(StrictModel):
     cmd_vel_stamped: bool = param(False, 'Publish geometry_msgs/TwistStamped instead of Twist on cmd_vel')
     base_frame: str = param('base_link', 'frame_id of TwistStamped commands')
     diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
+    # The last stage of every command (core/guard.py; off by default): `guard.*`.
+    guard: GuardParams = GuardParams()
 
     @model_validator(mode='after')
     def _consistent(self) -> ControllerParams:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from vln_ros.core.config import ControllerParams
+from vln_ros.core.guard import CollisionGuard, GuardState
 
 # A plan is local: more waypoints or longer steps than this are not a plan but a broken answer, and an
 # unbounded count would let one message stall the control loop.
@@ -171,6 +172,7 @@ class Command:
     twist: Twist2D
     reason: StopReason
     publish: bool            # False once stopped for zero_hold_s (quiet, so a twist_mux can take over)
+    guard: GuardState | None = None   # what the collision guard did to this command (None: no guard)
 
 
 class PoseHistory:
@@ -260,6 +262,17 @@ def limit_rate(previous: float, target: float, dt: float, accel: float, decel: f
     return previous + max(-limit, min(limit, target - previous))
 
 
+def regrow(previous: float, guarded: float, dt: float, accel: float) -> float:
+    """The guard's output after `previous` was sent: a smaller magnitude passes at once (a stop or slowdown
+    is never delayed), a larger one grows at most accel*dt per step (speed comes back within the acceleration
+    limits once the guard lets go, instead of jumping to the control law's command). Never more than
+    `guarded`, never its opposite sign."""
+    if guarded == 0.0:
+        return 0.0
+    base = abs(previous) if previous != 0.0 and (previous > 0) == (guarded > 0) else 0.0
+    return math.copysign(min(abs(guarded), base + accel * dt), guarded)
+
+
 def _clamp(v: float, limit: float) -> float:
     """Clamp to [-limit, limit]; NaN becomes 0 (min/max would turn it into +limit)."""
     if math.isnan(v):
@@ -291,7 +304,8 @@ class Controller:
     _estop_active: bool = False            # the last e-stop message said true
     _estop_heard_s: float | None = None
     _started_s: float | None = None
-    _output: Twist2D = ZERO
+    _output: Twist2D = ZERO                # the control law's command (its acceleration limits' state)
+    _sent: Twist2D = ZERO                  # what was sent: _output after the collision guard
     _stopped_since_s: float | None = None
     _last_step_s: float | None = None
 
@@ -390,8 +404,14 @@ class Controller:
         return heard is not None and now_s - heard > self.params.estop_timeout_s
 
     # -- the loop --------------------------------------------------------------------------------------
-    def step(self, now_s: float, dt_s: float) -> Command:
-        """One control period: the command to publish at now_s (ROS time), dt_s after the previous one."""
+    def step(self, now_s: float, dt_s: float, guard: CollisionGuard | None = None) -> Command:
+        """One control period: the command to publish at now_s (ROS time), dt_s after the previous one.
+
+        guard: the collision guard, the last stage: it only ever scales the control law's command down (a
+        stop, slowdown or approach), and its hold ends within the acceleration limits (regrow). The stop
+        reason, e-stop and zero_hold_s stay the control law's: while it commands motion that the guard
+        stops, the zero is published. Without odometry the pose is integrated from what was sent, so a
+        plan the guard holds back is not taken as followed."""
         if self._started_s is None:
             self._started_s = now_s
         if self._last_step_s is not None and now_s < self._last_step_s:
@@ -420,18 +440,25 @@ class Controller:
             if not output.is_finite():
                 output, reason = ZERO, StopReason.PLAN_REJECTED  # unreachable by construction; never forward NaN
         self._output = output
+        sent, guard_state = output, None
+        if guard is not None:
+            (vx, vy, wz), guard_state = guard.step(now_s, (output.vx, output.vy, output.wz))
+            p, last = self.params, self._sent
+            sent = Twist2D(regrow(last.vx, vx, dt_s, p.max_accel_x), regrow(last.vy, vy, dt_s, p.max_accel_y),
+                           regrow(last.wz, wz, dt_s, p.max_accel_z))
+        self._sent = sent
         if not self._odometry_mode:
-            self._dead_reckon(now_s, dt_s, output)
+            self._dead_reckon(now_s, dt_s, sent)
 
         if not output.is_zero():
             self._stopped_since_s = None
-            return Command(output, reason, True)
+            return Command(sent, reason, True, guard_state)
         if self._stopped_since_s is None:
             self._stopped_since_s = now_s
         # Never quiet while e-stopped: a lower-priority twist_mux input must not take over then.
         quiet = (not self.params.publish_zero_forever and self._estop is None
                  and now_s - self._stopped_since_s >= self.params.zero_hold_s)
-        return Command(output, reason, not quiet)
+        return Command(sent, reason, not quiet, guard_state)
 
     def _dead_reckon(self, now_s: float, dt_s: float, twist: Twist2D) -> None:
         """Without odometry, the pose history is the integral of the commands sent."""
