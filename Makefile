@@ -7,10 +7,14 @@ PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/harness/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install browser demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve
+.PHONY: install install-demo browser demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve
 
 install:
 	@tools/install.sh
+
+# What make demo and make eval need, no more (no test, lint or launch tools): the first command stays fast.
+install-demo:
+	@VLN_ROS_INSTALL=demo tools/install.sh
 
 browser:
 	@tools/install_browser.sh
@@ -22,7 +26,7 @@ browser:
 BACKEND ?= replay
 DEMO_ARGS ?=
 OUT ?=
-demo: install
+demo: install-demo
 	$(PY) -m vln_ros.demo.run --backend $(BACKEND) $(if $(filter lmdeploy,$(BACKEND)),--model $(MODEL) \
 	  --param lmdeploy.tp:=$(TP)) $(if $(OUT),--out $(OUT)) $(if $(CONSOLE),--console) $(DEMO_ARGS)
 
@@ -33,17 +37,17 @@ EPISODES ?= 20
 LATENCY ?= 0.5
 STUDY ?=
 EVAL_ARGS ?=
-eval: install
+eval: install-demo
 	$(PY) -m vln_ros.eval.run --episodes $(EPISODES) --latency $(LATENCY) \
 	  $(if $(filter-out replay,$(BACKEND)),--backend $(BACKEND)) $(if $(filter lmdeploy,$(BACKEND)),--model $(MODEL) \
 	  --param lmdeploy.tp:=$(TP)) $(if $(STUDY),--study $(STUDY)) --out $(or $(OUT),eval_out) $(EVAL_ARGS)
 
 # Remake demo/corridor and demo/corridor_answers.jsonl from vln_ros/demo/corridor.py (they are committed).
-demo-bag: install
+demo-bag: install-demo
 	$(PY) -m vln_ros.demo.make_bag --force
 
 # The keyframe sampler alone on a real video clip (test/data/people_clip.mp4).
-demo-keyframes: install
+demo-keyframes: install-demo
 	$(PY) -m vln_ros.demo.keyframes --out demo_out/keyframes_sampler
 
 # Lint and type check (settings in pyproject.toml); `make test` runs them first and stops at the first failure.

@@ -15,8 +15,10 @@ def make_dry_run(target: str) -> str:
 
 
 def test_make_demo_installs_no_browser_and_make_test_and_bench_do() -> None:
-    assert 'tools/install.sh' in make_dry_run('demo')
+    assert 'VLN_ROS_INSTALL=demo tools/install.sh' in make_dry_run('demo')   # no test, lint or launch tools
+    assert 'VLN_ROS_INSTALL=demo tools/install.sh' in make_dry_run('eval')
     assert 'install_browser.sh' not in make_dry_run('demo')
+    assert 'VLN_ROS_INSTALL' not in make_dry_run('test')
     assert 'install_browser.sh' in make_dry_run('test')
     assert 'install_browser.sh' in make_dry_run('bench')
 

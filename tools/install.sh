@@ -26,11 +26,18 @@ pipq() { "$vpy" -m pip "$@" 2> >(grep -v '^WARNING: Location .* is ignored' >&2)
 digest() { cat "$@" | sha256sum | cut -c1-16; }
 fresh() { [ -f "$venv/.stamp-$1" ] && [ "$(cat "$venv/.stamp-$1")" = "$2" ]; }
 
+# VLN_ROS_INSTALL=demo (`make demo`, `make eval`): only what the nodes, the demo and the evaluation need; the
+# test and lint tools (tools/requirements-dev.txt) and ROS 2's launch tools come with a full install (the
+# default: `make install`, `make test`, `make bench`), later, on top.
+profile=${VLN_ROS_INSTALL:-full}
+case $profile in demo|full) ;; *) echo "VLN_ROS_INSTALL=$profile: expected demo or full" >&2; exit 2 ;; esac
+
 # Where launch, launch_ros and ros2cli come from (installed further down): decided first, so that a machine
 # that can reach neither the wheel folder nor GitHub is told at once, before minutes of other work.
 tools=${VLN_ROS_ROS2_TOOLS:-}
 if [ -z "$tools" ] && [ -d "$root/../shared/ros2-tools" ]; then tools=$(cd "$root/../shared/ros2-tools" && pwd); fi
 if [ -z "$tools" ] && [ -z "$wheels" ]; then tools=git; fi   # offline (VLN_ROS_WHEELS): never git
+if [ "$profile" = demo ] && [ "$tools" != none ]; then tools=; fi   # the demo and eval start nodes without launch
 if [ "$tools" = git ] && [ ! -f "$venv/.stamp-ros2-tools" ] \
     && ! timeout "${VLN_ROS_GIT_PROBE_S:-15}" git ls-remote -q https://github.com/ros2/launch.git HEAD > /dev/null 2>&1; then
   echo "launch, launch_ros and ros2cli (for ros2 launch and the ros2 CLI) are not on PyPI, there is no" \
@@ -72,6 +79,15 @@ if ! fresh deps "$key"; then
     -e "s#/opt/python/cp3[0-9]*-cp3[0-9]*/lib/python3\.[0-9]*/site-packages/numpy/_core/include#$npinc#g" \
     -e "s#/opt/python/cp3[0-9]*-cp3[0-9]*/include/python3\.[0-9]*#$pyinc#g"
   echo "$key" > "$venv/.stamp-deps"
+fi
+
+if [ -z "$wheels" ] && [ "$profile" = full ]; then
+  key=$(digest tools/requirements-dev.txt tools/constraints.txt "$venv/.stamp-deps")
+  if ! fresh dev-deps "$key"; then
+    log "installing the test, lint and colcon tools (tools/requirements-dev.txt)"
+    pipq install -q --disable-pip-version-check -r tools/requirements-dev.txt -c tools/constraints.txt
+    echo "$key" > "$venv/.stamp-dev-deps"
+  fi
 fi
 
 key=$(digest CMakeLists.txt package.xml msg/*.msg srv/*.srv "$venv/.stamp-deps")
@@ -129,7 +145,11 @@ COMPOSITION_GIT_TAG=2.2.0   # github.com/ros2/rcl_interfaces, for composition_in
 tool_files=() composition_src=
 case $tools in
   '')
-    log "ros2 launch and the ros2 CLI skipped: no VLN_ROS_ROS2_TOOLS, no ../shared/ros2-tools (nodes run without)" ;;
+    if [ "$profile" = demo ]; then
+      log "ros2 launch and the ros2 CLI: not needed for the demo (make install adds them)"
+    else
+      log "ros2 launch and the ros2 CLI skipped: no VLN_ROS_ROS2_TOOLS, no ../shared/ros2-tools (nodes run without)"
+    fi ;;
   none)
     log "ros2 launch and the ros2 CLI skipped (VLN_ROS_ROS2_TOOLS=none)"; tools= ;;
   git)
