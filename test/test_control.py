@@ -15,11 +15,11 @@ from vln_ros.core.control import (
     Pose2D,
     PoseHistory,
     StopReason,
-    VelocityLimits,
     Waypoint,
     limit_rate,
     plan_path,
 )
+from vln_ros.core.limits import VelocityLimits
 
 DT = 0.02
 P = ControllerParams()

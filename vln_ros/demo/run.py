@@ -31,7 +31,7 @@ import numpy as np
 
 from vln_ros.core.bags import NS_PER_S
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
-from vln_ros.core.control import VelocityLimits
+from vln_ros.core.limits import VelocityLimits
 from vln_ros.demo import corridor
 from vln_ros.demo.stack import Recording, RunOptions, StackRun
 from vln_ros.harness.processes import parameter_pairs

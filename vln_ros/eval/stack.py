@@ -20,7 +20,7 @@ from typing import Any
 from vln_ros import bringup
 from vln_ros import interface as ri
 from vln_ros.core.config import ControllerParams, load_node_yaml, validate_params
-from vln_ros.core.control import VelocityLimits
+from vln_ros.core.limits import VelocityLimits
 from vln_ros.eval.metrics import EpisodeRecord, Plan
 from vln_ros.harness.observer import SERVICE_TIMEOUT_S, Observer
 from vln_ros.harness.processes import REPO, ProcessGroup, executable, free_port, parameter_pairs

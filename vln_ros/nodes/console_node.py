@@ -31,7 +31,8 @@ from std_srvs.srv import Trigger
 from vln_ros import interface
 from vln_ros.console.server import ConsoleServer
 from vln_ros.core.config import ConsoleParams, StartupError
-from vln_ros.core.control import ESTOP_STILL_ASSERTED, VelocityLimits
+from vln_ros.core.control import ESTOP_STILL_ASSERTED
+from vln_ros.core.limits import VelocityLimits
 from vln_ros.msg import TaskStatus, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import stamp_seconds
