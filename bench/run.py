@@ -620,7 +620,8 @@ def bench_closed_loop(episodes: int = 20, studies: int = 4) -> None:
         label = f'{mode} {latency:g}s'
         _, scores = eval_run.run_set(options, seeds, OUT / 'eval', label, quiet=True)
         summary = metrics.summarise(scores)
-        print(f'# {label}: {json.dumps({k: round(v, 3) for k, v in summary.items()})}', file=sys.stderr, flush=True)
+        rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()}   # intervals are lists
+        print(f'# {label}: {json.dumps(rounded)}', file=sys.stderr, flush=True)
         tag = {0.5: '0p5s', 5.0: '5s'}[latency] + ('' if mode == 'compensation' else f'_{mode}')
         emit(f'eval_sr_{tag}', 100 * summary['sr'], '%')
         emit(f'eval_spl_{tag}', summary['spl'], 'ratio')

@@ -37,6 +37,30 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / 'test' / 'data'
 
 
+@pytest.fixture(autouse=True)
+def signals_as_they_were() -> Iterator[None]:
+    """Every process a test starts inherits this process's ignored signals. A test that leaves SIGINT or SIGTERM
+    ignored here (an in-process node main, a tool's own handlers) would make every later `ros2 launch`, node
+    and vln_eval deaf to Ctrl-C: seen once in a full run under load, as many launch tests failing with
+    `exit None`. So each test gets the dispositions it started with back, and the one that changed them is
+    named by a warning."""
+    import signal
+    import warnings
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, []) & {signal.SIGINT, signal.SIGTERM}
+    if blocked:   # a blocked signal is inherited too, and no handler a child installs unblocks it
+        warnings.warn(f'this test left {sorted(s.name for s in blocked)} blocked in the test process (unblocked)',
+                      stacklevel=1)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+    for signum, handler in before.items():
+        if signal.getsignal(signum) is not handler:
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                warnings.warn(f'this test left {signal.Signals(signum).name} ignored in the test process '
+                              '(restored)', stacklevel=1)
+            signal.signal(signum, handler)
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
     """Poll condition until true or timeout; never a bare sleep-and-hope."""
     deadline = time.monotonic() + timeout_s
