@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
 # Before rclpy starts: keep this session's DDS traffic on this machine (loopback and shared memory,
 # large raw images included) in a private domain nobody else is in (never the exported ROS_DOMAIN_ID); every
 # process a test starts inherits it.
+# A session started with SIGINT ignored (a background job of a non-interactive shell: `make test &` in a script)
+# would hand that to every process it starts, and `ros2 launch` (whose handling rests on Python's own SIGINT
+# handler) would never hear Ctrl-C: many launch tests then fail with `exit None`. Seen in a scripted run here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 try:
     DOMAIN = local_graph.use_private_domain()
 except local_graph.DomainUnavailable as e:
@@ -39,12 +46,10 @@ DATA = REPO / 'test' / 'data'
 
 @pytest.fixture(autouse=True)
 def signals_as_they_were() -> Iterator[None]:
-    """Every process a test starts inherits this process's ignored signals. A test that leaves SIGINT or SIGTERM
-    ignored here (an in-process node main, a tool's own handlers) would make every later `ros2 launch`, node
-    and vln_eval deaf to Ctrl-C: seen once in a full run under load, as many launch tests failing with
-    `exit None`. So each test gets the dispositions it started with back, and the one that changed them is
+    """Every process a test starts inherits this process's ignored and blocked signals (see the module's start):
+    a test that left SIGINT or SIGTERM ignored or blocked here would make every later `ros2 launch` and
+    vln_eval deaf to them. Each test gets the dispositions it started with back; the one that changed them is
     named by a warning."""
-    import signal
     import warnings
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     yield
