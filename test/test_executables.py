@@ -3,6 +3,7 @@ services bringup and vln_ros/interface.py say, stop cleanly, and refuse bad para
 the parameter, the value and the allowed range."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -45,12 +46,13 @@ def diagnostics_from(graph, node_name: str) -> list:
 
 
 def start_and_stop(graph, command: list[str], node_name: str, env=None,
-                   interface_of: str | None = None) -> tuple[list, str]:
+                   interface_of: str | None = None, new_session: bool = False) -> tuple[list, str]:
     """Start a node process, wait for its /diagnostics, SIGINT it; returns (statuses, output). With
     interface_of (a bringup node name), first waits (bounded) until the node's live publishers,
     subscriptions and services are exactly bringup's, and asserts that they are."""
     seen = diagnostics_from(graph, node_name)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=new_session)   # new_session: no controlling terminal
     live = declared = None
     try:
         answered = wait_for(lambda: len(seen) > 0 or proc.poll() is not None, 20.0)
@@ -103,13 +105,17 @@ def test_console_node_executable_starts_answers_and_stops(graph):
     assert f'operator console: http://127.0.0.1:{port}/ (loopback only, no token)' in out, out
 
 
-def test_console_node_off_loopback_generates_a_token_and_names_it_once(graph):
+def test_console_node_off_loopback_generates_a_token_and_names_it_once(graph, tmp_path):
+    """Without a terminal (a session of its own, its output to pipes) the URL with the token is in a 0600 file;
+    the output names the file, never the token (test_console_announce.py: the terminal case, /rosout, logs)."""
     port = free_port()
+    (tmp_path / 'run').mkdir()
     seen, out = start_and_stop(
         graph, [str(VENV_BIN / 'console_node'), '--ros-args', '-p', 'address:=0.0.0.0', '-p', f'port:={port}'],
-        '/console_node')
-    lines = [line for line in out.splitlines() if '?token=' in line]
-    assert len(lines) == 1 and len(lines[0].split('?token=')[1].split()[0]) >= 16, out
+        '/console_node', env={**os.environ, 'XDG_RUNTIME_DIR': str(tmp_path / 'run')}, new_session=True)
+    assert '?token=' not in out
+    lines = [line for line in out.splitlines() if 'operator console' in line]
+    assert len(lines) == 1 and str(tmp_path / 'run' / 'vln_console' / f'console-{port}.url') in lines[0], out
 
 
 def test_a_console_whose_port_is_taken_says_so_and_exits():

@@ -11,8 +11,9 @@ topics into what the pages show and the pages' commands into services and topics
   heartbeat_timeout_s, or its socket closed); `false` at 5 Hz while that page is alive, which keeps the
   controller's dead-man (estop_timeout_s) satisfied. With the dead-man armed, a console that dies stops the
   robot too.
-Security: bound to loopback by default; any other address needs a token (set, or generated and printed once in
-the start line); the server refuses every route without it.
+Security: bound to loopback by default; any other address needs a token (set, or generated); the server refuses
+every route without it. The URL with the token goes once to the terminal (or a 0600 file without one), never
+to the logger, which writes /rosout and ~/.ros/log (vln_ros/console/announce.py).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from vln_ros import interface
+from vln_ros.console.announce import Announcement
 from vln_ros.console.server import ConsoleServer
 from vln_ros.core.config import ConsoleParams, StartupError
 from vln_ros.core.control import ESTOP_STILL_ASSERTED
@@ -87,9 +89,9 @@ class ConsoleNode(Node):
         diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
         self._limits_thread = threading.Thread(target=self._fetch_limits, name='console_limits', daemon=True)
         self._limits_thread.start()
-        # The one line that names the token (if any): the operator needs it to open the page.
-        self.get_logger().info(f'operator console: {url}'
-                               + ('' if self._server.token else ' (loopback only, no token)'))
+        # The operator needs the URL (and the token, if any) to open the page: see announce.py for where it goes.
+        self._announcement = Announcement(self._log)
+        self._announcement.announce(url, self._server.token)
 
     def _log(self, line: str) -> None:
         self.get_logger().info(line)
@@ -193,6 +195,8 @@ class ConsoleNode(Node):
     def destroy_node(self) -> None:
         if hasattr(self, '_server'):  # absent when the parameters or the server's start failed
             self._server.stop()
+        if hasattr(self, '_announcement'):
+            self._announcement.withdraw()
         super().destroy_node()
 
 
