@@ -191,7 +191,7 @@ def test_token_required_on_every_route(make_server: Make) -> None:
             assert refused.value.status == 401
             async with http.get(base(url) + f'/?token={token}') as r:
                 page = await r.text()
-                assert r.status == 200 and f'static/console.js?token={token}' in page   # assets carry it too
+                assert r.status == 200 and token not in page   # the assets authenticate by the cookie
             async with http.get(base(url) + '/static/console.css', headers={'Authorization': f'Bearer {token}'}) as r:
                 assert r.status == 200
             async with http.ws_connect(ws_url(url, token)) as ws:
@@ -200,6 +200,51 @@ def test_token_required_on_every_route(make_server: Make) -> None:
 
     asyncio.run(body())
     assert make_server.logs and not any(token in line for line in make_server.logs)
+
+
+def test_the_first_load_with_the_token_sets_a_strict_httponly_session_cookie_and_the_cookie_then_suffices(
+        make_server: Make) -> None:
+    token = 'c00kie-Token'
+    server, _, url = make_server(token=token)
+    port = URL(url).port
+
+    async def body() -> None:
+        # unsafe: aiohttp's jar keeps no cookie of an IP address unless told to (browsers keep them)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.get(base(url) + f'/?token={token}') as r:
+                assert r.status == 200
+                cookies = r.headers.getall('Set-Cookie')
+            assert len(cookies) == 1
+            attributes = [a.strip() for a in cookies[0].split(';')]
+            assert attributes[0] == f'vln_console_{port}={token}'
+            assert {a.lower() for a in attributes[1:]} == {'httponly', 'samesite=strict', 'path=/'}  # no Max-Age
+            for path in ('/', '/static/console.js'):   # the cookie alone: a reload, the page's assets
+                async with http.get(base(url) + path) as r:
+                    assert r.status == 200 and 'Set-Cookie' not in r.headers, path
+            async with http.ws_connect(ws_url(url)) as ws:   # the socket too, with the page's Origin
+                assert (await next_json(ws, lambda m: m['type'] == 'hello'))['page'] >= 1
+            async with http.get(base(url) + '/?token=wrong') as r:   # a wrong one in the URL beats the cookie
+                assert r.status == 401
+        # another port's cookie (another console's) is no help, nor a wrong one
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+            other.cookie_jar.update_cookies({f'vln_console_{port + 1}': token}, URL(base(url)))
+            async with other.get(base(url) + '/') as r:
+                assert r.status == 401
+            other.cookie_jar.update_cookies({f'vln_console_{port}': 'wrong'}, URL(base(url)))
+            async with other.get(base(url) + '/') as r:
+                assert r.status == 401
+
+    asyncio.run(body())
+
+
+def test_without_a_token_no_cookie_is_set(make_server: Make) -> None:
+    _, _, url = make_server()
+
+    async def body() -> None:
+        async with aiohttp.ClientSession() as http, http.get(base(url) + '/?token=anything') as r:
+            assert r.status == 200 and 'Set-Cookie' not in r.headers
+
+    asyncio.run(body())
 
 
 def test_other_address_without_token_generates_one(make_server: Make) -> None:
@@ -524,23 +569,96 @@ def test_instructions_checked_and_bad_messages_answered(make_server: Make) -> No
     asyncio.run(body())
 
 
-def test_max_viewers(make_server: Make) -> None:
-    server, _, url = make_server(max_viewers=2)
+async def closed_by_server(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 2.0) -> str:
+    """The reason the server gave for closing ws (fails if anything but a close comes first, images aside)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        msg = await ws.receive(timeout=max(0.01, deadline - time.monotonic()))
+        if msg.type == aiohttp.WSMsgType.CLOSE:
+            return str(msg.extra)
+        assert msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), msg
+
+
+def test_a_new_page_replaces_the_page_idle_longest_when_every_slot_is_taken(make_server: Make) -> None:
+    server, _, url = make_server(max_viewers=3)
 
     async def body() -> None:
         async with aiohttp.ClientSession() as http:
-            a = await http.ws_connect(ws_url(url))
-            async with http.ws_connect(ws_url(url)) as b:
-                await next_json(b, lambda m: m['type'] == 'hello')
-                third = await http.ws_connect(ws_url(url))
-                msg = await third.receive(timeout=2.0)
-                assert msg.type == aiohttp.WSMsgType.CLOSE and 'at most 2' in str(msg.extra)
-                assert third.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
-                assert server.stats()['refused_full'] == 1 and server.stats()['viewers'] == 2
-            await a.close()
-            assert wait_until(lambda: server.stats()['viewers'] == 0, 2.0)
-            async with http.ws_connect(ws_url(url)) as c:
-                await next_json(c, lambda m: m['type'] == 'hello')
+            a, b, c = [await http.ws_connect(ws_url(url)) for _ in range(3)]
+            for ws in (a, b, c):
+                await next_json(ws, lambda m: m['type'] == 'hello')
+            await ask(a, {'type': 'heartbeat'})   # a spoke last: b has been idle longest
+            d = await http.ws_connect(ws_url(url))
+            await next_json(d, lambda m: m['type'] == 'hello')
+            assert 'replaced by a newer page' in await closed_by_server(b)
+            assert b.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+            assert wait_until(lambda: server.stats()['viewers'] == 3, 2.0)
+            assert server.stats()['replaced'] == 1 and server.stats()['refused_full'] == 0
+            for ws in (a, c, d):
+                assert not ws.closed
+                await ws.close()
+
+    asyncio.run(body())
+
+
+def test_sockets_held_open_by_a_script_cannot_lock_a_new_page_out_of_estop_or_control(make_server: Make) -> None:
+    server, commands, url = make_server(max_viewers=8, heartbeat_timeout_s=5.0)
+
+    async def body() -> None:
+        async with aiohttp.ClientSession() as script, aiohttp.ClientSession() as operator:
+            held = [await script.ws_connect(ws_url(url)) for _ in range(8)]
+            for ws in held:
+                await next_json(ws, lambda m: m['type'] == 'hello')
+            page = await operator.ws_connect(ws_url(url))
+            await next_json(page, lambda m: m['type'] == 'hello')
+            assert (await ask(page, {'type': 'estop'}))['ok']
+            assert (await ask(page, {'type': 'take_control'}))['ok']
+            again = [await script.ws_connect(ws_url(url)) for _ in range(8)]   # the script opens more: it
+            for ws in again:                                                  # replaces its own, never the
+                await next_json(ws, lambda m: m['type'] == 'hello')           # page holding control
+            assert (await ask(page, {'type': 'instruction', 'text': 'still in control'}))['ok']
+            assert server.stats()['viewers'] == 8 and server.pages()[0]['holds_control']
+            for ws in held + again:
+                await ws.close()
+            await page.close()
+
+    asyncio.run(body())
+    assert commands.named('estop') == [()] and commands.named('set_task') == [('still in control',)]
+
+
+def test_the_page_holding_control_is_never_replaced_so_a_single_slot_it_holds_refuses_the_next(
+        make_server: Make) -> None:
+    server, _, url = make_server(max_viewers=1, heartbeat_timeout_s=5.0)
+
+    async def body() -> None:
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(ws_url(url)) as a:
+                await next_json(a, lambda m: m['type'] == 'hello')
+                assert (await ask(a, {'type': 'take_control'}))['ok']
+                second = await http.ws_connect(ws_url(url))
+                assert 'at most 1' in await closed_by_server(second)
+                assert second.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+                assert server.stats()['refused_full'] == 1 and server.stats()['replaced'] == 0
+                assert (await ask(a, {'type': 'release_control'}))['ok']
+                third = await http.ws_connect(ws_url(url))   # a page without control makes room now
+                await next_json(third, lambda m: m['type'] == 'hello')
+                assert 'replaced' in await closed_by_server(a)
+                await third.close()
+
+    asyncio.run(body())
+
+
+def test_a_socket_without_the_token_never_takes_a_slot(make_server: Make) -> None:
+    token = 'slot-T0ken'
+    server, _, url = make_server(token=token, max_viewers=1)
+
+    async def body() -> None:
+        async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(url, token)) as page:
+            await next_json(page, lambda m: m['type'] == 'hello')
+            for _ in range(5):
+                with pytest.raises(aiohttp.WSServerHandshakeError):
+                    await http.ws_connect(ws_url(url))
+            assert not page.closed and server.stats()['viewers'] == 1 and server.stats()['replaced'] == 0
 
     asyncio.run(body())
 

@@ -1,6 +1,11 @@
 """The console's HTTP side but the WebSocket: the guard every route passes, the page and its assets. No ROS.
 
-With a token in force every route wants it (`?token=` or `Authorization: Bearer`), else 401; without one
+With a token in force every route wants it (`?token=`, the session cookie, or `Authorization: Bearer`), else
+401. The page loaded with `?token=` gets the token back as a cookie (HttpOnly: the page's scripts never see it;
+SameSite=Strict: no other site's page can send it; no Max-Age: it ends with the browser session), and the page
+then removes the token from its URL (console.js), so it stays in neither the address bar nor the history;
+the assets, reloads and the WebSocket authenticate by the cookie. A token given in the URL must be right,
+whatever cookie comes with it. Without one
 (loopback address, no token set) only loopback host names are answered (a DNS-rebinding guard), and a
 browser's WebSocket must come from the same origin (no other web site the operator visits can drive the
 robot). Every answer carries SECURITY_HEADERS.
@@ -8,15 +13,16 @@ robot). Every answer carries SECURITY_HEADERS.
 from __future__ import annotations
 
 import hmac
-import html
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 from yarl import URL
+
+COOKIE_PREFIX = 'vln_console_'   # + the port the browser used: cookies ignore ports, so two consoles on one
+                                 # host (a fleet) keep a cookie each instead of overwriting one
 
 STATIC_DIR = Path(__file__).resolve().parent / 'static'
 CONTENT_TYPES = {'.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml',
@@ -55,6 +61,11 @@ def same_origin(request: web.Request) -> bool:
             and theirs.explicit_port == ours.explicit_port)
 
 
+def cookie_name(request: web.Request) -> str:
+    """The session cookie's name for the port the browser asked for (a tunnel's or a proxy's port included)."""
+    return f'{COOKIE_PREFIX}{request.url.port or 0}'
+
+
 class Routes:
     """The guard (an aiohttp middleware) and the handlers of GET / and GET /static/<file> (loop thread only).
     counts: the server's counters; the guard adds its refusals to them."""
@@ -69,16 +80,14 @@ class Routes:
         for path in STATIC_DIR.iterdir():
             if path.is_file() and path.suffix in CONTENT_TYPES:
                 self._assets[path.name] = (path.read_bytes(), CONTENT_TYPES[path.suffix])
-        query = html.escape('?token=' + quote(self._token, safe='')) if self._token else ''
-        self._index = (STATIC_DIR / 'index.html').read_text(encoding='utf-8').replace('{{QUERY}}', query)
+        # the assets authenticate by the cookie the page's own answer sets: no token in their URLs
+        self._index = (STATIC_DIR / 'index.html').read_text(encoding='utf-8').replace('{{QUERY}}', '')
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        in_url = False
         if self._token:
-            given = request.query.get('token', '')
-            auth = request.headers.get('Authorization', '')
-            if not given and auth[:7].lower() == 'bearer ':
-                given = auth[7:].strip()
+            given, in_url = self._given_token(request)
             if not hmac.compare_digest(given.encode('utf-8', 'replace'), self._token.encode('utf-8', 'replace')):
                 self._counts['refused_token'] += 1
                 return web.Response(status=401, text='401: missing or wrong token (open the URL the console '
@@ -93,7 +102,23 @@ class Routes:
         response: web.StreamResponse = await handler(request)
         if not response.prepared:
             response.headers.update(SECURITY_HEADERS)
+            if in_url and request.path == '/':
+                # a session cookie (no Max-Age, no Expires); not Secure: the console is plain HTTP
+                response.set_cookie(cookie_name(request), self._token, path='/', httponly=True, samesite='Strict')
         return response
+
+    @staticmethod
+    def _given_token(request: web.Request) -> tuple[str, bool]:
+        """The token the request carries, and whether it came in the URL. A token in the URL is the one
+        checked when there is one (a wrong one is refused even beside a good cookie); then the cookie, then
+        an Authorization: Bearer header (scripts)."""
+        if 'token' in request.query:
+            return request.query['token'], True
+        cookie = request.cookies.get(cookie_name(request))
+        if cookie is not None:
+            return cookie, False
+        auth = request.headers.get('Authorization', '')
+        return (auth[7:].strip() if auth[:7].lower() == 'bearer ' else ''), False
 
     async def serve_index(self, request: web.Request) -> web.Response:
         return web.Response(text=self._index, content_type='text/html', charset='utf-8')

@@ -14,6 +14,12 @@ Who may do what is control.py's: the e-stop from any page; everything else that 
 the page holding control. That page's heartbeats stop for heartbeat_timeout_s, or its socket closes:
 Commands.control_lost is called once and control is free again (release_control frees it without that).
 
+Slots: at most max_viewers sockets, and only requests that passed the guard (token, host, origin) get one. A new
+page when all are taken replaces the page that has been idle longest (no message from it for the longest time)
+among those not holding control, so sockets held open by some local process cannot lock the operator's page
+out of the e-stop or of control; only the page holding control is never replaced (refused_full counts the pages
+refused because no other page could make room: max_viewers 1 and that page holds control).
+
 The Commands calls run in worker threads (they may block for seconds); the e-stop and control_lost have
 their own workers, so a slow set_task never delays them.
 """
@@ -99,6 +105,7 @@ class _Page:
     images_sent: int = 0
     images_skipped: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    active_s: float = field(default_factory=time.monotonic)   # connected, or its last message (monotonic)
 
     def abort(self) -> None:
         """Drop the connection now (what is still buffered for it is thrown away)."""
@@ -135,7 +142,7 @@ class ConsoleServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._url = ''
         self._counts = {'images_published': 0, 'images_sent': 0, 'images_skipped': 0, 'refused_token': 0,
-                        'refused_host': 0, 'refused_origin': 0, 'refused_full': 0, 'commands': 0,
+                        'refused_host': 0, 'refused_origin': 0, 'refused_full': 0, 'replaced': 0, 'commands': 0,
                         'commands_refused': 0, 'bad_messages': 0, 'estops': 0, 'control_lost': 0}
         self._routes = Routes(self._token, self._counts)
         self._command_pool = ThreadPoolExecutor(2, thread_name_prefix='console_cmd')
@@ -312,6 +319,8 @@ class ConsoleServer:
     async def _serve_socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(timeout=CLOSE_TIMEOUT_S, heartbeat=PING_PERIOD_S, max_msg_size=MAX_MESSAGE_BYTES,
                                    compress=False)
+        if not self._stopping and len(self._pages) >= self.params.max_viewers:
+            self._make_room()
         if self._stopping or len(self._pages) >= self.params.max_viewers:
             await ws.prepare(request)
             self._counts['refused_full'] += 1
@@ -350,6 +359,25 @@ class ConsoleServer:
             if prepared:
                 self._log(f'console: page {page.id} disconnected ({len(self._pages)} open)')
         return ws
+
+    def _make_room(self) -> None:
+        """Free the slot of the page idle longest that does not hold control, if there is one (loop thread)."""
+        holder = self._control.holder
+        idle = [page for page in self._pages.values() if page.id != holder]
+        if not idle:
+            return
+        page = min(idle, key=lambda p: p.active_s)
+        del self._pages[page.id]   # now: the new page takes the slot before anything awaits
+        self._counts['replaced'] += 1
+        self._log(f'console: page {page.id} replaced by a newer page (at most {self.params.max_viewers} open)')
+        self._spawn(self._close_replaced(page))
+
+    async def _close_replaced(self, page: _Page) -> None:
+        try:
+            await asyncio.wait_for(page.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b'replaced by a newer '
+                                                 b'page (too many pages open)'), CLOSE_TIMEOUT_S)
+        except (TimeoutError, ConnectionError):   # a page that does not read: drop it
+            page.abort()
 
     def _on_wake(self) -> None:
         with self._lock:
@@ -418,6 +446,7 @@ class ConsoleServer:
 
     def _on_text(self, page: _Page, text: str) -> None:
         """A text frame from a page: control.py says what it means; this carries it out."""
+        page.active_s = time.monotonic()
         self._carry_out(page, self._control.handle(page.id, parse(text), time.monotonic()))
 
     def _carry_out(self, page: _Page, verdict: Verdict) -> None:

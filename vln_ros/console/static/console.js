@@ -4,7 +4,13 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const token = new URLSearchParams(location.search).get('token') || '';
+  // [token] The server answered ?token= with an HttpOnly session cookie (routes.py): take the token out of the
+  // address bar and the history entry; the assets, a reload and the socket authenticate by the cookie.
+  if (new URLSearchParams(location.search).has('token')) {
+    const clean = new URL(location.href);
+    clean.searchParams.delete('token');
+    history.replaceState(history.state, '', clean.pathname + clean.search + clean.hash);
+  }
   const LEVELS = ['ok', 'warn', 'error', 'stale'];
   const HISTORY_MAX = 10;
 
@@ -29,7 +35,7 @@
   function socketUrl() {
     const url = new URL('ws', location.href);
     url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    url.search = token ? '?token=' + encodeURIComponent(token) : '';
+    url.search = '';   // [token] the cookie authenticates the socket
     url.hash = '';
     return url.toString();
   }
