@@ -1,18 +1,21 @@
-"""The operator console in a real browser (headless Chromium from Debian, through Selenium) on the demo stack:
-the corridor bag looping through camera_node, inference_node, controller_node and console_node, each its own
-process (what `make demo CONSOLE=1` starts). From the page: an instruction -> plans on the page -> e-stop ->
-cmd_vel zero -> release -> stop task; the page holding control closed -> the robot stops; a wrong or missing
-token refused; a 1 MB instruction refused; markup in an instruction shown inert. Screenshots of the desktop
-and the phone layout are written to $VLN_SCREENSHOT_DIR when set (the README's pictures), else to tmp.
-"""
+"""The operator console in a real browser (headless Chromium from Debian, through Selenium) on the demo stack: the
+corridor bag looping through camera_node, inference_node, controller_node and console_node, each its own process
+(what `make demo CONSOLE=1` starts). From the page: an instruction -> plans on the page -> e-stop -> cmd_vel zero ->
+release -> stop task; the page holding control closed -> the robot stops; a wrong or missing token refused; the
+token moved from the URL to a cookie, a reload still working; sockets a script holds open not locking a page out of
+e-stop or control; a 1 MB instruction refused; markup in an instruction shown inert. Screenshots of the desktop and
+the phone layout are written to $VLN_SCREENSHOT_DIR when set (the README's pictures), else to tmp."""
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 from conftest import wait_for
 
@@ -186,6 +189,77 @@ def test_a_missing_or_wrong_token_is_refused(stack, browser):
         assert 'token' in browser.find_element('tag name', 'body').text.lower()
         assert not js(browser, 'return !!window.vlnConsole')
     assert status_of(stack.url + '?token=' + TOKEN) == 200
+
+
+def test_the_token_leaves_the_url_for_an_httponly_session_cookie_and_a_reload_still_works(stack, browser):
+    page(browser, stack)
+    assert browser.current_url == stack.url   # the token is out of the address bar and the history entry
+    assert js(browser, 'return document.cookie') == ''   # HttpOnly: the page's scripts cannot read it
+    cookies = browser.get_cookies()
+    assert len(cookies) == 1, cookies
+    cookie = cookies[0]
+    assert cookie['value'] == TOKEN and cookie['httpOnly'] and cookie['sameSite'] == 'Strict'
+    assert 'expiry' not in cookie   # a session cookie
+    browser.refresh()
+    assert wait_for(lambda: js(browser, 'return (window.vlnConsole || {}).connected === true'), 10.0)
+    assert browser.current_url == stack.url and js(browser, 'return window.vlnConsole.page') is not None
+
+
+class HeldSockets:
+    """Sockets a local script holds open (with the token: the worst case), read on a thread of their own so
+    they answer the server's pings and stay open until close()."""
+
+    def __init__(self, url: str, count: int) -> None:
+        self.open = 0
+        self.closed_by_server = 0
+        self._url = url.replace('http://', 'ws://') + 'ws'
+        self._count = count
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._hold(),), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10.0) and self.open == count, f'{self.open} of {count} sockets opened'
+
+    async def _hold(self) -> None:
+        self._stop = asyncio.Event()
+        async with aiohttp.ClientSession(headers={'Authorization': f'Bearer {TOKEN}'}) as http:
+            sockets = [await http.ws_connect(self._url) for _ in range(self._count)]
+            for ws in sockets:
+                while (await ws.receive(timeout=5.0)).type != aiohttp.WSMsgType.TEXT:
+                    pass   # the hello: this socket has its slot
+            self.open = len(sockets)
+            self._ready.set()
+
+            async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
+                async for _ in ws:
+                    pass
+                if not self._stop.is_set():   # type: ignore[union-attr]
+                    self.closed_by_server += 1
+            readers = [asyncio.ensure_future(read(ws)) for ws in sockets]
+            await self._stop.wait()
+            for ws in sockets:
+                await ws.close()
+            await asyncio.wait(readers, timeout=5.0)
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10.0)
+
+
+def test_sockets_a_script_holds_open_do_not_lock_the_page_out_of_estop_or_control(stack, browser):
+    held = HeldSockets(stack.url, 8)   # max_viewers: every slot
+    try:
+        page(browser, stack)                 # replaces the socket idle longest
+        take_control(browser)
+        assert command(browser, 'estop', 'estop')['ok']
+        assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is True, 5.0)
+        assert command(browser, 'release', 'release_estop', confirm=True)['ok']
+        assert held.closed_by_server == 1
+        hand_back_control(browser)
+    finally:
+        held.close()
 
 
 def test_a_huge_instruction_is_refused_and_markup_is_shown_inert(stack, browser):
