@@ -503,12 +503,14 @@ class ConsoleParams(StrictModel):
     port: int = param(8080, 'TCP port of the web server; 0 = any free port (the start line names it)', ge=0,
                       le=65535)
     token: str = param('', 'Access token every page, command and stream must carry; empty = none on a loopback '
-                       'address, a random one (printed once at start) on any other')
+                       'address, a random one on any other (its URL written once to the terminal, or without one to '
+                       'a 0600 file, never to the log)')
     image_max_hz: float = param(10.0, 'Most images a second sent to each page (newest wins; a slow page '
                                 'gets fewer, never a queue)', 'Hz', gt=0.0, le=60.0)
     heartbeat_timeout_s: float = param(0.5, 'The page holding control silent this long (tab closed, Wi-Fi lost): '
                                        'e-stop', 's', gt=0.05, le=10.0)
-    max_viewers: int = param(8, 'Most pages connected at once (more are refused)', ge=1, le=64)
+    max_viewers: int = param(8, 'Most pages connected at once (one more replaces the page idle longest that '
+                             'does not hold control)', ge=1, le=64)
     diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
 
 
