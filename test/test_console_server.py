@@ -648,6 +648,31 @@ def test_the_page_holding_control_is_never_replaced_so_a_single_slot_it_holds_re
     asyncio.run(body())
 
 
+def test_a_replaced_page_whose_close_is_on_the_way_cannot_take_control_but_can_still_estop(
+        make_server: Make) -> None:
+    """What a page sent before its close frame reached it is read after it lost its slot: the replacement and
+    that message in one turn of the server's loop (the race, made certain)."""
+    server, commands, url = make_server(max_viewers=1)
+
+    async def body() -> None:
+        async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(url)) as a:
+            await next_json(a, lambda m: m['type'] == 'hello')
+
+            async def replace_then_hear() -> None:
+                (page,) = server._pages.values()
+                server._make_room()
+                server._on_text(page, '{"type": "take_control"}')
+                server._on_text(page, '{"type": "estop"}')
+            assert server._loop is not None
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(replace_then_hear(), server._loop))
+            reply = await next_json(a, lambda m: m['type'] == 'reply' and m['to'] == 'take_control')
+            assert not reply['ok'] and 'replaced' in reply['message']
+            assert server._control.holder is None
+        assert wait_until(lambda: commands.named('estop') == [()], 2.0)
+
+    asyncio.run(body())
+
+
 def test_a_socket_without_the_token_never_takes_a_slot(make_server: Make) -> None:
     token = 'slot-T0ken'
     server, _, url = make_server(token=token, max_viewers=1)

@@ -46,7 +46,7 @@ from urllib.parse import quote
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from vln_ros.console.control import Control, Lost, Verdict
-from vln_ros.console.messages import Instruction, RobotCommand, StopTask, parse
+from vln_ros.console.messages import Estop, Instruction, RobotCommand, StopTask, Unreadable, parse
 from vln_ros.console.routes import Routes, is_loopback
 from vln_ros.core.config import ConsoleParams
 from vln_ros.core.tasks import MAX_INSTRUCTION_CHARS
@@ -58,6 +58,7 @@ CLOSE_TIMEOUT_S = 0.5                 # per page, at stop(); then the connection
 COMMAND_QUEUE = 4                     # commands of one page waiting for the node
 OUTBOX_MAX = 64                       # replies waiting to be sent to one page (oldest dropped)
 STAMP = struct.Struct('<d')
+REPLACED = 'this page was replaced by a newer page (too many pages open)'
 
 
 class Commands(Protocol):
@@ -447,7 +448,12 @@ class ConsoleServer:
     def _on_text(self, page: _Page, text: str) -> None:
         """A text frame from a page: control.py says what it means; this carries it out."""
         page.active_s = time.monotonic()
-        self._carry_out(page, self._control.handle(page.id, parse(text), time.monotonic()))
+        message = parse(text)
+        if self._pages.get(page.id) is not page and not isinstance(message, Estop):
+            # replaced, its close on the way: what it sent meanwhile must not take control (the e-stop still counts)
+            self._refuse(page, message.to if isinstance(message, Unreadable) else message.type, REPLACED)
+            return
+        self._carry_out(page, self._control.handle(page.id, message, time.monotonic()))
 
     def _carry_out(self, page: _Page, verdict: Verdict) -> None:
         if verdict.bad:
