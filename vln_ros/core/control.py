@@ -357,6 +357,11 @@ class Controller:
     def estop_engaged(self) -> StopReason | None:
         return self._estop
 
+    @property
+    def estop_asserted(self) -> bool:
+        """The last vln/estop message said true (a release is refused while it does)."""
+        return self._estop_active
+
     def _deadman_expired(self, now_s: float) -> bool:
         if self.params.estop_timeout_s <= 0.0:
             return False
