@@ -125,7 +125,9 @@ class StackArgs(BaseModel):
                                           'annotated keyframe, cmd_vel)')
     console: bool = Field(False, description='Also start console_node, the operator console in the browser (its '
                                              'address, port and token: the console_node section of the parameter '
-                                             'file; README, "The operator console")')
+                                             'file; README, "The operator console"), and arm controller_node\'s '
+                                             f'dead-man: estop_timeout_s {CONSOLE_ESTOP_TIMEOUT_S} s unless the '
+                                             'parameter file arms it (a console that dies stops the robot)')
 
     @field_validator('tp', mode='before')
     @classmethod
