@@ -78,9 +78,11 @@ def test_sigkill_of_console_node_stops_the_robot_within_the_deadmans_timeout(gra
         interface.ESTOP_QOS)
     assert robot.ready(20.0), 'the controller did not come up'
     assert wait_for(lambda: heartbeats, 20.0), 'console_node says nothing on vln/estop with no page open'
-    # A start slower than the timeout (console_node after the controller, under load) leaves the dead-man
-    # latched; the operator releases it then (granted: the heartbeat flows). Not this test's business.
-    assert call_service(robot.release, Trigger.Request(), 10.0).success
+    # A start slower than the timeout (console_node or its discovery after the controller's first step, under
+    # load: seen in 2 of 9 runs here) leaves the dead-man latched; the operator releases it then, granted once
+    # the controller hears the heartbeat. Not this test's business: release (bounded) as the operator would.
+    assert wait_for(lambda: int(robot.diagnostics.get('estop_publishers', '0')) >= 2, 20.0), robot.diagnostics
+    assert wait_for(lambda: call_service(robot.release, Trigger.Request(), 5.0).success, 10.0)
     robot.plans.publish(plan_msg(robot.node, AHEAD))
     assert robot.moving(10.0), 'the robot never moved'
     # No page is open: the console's heartbeat alone keeps the armed dead-man satisfied, beyond its timeout.
