@@ -600,6 +600,87 @@ def bench_console(images: int = 60, estops: int = 5) -> None:
         controller.close()
 
 
+def bench_console_estop_state(estops: int = 40) -> None:
+    """console_estop_state_ms_p99: a page's e-stop (its message over the console's socket, as a click sends it)
+    -> the first state message the page receives that says the e-stop is engaged (vln/estop -> controller_node ->
+    vln/controller_status -> console_node -> the socket), p99 of `estops`; console_node and controller_node in
+    their own processes, the page an aiohttp client here (one clock: this process's)."""
+    import asyncio
+
+    import aiohttp
+
+    port = free_port()
+    console = node_process('console_node', (f'port:={port}',))
+    controller = ControllerUnderTest()
+    ws_url = f'ws://127.0.0.1:{port}/ws'
+
+    async def until(ws: aiohttp.ClientWebSocketResponse, wanted: Callable[[dict], bool], deadline_s: float,
+                    what: str) -> float:
+        """perf_counter() when a message the page receives is `wanted`."""
+        while True:
+            left = deadline_s - time.perf_counter()
+            if left <= 0:
+                raise RuntimeError(f'the console page never heard {what}')
+            try:
+                msg = await ws.receive(timeout=left)
+            except TimeoutError:
+                continue
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                if wanted(json.loads(msg.data)):
+                    return time.perf_counter()
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                raise RuntimeError('the console closed the socket')
+
+    def estop_is(engaged: bool) -> Callable[[dict], bool]:
+        return lambda m: m.get('type') == 'estop' and m.get('engaged') is engaged
+
+    def reply_to(kind: str) -> Callable[[dict], bool]:
+        return lambda m: m.get('type') == 'reply' and m.get('to') == kind
+
+    async def run() -> list[float]:
+        delays = []
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 30.0
+            while True:   # console_node's server comes up some time after its process starts
+                try:
+                    ws = await http.ws_connect(ws_url)
+                    break
+                except aiohttp.ClientError:
+                    if time.monotonic() > deadline or console.poll() is not None:
+                        raise RuntimeError('console_node did not come up') from None
+                    await asyncio.sleep(0.1)
+            async with ws:
+                # the controller's latched status reached the console: released (the controller starts so)
+                await until(ws, estop_is(False), time.perf_counter() + 30.0, 'the e-stop released at the start')
+                for _ in range(estops):
+                    t0 = time.perf_counter()
+                    await ws.send_str(json.dumps({'type': 'estop'}))
+                    delays.append(1e3 * (await until(ws, estop_is(True), t0 + 5.0, 'the e-stop engaged') - t0))
+                    # release as the page does: take control, release (answered once it ran), hand control
+                    # back; all within heartbeat_timeout_s or a heartbeat first
+                    await ws.send_str(json.dumps({'type': 'take_control'}))
+                    await ws.send_str(json.dumps({'type': 'release_estop'}))
+                    seen: set[str] = set()   # the reply and the released state, in either order
+
+                    def released(m: dict, seen: set[str] = seen) -> bool:
+                        for name, check in (('reply', reply_to('release_estop')), ('state', estop_is(False))):
+                            if check(m):
+                                seen.add(name)
+                        return len(seen) == 2
+                    await until(ws, released, time.perf_counter() + 10.0, 'the e-stop released')
+                    await ws.send_str(json.dumps({'type': 'release_control'}))
+        return delays
+
+    try:
+        delays = asyncio.run(run())
+        print(f'# e-stop -> page state engaged: p50 {np.percentile(delays, 50):.1f} ms, max {max(delays):.1f} ms '
+              f'over {len(delays)}', file=sys.stderr)
+        emit('console_estop_state_ms_p99', float(np.percentile(delays, 99)), 'ms')
+    finally:
+        stop_process(console)
+        controller.close()
+
+
 def bench_closed_loop(episodes: int = 20, studies: int = 4) -> None:
     """make eval's targets: the same seeded episodes with the oracle at 0.5 s and at 5 s (latency
     compensation on), then at 5 s without compensation and with the seed system's rule; the simulator's
@@ -648,7 +729,7 @@ BENCHES: dict[str, list[Callable[..., None]]] = {
     'controller': [bench_controller, bench_controller_flood],
     'inference': [bench_parser, bench_stream_parser, bench_answer_tokens, bench_inference_overhead,
                   bench_inference_overload],
-    'console': [bench_console],
+    'console': [bench_console, bench_console_estop_state],
     'safety': [bench_guard, bench_guard_reaction],
     # about 25 minutes: 80 closed-loop episodes
     'eval': [bench_closed_loop]}
@@ -668,6 +749,7 @@ SMOKE: dict[str, dict[str, object]] = {
     'bench_inference_overhead': {'seconds': 2.0},
     'bench_inference_overload': {'seconds': 2.0},
     'bench_console': {'images': 5, 'estops': 1},
+    'bench_console_estop_state': {'estops': 2},
     'bench_guard': {'steps': 200, 'messages': 10},
     'bench_guard_reaction': {'trials': 2},
     'bench_closed_loop': {'episodes': 1, 'studies': 1},

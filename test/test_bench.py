@@ -31,7 +31,7 @@ FIGURES = {
     'inference': ['parser_us_p99', 'stream_parse_16k_ms', 'answer_tokens_two_waypoints', 'inference_overhead_ms_p50',
                   'inference_stale_keyframe_age_ms_p99'],
     'console': ['console_first_image_s', 'console_image_latency_ms_p50', 'console_estop_to_zero_ms',
-                'console_cpu_percent_0_viewers', 'console_cpu_percent_2_viewers'],
+                'console_cpu_percent_0_viewers', 'console_cpu_percent_2_viewers', 'console_estop_state_ms_p99'],
     'safety': ['guard_step_us_p99', 'guard_step_cpu_us_p99', 'guard_scan_convert_us_p99',
                'guard_cloud_convert_us_p99', 'guard_reaction_ms_p99'],
     'eval': ['eval_sr_0p5s', 'eval_spl_0p5s', 'eval_collisions_0p5s', 'sim_real_time_factor'],

@@ -252,6 +252,15 @@ def test_deadman_engages_when_the_estop_publisher_is_silent_and_needs_release():
     assert c.release_estop(3.2)[0]
 
 
+def test_a_heartbeat_before_the_clock_started_does_not_latch_the_deadman_at_the_first_step():
+    # On simulated time the console's heartbeats arrive stamped 0 until /clock comes; then time jumps forward.
+    c = Controller(ControllerParams(estop_timeout_s=2.0))
+    c.estop_message(False, 0.0)
+    assert c.step(1.7e9, 0.02).reason is StopReason.NO_PLAN
+    assert c.estop_engaged is None
+    assert c.step(1.7e9 + 2.1, 0.02).reason is StopReason.ESTOP_DEADMAN   # silence since the start still counts
+
+
 def test_safe_start_up_no_motion_before_the_first_valid_plan():
     c = Controller(P)
     cmds = run(c, 0.0, 2.0)

@@ -203,7 +203,7 @@ def test_sides_split_the_stack_and_the_player_leaves_out_what_the_stack_publishe
     assert [p.name for p in robot] == ['camera_node', 'controller_node'] and [p.name for p in gpu] == ['inference_node']
     player = bringup.player(bringup.ReplayArgs(bag='b', nodes='robot', namespace='dog1'))
     excluded = list(player.arguments[player.arguments.index('--exclude-topics') + 1:])
-    assert excluded == ['/diagnostics', '/dog1/cmd_vel', '/dog1/vln/keyframe']
+    assert excluded == ['/diagnostics', '/dog1/cmd_vel', '/dog1/vln/controller_status', '/dog1/vln/keyframe']
 
 
 def test_no_process_gets_dds_transports_of_its_own_and_raw_image_nodes_say_what_they_need():

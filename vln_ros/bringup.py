@@ -19,7 +19,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vln_ros import interface as ri
-from vln_ros.core.config import InferenceParams
+from vln_ros.core.config import InferenceParams, load_node_yaml
 from vln_ros.sim.api import DEFAULT_PORT, local_url
 
 PACKAGE = 'vln_ros'
@@ -38,6 +38,12 @@ CAMERA = '{camera_topic}'  # placeholder in remappings for the camera_topic argu
 # default; and on a loaded 2-core machine a clean exit of camera or controller was seen to take over 5 s).
 STOP_TIMEOUT_S = 20.0
 BACKENDS: tuple[str, ...] = get_args(InferenceParams.model_fields['backend'].annotation)
+# With console:=true the controller's dead-man (estop_timeout_s) is armed at this, unless the parameter file
+# arms it already: console_node says `false` on vln/estop every 0.2 s while it lives, so a console killed
+# (SIGKILL, OOM, a crash: nothing says `true`) stops the robot within this. Not shorter: the dead-man also
+# counts from the controller's start, and console_node (aiohttp, the page's files) starts later than the
+# controller; a start slower than this leaves the robot e-stopped until a release from the page.
+CONSOLE_ESTOP_TIMEOUT_S = 2.0
 
 
 class Side(str, Enum):
@@ -68,13 +74,15 @@ NODES: tuple[NodeSpec, ...] = (
              publishes=(ri.WAYPOINTS, ri.TASK_STATUS, ri.PATH, ri.MARKERS, ri.DEBUG_IMAGE, ri.DIAGNOSTICS,
                         ri.KEYFRAME_REQUEST),
              subscribes=(ri.KEYFRAME, ri.INSTRUCTION), services=(ri.SET_TASK, ri.STOP_TASK)),
-    NodeSpec('controller_node', 'controller_node', Side.ROBOT, publishes=(ri.CMD_VEL, ri.DIAGNOSTICS),
+    NodeSpec('controller_node', 'controller_node', Side.ROBOT,
+             publishes=(ri.CMD_VEL, ri.CONTROLLER_STATUS, ri.DIAGNOSTICS),
              subscribes=(ri.WAYPOINTS, ri.ODOM, ri.ESTOP), services=(ri.RELEASE_ESTOP,)),
 )
 # The operator console (launch argument console): not one of NODES, so `nodes:=all` does not start it.
 CONSOLE = NodeSpec('console_node', 'console_node', Side.ROBOT,
                    publishes=(ri.ESTOP, ri.DIAGNOSTICS),
-                   subscribes=(ri.KEYFRAME, ri.WAYPOINTS, ri.TASK_STATUS, ri.CMD_VEL, ri.DIAGNOSTICS))
+                   subscribes=(ri.KEYFRAME, ri.WAYPOINTS, ri.TASK_STATUS, ri.CMD_VEL, ri.CONTROLLER_STATUS,
+                               ri.DIAGNOSTICS))
 BAG_EXECUTABLE = 'vln_bag'
 SIM_EXECUTABLE = 'sim_node'
 # camera.launch.py: the camera node alone, with these of vln.launch.py's arguments.
@@ -117,7 +125,9 @@ class StackArgs(BaseModel):
                                           'annotated keyframe, cmd_vel)')
     console: bool = Field(False, description='Also start console_node, the operator console in the browser (its '
                                              'address, port and token: the console_node section of the parameter '
-                                             'file; README, "The operator console")')
+                                             'file; README, "The operator console"), and arm controller_node\'s '
+                                             f'dead-man: estop_timeout_s {CONSOLE_ESTOP_TIMEOUT_S} s unless the '
+                                             'parameter file arms it (a console that dies stops the robot)')
 
     @field_validator('tp', mode='before')
     @classmethod
@@ -265,8 +275,21 @@ def node_process(spec: NodeSpec, args: StackArgs, share_dir: str) -> Process:
             parameters['model'] = args.model
         if args.tp is not None:
             parameters['lmdeploy.tp'] = args.tp
-    return Process(PACKAGE, spec.executable, spec.name, args.namespace,
-                   (args.params_file or os.path.join(share_dir, PARAMS_FILE),), parameters, _remap(spec, args))
+    params_file = args.params_file or os.path.join(share_dir, PARAMS_FILE)
+    if spec.name == 'controller_node' and args.console and not _deadman_armed(params_file, args.namespace):
+        parameters['estop_timeout_s'] = CONSOLE_ESTOP_TIMEOUT_S
+    return Process(PACKAGE, spec.executable, spec.name, args.namespace, (params_file,), parameters,
+                   _remap(spec, args))
+
+
+def _deadman_armed(params_file: str, namespace: str) -> bool:
+    """The parameter file gives controller_node a non-zero estop_timeout_s (it is kept with console:=true). A
+    file that cannot be read counts as not arming it: the node itself reports that file's problem."""
+    try:
+        value = load_node_yaml(params_file, 'controller_node', namespace or '/').get('estop_timeout_s', 0.0)
+        return float(value) > 0.0
+    except Exception:  # noqa: BLE001 - unreadable, not YAML, not a parameter file: the node says which
+        return False
 
 
 def stack(args: StackArgs, share_dir: str) -> list[Process]:

@@ -28,6 +28,7 @@ ESTOP = 'vln/estop'                             # controller_node in
 ODOM = 'odom'                                   # controller_node in
 CMD_VEL = 'cmd_vel'                             # controller_node out
 GUARD_STATUS = 'vln/guard_status'               # controller_node out: the collision guard's state, latched
+CONTROLLER_STATUS = 'vln/controller_status'     # controller_node out: e-stop, mode, stop reason, limits, latched
 # The collision guard's sensors (controller_node in, with guard.enabled): their topics are parameters
 # (guard.laser.topic, ...), relative by default so that a namespace applies; these are those defaults.
 SCAN = 'scan'                                   # sensor_msgs/LaserScan (also what sim_node's laser publishes)
@@ -65,6 +66,8 @@ ESTOP_QOS = PLAN_QOS
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # The guard's state too (what a console or eval starting later must see at once).
 GUARD_STATUS_QOS = STATUS_QOS
+# And the controller's (the console's e-stop pill, eval's view of the controller and its clock).
+CONTROLLER_STATUS_QOS = STATUS_QOS
 # cmd_vel: only the newest command matters to the robot.
 CMD_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 # Annotated keyframes are for a person watching: the default reliability, only the newest two.

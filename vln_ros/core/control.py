@@ -357,11 +357,19 @@ class Controller:
     def estop_engaged(self) -> StopReason | None:
         return self._estop
 
+    @property
+    def estop_asserted(self) -> bool:
+        """The last vln/estop message said true (a release is refused while it does)."""
+        return self._estop_active
+
     def _deadman_expired(self, now_s: float) -> bool:
+        """Silent for estop_timeout_s since the last e-stop message or the first step, whichever is later: a
+        heartbeat heard before the first step (on simulated time: stamped 0, before /clock came) counts as heard
+        at the start, not as silence since time 0."""
         if self.params.estop_timeout_s <= 0.0:
             return False
-        heard = self._estop_heard_s if self._estop_heard_s is not None else self._started_s
-        return heard is not None and now_s - heard > self.params.estop_timeout_s
+        heard = [t for t in (self._estop_heard_s, self._started_s) if t is not None]
+        return bool(heard) and now_s - max(heard) > self.params.estop_timeout_s
 
     # -- the loop --------------------------------------------------------------------------------------
     def step(self, now_s: float, dt_s: float, guard: CollisionGuard | None = None) -> Command:

@@ -37,6 +37,7 @@ RESTART_SETTLE_S = 3.0    # after restarting a killed node (simulated seconds)
 NEW_SCENE_SETTLE_S = 0.5  # after a reset, before the task: camera frames of the new scene reach camera_node
 FAULT_WATCH_S = 15.0      # after an in-loop fault: longer than the controller's inference_timeout_s (10 s)
 STACK_NODES = tuple(n.name for n in bringup.NODES)
+CONTROLLER = 'controller_node'
 WALKING_MPS = 0.2         # an in-loop fault comes once the robot walks at least this fast ...
 FAULT_WAIT_WALKING_S = 10.0   # ... or this long after fault_after_s, whichever is first
 
@@ -75,14 +76,19 @@ class EvalObserver(Observer):
         from sensor_msgs.msg import CompressedImage
         from std_srvs.srv import Trigger
 
-        from vln_ros.msg import TaskStatus, WaypointArray
+        from vln_ros.msg import ControllerStatus, TaskStatus, WaypointArray
 
         super().__init__('vln_eval_observer', sim_time=True)
         self.heard = Heard()
-        self.clocks: dict[str, float] = {}   # node name -> the simulated time its last /diagnostics carried
+        # node name -> the simulated time its last typed status (controller_node: vln/controller_status, 1 Hz)
+        # or, for nodes without a periodic typed message (camera_node; inference_node, whose task status comes
+        # only on changes), its last /diagnostics carried
+        self.clocks: dict[str, float] = {}
+        self.controller: Any = None   # the last ControllerStatus
         self.subscribe(CompressedImage, ri.KEYFRAME, ri.KEYFRAME_QOS, self._on_keyframe)
         self.subscribe(WaypointArray, ri.WAYPOINTS, ri.PLAN_QOS, self._on_plan)
         self.subscribe(TaskStatus, ri.TASK_STATUS, ri.STATUS_QOS, self._on_status)
+        self.subscribe(ControllerStatus, ri.CONTROLLER_STATUS, ri.CONTROLLER_STATUS_QOS, self._on_controller_status)
         self.subscribe(DiagnosticArray, ri.DIAGNOSTICS, ri.DIAGNOSTICS_QOS, self._on_diagnostics)
         self._stop_task: Any = self.node.create_client(Trigger, ri.STOP_TASK)
 
@@ -97,13 +103,20 @@ class EvalObserver(Observer):
                                      len(msg.waypoints), msg.task_id,
                                      [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints]))
 
+    def _on_controller_status(self, msg: Any) -> None:
+        self.controller = msg
+        self.clocks[CONTROLLER] = stamp_seconds(msg.header.stamp)
+
     def _on_diagnostics(self, msg: Any) -> None:
         stamp = stamp_seconds(msg.header.stamp)
         for status in msg.status:
-            self.clocks[status.name.rsplit('/', 1)[-1]] = stamp
+            name = status.name.rsplit('/', 1)[-1]
+            if name != CONTROLLER:   # its typed status says it
+                self.clocks[name] = stamp
 
     def clocks_after(self, names: tuple[str, ...], t_s: float) -> bool:
-        """Each of these nodes has said (in its /diagnostics stamp) that its simulated clock is past t_s."""
+        """Each of these nodes has said (in the stamp of its status or /diagnostics) that its simulated clock is
+        past t_s."""
         with self.lock:
             return all(self.clocks.get(name, -1.0) > t_s for name in names)
 

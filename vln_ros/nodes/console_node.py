@@ -3,14 +3,16 @@ instruction, stop it.
 
 The web server (vln_ros/console/server.py, ROS-free) runs on its own asyncio thread; this node only turns
 topics into what the pages show and the pages' commands into services and topics:
-- in: keyframes (JPEG, sent on as they are, with their capture stamp), plans, task status, cmd_vel,
-  /diagnostics (a health line per node, and the controller's e-stop state); the controller's velocity
+- in: keyframes (JPEG, sent on as they are, with their capture stamp), plans, task status, cmd_vel, the
+  controller's status (vln/controller_status, latched: the e-stop and the controller's mode, stop reason, plan
+  age and limits in force), /diagnostics (a health line per node, for humans); the controller's velocity
   limits once, from its parameter service;
 - out: vln/set_task, vln/stop_task, vln/release_estop (services, called from the server's worker thread),
   and vln/estop: `true` on the e-stop button and when the page holding control goes away (no heartbeat for
-  heartbeat_timeout_s, or its socket closed); `false` at 5 Hz while that page is alive, which keeps the
-  controller's dead-man (estop_timeout_s) satisfied. With the dead-man armed, a console that dies stops the
-  robot too.
+  heartbeat_timeout_s, or its socket closed); `false` at 5 Hz while this node is alive (the console's
+  heartbeat, which keeps the controller's dead-man, estop_timeout_s, satisfied: armed with console:=true, a
+  console that dies stops the robot), except from a page-gone e-stop until a page takes control again (that
+  `true` stays the last word, and the controller refuses a release while its dead-man sees silence).
 Security: bound to loopback by default; any other address needs a token (set, or generated); the server refuses
 every route without it. The URL with the token goes once to the terminal (or a 0600 file without one), never
 to the logger, which writes /rosout and ~/.ros/log (vln_ros/console/announce.py).
@@ -35,7 +37,7 @@ from vln_ros.console.server import ConsoleServer
 from vln_ros.core.config import ConsoleParams, StartupError
 from vln_ros.core.control import ESTOP_STILL_ASSERTED
 from vln_ros.core.limits import VelocityLimits
-from vln_ros.msg import TaskStatus, WaypointArray
+from vln_ros.msg import ControllerStatus, TaskStatus, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.nodes.parameters import declare_params
@@ -46,7 +48,7 @@ from vln_ros.srv import SetTask
 if TYPE_CHECKING:
     from rclpy.client import Client
 
-HEARTBEAT_PERIOD_S = 0.2     # vln/estop false while the controlling page is alive
+HEARTBEAT_PERIOD_S = 0.2     # vln/estop false while this node is alive (not after a page-gone e-stop)
 SERVICE_TIMEOUT_S = 3.0      # a command the page waits for
 CMD_TO_PAGES_PERIOD_S = 0.1  # cmd_vel comes at 50 Hz; the pages' velocity bars need 10 (CPU: the 5 % budget)
 LEVEL_NAMES = {0: 'ok', 1: 'warn', 2: 'error', 3: 'stale'}
@@ -54,6 +56,20 @@ LEVEL_NAMES = {0: 'ok', 1: 'warn', 2: 'error', 3: 'stale'}
 
 def _level(value: Any) -> int:
     return value[0] if isinstance(value, (bytes, bytearray)) else int(value)
+
+
+def page_state(msg: ControllerStatus) -> dict[str, dict[str, Any]]:
+    """What the pages get of one ControllerStatus, by message kind: `estop` as before (engaged, reason: 'released',
+    'estop' or 'estop_deadman'), and every field of the message under `controller_status`."""
+    return {
+        'estop': {'engaged': bool(msg.estop_engaged), 'reason': msg.estop_reason or 'released'},
+        'controller_status': {
+            'mode': msg.mode, 'estop_engaged': bool(msg.estop_engaged), 'estop_reason': msg.estop_reason,
+            'estop_asserted': bool(msg.estop_asserted), 'stop_reason': msg.stop_reason,
+            'plan_age_s': float(msg.plan_age_s), 'stamp_s': stamp_seconds(msg.header.stamp),
+            'limits': {'max_linear_x': float(msg.max_linear_x), 'max_linear_y': float(msg.max_linear_y),
+                       'max_angular_z': float(msg.max_angular_z)},
+            'estop_timeout_s': float(msg.estop_timeout_s)}}
 
 
 class ConsoleNode(Node):
@@ -71,11 +87,17 @@ class ConsoleNode(Node):
         self._limits_known = False
         self._heartbeats = 0
         self._cmd_sent_s = 0.0
+        # The heartbeat (executor thread) and control_lost (the server's safety worker) both publish on
+        # vln/estop: the lock keeps a heartbeat's `false` from landing after control_lost's `true`.
+        self._estop_lock = threading.Lock()
+        self._lost_pending = False   # a page-gone e-stop, until a page takes control again
 
         self.create_subscription(CompressedImage, interface.KEYFRAME, self._on_keyframe, interface.KEYFRAME_QOS)
         self.create_subscription(WaypointArray, interface.WAYPOINTS, self._on_plan, interface.PLAN_QOS)
         self.create_subscription(TaskStatus, interface.TASK_STATUS, self._on_status, interface.STATUS_QOS)
         self.create_subscription(Twist, interface.CMD_VEL, self._on_cmd, interface.CMD_QOS)
+        self.create_subscription(ControllerStatus, interface.CONTROLLER_STATUS, self._on_controller_status,
+                                 interface.CONTROLLER_STATUS_QOS)
         self.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diagnostics,
                                  interface.DIAGNOSTICS_QOS)
 
@@ -121,15 +143,16 @@ class ConsoleNode(Node):
         self._server.publish('cmd', {'vx': msg.linear.x, 'vy': msg.linear.y, 'wz': msg.angular.z,
                                      'stamp_s': self.get_clock().now().nanoseconds * 1e-9})
 
+    def _on_controller_status(self, msg: ControllerStatus) -> None:
+        for kind, data in page_state(msg).items():
+            self._server.publish(kind, data)
+
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             if status.name == self.get_fully_qualified_name():
                 continue
-            values = {kv.key: kv.value for kv in status.values}
             self._health[status.name] = {'name': status.name, 'level': _level(status.level),
                                          'message': status.message[:200]}
-            if status.name.endswith('controller_node') and 'estop' in values:
-                self._server.publish('estop', {'engaged': values['estop'] != 'released', 'reason': values['estop']})
         self._server.publish('health', {'nodes': sorted(self._health.values(), key=lambda n: n['name'])})
 
     def _fetch_limits(self) -> None:
@@ -177,12 +200,20 @@ class ConsoleNode(Node):
         return ok, message
 
     def control_lost(self, why: str) -> None:
-        self._estop_pub.publish(Bool(data=True))
+        with self._estop_lock:
+            self._lost_pending = True
+            self._estop_pub.publish(Bool(data=True))
         self.get_logger().warning(f'the page holding control went away ({why}): e-stop')
 
     # -- timers ------------------------------------------------------------------------------------------
     def _heartbeat(self) -> None:
-        if self._server.control_alive():
+        """`false` while this node is alive, page or no page (arming the dead-man must not stop a robot that
+        nobody is watching); after a page-gone e-stop, silence until a page takes control again."""
+        with self._estop_lock:
+            if self._server.control_alive():
+                self._lost_pending = False
+            elif self._lost_pending:
+                return
             self._estop_pub.publish(Bool(data=False))
             self._heartbeats += 1
 

@@ -44,11 +44,12 @@ from vln_ros.core.control import (
     Waypoint,
     check_waypoint_count,
 )
+from vln_ros.core.controller_report import ControllerReport, ReportGate, report
 from vln_ros.core.guard import CollisionGuard, GuardAction, GuardState
 from vln_ros.core.guard_report import StatusGate, rejection_counters
 from vln_ros.core.guard_sources import RejectReason
 from vln_ros.core.stats import EventCounters, LatencyWindow
-from vln_ros.msg import GuardStatus, WaypointArray
+from vln_ros.msg import ControllerStatus, GuardStatus, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import MalformedMessage, stamp_seconds, waypoint_count
 from vln_ros.nodes.parameters import declare_params
@@ -73,6 +74,8 @@ def plan_from_serialized(serialized: bytes) -> Plan:
 
 # The guard's latched status is republished at least this often (on changes at once).
 GUARD_STATUS_PERIOD_S = 1.0
+# So is the controller's (vln/controller_status).
+CONTROLLER_STATUS_PERIOD_S = 1.0
 
 # How long a node on its way out waits for its last zero command to reach the subscribers (the base).
 FINAL_ZERO_ACK_S = 0.5
@@ -115,6 +118,9 @@ class ControllerNode(Node):
         self._cmd_type = TwistStamped if p.cmd_vel_stamped else Twist
         self._cmd_pub = self.create_publisher(self._cmd_type, interface.CMD_VEL, interface.CMD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
+        self._status_gate = ReportGate(CONTROLLER_STATUS_PERIOD_S)
+        self._status_pub = self.create_publisher(ControllerStatus, interface.CONTROLLER_STATUS,
+                                                 interface.CONTROLLER_STATUS_QOS)
         self._guard: CollisionGuard | None = None
         self._guard_state: GuardState | None = None
         if p.guard.enabled:
@@ -196,10 +202,13 @@ class ControllerNode(Node):
 
     def _on_estop(self, msg: Bool) -> None:
         was = self._controller.estop_engaged
-        self._controller.estop_message(bool(msg.data), self._now())
+        now = self._now()
+        self._controller.estop_message(bool(msg.data), now)
         if msg.data and was is None:
             self._counters.add('estop_engagements')
             self.get_logger().error(f'e-stop engaged: stopping (latched until {interface.RELEASE_ESTOP})')
+            # Said at once, not at the next control step: the console's pill follows this message.
+            self._publish_status(now)
 
     def _on_estop_qos_mismatch(self, event: Any) -> None:
         self._counters.add('estop_qos_mismatches')
@@ -268,6 +277,23 @@ class ControllerNode(Node):
         if command.guard is not None:
             self._guard_state = command.guard
             self._publish_guard_status(command.guard, now)
+        self._publish_status(now)
+
+    def _publish_status(self, now_s: float) -> None:
+        """vln/controller_status, when the gate says it is due (a change, or a period since the last one)."""
+        state = report(self._controller, self._last_reason, now_s, self._last_plan_stamp_s)
+        if self._status_gate.due(state, now_s):
+            self._status_pub.publish(self._status_message(state, now_s))
+
+    def _status_message(self, state: ControllerReport, now_s: float) -> ControllerStatus:
+        msg = ControllerStatus(
+            mode=state.mode.value, estop_engaged=state.estop_engaged, estop_reason=state.estop_reason,
+            estop_asserted=state.estop_asserted, stop_reason=state.stop_reason, plan_age_s=state.plan_age_s,
+            max_linear_x=state.max_linear_x, max_linear_y=state.max_linear_y, max_angular_z=state.max_angular_z,
+            estop_timeout_s=state.estop_timeout_s)
+        msg.header.stamp = Time(nanoseconds=round(now_s * 1e9)).to_msg()
+        msg.header.frame_id = self.params.base_frame
+        return msg
 
     def _message(self, t: Twist2D, now_s: float) -> Twist | TwistStamped:
         """The command of the step at now_s, stamped with that step's time (not a later clock read: under load
