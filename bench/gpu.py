@@ -452,6 +452,8 @@ def fleet(args: argparse.Namespace, results: Results) -> int:
             try:
                 loads[path] = time.monotonic() - t0
                 results.emit(name='gpu_fleet_load_s', value=round(loads[path], 1), unit='s', **common)
+                results.emit(name='gpu_fleet_memory_mib', value=gpu_memory_mib(), unit='MiB',
+                             note='the whole card: weights + KV cache', **common)
                 for guided in args.guided:
                     # First use compiles (xgrammar, the fp8 kernels): one robot for a second, in no point.
                     fleet_point(make_client, sampler, 1, guided, 0.0, 1.0, args)
@@ -498,6 +500,13 @@ def fleet_engine(path: str, weights: str, levers, args: argparse.Namespace):
             yield backend.client, HostSampler()
         finally:
             backend.close()
+            # The caching allocator keeps the engine's memory: give it back before the next engine (or the
+            # api_server, another process, which sizes its KV cache from what is free) loads.
+            import gc
+
+            import torch
+            gc.collect()
+            torch.cuda.empty_cache()
 
     @contextlib.contextmanager
     def server():
@@ -614,7 +623,7 @@ def fleet_profile(make_client, sampler, args: argparse.Namespace, results: Resul
 
     with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         t0 = time.perf_counter()
-        row = fleet_point(make_client, sampler, args.profile_robots, False, 1.0, 3.0, args)
+        row = fleet_point(make_client, sampler, args.profile_robots, False, 1.0, 2.0, args)  # short: big traces
         wall = time.perf_counter() - t0
     events = prof.key_averages()
 
