@@ -269,13 +269,23 @@ class HostSampler:
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join(2.0)
-        names = {t.native_id: t.name for t in threading.enumerate()} if self.pid is None else {}
+        names = ({t.native_id: t.name for t in threading.enumerate()} if self.pid is None
+                 else {tid: thread_comm(self.pid, tid) for tid in threads})
         busy = sorted(((threads[tid] - self._threads0.get(tid, 0.0)) / seconds, tid) for tid in threads)
         busy.reverse()
         return {'process_cpu_cores': round(sum(b for b, _ in busy), 2),
                 'children_cpu_cores': round((children - self._children0) / seconds, 2),
                 'busiest_threads': [(names.get(tid, str(tid)), round(share, 2)) for share, tid in busy[:4]],
                 'gpu_util_mean': round(sum(self._gpu) / len(self._gpu), 1) if self._gpu else None}
+
+
+def thread_comm(pid: int, tid: int) -> str:
+    """Another process's thread's name as Linux knows it (its tid where there is none)."""
+    try:
+        with open(f'/proc/{pid}/task/{tid}/comm') as comm:
+            return f'{comm.read().strip()}/{tid}'
+    except OSError:
+        return str(tid)
 
 
 def point_row(**fields: Any) -> dict[str, Any]:

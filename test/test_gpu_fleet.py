@@ -245,3 +245,59 @@ def test_the_fleet_command_sweeps_loads_once_and_skips_what_the_budget_cannot_ho
     with pytest.raises(SystemExit, match="--paths 'gpu': each of inprocess, server"):
         monkeypatch.setattr(sys, 'argv', [*common[:4], '--paths', 'gpu'])
         gpu.main()
+
+
+FAKE_API_SERVER = '''
+import sys, time
+sys.path.insert(0, {test_dir!r})
+from http.server import ThreadingHTTPServer
+from openai_server import FakeOpenAIServer
+args = sys.argv[1:]
+print('api_server', args, flush=True)
+port = int(args[args.index('--server-port') + 1])
+bind = ThreadingHTTPServer.__init__
+ThreadingHTTPServer.__init__ = lambda self, _address, handler: bind(self, ('127.0.0.1', port), handler)
+time.sleep(0.5)  # a start-up: the bench waits until /v1/models answers
+server = FakeOpenAIServer([{answer!r}] * 10_000)
+try:
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    print('stopped by SIGINT', flush=True)
+'''
+
+
+def test_the_server_path_starts_lmdeploys_api_server_waits_for_it_and_stops_it(tmp_path, monkeypatch):
+    """`--paths server` with a stand-in `python -m lmdeploy` on PYTHONPATH: the command line, the wait for
+    /v1/models, a point through it, and SIGINT at the end."""
+    import json
+    import os
+    import socket
+
+    from vln_ros.core.model_shapes import SHAPES
+    fake = tmp_path / 'site' / 'lmdeploy'
+    fake.mkdir(parents=True)
+    (fake / '__init__.py').write_text('')
+    (fake / '__main__.py').write_text(FAKE_API_SERVER.format(test_dir=str(Path(__file__).parent),
+                                                             answer=TYPICAL_ANSWER))
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(fake.parent), os.environ.get('PYTHONPATH', '')]))
+    shape = SHAPES['8b']
+    model = tmp_path / 'model'
+    model.mkdir()
+    (model / 'config.json').write_text(json.dumps({'text_config': {
+        'hidden_size': shape.hidden, 'num_hidden_layers': shape.layers, 'intermediate_size': shape.intermediate}}))
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    out = tmp_path / 'out'
+    monkeypatch.setattr(sys, 'argv', ['gpu.py', 'fleet', '--model', str(model), '--paths', 'server', '--weights', 'fp8',
+                                      '--guided', 'yes', '--robots', '2', '--point-s', '0.3', '--warmup-s', '0.1',
+                                      '--port', str(port), '--server-start-s', '60', '--out', str(out)])
+    assert gpu.main() == 0
+    rows = [json.loads(line) for line in (out / 'results.jsonl').read_text().splitlines()]
+    (point,) = [r for r in rows if r['name'] == 'gpu_fleet']
+    assert 'skipped' not in point and point['robots'] == 2 and point['weights'] == 'fp8' and point['guided'] is True
+    assert point['answers'] == sum(r['answers'] for r in point['per_robot'])
+    log = (out / 'api_server_fp8.log').read_text()
+    assert f"'--server-port', '{port}'" in log and "'--model-format', 'fp8'" in log
+    assert 'stopped by SIGINT' in log
