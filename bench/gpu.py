@@ -426,7 +426,7 @@ def fleet(args: argparse.Namespace, results: Results) -> int:
     started = time.monotonic()
     levers = Levers(max_batch_size=args.max_batch_size, cache_max_entry_count=args.cache_max_entry_count,
                     max_prefill_token_num=args.max_prefill_token_num, prefill_interval=args.prefill_interval,
-                    metrics=not args.disable_metrics)
+                    metrics=not args.disable_metrics, mp_engine=args.mp_engine)
     shape = model_shape(args.model)
     point_cost_s = args.warmup_s + args.point_s + 4.0   # + drain, clients, the row
     rows: list[dict] = []
@@ -685,6 +685,8 @@ def main() -> int:
     fleet_options.add_argument('--prefill-interval', type=int, default=16,
                                help='decode steps before waiting requests are prefilled anyway (in-process only)')
     fleet_options.add_argument('--disable-metrics', action='store_true', help="lmdeploy's request metrics off")
+    fleet_options.add_argument('--mp-engine', action='store_true',
+                               help='in-process: the engine in a process of its own (the api_server always does)')
     fleet_options.add_argument('--profile-robots', type=int, default=0, metavar='N',
                                help='also a torch.profiler window at N robots (in-process, unguided)')
     fleet_options.add_argument('--port', type=int, default=23333, help='the api_server started for --paths server')

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
+import os
 import shlex
 import threading
 import time
@@ -33,12 +34,18 @@ class Levers:
     max_prefill_token_num: int = 8192      # lmdeploy 0.18's default
     prefill_interval: int = 16             # lmdeploy's default; in-process only (api_server has no flag)
     metrics: bool = True                   # lmdeploy's per-request metrics (on by default in 0.18)
+    # The engine in a process of its own (zmq), apart from the pipeline's preprocessing and the robots' threads:
+    # lmdeploy's api_server always does this; the in-process pipeline does not unless asked.
+    mp_engine: bool = False
     session_len: int = 8192                # the node's lmdeploy.session_len default
 
     def engine_extra(self) -> dict[str, Any]:
         """PytorchEngineConfig fields beyond the node's parameters (LmdeployBackend's engine_extra)."""
-        return {'max_prefill_token_num': self.max_prefill_token_num, 'prefill_interval': self.prefill_interval,
-                'enable_metrics': self.metrics}
+        extra: dict[str, Any] = {'max_prefill_token_num': self.max_prefill_token_num,
+                                 'prefill_interval': self.prefill_interval, 'enable_metrics': self.metrics}
+        if self.mp_engine:
+            extra['enable_mp_engine'] = True
+        return extra
 
 
 def api_server_command(python: str, model: str, levers: Levers, fp8: bool, port: int, tp: int = 1,
@@ -216,37 +223,34 @@ def closed_loop(call: Call, robots: int, warmup_s: float, measure_s: float, drai
 
 @dataclass
 class HostSampler:
-    """CPU time per thread of a process (and its children) over a window, and the GPU's utilization sampled
+    """CPU time per thread of a process and its children over a window, and the GPU's utilization sampled
     meanwhile (NVML, where there is one): a thread near 100 % of one core while the GPU idles is the host-side
-    ceiling. pid None: this process, whose threads get their Python names."""
+    ceiling. Children count: lmdeploy's api_server always runs its engine in a process of its own
+    (enable_mp_engine), the in-process engine does with --mp-engine. pid None: this process."""
 
     pid: int | None = None
     interval_s: float = 0.2
-    _threads0: dict[int, float] = field(default_factory=dict)
-    _children0: float = 0.0
+    _threads0: dict[tuple[int, int], float] = field(default_factory=dict)
     _t0: float = 0.0
     _gpu: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _sampler: threading.Thread | None = None
 
-    def _process(self) -> Any:
+    def _snapshot(self) -> dict[tuple[int, int], float]:
+        """(pid, tid) -> CPU seconds, for the process and all its descendants."""
         import psutil
-        return psutil.Process(self.pid)
-
-    def _snapshot(self) -> tuple[dict[int, float], float]:
-        proc = self._process()
-        threads = {t.id: t.user_time + t.system_time for t in proc.threads()}
-        children = 0.0
-        for child in proc.children(recursive=True):
+        root = psutil.Process(self.pid)
+        threads: dict[tuple[int, int], float] = {}
+        for proc in [root, *root.children(recursive=True)]:
             try:
-                times = child.cpu_times()
-                children += times.user + times.system
-            except Exception:  # a child that ended meanwhile
+                for t in proc.threads():
+                    threads[(proc.pid, t.id)] = t.user_time + t.system_time
+            except psutil.Error:  # a child that ended meanwhile
                 pass
-        return threads, children
+        return threads
 
     def start(self) -> None:
-        self._threads0, self._children0 = self._snapshot()
+        self._threads0 = self._snapshot()
         self._t0 = time.perf_counter()
         self._gpu = []
         self._stop.clear()
@@ -265,17 +269,21 @@ class HostSampler:
 
     def stop(self) -> dict[str, Any]:
         seconds = max(1e-6, time.perf_counter() - self._t0)
-        threads, children = self._snapshot()
+        threads = self._snapshot()
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join(2.0)
-        names = ({t.native_id: t.name for t in threading.enumerate()} if self.pid is None
-                 else {tid: thread_comm(self.pid, tid) for tid in threads})
-        busy = sorted(((threads[tid] - self._threads0.get(tid, 0.0)) / seconds, tid) for tid in threads)
-        busy.reverse()
-        return {'process_cpu_cores': round(sum(b for b, _ in busy), 2),
-                'children_cpu_cores': round((children - self._children0) / seconds, 2),
-                'busiest_threads': [(names.get(tid, str(tid)), round(share, 2)) for share, tid in busy[:4]],
+        root = os.getpid() if self.pid is None else self.pid
+        own = {t.native_id: t.name for t in threading.enumerate()} if root == os.getpid() else {}
+        busy = sorted((((cpu - self._threads0.get(key, 0.0)) / seconds, key) for key, cpu in threads.items()),
+                      reverse=True)
+
+        def name(pid: int, tid: int) -> str:
+            thread = own.get(tid) if pid == root else None
+            return thread or thread_comm(pid, tid) + ('' if pid == root else f' (child {pid})')
+        return {'process_cpu_cores': round(sum(b for b, (pid, _) in busy if pid == root), 2),
+                'children_cpu_cores': round(sum(b for b, (pid, _) in busy if pid != root), 2),
+                'busiest_threads': [(name(pid, tid), round(share, 2)) for share, (pid, tid) in busy[:5]],
                 'gpu_util_mean': round(sum(self._gpu) / len(self._gpu), 1) if self._gpu else None}
 
 

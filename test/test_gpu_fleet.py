@@ -95,6 +95,7 @@ def test_the_api_server_gets_the_in_process_engine_settings():
     assert fp8[fp8.index('--model-format') + 1] == 'fp8' and '--disable-metrics' in fp8
     assert fp8[fp8.index('--distributed-executor-backend') + 1] == 'mp'
     assert levers.engine_extra() == {'max_prefill_token_num': 4096, 'prefill_interval': 16, 'enable_metrics': True}
+    assert dataclasses.replace(levers, mp_engine=True).engine_extra()['enable_mp_engine'] is True
 
 
 def test_closed_loop_every_robot_asks_and_failures_are_counted_by_reason():
@@ -301,3 +302,4 @@ def test_the_server_path_starts_lmdeploys_api_server_waits_for_it_and_stops_it(t
     log = (out / 'api_server_fp8.log').read_text()
     assert f"'--server-port', '{port}'" in log and "'--model-format', 'fp8'" in log
     assert 'stopped by SIGINT' in log
+    assert point['host']['busiest_threads'] and point['host']['children_cpu_cores'] >= 0  # the server's own threads
