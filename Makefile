@@ -7,7 +7,7 @@ PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/harness/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install install-demo browser demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve
+.PHONY: install install-demo browser demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve gpu-fleet
 
 install:
 	@tools/install.sh
@@ -108,6 +108,13 @@ gpu-check: gpu-setup
 gpu-bench: gpu-model
 	$(GPU_ENV); $(GPU_PY) bench/gpu.py bench --model $(MODEL) --tp $(TP) --gpu $(GPU) --sizes $(SIZES) \
 	  --out $(GPU_OUT) $(GPU_BENCH_ARGS)
+
+# Issue 25's fleet benchmark (docs/gpu_latency.md): N robots on one engine, in-process and through an api_server
+# it starts itself; FLEET_ARGS=--quick for a first check. Results in GPU_OUT/results.jsonl and fleet_table.md.
+FLEET_ARGS ?=
+gpu-fleet: gpu-model
+	$(GPU_ENV); $(GPU_PY) bench/gpu.py fleet --model $(MODEL) --tp $(TP) --executor $(EXECUTOR) --gpu $(GPU) \
+	  --out $(GPU_OUT) $(FLEET_ARGS)
 
 # lmdeploy's OpenAI-compatible server on 127.0.0.1:PORT, in the foreground (its pid in GPU_OUT/server.pid):
 # the openai backend's base_url is http://127.0.0.1:$(PORT)/v1.

@@ -4,6 +4,8 @@
     python3 bench/gpu.py check --model DIR [--tp N] [--out DIR]
     python3 bench/gpu.py bench --model DIR [--tp N] [--gpu H100|H200] [--sizes 256,448,640] [--out DIR]
     python3 bench/gpu.py levers --model DIR [--engines bf16,bf16+prefix,fp8+prefix] [--out DIR]
+    python3 bench/gpu.py fleet --model DIR [--quick] [--paths inprocess,server] [--weights bf16,fp8]
+                               [--robots 1,4,8,16,32] [--max-batch-size 64 ...] [--profile-robots N] [--out DIR]
 
 check: the real inference_node process, lmdeploy backend, keyframes over ROS 2. Verifies that it reports
 loading then idle, that plans are published for a task, that a task switch aborts the request in flight
@@ -20,6 +22,15 @@ bf16 or fp8, prefix caching off or on): per engine the full answer unguided and 
 plan-first answer's waypoints are complete in the stream (PLAN_FIRST_TOKENS), the image after the text
 instead of before it, and the first token taken apart: a 1-token text prompt (the engine's own floor), the
 text prompt alone (its prefill), the whole request (the image's share), and the HF processor on the CPU.
+
+fleet: many robots on one engine (issue 25): N robots, each with keyframes of its own, each asking again as
+soon as it is answered, for --point-s per point after --warmup-s; in-process (one lmdeploy engine, a
+backend client per robot) and through `lmdeploy serve api_server` (started here with the same settings,
+the openai backend per robot). Per point: p50/p99 keyframe-to-plan and first token over all robots and
+per robot, answers per second, fairness (each robot's rate against the mean), errors, the busiest host
+threads' CPU and the GPU's utilization (where the ceiling is); --profile-robots N adds a torch.profiler window
+at N robots (GPU kernel time against wall time). One engine load per (path, weights); what would not
+fit in --budget-s is skipped and said so. The summary table is printed at the end (bench/gpu_fleet.py).
 
 Each prints one JSON object per line and writes them to --out (results.jsonl).
 """
@@ -408,9 +419,241 @@ def profile(backend, request, args: argparse.Namespace, results: Results, common
                      top_cpu=[(e.key[:60], round(e.self_cpu_time_total / 1e3, 1)) for e in top_cpu], **common)
 
 
+def fleet(args: argparse.Namespace, results: Results) -> int:
+    """Issue 25's fleet benchmark: the sweep over paths, weights, guided and robots (module docstring)."""
+    from gpu_fleet import Levers, table
+
+    started = time.monotonic()
+    levers = Levers(max_batch_size=args.max_batch_size, cache_max_entry_count=args.cache_max_entry_count,
+                    max_prefill_token_num=args.max_prefill_token_num, prefill_interval=args.prefill_interval,
+                    metrics=not args.disable_metrics, mp_engine=args.mp_engine)
+    shape = model_shape(args.model)
+    point_cost_s = args.warmup_s + args.point_s + 4.0   # + drain, clients, the row
+    rows: list[dict] = []
+    loads: dict[str, float] = {'inprocess': 100.0, 'server': 130.0}  # first guesses (shared/GPU.md), then measured
+    for path in args.paths:
+        for weights in args.weights:
+            common = dict(path=path, weights=weights, shape=shape, gpu=args.gpu, tp=args.tp, size_px=args.size,
+                          levers=levers.__dict__)
+            left_s = args.budget_s - (time.monotonic() - started)
+            if left_s < loads[path] + point_cost_s + 20:
+                rows.append(dict(common, skipped=f'{left_s:.0f} s of --budget-s left, a load takes '
+                                                 f'~{loads[path]:.0f} s'))
+                results.emit(name='gpu_fleet', **rows[-1])
+                continue
+            t0 = time.monotonic()
+            engine = fleet_engine(path, weights, levers, args)
+            try:
+                make_client, sampler = engine.__enter__()
+            except Exception as exc:  # a server that never came up, an engine that would not load: said, and on
+                rows.append(dict(common, skipped=f'failed to start: {exc}'[:400]))
+                results.emit(name='gpu_fleet', **rows[-1])
+                continue
+            try:
+                loads[path] = time.monotonic() - t0
+                results.emit(name='gpu_fleet_load_s', value=round(loads[path], 1), unit='s', **common)
+                results.emit(name='gpu_fleet_memory_mib', value=gpu_memory_mib(), unit='MiB',
+                             note='the whole card: weights + KV cache', **common)
+                for guided in args.guided:
+                    # First use compiles (xgrammar, the fp8 kernels): one robot for a second, in no point.
+                    fleet_point(make_client, sampler, 1, guided, 0.0, 1.0, args)
+                    for robots in args.robots:
+                        left_s = args.budget_s - (time.monotonic() - started)
+                        if left_s < point_cost_s + 20:
+                            rows.append(dict(common, guided=guided, robots=robots, skipped=f'{left_s:.0f} s left'))
+                            results.emit(name='gpu_fleet', **rows[-1])
+                            continue
+                        row = fleet_point(make_client, sampler, robots, guided, args.warmup_s, args.point_s, args)
+                        rows.append(dict(common, guided=guided, **row))
+                        results.emit(name='gpu_fleet', **rows[-1])
+                if args.profile_robots and path == 'inprocess' \
+                        and args.budget_s - (time.monotonic() - started) > point_cost_s + 30:
+                    fleet_profile(make_client, sampler, args, results, common)
+            finally:
+                t0 = time.monotonic()
+                engine.__exit__(None, None, None)
+                results.emit(name='gpu_close_s', value=round(time.monotonic() - t0, 1), unit='s', **common)
+    print('\n' + table(rows), flush=True)
+    (args.out / 'fleet_table.md').write_text(table(rows) + '\n')
+    return 0
+
+
+def fleet_engine(path: str, weights: str, levers, args: argparse.Namespace):
+    """A context manager: the engine of one (path, weights), yielding (a factory of one robot's backend
+    client, the HostSampler of the process that runs the engine)."""
+    import contextlib
+
+    from gpu_fleet import HostSampler, api_server_command, quote
+
+    from vln_ros.core.backends import make_backend
+    from vln_ros.core.backends.lmdeploy_pipeline import LmdeployBackend, LmdeployParams
+    from vln_ros.core.config import InferenceParams
+
+    @contextlib.contextmanager
+    def inprocess():
+        section = LmdeployParams(tp=args.tp, executor=args.executor, eager_mode=args.eager,
+                                 weights='fp8' if weights == 'fp8' else 'auto', max_batch_size=levers.max_batch_size,
+                                 cache_max_entry_count=levers.cache_max_entry_count, session_len=levers.session_len)
+        params = InferenceParams.model_validate({'backend': 'lmdeploy', 'model': str(args.model), 'lmdeploy': section})
+        backend = LmdeployBackend(section, params, engine_extra=levers.engine_extra())
+        try:
+            yield backend.client, HostSampler()
+        finally:
+            backend.close()
+            # The caching allocator keeps the engine's memory: give it back before the next engine (or the
+            # api_server, another process, which sizes its KV cache from what is free) loads.
+            import gc
+
+            import torch
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    @contextlib.contextmanager
+    def server():
+        command = api_server_command(sys.executable, str(args.model), levers, weights == 'fp8', args.port, args.tp,
+                                     args.executor)
+        log_path = args.out / f'api_server_{weights}.log'
+        print(f'# {quote(command)}  (log: {log_path})', file=sys.stderr, flush=True)
+        with log_path.open('w') as log:
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            base_url = f'http://127.0.0.1:{args.port}/v1'
+            served = wait_for_server(base_url, proc, args.server_start_s, log_path)
+
+            def client():
+                return make_backend(InferenceParams.model_validate({
+                    'backend': 'openai', 'model': str(args.model), 'inference_timeout_s': 60.0,
+                    'openai': {'base_url': base_url, 'served_model': served}}))
+            yield client, HostSampler(pid=proc.pid)
+        finally:
+            stop_process_group(proc, 20.0)
+
+    return inprocess() if path == 'inprocess' else server()
+
+
+def wait_for_server(base_url: str, proc: subprocess.Popen, bound_s: float, log: Path) -> str:
+    """The served model's name once the server answers /v1/models; RuntimeError with its log's tail if it
+    exits or stays silent for bound_s."""
+    import urllib.error
+    import urllib.request
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f'api_server exited with {proc.returncode}: ' + log.read_text()[-3000:])
+        try:
+            with urllib.request.urlopen(base_url + '/models', timeout=2.0) as reply:
+                return json.loads(reply.read())['data'][0]['id']
+        except (urllib.error.URLError, OSError, KeyError, IndexError, ValueError):
+            time.sleep(1.0)
+    stop_process_group(proc, 10.0)
+    raise RuntimeError(f'api_server not answering after {bound_s:.0f} s: ' + log.read_text()[-3000:])
+
+
+def stop_process_group(proc: subprocess.Popen, bound_s: float) -> None:
+    """SIGINT to the server's process group (its engine workers too), SIGKILL after bound_s."""
+    if proc.poll() is None:
+        with contextlib_suppress():
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=bound_s)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib_suppress():
+        os.killpg(proc.pid, signal.SIGKILL)  # what is left of the group (workers), if anything
+    proc.wait(timeout=10.0)
+
+
+def contextlib_suppress():
+    import contextlib
+    return contextlib.suppress(ProcessLookupError, PermissionError)
+
+
+def fleet_point(make_client, sampler, robots: int, guided: bool, warmup_s: float, measure_s: float,
+                args: argparse.Namespace) -> dict:
+    """One point: `robots` clients in the closed loop; the summary row, with the host's figures over the
+    measuring window."""
+    import threading
+
+    from gpu_fleet import closed_loop, point_row, summarize
+
+    from vln_ros.core.backends.base import BackendError, Request
+    from vln_ros.core.config import ParserParams
+    from vln_ros.core.parser import parse_answer
+
+    clients = [make_client() for _ in range(robots)]
+    frames = robot_keyframes(robots, args.size)
+    _, prompt = keyframe_and_prompt(args.size)
+    limits = ParserParams()
+
+    def call(robot: int, number: int) -> float | None:
+        jpegs = frames[robot]
+        answer = clients[robot].generate(Request(jpegs[number % len(jpegs)], number, prompt, ANSWER_TOKENS, guided,
+                                                 args.size * args.size, ignore_eos=True))
+        parse_answer(answer.text, limits)  # keyframe -> plan, as the node does it
+        return answer.first_token_s
+
+    host: dict = {}
+    timers = [threading.Timer(warmup_s, sampler.start),
+              threading.Timer(warmup_s + measure_s, lambda: host.update(sampler.stop()))]
+    for timer in timers:
+        timer.start()
+    try:
+        exchanges, window = closed_loop(
+            call, robots, warmup_s, measure_s, drain_s=30.0,
+            error_reason=lambda exc: exc.reason if isinstance(exc, BackendError) else type(exc).__name__,
+            on_timeout=lambda: cancel_all(clients))
+    finally:
+        for timer in timers:
+            timer.join()
+        for client in clients:
+            client.close()
+    return point_row(**summarize(exchanges, robots, window), host=host, point_s=measure_s)
+
+
+def cancel_all(clients: list) -> None:
+    for client in clients:
+        client.cancel()
+
+
+def fleet_profile(make_client, sampler, args: argparse.Namespace, results: Results, common: dict) -> None:
+    """torch.profiler over a short closed loop at --profile-robots robots, unguided: GPU kernel time against wall
+    time (CUPTI sees every kernel of the process), top kernels and CPU ops (the table goes to --out)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        row = fleet_point(make_client, sampler, args.profile_robots, False, 1.0, 2.0, args)  # short: big traces
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+
+    def device_us(e) -> float:
+        return getattr(e, 'self_device_time_total', 0.0) or getattr(e, 'self_cuda_time_total', 0.0)
+    kernel_s = sum(device_us(e) for e in events) / 1e6
+    (args.out / f'fleet_profile_{common["weights"]}.txt').write_text(
+        events.table(sort_by='self_cpu_time_total', row_limit=50))
+    results.emit(name='gpu_fleet_profile', robots=args.profile_robots, wall_s=round(wall, 3),
+                 gpu_kernel_s=round(kernel_s, 3), gpu_busy=round(kernel_s / wall, 3),
+                 answers_per_s=row['answers_per_s'], host=row['host'],
+                 top_gpu=[(e.key[:60], round(device_us(e) / 1e3, 1))
+                          for e in sorted(events, key=device_us, reverse=True)[:8]],
+                 top_cpu=[(e.key[:60], round(e.self_cpu_time_total / 1e3, 1))
+                          for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]],
+                 note='profiler on: figures slower than the points', **common)
+
+
+def robot_keyframes(robots: int, size: int, per_robot: int = 3) -> list[list[bytes]]:
+    """Keyframe JPEGs of side `size`, different for every robot and request (no prefix hides an image's cost)."""
+    import cv2
+
+    from vln_ros.harness.frames import scene
+    return [[cv2.imencode('.jpg', scene(1000 + per_robot * robot + i, size, size))[1].tobytes()
+             for i in range(per_robot)] for robot in range(robots)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('what', choices=('check', 'bench', 'levers', 'server'))
+    parser.add_argument('what', choices=('check', 'bench', 'levers', 'server', 'fleet'))
     parser.add_argument('--url', default='http://127.0.0.1:23333/v1', help='server: the OpenAI-compatible API')
     parser.add_argument('--model', type=Path, required=True)
     parser.add_argument('--tp', type=int, default=1)
@@ -426,10 +669,49 @@ def main() -> int:
                         help='levers: engine configurations, each bf16|fp8 with +prefix for prefix caching')
     parser.add_argument('--check-tokens', type=int, default=512, help='max_new_tokens during the check')
     parser.add_argument('--check-s', type=float, default=12.0, help='seconds of keyframes per task in the check')
+    fleet_options = parser.add_argument_group('fleet')
+    fleet_options.add_argument('--quick', action='store_true',
+                               help='a first check: bf16, 1 and 8 robots, 4 s points, both paths')
+    fleet_options.add_argument('--paths', default='inprocess,server', help='inprocess and/or server (api_server)')
+    fleet_options.add_argument('--weights', default='bf16,fp8', help='bf16 and/or fp8, one engine load each')
+    fleet_options.add_argument('--guided', default='no,yes', help='unguided (no) and/or guided (yes) points')
+    fleet_options.add_argument('--robots', default='1,4,8,16,32', help='robots per point')
+    fleet_options.add_argument('--point-s', type=float, default=10.0, help='measuring window of a point [s]')
+    fleet_options.add_argument('--warmup-s', type=float, default=2.0, help='closed loop before the window [s]')
+    fleet_options.add_argument('--size', type=int, default=448, help='keyframe side [px]')
+    fleet_options.add_argument('--max-batch-size', type=int, default=64)
+    fleet_options.add_argument('--cache-max-entry-count', type=float, default=0.8)
+    fleet_options.add_argument('--max-prefill-token-num', type=int, default=8192)
+    fleet_options.add_argument('--prefill-interval', type=int, default=16,
+                               help='decode steps before waiting requests are prefilled anyway (in-process only)')
+    fleet_options.add_argument('--disable-metrics', action='store_true', help="lmdeploy's request metrics off")
+    fleet_options.add_argument('--mp-engine', action='store_true',
+                               help='in-process: the engine in a process of its own (the api_server always does)')
+    fleet_options.add_argument('--profile-robots', type=int, default=0, metavar='N',
+                               help='also a torch.profiler window at N robots (in-process, unguided)')
+    fleet_options.add_argument('--port', type=int, default=23333, help='the api_server started for --paths server')
+    fleet_options.add_argument('--server-start-s', type=float, default=300.0, help='bound on the server start-up')
+    fleet_options.add_argument('--budget-s', type=float, default=450.0,
+                               help='what would not end within this (from the start) is skipped, said so')
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(',')]
+    if args.quick:
+        args.weights, args.robots, args.point_s, args.warmup_s = 'bf16', '1,8', 4.0, 1.0
+    args.paths = fleet_choices('--paths', args.paths, ('inprocess', 'server'))
+    args.weights = fleet_choices('--weights', args.weights, ('bf16', 'fp8'))
+    args.guided = [g == 'yes' for g in fleet_choices('--guided', args.guided, ('no', 'yes'))]
+    args.robots = [int(n) for n in args.robots.split(',')]
     results = Results(args.out)
-    return {'check': check, 'bench': bench, 'levers': levers, 'server': server}[args.what](args, results)
+    return {'check': check, 'bench': bench, 'levers': levers, 'server': server,
+            'fleet': fleet}[args.what](args, results)
+
+
+def fleet_choices(option: str, value: str, allowed: tuple[str, ...]) -> list[str]:
+    chosen = [v for v in value.split(',') if v]
+    bad = [v for v in chosen if v not in allowed]
+    if bad or not chosen:
+        raise SystemExit(f'{option} {value!r}: each of {", ".join(allowed)}')
+    return chosen
 
 
 if __name__ == '__main__':  # lmdeploy's start-up spawns processes that import this module

@@ -169,7 +169,7 @@ TOP: dict[str, str] = {
     'docs': 'these pages and their pictures (images/)',
     'models': 'how to get the Qwen3-VL weights, and random-weight models for GPU tests',
     'tools': 'install.sh, pinned requirements and constraints, gen_docs.py (make docs), gpu/ (GPU machines)',
-    'bench': 'make bench, make gpu-check and gpu-bench',
+    'bench': 'make bench, make gpu-check, gpu-bench and gpu-fleet',
     'test': 'the suite (make test); test/data holds the video clip (CC BY 4.0, see its README)',
     '.ci': 'what CI runs: make test on a clean checkout',
     'Makefile': 'make demo, test, eval, bench, docs, lint, gpu-*',

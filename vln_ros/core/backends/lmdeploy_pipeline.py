@@ -22,6 +22,7 @@ API facts this relies on (lmdeploy 0.18; shared/GPU.md and the lmdeploy source):
 """
 from __future__ import annotations
 
+import copy
 import io
 import multiprocessing
 import threading
@@ -127,7 +128,10 @@ def check_model_path(model: str) -> None:
 
 
 class LmdeployBackend(Backend):
-    def __init__(self, section: LmdeployParams, params: InferenceParams) -> None:
+    def __init__(self, section: LmdeployParams, params: InferenceParams,
+                 engine_extra: dict[str, Any] | None = None) -> None:
+        """engine_extra: more engine-config fields (e.g. max_prefill_token_num, prefill_interval) that are not
+        node parameters; the GPU fleet benchmark tries them as levers (bench/gpu.py fleet)."""
         try:
             import lmdeploy
         except ImportError:
@@ -135,10 +139,11 @@ class LmdeployBackend(Backend):
         check_model_path(params.model)
         self._params = section
         self._lmdeploy = lmdeploy
+        self._owns_engine = True
         config_type = (lmdeploy.PytorchEngineConfig if engine_kind(self._params) == 'pytorch'
                        else lmdeploy.TurbomindEngineConfig)
         try:
-            config = config_type(**engine_config_kwargs(self._params))
+            config = config_type(**engine_config_kwargs(self._params), **(engine_extra or {}))
         except TypeError as exc:  # a field this lmdeploy version does not know
             raise StartupError(f'lmdeploy {lmdeploy.__version__} rejects the engine config: {exc}') from None
         self.model_name = Path(params.model).name or params.model
@@ -196,7 +201,20 @@ class LmdeployBackend(Backend):
             except Exception:  # the request may have ended meanwhile; the flag covers the rest
                 pass
 
+    def client(self) -> LmdeployBackend:
+        """Another client of this backend's engine, with its own request in flight and its own cancel: one per
+        robot when several robots share one engine (lmdeploy batches their requests). Its close() leaves the
+        engine to this backend's."""
+        other = copy.copy(self)
+        other._lock = threading.Lock()
+        other._session = None
+        other._cancelled = False
+        other._owns_engine = False
+        return other
+
     def close(self) -> None:
+        if not self._owns_engine:
+            return
         closer = threading.Thread(target=self._pipe.close, name='lmdeploy_close', daemon=True)
         closer.start()
         closer.join(self._params.shutdown_timeout_s)
