@@ -159,7 +159,8 @@ def test_instruction_plans_estop_release_and_stop_from_the_page(stack, browser, 
     assert command(browser, 'release', 'release_estop', confirm=True)['ok']  # release asks first
     assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is False, 5.0)
     assert wait_for(lambda: not browser.find_element('id', 'release').is_enabled(), 5.0)
-    assert command(browser, 'stop-task', 'stop_task')['ok']
+    stopped = command(browser, 'stop-task', 'stop_task')
+    assert stopped['ok'], stopped
     assert wait_for(lambda: 'stopped' in browser.find_element('id', 'state').text, 10.0)
     hand_back_control(browser)
 
@@ -178,7 +179,8 @@ def test_closing_the_page_that_holds_control_stops_the_robot(stack, browser):
     assert not moving_now(stack)
     page(browser, stack)
     take_control(browser)  # releases it
-    assert command(browser, 'stop-task', 'stop_task')['ok']
+    stopped = command(browser, 'stop-task', 'stop_task')
+    assert stopped['ok'], stopped
     hand_back_control(browser)
 
 
@@ -216,7 +218,8 @@ def test_a_huge_instruction_is_refused_and_markup_is_shown_inert(stack, browser)
     time.sleep(0.5)
     assert not js(browser, 'return !!window.pwned')
     assert browser.find_elements('id', 'injected') == []
-    assert command(browser, 'stop-task', 'stop_task')['ok']
+    stopped = command(browser, 'stop-task', 'stop_task')
+    assert stopped['ok'], stopped
     hand_back_control(browser)
 
 
@@ -255,7 +258,8 @@ def test_task_events_stay_in_the_history_while_plans_come(stack, browser):
     events = browser.find_element('id', 'events').text
     assert 'active' in events and INSTRUCTION in events, events
     assert len(browser.find_elements('css selector', '#plans li')) == plans_kept
-    assert command(browser, 'stop-task', 'stop_task')['ok']
+    stopped = command(browser, 'stop-task', 'stop_task')
+    assert stopped['ok'], stopped
     hand_back_control(browser)
 
 

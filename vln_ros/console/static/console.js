@@ -23,6 +23,8 @@
   };
 
   let worker = null;       // socket.worker.js: owns the WebSocket and sends the heartbeats
+  let ready = false;       // the page's elements exist (this script runs in <head>, before them)
+  const early = [];        // what the worker said before that
   let open = false;
   let backoffMs = 500;
   let heartbeating = false;
@@ -45,15 +47,21 @@
     url.search = token ? '?token=' + encodeURIComponent(token) : '';
     url.hash = '';
     worker = new Worker(url.toString());
-    worker.onmessage = (e) => {
-      const m = e.data || {};
-      if (m.ev === 'text') onText(m.data);
-      else if (m.ev === 'binary') onImage(m.data);
-      else if (m.ev === 'open') onOpen();
-      else if (m.ev === 'close') onClose(m);
-    };
+    worker.onmessage = (e) => { if (ready) fromWorker(e.data || {}); else early.push(e.data || {}); };
     worker.onerror = (e) => setConnection('disconnected', `socket worker failed: ${e.message || e}`);
     setInterval(() => worker.postMessage({ op: 'alive' }), MAIN_ALIVE_MS);
+    // A hidden tab stops the heartbeats (control lost, e-stop), as when the browser slowed this thread's
+    // timers: the page holding control must stay in front.
+    const visibility = () => worker.postMessage({ op: 'visible', on: !document.hidden });
+    document.addEventListener('visibilitychange', visibility);
+    visibility();
+  }
+
+  function fromWorker(m) {
+    if (m.ev === 'text') onText(m.data);
+    else if (m.ev === 'binary') onImage(m.data);
+    else if (m.ev === 'open') onOpen();
+    else if (m.ev === 'close') onClose(m);
   }
 
   function connect() {
@@ -116,7 +124,15 @@
       case 'guard': onGuard(msg); break;
       default: break;
     }
-    refreshAges();
+    scheduleRefresh();
+  }
+
+  // Ages once per frame, however many messages came (a burst on connect: the first image waited behind them).
+  let refreshPending = false;
+  function scheduleRefresh() {
+    if (refreshPending) return;
+    refreshPending = true;
+    requestAnimationFrame(() => { refreshPending = false; refreshAges(); });
   }
 
   function onHello(msg) {
@@ -390,6 +406,7 @@
 
   function setConnection(state, text) {
     const el = $('connection');
+    if (!el) return;   // before the page's elements exist: init() shows the state
     el.textContent = text;
     el.dataset.state = state;
     el.classList.toggle('good', state === 'connected');
@@ -471,6 +488,7 @@
 
   // -- the controls ----------------------------------------------------------------------------------------
   function init() {
+    ready = true;
     $('estop').addEventListener('click', (ev) => {
       vc.estopClickedAt = Date.now() / 1000;  // the click, for the e-stop -> zero cmd_vel benchmark
       send({ type: 'estop' });
@@ -497,11 +515,15 @@
     setInterval(showImageAge, 250);
     setInterval(refreshAges, 250);
     drawPlan([]);
-    startWorker();
+    setConnection(open ? 'connected' : 'connecting', open ? 'connected' : 'connecting…');
     updateButtons();
-    connect();
+    early.splice(0).forEach(fromWorker);
   }
 
+  // The socket first, from <head>: the worker's start-up and the connection overlap the page's parsing and
+  // first layout (the first image waited for them: console_first_image_s).
+  startWorker();
+  connect();
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
   else init();
 })();

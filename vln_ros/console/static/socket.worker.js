@@ -2,10 +2,11 @@
 // thread's own timer, so a stall of the page's main thread (a huge paste laid out, a slow phone, a long
 // garbage collection) cannot stop it. A page that is really frozen must still lose control: the main thread
 // says it is alive every MAIN_ALIVE_MS, and heartbeats stop once it has been silent for MAIN_STALL_LIMIT_MS
-// (then the server's heartbeat_timeout_s runs out: control lost, e-stop, as for a closed page).
+// (then the server's heartbeat_timeout_s runs out: control lost, e-stop, as for a closed page). A hidden page
+// sends none either (the page holding control must stay in front, as before the worker).
 //
 // From the page: {op: 'connect', url} | {op: 'send', text} | {op: 'heartbeat', on, periodMs} |
-//                {op: 'close', code, reason} | {op: 'alive'} (any message counts as alive).
+//                {op: 'visible', on} | {op: 'close', code, reason} | {op: 'alive'} (any message counts).
 // To the page:   {ev: 'open'} | {ev: 'text', data} | {ev: 'binary', data} (the buffer is transferred) |
 //                {ev: 'close', code, reason}.
 'use strict';
@@ -14,6 +15,7 @@ const MAIN_STALL_LIMIT_MS = 5000;
 let ws = null;
 let heartbeatTimer = null;
 let mainSeenAt = performance.now();
+let visible = true;
 
 function stopHeartbeat() {
   if (heartbeatTimer !== null) clearInterval(heartbeatTimer);
@@ -53,10 +55,11 @@ onmessage = (e) => {
       stopHeartbeat();
       if (m.on) {
         heartbeatTimer = setInterval(() => {
-          if (performance.now() - mainSeenAt <= MAIN_STALL_LIMIT_MS) send('{"type":"heartbeat"}');
+          if (visible && performance.now() - mainSeenAt <= MAIN_STALL_LIMIT_MS) send('{"type":"heartbeat"}');
         }, Math.max(20, Number(m.periodMs) || 200));
       }
       break;
+    case 'visible': visible = !!m.on; break;
     case 'close': if (ws) ws.close(m.code || 1000, m.reason || ''); break;
     default: break;
   }
