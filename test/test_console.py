@@ -248,6 +248,16 @@ def test_a_stalled_page_keeps_control_because_its_heartbeat_comes_from_a_worker(
     hand_back_control(browser)
 
 
+def test_a_page_frozen_for_longer_than_the_workers_limit_loses_control_and_stops_the_robot(stack, browser):
+    """A main thread silent past the socket worker's 5 s limit: its heartbeats stop, the dead-man acts."""
+    page(browser, stack)
+    take_control(browser)
+    js(browser, 'const t = performance.now(); while (performance.now() - t < 6500) {}')
+    assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is True, 5.0)
+    assert js(browser, 'return window.vlnConsole.hasControl') is False
+    assert any('control lost' in r.get('message', '') for r in js(browser, 'return window.vlnConsole.replies'))
+
+
 def test_task_events_stay_in_the_history_while_plans_come(stack, browser):
     page(browser, stack)
     take_control(browser)
