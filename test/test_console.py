@@ -98,6 +98,12 @@ def take_control(browser) -> None:
         assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is False, 5.0)
 
 
+def end_task(browser) -> None:
+    """Stop the task, or find it ended already (the demo's recorded answers say arrived at the red door)."""
+    reply = command(browser, 'stop-task', 'stop_task')
+    assert reply['ok'] or reply['message'].startswith('no running task to stop'), reply
+
+
 def hand_back_control(browser) -> None:
     """Give control up (no e-stop), as an operator leaving on purpose does."""
     assert command(browser, 'release-control', 'release_control')['ok']
@@ -179,8 +185,7 @@ def test_closing_the_page_that_holds_control_stops_the_robot(stack, browser):
     assert not moving_now(stack)
     page(browser, stack)
     take_control(browser)  # releases it
-    stopped = command(browser, 'stop-task', 'stop_task')
-    assert stopped['ok'], stopped
+    end_task(browser)
     hand_back_control(browser)
 
 
@@ -218,8 +223,7 @@ def test_a_huge_instruction_is_refused_and_markup_is_shown_inert(stack, browser)
     time.sleep(0.5)
     assert not js(browser, 'return !!window.pwned')
     assert browser.find_elements('id', 'injected') == []
-    stopped = command(browser, 'stop-task', 'stop_task')
-    assert stopped['ok'], stopped
+    end_task(browser)
     hand_back_control(browser)
 
 
@@ -268,8 +272,7 @@ def test_task_events_stay_in_the_history_while_plans_come(stack, browser):
     events = browser.find_element('id', 'events').text
     assert 'active' in events and INSTRUCTION in events, events
     assert len(browser.find_elements('css selector', '#plans li')) == plans_kept
-    stopped = command(browser, 'stop-task', 'stop_task')
-    assert stopped['ok'], stopped
+    end_task(browser)
     hand_back_control(browser)
 
 
