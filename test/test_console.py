@@ -101,6 +101,12 @@ def take_control(browser) -> None:
         assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is False, 5.0)
 
 
+def end_task(browser) -> None:
+    """Stop the task, or find it ended already (the demo's recorded answers say arrived at the red door)."""
+    reply = command(browser, 'stop-task', 'stop_task')
+    assert reply['ok'] or reply['message'].startswith('no running task to stop'), reply
+
+
 def hand_back_control(browser) -> None:
     """Give control up (no e-stop), as an operator leaving on purpose does."""
     assert command(browser, 'release-control', 'release_control')['ok']
@@ -143,6 +149,7 @@ def test_instruction_plans_estop_release_and_stop_from_the_page(stack, browser, 
     page(browser, stack)
     assert wait_for(lambda: js(browser, 'return window.vlnConsole.imagesShown') > 0, 15.0), 'no image shown'
     take_control(browser)
+    assert not browser.find_element('id', 'release').is_enabled(), 'Release e-stop enabled with nothing engaged'
     before = js(browser, 'return window.vlnConsole.planCount')
     reply = send_instruction(browser, INSTRUCTION)
     assert reply['ok'], reply
@@ -157,9 +164,12 @@ def test_instruction_plans_estop_release_and_stop_from_the_page(stack, browser, 
     assert zero_after(stack, t0) - t0 <= ESTOP_BOUND_S
     assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is True, 5.0)
 
+    assert wait_for(lambda: browser.find_element('id', 'release').is_enabled(), 5.0)   # engaged: now it may
     assert command(browser, 'release', 'release_estop', confirm=True)['ok']  # release asks first
     assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is False, 5.0)
-    assert command(browser, 'stop-task', 'stop_task')['ok']
+    assert wait_for(lambda: not browser.find_element('id', 'release').is_enabled(), 5.0)
+    stopped = command(browser, 'stop-task', 'stop_task')
+    assert stopped['ok'], stopped
     assert wait_for(lambda: 'stopped' in browser.find_element('id', 'state').text, 10.0)
     hand_back_control(browser)
 
@@ -178,7 +188,7 @@ def test_closing_the_page_that_holds_control_stops_the_robot(stack, browser):
     assert not moving_now(stack)
     page(browser, stack)
     take_control(browser)  # releases it
-    assert command(browser, 'stop-task', 'stop_task')['ok']
+    end_task(browser)
     hand_back_control(browser)
 
 
@@ -287,7 +297,7 @@ def test_a_huge_instruction_is_refused_and_markup_is_shown_inert(stack, browser)
     time.sleep(0.5)
     assert not js(browser, 'return !!window.pwned')
     assert browser.find_elements('id', 'injected') == []
-    assert command(browser, 'stop-task', 'stop_task')['ok']
+    end_task(browser)
     hand_back_control(browser)
 
 
@@ -299,3 +309,91 @@ def test_the_phone_layout_shows_the_image_and_the_controls(stack, phone_browser,
     for element_id in ('image', 'estop', 'instruction', 'send'):
         assert phone_browser.find_element('id', element_id).is_displayed(), element_id
     screenshot(phone_browser, 'console_phone.png', tmp_path)
+
+
+def test_a_stalled_page_keeps_control_because_its_heartbeat_comes_from_a_worker(stack, browser):
+    """The page's main thread busy for four heartbeat timeouts (what laying out a huge paste did under load):
+    the Web Worker that owns the socket keeps heartbeating, so control is not lost and nothing stops."""
+    page(browser, stack)
+    take_control(browser)
+    js(browser, 'window.vlnConsole.replies.length = 0')
+    js(browser, 'const t = performance.now(); while (performance.now() - t < 2000) {}')   # heartbeat_timeout_s 0.5
+    time.sleep(0.5)   # replies the stall would have caused come in now
+    lost = [r for r in js(browser, 'return window.vlnConsole.replies') if 'control lost' in r.get('message', '')]
+    assert lost == []
+    assert js(browser, 'return window.vlnConsole.hasControl') is True
+    assert js(browser, 'return window.vlnConsole.estopEngaged') is False
+    hand_back_control(browser)
+
+
+def test_a_page_frozen_for_longer_than_the_workers_limit_loses_control_and_stops_the_robot(stack, browser):
+    """A main thread silent past the socket worker's 5 s limit: its heartbeats stop, the dead-man acts."""
+    page(browser, stack)
+    take_control(browser)
+    js(browser, 'const t = performance.now(); while (performance.now() - t < 6500) {}')
+    assert wait_for(lambda: js(browser, 'return window.vlnConsole.estopEngaged') is True, 5.0)
+    assert js(browser, 'return window.vlnConsole.hasControl') is False
+    assert any('control lost' in r.get('message', '') for r in js(browser, 'return window.vlnConsole.replies'))
+
+
+def test_task_events_stay_in_the_history_while_plans_come(stack, browser):
+    page(browser, stack)
+    take_control(browser)
+    before = js(browser, 'return window.vlnConsole.planCount')
+    assert send_instruction(browser, INSTRUCTION)['ok']
+    plans_kept = 10
+    assert wait_for(lambda: js(browser, 'return window.vlnConsole.planCount') > before + plans_kept, 60.0)
+    events = browser.find_element('id', 'events').text
+    assert 'active' in events and INSTRUCTION in events, events
+    assert len(browser.find_elements('css selector', '#plans li')) == plans_kept
+    end_task(browser)
+    hand_back_control(browser)
+
+
+def test_the_guard_state_is_shown_and_greys_when_unheard_for_two_periods(stack, browser):
+    """A GuardStatus (what controller_node publishes with guard.enabled; off in the demo, so this test's is the
+    only one): its action, nearest obstacle and source on the page, then stale past 2 x its 1 s period."""
+    from vln_ros import interface as ri
+    from vln_ros.msg import GuardStatus
+
+    page(browser, stack)
+    publisher = stack.observer.node.create_publisher(GuardStatus, ri.GUARD_STATUS, ri.GUARD_STATUS_QOS)
+    try:
+        publisher.publish(GuardStatus(action='stop', nearest_m=0.42, bearing_rad=0.1, source='laser',
+                                      reason='laser: obstacle in the stop zone', scale=0.0))
+        guard = browser.find_element('id', 'guard')
+        assert wait_for(lambda: 'stop' in guard.text and 'nearest 0.42 m' in guard.text and 'laser' in guard.text,
+                        10.0), guard.text
+        heard = time.monotonic()
+        assert wait_for(lambda: guard.get_attribute('data-stale') == 'true', 5.0), guard.text
+        assert time.monotonic() - heard >= 1.0, 'stale before twice its period could have passed'
+        assert 'stale (' in guard.text
+    finally:
+        stack.observer.node.destroy_publisher(publisher)
+
+
+def test_a_killed_node_turns_stale_and_a_page_without_its_socket_greys_everything(stack, browser):
+    """Last in this file: it kills inference_node, then console_node."""
+    page(browser, stack)
+    health = browser.find_element('id', 'health')
+    assert wait_for(lambda: 'ok · /inference_node' in health.text or 'warn · /inference_node' in health.text, 15.0), \
+        health.text
+    assert js(browser, 'return window.vlnConsole.stale.task') is False
+    killed = stack.kill('inference_node')
+    state = browser.find_element('id', 'state')
+    assert wait_for(lambda: 'stale (' in state.text and 'stale (' in node_line(browser, '/inference_node'), 3.0), \
+        (state.text, health.text, time.time() - killed)
+    assert state.get_attribute('data-stale') == 'true' and 'level-stale' in health.get_attribute('innerHTML')
+
+    stack.kill('console_node')
+    assert wait_for(lambda: js(browser, 'return window.vlnConsole.connected') is False, 5.0)
+    assert wait_for(lambda: 'offline' in browser.find_element('tag name', 'body').get_attribute('class'), 2.0)
+    estop = browser.find_element('id', 'estop-state').text
+    assert 'unknown (not connected' in estop and 'e-stop released' not in estop, estop
+    assert 'not connected' in state.text
+    assert 'ok ·' not in health.text, health.text   # no node shown healthy by a page that hears nothing
+
+
+def node_line(browser, name: str) -> str:
+    return js(browser, 'const li = [...document.querySelectorAll("#health li")]'
+                       '.find((e) => e.dataset.name === arguments[0]); return li ? li.textContent : ""', name)

@@ -425,6 +425,25 @@ def test_state_newest_per_kind_and_initial_state(make_server: Make) -> None:
     asyncio.run(body())
 
 
+def test_state_carries_how_long_the_server_has_held_it_so_the_page_needs_no_clock_of_its_own(
+        make_server: Make) -> None:
+    server, _, url = make_server()
+    server.publish('status', {'state': 'active'})
+    held_s = 0.3
+    time.sleep(held_s)   # the state ages in the server before any page connects
+
+    async def body() -> None:
+        async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(url)) as ws:
+            status = await next_json(ws, lambda m: m['type'] == 'status')
+            assert status['state'] == 'active'
+            assert held_s <= status['age_s'] < held_s + 10.0, status
+            server.publish('status', {'state': 'stopped'})   # a new one is young
+            fresh = await next_json(ws, lambda m: m['type'] == 'status')
+            assert fresh['state'] == 'stopped' and 0.0 <= fresh['age_s'] < status['age_s'], fresh
+
+    asyncio.run(body())
+
+
 # -- control --------------------------------------------------------------------------------------------------
 def test_one_page_holds_control(make_server: Make) -> None:
     server, commands, url = make_server(heartbeat_timeout_s=10.0)

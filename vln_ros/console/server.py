@@ -4,9 +4,11 @@ Routes: GET / (the page), GET /static/<file> (its assets), GET /ws (the WebSocke
 guard of routes.py (token, or loopback host names only; a browser's WebSocket from the same origin only).
 
 To the pages: images as binary frames (8-byte little-endian float64 stamp_s, then the JPEG), state as JSON
-text frames `{"type": kind, ...}`. Each page has its own sender task that sends the newest image (at most
-image_max_hz; images replaced before it could send them are skipped and counted) and the newest message of
-each kind: a slow page never slows the node or the other pages, and memory stays flat.
+text frames `{"type": kind, ..., "age_s": s}` (age_s: how long the server had held that state when it sent it, on
+its own monotonic clock, so a page can age every field without trusting its own clock). Each page has its own
+sender task that sends the newest image (at most image_max_hz; images replaced before it could send them are
+skipped and counted) and the newest message of each kind: a slow page never slows the node or the other pages,
+and memory stays flat.
 
 From the pages (JSON text, messages.py): take_control, release_control, heartbeat, instruction, stop_task,
 estop, release_estop; each command is answered `{"type": "reply", "to": type, "ok": bool, "message": str}`.
@@ -90,6 +92,11 @@ def _dumps(message: dict[str, Any]) -> str:
     return json.dumps(_finite(message), ensure_ascii=False, separators=(',', ':'))
 
 
+def _with_age(text: str, age_s: float) -> str:
+    """The state's JSON object with "age_s" added (text is _dumps of a dict: it ends in '}')."""
+    return f'{text[:-1]},"age_s":{max(0.0, age_s):.3f}}}'
+
+
 @dataclass(eq=False)
 class _Page:
     """One connected page (loop thread only)."""
@@ -128,7 +135,7 @@ class ConsoleServer:
         self._lock = threading.Lock()
         self._image: tuple[int, bytes] | None = None      # (image seq, frame)
         self._image_count = 0
-        self._state: dict[str, tuple[int, str]] = {}       # kind -> (seq, JSON text)
+        self._state: dict[str, tuple[int, str, float]] = {}   # kind -> (seq, JSON text, monotonic receipt s)
         self._seq = 0
         self._wake_pending = False
         self._control = Control(params.heartbeat_timeout_s)   # who holds control (its own lock)
@@ -220,7 +227,7 @@ class ConsoleServer:
         text = _dumps({**data, 'type': kind})
         with self._lock:
             self._seq += 1
-            self._state[kind] = (self._seq, text)
+            self._state[kind] = (self._seq, text, time.monotonic())
         self._wake_pages()
 
     def control_alive(self) -> bool:
@@ -398,12 +405,12 @@ class ConsoleServer:
                 while page.private:
                     await ws.send_str(page.private.pop(next(iter(page.private))))
                 with self._lock:
-                    fresh = sorted((seq, kind, text) for kind, (seq, text) in self._state.items()
-                                   if seq > page.state_seq.get(kind, 0))
+                    fresh = sorted((seq, kind, text, received_s) for kind, (seq, text, received_s)
+                                   in self._state.items() if seq > page.state_seq.get(kind, 0))
                     image = self._image
-                for seq, kind, text in fresh:
+                for seq, kind, text, received_s in fresh:
                     page.state_seq[kind] = seq
-                    await ws.send_str(text)
+                    await ws.send_str(_with_age(text, time.monotonic() - received_s))
                 wait_s: float | None = None
                 if image is not None and image[0] > page.image_seq:
                     now = time.monotonic()

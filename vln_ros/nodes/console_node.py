@@ -5,8 +5,9 @@ The web server (vln_ros/console/server.py, ROS-free) runs on its own asyncio thr
 topics into what the pages show and the pages' commands into services and topics:
 - in: keyframes (JPEG, sent on as they are, with their capture stamp), plans, task status, cmd_vel, the
   controller's status (vln/controller_status, latched: the e-stop and the controller's mode, stop reason, plan
-  age and limits in force), /diagnostics (a health line per node, for humans); the controller's velocity
-  limits once, from its parameter service;
+  age and limits in force), the collision guard's state (vln/guard_status), /diagnostics (a health line per
+  node with its age and period, for humans); the controller's velocity limits once, from its parameter service.
+  Whatever comes at a known period says so (period_s): the page greys it when unheard for twice that;
 - out: vln/set_task, vln/stop_task, vln/release_estop (services, called from the server's worker thread),
   and vln/estop: `true` on the e-stop button and when the page holding control goes away (no heartbeat for
   heartbeat_timeout_s, or its socket closed); `false` at 5 Hz while this node is alive (the console's
@@ -37,7 +38,7 @@ from vln_ros.console.server import ConsoleServer
 from vln_ros.core.config import ConsoleParams, StartupError
 from vln_ros.core.control import ESTOP_STILL_ASSERTED
 from vln_ros.core.limits import VelocityLimits
-from vln_ros.msg import ControllerStatus, TaskStatus, WaypointArray
+from vln_ros.msg import ControllerStatus, GuardStatus, TaskStatus, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.nodes.parameters import declare_params
@@ -52,6 +53,10 @@ HEARTBEAT_PERIOD_S = 0.2     # vln/estop false while this node is alive (not aft
 SERVICE_TIMEOUT_S = 3.0      # a command the page waits for
 CMD_TO_PAGES_PERIOD_S = 0.1  # cmd_vel comes at 50 Hz; the pages' velocity bars need 10 (CPU: the 5 % budget)
 LEVEL_NAMES = {0: 'ok', 1: 'warn', 2: 'error', 3: 'stale'}
+DIAGNOSTICS_PERIOD_S = 1.0   # a node's period until two of its messages have come (every node's default)
+PERIOD_SAMPLES = 4           # a node's period: the longest of its last intervals (an extra message never shortens it)
+GUARD_STATUS_PERIOD_S = 1.0  # controller_node publishes vln/guard_status on change and at 1 Hz
+ESTOP_PERIOD_S = 1.0         # controller_node publishes vln/controller_status on change and at 1 Hz
 
 
 def _level(value: Any) -> int:
@@ -62,14 +67,15 @@ def page_state(msg: ControllerStatus) -> dict[str, dict[str, Any]]:
     """What the pages get of one ControllerStatus, by message kind: `estop` as before (engaged, reason: 'released',
     'estop' or 'estop_deadman'), and every field of the message under `controller_status`."""
     return {
-        'estop': {'engaged': bool(msg.estop_engaged), 'reason': msg.estop_reason or 'released'},
+        'estop': {'engaged': bool(msg.estop_engaged), 'reason': msg.estop_reason or 'released',
+                  'period_s': ESTOP_PERIOD_S},
         'controller_status': {
             'mode': msg.mode, 'estop_engaged': bool(msg.estop_engaged), 'estop_reason': msg.estop_reason,
             'estop_asserted': bool(msg.estop_asserted), 'stop_reason': msg.stop_reason,
             'plan_age_s': float(msg.plan_age_s), 'stamp_s': stamp_seconds(msg.header.stamp),
             'limits': {'max_linear_x': float(msg.max_linear_x), 'max_linear_y': float(msg.max_linear_y),
                        'max_angular_z': float(msg.max_angular_z)},
-            'estop_timeout_s': float(msg.estop_timeout_s)}}
+            'estop_timeout_s': float(msg.estop_timeout_s), 'period_s': ESTOP_PERIOD_S}}
 
 
 class ConsoleNode(Node):
@@ -84,6 +90,7 @@ class ConsoleNode(Node):
         self._release: Client[Any, Any] = self.create_client(Trigger, interface.RELEASE_ESTOP)
         self._get_limits: Client[Any, Any] = self.create_client(GetParameters, 'controller_node/get_parameters')
         self._health: dict[str, dict[str, Any]] = {}
+        self._heard: dict[str, tuple[float, list[float]]] = {}   # node -> (monotonic receipt s, last intervals)
         self._limits_known = False
         self._heartbeats = 0
         self._cmd_sent_s = 0.0
@@ -100,6 +107,7 @@ class ConsoleNode(Node):
                                  interface.CONTROLLER_STATUS_QOS)
         self.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diagnostics,
                                  interface.DIAGNOSTICS_QOS)
+        self.create_subscription(GuardStatus, interface.GUARD_STATUS, self._on_guard, interface.GUARD_STATUS_QOS)
 
         self._server = ConsoleServer(p, self, self._log)
         try:
@@ -141,19 +149,41 @@ class ConsoleNode(Node):
             return
         self._cmd_sent_s = now
         self._server.publish('cmd', {'vx': msg.linear.x, 'vy': msg.linear.y, 'wz': msg.angular.z,
-                                     'stamp_s': self.get_clock().now().nanoseconds * 1e-9})
+                                     'stamp_s': self.get_clock().now().nanoseconds * 1e-9,
+                                     'period_s': CMD_TO_PAGES_PERIOD_S})
+
+    def _on_guard(self, msg: GuardStatus) -> None:
+        self._server.publish('guard', {'action': msg.action, 'nearest_m': float(msg.nearest_m),
+                                       'bearing_rad': float(msg.bearing_rad), 'source': msg.source,
+                                       'reason': msg.reason[:200], 'scale': float(msg.scale),
+                                       'period_s': GUARD_STATUS_PERIOD_S})
 
     def _on_controller_status(self, msg: ControllerStatus) -> None:
         for kind, data in page_state(msg).items():
             self._server.publish(kind, data)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        now = time.monotonic()
         for status in msg.status:
             if status.name == self.get_fully_qualified_name():
                 continue
             self._health[status.name] = {'name': status.name, 'level': _level(status.level),
                                          'message': status.message[:200]}
-        self._server.publish('health', {'nodes': sorted(self._health.values(), key=lambda n: n['name'])})
+            last_s, intervals = self._heard.get(status.name, (None, []))
+            if last_s is not None:
+                intervals = [*intervals, now - last_s][-PERIOD_SAMPLES:]
+            self._heard[status.name] = (now, intervals)
+        self._server.publish('health', {'nodes': self._health_now(now)})
+
+    def _health_now(self, now_s: float) -> list[dict[str, Any]]:
+        """Every node heard from, with how long ago (age_s) and how often it speaks (period_s): a node that
+        died stays in the list and ages, while the others' messages keep the list coming."""
+        nodes = []
+        for name, entry in sorted(self._health.items()):
+            last_s, intervals = self._heard[name]
+            nodes.append({**entry, 'age_s': now_s - last_s,
+                          'period_s': max(intervals) if intervals else DIAGNOSTICS_PERIOD_S})
+        return nodes
 
     def _fetch_limits(self) -> None:
         """The controller's velocity limits, from its parameter service (retried until it answers)."""

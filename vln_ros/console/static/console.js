@@ -12,22 +12,30 @@
     history.replaceState(history.state, '', clean.pathname + clean.search + clean.hash);
   }
   const LEVELS = ['ok', 'warn', 'error', 'stale'];
-  const HISTORY_MAX = 10;
+  const EVENTS_MAX = 50;      // task events (set, switched, stopped, failed): kept apart from the plans
+  const PLANS_MAX = 10;       // one entry per plan: they come every second or so
+  const STALE_FLOOR_S = 0.5;  // a field is stale past twice its period, and never sooner (jitter, not silence)
+  const MAIN_ALIVE_MS = 250;  // tells the socket worker this thread runs (it stops heartbeats if not)
+  const nowS = () => performance.now() / 1000;   // the page's monotonic clock: ages never use Date.now()
 
   // What arrived and what was shown, for browser tests and curious operators (times: seconds since the epoch).
   const vc = window.vlnConsole = {
     connected: false, connects: 0, page: null,
     imagesReceived: 0, imagesShown: 0, imagesDroppedInPage: 0,
     lastImageStamp: null, lastImageShownAt: null, lastImageLatencyS: null, firstImageShownAt: null,
-    planCount: 0, statusCount: 0, kinds: {}, last: {}, replies: [],
+    planCount: 0, statusCount: 0, kinds: {}, last: {}, replies: [], stale: {},
     hasControl: false, controlHeld: false, viewers: 0, estopEngaged: null, estopClickedAt: null,
     send: (msg) => send(msg),
   };
 
-  let ws = null;
+  let worker = null;       // socket.worker.js: owns the WebSocket and sends the heartbeats
+  let ready = false;       // the page's elements exist (this script runs in <head>, before them)
+  const early = [];        // what the worker said before that
+  let open = false;
   let backoffMs = 500;
-  let heartbeatTimer = null;
+  let heartbeating = false;
   let heartbeatMs = 200;
+  const heardAt = {};      // kind -> when the server received it, on nowS()'s clock (its age_s subtracted)
   let limits = null;
   let lastTask = { state: null, taskId: null };
 
@@ -40,52 +48,64 @@
     return url.toString();
   }
 
+  function startWorker() {
+    const url = new URL('static/socket.worker.js', location.href);
+    url.search = '';   // [token] the cookie authenticates the worker's script, as the page's assets
+    url.hash = '';
+    worker = new Worker(url.toString());
+    worker.onmessage = (e) => { if (ready) fromWorker(e.data || {}); else early.push(e.data || {}); };
+    worker.onerror = (e) => setConnection('disconnected', `socket worker failed: ${e.message || e}`);
+    setInterval(() => worker.postMessage({ op: 'alive' }), MAIN_ALIVE_MS);
+    // A hidden tab stops the heartbeats (control lost, e-stop), as when the browser slowed this thread's
+    // timers: the page holding control must stay in front.
+    const visibility = () => worker.postMessage({ op: 'visible', on: !document.hidden });
+    document.addEventListener('visibilitychange', visibility);
+    visibility();
+  }
+
+  function fromWorker(m) {
+    if (m.ev === 'text') onText(m.data);
+    else if (m.ev === 'binary') onImage(m.data);
+    else if (m.ev === 'open') onOpen();
+    else if (m.ev === 'close') onClose(m);
+  }
+
   function connect() {
     setConnection('connecting', 'connecting…');
-    let sock;
-    try {
-      sock = new WebSocket(socketUrl());
-    } catch (err) {
-      scheduleReconnect(String(err));
-      return;
-    }
-    sock.binaryType = 'arraybuffer';
-    ws = sock;
-    sock.onopen = () => {
-      backoffMs = 500;
-      vc.connected = true;
-      vc.connects += 1;
-      setConnection('connected', 'connected');
-      updateButtons();
-    };
-    sock.onmessage = (ev) => {
-      if (typeof ev.data === 'string') onText(ev.data);
-      else onImage(ev.data);
-    };
-    sock.onclose = (ev) => {
-      if (ws !== sock) return;
-      ws = null;
-      vc.connected = false;
-      setControl(false, false);
-      scheduleReconnect(ev.reason || (ev.code === 1006 ? 'connection lost' : 'closed ' + ev.code));
-    };
-    sock.onerror = () => { /* onclose follows */ };
+    worker.postMessage({ op: 'connect', url: socketUrl() });
+  }
+
+  function onOpen() {
+    open = true;
+    backoffMs = 500;
+    vc.connected = true;
+    vc.connects += 1;
+    setConnection('connected', 'connected');
+    refreshAges();
+  }
+
+  function onClose(ev) {
+    open = false;
+    vc.connected = false;
+    setControl(false, false);
+    scheduleReconnect(ev.reason || (ev.code === 1006 ? 'connection lost' : 'closed ' + ev.code));
   }
 
   function scheduleReconnect(why) {
     const delay = Math.min(backoffMs, 5000) * (0.8 + 0.4 * Math.random());
     backoffMs = Math.min(backoffMs * 2, 5000);
-    setConnection('disconnected', `disconnected (${why}); retry in ${(delay / 1000).toFixed(1)} s — e-stop unavailable from this page`);
+    setConnection('disconnected', `disconnected (${why}); retry in ${(delay / 1000).toFixed(1)} s — nothing shown is current; e-stop unavailable from this page`);
     updateButtons();
+    refreshAges();
     setTimeout(connect, delay);
   }
 
   function send(msg) {
-    if (!ws || ws.readyState !== WebSocket.OPEN) {
+    if (!open) {
       showReply({ to: msg.type, ok: false, message: 'not connected' });
       return false;
     }
-    ws.send(JSON.stringify(msg));
+    worker.postMessage({ op: 'send', text: JSON.stringify(msg) });
     return true;
   }
 
@@ -96,6 +116,7 @@
     if (!msg || typeof msg.type !== 'string') return;
     vc.kinds[msg.type] = (vc.kinds[msg.type] || 0) + 1;
     vc.last[msg.type] = msg;
+    if (typeof msg.age_s === 'number') heardAt[msg.type] = nowS() - msg.age_s;
     switch (msg.type) {
       case 'hello': onHello(msg); break;
       case 'control': setControl(!!msg.mine, !!msg.held, msg.viewers); break;
@@ -106,8 +127,18 @@
       case 'limits': limits = msg; showLimits(); break;
       case 'health': onHealth(msg); break;
       case 'estop': onEstop(msg); break;
+      case 'guard': onGuard(msg); break;
       default: break;
     }
+    scheduleRefresh();
+  }
+
+  // Ages once per frame, however many messages came (a burst on connect: the first image waited behind them).
+  let refreshPending = false;
+  function scheduleRefresh() {
+    if (refreshPending) return;
+    refreshPending = true;
+    requestAnimationFrame(() => { refreshPending = false; refreshAges(); });
   }
 
   function onHello(msg) {
@@ -185,18 +216,19 @@
     $('task-instruction').textContent = str(msg.instruction) || '–';
     $('latency').textContent = typeof msg.latency_s === 'number' ? `${(msg.latency_s * 1000).toFixed(0)} ms keyframe → plan` : '–';
     drawPlan(Array.isArray(msg.waypoints) ? msg.waypoints : []);
-    addHistory('plan', `plan: ${str(msg.action) || '(no action)'}${msg.stop ? ' — stop' : ''}`);
+    addHistory('plans', PLANS_MAX, `${str(msg.action) || '(no action)'}${msg.stop ? ' — stop' : ''}`);
   }
 
   function onStatus(msg) {
     vc.statusCount += 1;
     const state = str(msg.state) || '?';
     const el = $('state');
-    el.textContent = state + (msg.reason ? ` — ${str(msg.reason)}` : '');
+    el.dataset.base = state + (msg.reason ? ` — ${str(msg.reason)}` : '');
+    el.textContent = el.dataset.base;
     el.dataset.state = state.toLowerCase();
     if (msg.instruction) $('task-instruction').textContent = str(msg.instruction);
     if (state !== lastTask.state || msg.task_id !== lastTask.taskId) {
-      addHistory('status', `${state}${msg.reason ? ': ' + str(msg.reason) : ''}${msg.instruction ? ' — “' + str(msg.instruction) + '”' : ''}`);
+      addHistory('events', EVENTS_MAX, `${state}${msg.reason ? ': ' + str(msg.reason) : ''}${msg.instruction ? ' — “' + str(msg.instruction) + '”' : ''}`);
       lastTask = { state, taskId: msg.task_id };
     }
   }
@@ -220,30 +252,118 @@
   }
 
   function showLimits() {
-    $('limits').textContent = `limits: vx ±${num(limits.max_linear_x)} m/s, vy ±${num(limits.max_linear_y)} m/s, wz ±${num(limits.max_angular_z)} rad/s`;
+    $('limits').dataset.base = $('limits').textContent = `limits: vx ±${num(limits.max_linear_x)} m/s, vy ±${num(limits.max_linear_y)} m/s, wz ±${num(limits.max_angular_z)} rad/s`;
     if (vc.last.cmd) onCmd(vc.last.cmd);
   }
 
   function onHealth(msg) {
+    renderHealth();
+  }
+
+  // Each node's line ages from the server's receipt of its last /diagnostics (its age_s in the message, plus
+  // how long ago the message came): a node that died stays listed and turns stale past twice its period.
+  function renderHealth() {
+    const msg = vc.last.health;
     const list = $('health');
-    const nodes = Array.isArray(msg.nodes) ? msg.nodes : [];
+    const nodes = msg && Array.isArray(msg.nodes) ? msg.nodes : [];
+    const since = ageOf('health');
     let worst = 0;
     const items = nodes.map((n) => {
-      const level = Number.isInteger(n.level) && n.level >= 0 && n.level <= 3 ? n.level : 3;
+      let level = Number.isInteger(n.level) && n.level >= 0 && n.level <= 3 ? n.level : 3;
+      const age = typeof n.age_s === 'number' && since !== null ? n.age_s + since : null;
+      const stale = !open || age === null || age > staleAfter(n.period_s);
+      if (stale) level = 3;
       worst = Math.max(worst, level);
       const li = document.createElement('li');
       li.className = 'level-' + LEVELS[level];
-      li.textContent = `${LEVELS[level]} · ${str(n.name)}: ${str(n.message)}`;
+      li.dataset.name = str(n.name);
+      li.dataset.stale = String(stale);
+      const label = stale ? `stale (${ageText(age)})` : LEVELS[level];
+      li.textContent = `${label} · ${str(n.name)}: ${str(n.message)}`;
       return li;
     });
     list.replaceChildren(...items);
     list.dataset.level = nodes.length ? LEVELS[worst] : '';
   }
 
+  function nodeStale(suffix) {
+    // [stale, age_s] of the node whose name ends in suffix (stale when never heard)
+    const msg = vc.last.health;
+    const since = ageOf('health');
+    const n = msg && Array.isArray(msg.nodes) ? msg.nodes.find((x) => str(x.name).endsWith(suffix)) : undefined;
+    if (!n || typeof n.age_s !== 'number' || since === null) return [true, null];
+    const age = n.age_s + since;
+    return [age > staleAfter(n.period_s), age];
+  }
+
+  function ageOf(kind) { return heardAt[kind] === undefined ? null : nowS() - heardAt[kind]; }
+  function staleAfter(periodS) { return Math.max(STALE_FLOOR_S, 2 * (typeof periodS === 'number' ? periodS : 1)); }
+  function ageText(age) { return age === null ? 'not heard' : `${age.toFixed(0)} s`; }
+
+  // Mark one field: stale when the socket is down or it was heard longer ago than twice its period.
+  function markStale(field, el, stale, age) {
+    vc.stale[field] = stale;
+    el.classList.toggle('stale', stale);
+    el.dataset.stale = String(stale);
+    if (el.dataset.base === undefined) el.dataset.base = el.textContent;
+    const base = el.dataset.base;
+    el.textContent = stale ? `${base} — ${open ? 'stale (' + ageText(age) + ')' : 'not connected'}` : base;
+  }
+
+  function periodic(kind) {
+    // [stale, age] of a kind that comes with its period_s
+    const age = ageOf(kind);
+    const msg = vc.last[kind];
+    return [!open || age === null || age > staleAfter(msg && msg.period_s), age];
+  }
+
+  // Every field's age, re-judged on a timer and on every message.
+  function refreshAges() {
+    document.body.classList.toggle('offline', !open);
+    renderHealth();
+    if (vc.last.status) {   // the task's state is inference_node's: as fresh as that node's word
+      const [stale, age] = nodeStale('inference_node');
+      markStale('task', $('state'), !open || stale, age);
+    }
+    if (vc.last.estop) {
+      const [stale, age] = periodic('estop');
+      const el = $('estop-state');
+      markStale('estop', el, stale, age);
+      el.classList.toggle('good', !stale && !vc.estopEngaged);
+      el.classList.toggle('bad', !stale && !!vc.estopEngaged);
+      if (!open) el.textContent = `e-stop: unknown (not connected; last heard: ${vc.estopEngaged ? 'engaged' : 'released'})`;
+    } else {
+      vc.stale.estop = true;
+    }
+    if (vc.last.guard) {
+      const [stale, age] = periodic('guard');
+      markStale('guard', $('guard'), stale, age);
+    }
+    if (vc.last.cmd) {
+      const [stale, age] = periodic('cmd');
+      markStale('cmd', $('limits'), stale, age);
+      $('motion').classList.toggle('stale', stale);
+    }
+    const planAge = ageOf('plan');
+    $('plan-age').textContent = planAge === null ? 'no plan yet' : `plan received ${planAge.toFixed(1)} s ago`;
+    updateButtons();
+  }
+
+  function onGuard(msg) {
+    const el = $('guard');
+    const near = typeof msg.nearest_m === 'number' ? `nearest ${msg.nearest_m.toFixed(2)} m` : 'nearest: none seen';
+    const scale = typeof msg.scale === 'number' && msg.action !== 'free' ? ` (×${msg.scale.toFixed(2)})` : '';
+    el.dataset.base = `${str(msg.action) || '?'}${scale} · ${near}${msg.source ? ' · ' + str(msg.source) : ''}`;
+    el.dataset.action = str(msg.action);
+    el.title = str(msg.reason);
+    el.textContent = el.dataset.base;
+  }
+
   function onEstop(msg) {
     vc.estopEngaged = !!msg.engaged;
     const el = $('estop-state');
-    el.textContent = msg.engaged ? `e-stop ENGAGED${msg.reason ? ' (' + str(msg.reason) + ')' : ''}` : 'e-stop released';
+    el.dataset.base = msg.engaged ? `e-stop ENGAGED${msg.reason ? ' (' + str(msg.reason) + ')' : ''}` : 'e-stop released';
+    el.textContent = el.dataset.base;
     el.dataset.engaged = String(!!msg.engaged);
     el.classList.toggle('bad', !!msg.engaged);
     el.classList.toggle('good', !msg.engaged);
@@ -273,28 +393,26 @@
     el.textContent = mine ? 'control: this page' : held ? 'control: another page' : 'control: nobody';
     el.dataset.state = mine ? 'mine' : held ? 'other' : 'free';
     el.classList.toggle('good', mine);
-    if (mine && heartbeatTimer === null) {
-      heartbeatTimer = setInterval(() => send({ type: 'heartbeat' }), heartbeatMs);
-    } else if (!mine && heartbeatTimer !== null) {
-      clearInterval(heartbeatTimer);
-      heartbeatTimer = null;
+    if (mine !== heartbeating) {   // the worker sends them: a stall of this thread does not stop them
+      heartbeating = mine;
+      worker.postMessage({ op: 'heartbeat', on: mine, periodMs: heartbeatMs });
     }
     updateButtons();
   }
 
   function updateButtons() {
-    const open = !!ws && ws.readyState === WebSocket.OPEN;
     const mine = open && vc.hasControl;
     $('estop').disabled = !open;
     $('take-control').disabled = !open || vc.hasControl || vc.controlHeld;
     $('release-control').disabled = !mine;
     $('send').disabled = !mine;
     $('stop-task').disabled = !mine;
-    $('release').disabled = !mine;
+    $('release').disabled = !mine || vc.estopEngaged !== true || !!vc.stale.estop;   // only when engaged
   }
 
   function setConnection(state, text) {
     const el = $('connection');
+    if (!el) return;   // before the page's elements exist: init() shows the state
     el.textContent = text;
     el.dataset.state = state;
     el.classList.toggle('good', state === 'connected');
@@ -302,13 +420,12 @@
   }
 
   // -- history and the plan drawing ------------------------------------------------------------------------
-  function addHistory(kind, text) {
+  function addHistory(listId, max, text) {
     const li = document.createElement('li');
-    li.className = kind;
     li.textContent = `${new Date().toLocaleTimeString()} ${text}`;
-    const list = $('history');
+    const list = $(listId);
     list.prepend(li);
-    while (list.children.length > HISTORY_MAX) list.lastElementChild.remove();
+    while (list.children.length > max) list.lastElementChild.remove();
   }
 
   // Waypoints are chained steps [dx, dy, dtheta, confidence] in the robot's frame (x forward, y left):
@@ -377,6 +494,7 @@
 
   // -- the controls ----------------------------------------------------------------------------------------
   function init() {
+    ready = true;
     $('estop').addEventListener('click', (ev) => {
       vc.estopClickedAt = Date.now() / 1000;  // the click, for the e-stop -> zero cmd_vel benchmark
       send({ type: 'estop' });
@@ -399,13 +517,19 @@
         if (!$('send').disabled) $('instruction-form').requestSubmit();
       }
     });
-    window.addEventListener('pagehide', () => { if (ws) ws.close(1001, 'page closed'); });
+    window.addEventListener('pagehide', () => { if (worker) worker.postMessage({ op: 'close', code: 1001, reason: 'page closed' }); });
     setInterval(showImageAge, 250);
+    setInterval(refreshAges, 250);
     drawPlan([]);
+    setConnection(open ? 'connected' : 'connecting', open ? 'connected' : 'connecting…');
     updateButtons();
-    connect();
+    early.splice(0).forEach(fromWorker);
   }
 
+  // The socket first, from <head>: the worker's start-up and the connection overlap the page's parsing and
+  // first layout (the first image waited for them: console_first_image_s).
+  startWorker();
+  connect();
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
   else init();
 })();
