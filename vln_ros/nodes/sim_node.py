@@ -62,7 +62,8 @@ class SimNode(Node):
         self.params: SimParams = declare_params(self, SimParams, cli_args=node_kwargs.get('cli_args'))
         p = self.params
         camera = CameraSpec(width=p.camera.width, height=p.camera.height, hfov_deg=p.camera.hfov_deg)
-        self.sim = SimService(p, lambda scene, pose: render(scene, pose, camera), self.get_logger().info)
+        self.sim = SimService(p, lambda scene, pose, people: render(scene, pose, camera, people),
+                              self.get_logger().info)
         self.world = self.sim.world
         self._clock_pub = self.create_publisher(Clock, interface.CLOCK, 10)
         self._image_pub = self.create_publisher(Image, interface.SIM_CAMERA, interface.SENSOR_QOS)

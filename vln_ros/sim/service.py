@@ -24,6 +24,7 @@ from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.sim import api, geodesic, scenes
 from vln_ros.sim.laser import Laser
 from vln_ros.sim.params import SimParams
+from vln_ros.sim.people import PeopleView
 from vln_ros.sim.scene import Scene
 from vln_ros.sim.world import Capture, SimWorld
 
@@ -42,10 +43,10 @@ class StepOut:
 
 
 class SimService:
-    """Implements api.Simulator. render_frame(scene, pose) draws a camera picture (sim/render.py's in sim_node);
+    """Implements api.Simulator. render_frame(scene, pose, people) draws a camera picture (sim/render.py's in sim_node);
     clock is wall time in seconds (for the real-time factor)."""
 
-    def __init__(self, params: SimParams, render_frame: Callable[[Scene, Pose2D], Any],
+    def __init__(self, params: SimParams, render_frame: Callable[[Scene, Pose2D, PeopleView], Any],
                  log: Callable[[str], object] = lambda _: None, clock: Callable[[], float] = time.monotonic,
                  reset_wait_s: float = RESET_WAIT_S) -> None:
         self.params = params
@@ -58,7 +59,7 @@ class SimService:
         self.laser = Laser(params.laser) if params.laser.enabled else None
         self._laser_rng = np.random.default_rng((params.seed, LASER_STREAM))   # physics thread only
         self._next_scan_s = 0.0                                # physics thread only
-        self._resets: queue.SimpleQueue[tuple[int, Future[tuple[Scene, float]]]] = queue.SimpleQueue()
+        self._resets: queue.SimpleQueue[tuple[api.ResetRequest, Future[tuple[Scene, float]]]] = queue.SimpleQueue()
         self._rtf_lock = threading.Lock()
         self._rtf_window: list[tuple[float, float]] = []       # (wall, sim) samples of the last seconds
 
@@ -68,11 +69,12 @@ class SimService:
         self._apply_resets()
         t, odom, capture = self.world.step()
         if capture is not None:  # rendered at capture, published once its latency has passed
-            self._pending.append((capture, self._render(self.world.scene, capture.pose)))
+            self._pending.append((capture, self._render(self.world.physical, capture.pose, self.world.people_view())))
         scan = None
         if self.laser is not None and t >= self._next_scan_s - 1e-9:   # no latency: published at its stamp
             self._next_scan_s = max(self._next_scan_s + 1.0 / self.params.laser.rate_hz, t)
-            scan = (t, self.laser.scan(self.world.scene, self.world.base.pose, self._laser_rng))
+            scan = (t, self.laser.scan(self.world.physical, self.world.base.pose, self._laser_rng,
+                                       self.world.crowd.positions))
         due = []
         while self._pending and self._pending[0][0].due_s <= t + 1e-9:
             taken, image = self._pending.pop(0)
@@ -89,10 +91,10 @@ class SimService:
         deadline = self._clock() + wait_s
         while (left := deadline - self._clock()) > 0:
             try:
-                seed, done = self._resets.get(timeout=left)
+                request, done = self._resets.get(timeout=left)
             except queue.Empty:
                 return
-            self._apply_reset(seed, done)
+            self._apply_reset(request, done)
 
     def resets_waiting(self) -> bool:
         """A reset was asked for and the physics thread has not taken it yet."""
@@ -101,18 +103,18 @@ class SimService:
     def _apply_resets(self) -> None:
         while True:
             try:
-                seed, done = self._resets.get_nowait()
+                request, done = self._resets.get_nowait()
             except queue.Empty:
                 return
-            self._apply_reset(seed, done)
+            self._apply_reset(request, done)
 
-    def _apply_reset(self, seed: int, done: Future[tuple[Scene, float]]) -> None:
+    def _apply_reset(self, request: api.ResetRequest, done: Future[tuple[Scene, float]]) -> None:
         if not done.set_running_or_notify_cancel():
             return
         try:
             self._pending.clear()     # frames of the old episode are never published
-            scene = self.world.reset(seed)
-            self._laser_rng = np.random.default_rng((seed, LASER_STREAM))   # an episode's scans repeat
+            scene = self.world.reset(request.seed, tuple(request.people), request.clutter)
+            self._laser_rng = np.random.default_rng((request.seed, LASER_STREAM))   # an episode's scans repeat
             done.set_result((scene, self.world.t_s))
         except Exception as exc:  # noqa: BLE001 - the caller gets it (a bad seed), the loop goes on
             done.set_exception(exc)
@@ -128,7 +130,7 @@ class SimService:
     # -- the side channel (api.Simulator; any thread) -----------------------------------------------------
     def reset(self, request: api.ResetRequest) -> api.ResetReply:
         done: Future[tuple[Scene, float]] = Future()
-        self._resets.put((request.seed, done))
+        self._resets.put((request, done))
         try:
             scene, now_s = done.result(timeout=self.reset_wait_s)
         except TimeoutError:
