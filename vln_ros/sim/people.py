@@ -14,9 +14,10 @@ NOMINAL_SPEED_MPS after START_DELAY_S (the first plan): the meeting point lies M
 - overtaking: starts behind the robot beside the route, walks faster than the robot, passes it at OVERTAKE_OFFSET_M
   and cuts in onto the route ahead of it.
 
-The rule that keeps people honest: a person pauses while the robot's body is within YIELD_M of their own in front of
-them (within YIELD_HALF_ANGLE_RAD of their walking direction), as people stop for a robot in their way. So a person
-never walks into the robot; a contact with a person is one the robot made. The robot is not stopped by a person's
+The rule that keeps people honest: a person pauses while the robot's body is in their way, that is, in the lane their
+body sweeps (LANE_MARGIN_M wider each side) and at most YIELD_M ahead of them, body to body, as people stop for a robot
+in their way; they walk on when it has gone. So a person never walks into the robot (one passing beside it keeps
+walking); a contact with a person is one the robot made. The robot is not stopped by a person's
 body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
 
 Clutter: boxes and chairs, CLUTTER_SIZES_M, drawn, seen and hit like landmarks (they are landmarks of the physical
@@ -43,8 +44,8 @@ WALK_MPS = (1.0, 1.3)                 # a person's walking speed is drawn from t
 NOMINAL_SPEED_MPS = 0.5               # the robot's nominal speed (the controller's default max_linear_x)
 START_DELAY_S = 2.0                   # the robot's first plan takes about this long
 MEET_FRACTION = (0.35, 0.65)          # where along the route a person meets the robot
-YIELD_M = 0.5                         # a person pauses while the robot's body is this near, in front of them
-YIELD_HALF_ANGLE_RAD = math.radians(60.0)
+YIELD_M = 0.5                         # a person pauses while the robot's body is this near, in their way
+LANE_MARGIN_M = 0.05                  # their way: the lane their body sweeps, this much wider each side
 WALL_MARGIN_M = 0.1                   # a person's path keeps this off the walls, beyond their radius
 STEP_OUT_M = 1.0
 DOOR_NEAR_M = 2.5                     # a door this near the meeting point is the doorway a person stands in
@@ -131,11 +132,8 @@ class Crowd:
             if episode_s < s.start_s or self.arc_m[i] >= s.length_m:
                 continue
             x, y, heading = s.at(self.arc_m[i])
-            gap = math.hypot(rx - x, ry - y) - robot_radius_m - PERSON_RADIUS_M
-            bearing = math.atan2(ry - y, rx - x) - heading
-            ahead = abs(math.atan2(math.sin(bearing), math.cos(bearing))) <= YIELD_HALF_ANGLE_RAD
-            if gap <= YIELD_M and ahead:
-                continue   # the robot is in their way: they wait
+            if _in_the_way(rx - x, ry - y, heading, robot_radius_m):
+                continue   # the robot stands in their way: they wait
             self.arc_m[i] = min(self.arc_m[i] + s.speed_mps * dt_s, s.length_m)
             self.positions[i] = s.at(self.arc_m[i])[:2]
         self.observe(robot_xy, robot_radius_m)
@@ -155,6 +153,15 @@ class Crowd:
 def _index(arc: np.ndarray, s: float, side: Literal['left', 'right'] = 'left') -> int:
     """The index where s falls in the increasing arc, within [0, len(arc) - 1]."""
     return int(np.clip(np.searchsorted(arc, s, side=side), 0, len(arc) - 1))
+
+
+def _in_the_way(dx: float, dy: float, heading: float, robot_radius_m: float) -> bool:
+    """The robot's body, at (dx, dy) from a person walking along heading, is in the lane their body sweeps and
+    within YIELD_M ahead of them (body to body): the person's next steps would walk into it."""
+    forward = dx * math.cos(heading) + dy * math.sin(heading)
+    across = abs(-dx * math.sin(heading) + dy * math.cos(heading))
+    bodies = robot_radius_m + PERSON_RADIUS_M
+    return across < bodies + LANE_MARGIN_M and 0.0 < forward <= bodies + YIELD_M
 
 
 # -- placement --------------------------------------------------------------------------------------------------
