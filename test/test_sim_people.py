@@ -259,3 +259,65 @@ def test_a_reset_with_people_and_clutter_through_the_service_places_them_from_th
     for _ in range(30):
         frames += service.step().frames
     assert frames and all(scene is world.physical and n == 2 for _, (scene, n) in frames)
+
+
+# -- the depth camera as the guard reads it ----------------------------------------------------------------------------
+def guard_points(service, encoding: str) -> np.ndarray:
+    """The guard's own depth source (core/guard_sources.py, its default depth settings) reading the simulator's
+    depth frame: obstacle points in the base frame."""
+    from types import SimpleNamespace
+
+    from vln_ros.core.guard_sources import CameraModel, DepthParams, depth_to_points
+
+    depth = service.depth_frame()
+    assert depth.dtype == {'32FC1': np.float32, '16UC1': np.uint16}[encoding]
+    header = SimpleNamespace(frame_id=service.params.depth.frame_id)
+    fx, fy, cx, cy = render.intrinsics(service.depth_camera)
+    info = SimpleNamespace(header=header, height=depth.shape[0], width=depth.shape[1],
+                           k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0])
+    image = SimpleNamespace(header=header, height=depth.shape[0], width=depth.shape[1], encoding=encoding,
+                            is_bigendian=0, step=depth.shape[1] * depth.itemsize, data=depth.tobytes())
+    return depth_to_points(image, CameraModel(info), DepthParams(enabled=True, stride_px=1))
+
+
+@pytest.mark.parametrize('encoding', ['32FC1', '16UC1'])
+def test_the_guard_reads_the_depth_image_as_points_on_the_walls_boxes_and_people_in_front(encoding):
+    from vln_ros.sim.robot import _Obstacles
+    from vln_ros.sim.service import SimService
+
+    params = SimParams.model_validate({'seed': 2, 'depth': {'enabled': True, 'encoding': encoding}})
+    service = SimService(params, lambda scene, pose, view: None)
+    world = service.world
+    start = world.scene.start
+    ahead = (start.x + 1.5 * math.cos(start.yaw), start.y + 1.5 * math.sin(start.yaw))
+    world.crowd = Crowd([standing(*ahead)])
+    points = guard_points(service, encoding)
+    assert len(points) > 500
+    # base frame -> world frame (the robot stands at the start)
+    c, s = math.cos(start.yaw), math.sin(start.yaw)
+    wx, wy = start.x + c * points[:, 0] - s * points[:, 1], start.y + s * points[:, 0] + c * points[:, 1]
+    obstacles = _Obstacles(world.physical)
+    to_person = np.hypot(wx - ahead[0], wy - ahead[1]) - PERSON_RADIUS_M
+    to_scene = np.array([obstacles.distance(x, y) for x, y in zip(wx, wy, strict=True)])
+    tolerance = 0.002 if encoding == '32FC1' else 0.01    # 16UC1: millimetres, at a slant
+    assert (np.minimum(np.abs(to_person), np.abs(to_scene)) < tolerance).all()
+    assert (np.abs(to_person) < tolerance).sum() > 100      # the person is in it
+
+
+def test_the_depth_camera_publishes_at_its_rate_only_when_enabled():
+    from vln_ros.sim.service import SimService
+
+    off = SimService(SimParams(seed=1), lambda scene, pose, view: None)
+    assert all(off.step().depth is None for _ in range(50))
+    on = SimService(SimParams.model_validate({'seed': 1, 'depth': {'enabled': True, 'rate_hz': 10.0}}),
+                    lambda scene, pose, view: None)
+    taken = [out.depth for out in (on.step() for _ in range(200)) if out.depth is not None]
+    assert 19 <= len(taken) <= 21 and taken[-1][1].shape == (120, 160)
+
+
+def test_depth_beyond_range_max_is_inf_in_metres_and_zero_in_millimetres():
+    depth = np.array([[1.2345, 9.0, 70.0]], np.float32)
+    assert render.encode_depth(depth, '32FC1', 8.0).tolist() == [[pytest.approx(1.2345), math.inf, math.inf]]
+    assert render.encode_depth(depth, '16UC1', 80.0).tolist() == [[1234, 9000, 0]]   # 70 m does not fit in mm
+    with pytest.raises(ValueError, match="depth encoding 'mono8'"):
+        render.encode_depth(depth, 'mono8', 8.0)

@@ -209,6 +209,25 @@ def depth_image(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleVi
     return depth
 
 
+def intrinsics(camera: CameraSpec) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) in pixels of the pictures render() and depth_image() draw: square pixels, each pixel's
+    ray through its centre (so cx, cy are half a pixel short of the middle)."""
+    f = (camera.width / 2) / math.tan(math.radians(camera.hfov_deg) / 2)
+    return f, f, camera.width / 2 - 0.5, camera.height / 2 - 0.5
+
+
+def encode_depth(depth_m: np.ndarray, encoding: str, range_max_m: float) -> np.ndarray:
+    """A depth image as a sensor_msgs/Image carries it (REP 118): '32FC1' metres with +inf beyond range_max_m,
+    '16UC1' millimetres with 0 (no reading) beyond range_max_m or 65.535 m."""
+    beyond = depth_m > range_max_m
+    if encoding == '32FC1':
+        return np.where(beyond, np.float32(np.inf), depth_m).astype(np.float32)
+    if encoding == '16UC1':
+        mm = np.rint(depth_m * 1000.0)
+        return np.where(beyond | (mm > 65535), 0, mm).astype(np.uint16)
+    raise ValueError(f'depth encoding {encoding!r} is neither 32FC1 nor 16UC1')
+
+
 def _people_depth(centres: np.ndarray, pose: Pose2D, dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each column's depth to the nearest person's cylinder (inf where it sees none) and which person (W,)."""
     a2 = dx * dx + dy * dy                                                # the rays are not unit: t is depth

@@ -1,5 +1,6 @@
 """The simulator as sim_node runs it: the world, the camera frames in flight, the laser's sweeps (vln_ros/sim/laser.py,
-taken on the physics thread at laser.rate_hz of simulated time, stamped when taken), the real-time factor, and the side
+taken on the physics thread at laser.rate_hz of simulated time, stamped when taken), the depth camera's images (the
+same way, at depth.rate_hz, when depth.enabled), the real-time factor, and the side
 channel's calls (vln_ros/sim/api.py's Simulator). No ROS: sim_node steps it and publishes what falls due.
 
 Two threads share it: the physics thread calls step() (and idle() between steps), the side channel's threads
@@ -25,6 +26,7 @@ from vln_ros.sim import api, geodesic, scenes
 from vln_ros.sim.laser import Laser
 from vln_ros.sim.params import SimParams
 from vln_ros.sim.people import PeopleView
+from vln_ros.sim.render import CameraSpec, depth_image, encode_depth
 from vln_ros.sim.scene import Scene
 from vln_ros.sim.world import Capture, SimWorld
 
@@ -40,6 +42,7 @@ class StepOut:
     odom: tuple[Pose2D, Twist2D] | None          # odometry due now
     frames: list[tuple[float, Any]]              # (capture stamp_s, picture) due for publication now
     scan: tuple[float, np.ndarray] | None = None  # (stamp_s, ranges) of a laser sweep taken this step
+    depth: tuple[float, np.ndarray] | None = None  # (stamp_s, encoded depth image) taken this step
 
 
 class SimService:
@@ -59,6 +62,9 @@ class SimService:
         self.laser = Laser(params.laser) if params.laser.enabled else None
         self._laser_rng = np.random.default_rng((params.seed, LASER_STREAM))   # physics thread only
         self._next_scan_s = 0.0                                # physics thread only
+        d = params.depth
+        self.depth_camera = CameraSpec(width=d.width, height=d.height, hfov_deg=d.hfov_deg, height_m=d.mount.z_m)
+        self._next_depth_s = 0.0                               # physics thread only
         self._resets: queue.SimpleQueue[tuple[api.ResetRequest, Future[tuple[Scene, float]]]] = queue.SimpleQueue()
         self._rtf_lock = threading.Lock()
         self._rtf_window: list[tuple[float, float]] = []       # (wall, sim) samples of the last seconds
@@ -75,6 +81,10 @@ class SimService:
             self._next_scan_s = max(self._next_scan_s + 1.0 / self.params.laser.rate_hz, t)
             scan = (t, self.laser.scan(self.world.physical, self.world.base.pose, self._laser_rng,
                                        self.world.crowd.positions))
+        depth = None
+        if self.params.depth.enabled and t >= self._next_depth_s - 1e-9:   # no latency, like the laser
+            self._next_depth_s = max(self._next_depth_s + 1.0 / self.params.depth.rate_hz, t)
+            depth = (t, self.depth_frame())
         due = []
         while self._pending and self._pending[0][0].due_s <= t + 1e-9:
             taken, image = self._pending.pop(0)
@@ -84,7 +94,14 @@ class SimService:
             self._rtf_window.append((now, t))
             while len(self._rtf_window) > 2 and now - self._rtf_window[0][0] > RTF_WINDOW_S:
                 self._rtf_window.pop(0)
-        return StepOut(t, odom, due, scan)
+        return StepOut(t, odom, due, scan, depth)
+
+    def depth_frame(self) -> np.ndarray:
+        """The depth camera's image now, encoded as params.depth.encoding says."""
+        d, pose = self.params.depth, self.world.base.pose
+        at = Pose2D(pose.x + d.mount.x_m * math.cos(pose.yaw), pose.y + d.mount.x_m * math.sin(pose.yaw), pose.yaw)
+        metres = depth_image(self.world.physical, at, self.depth_camera, self.world.people_view())
+        return encode_depth(metres, d.encoding, d.range_max_m)
 
     def idle(self, wait_s: float) -> None:
         """Wait wait_s (wall) before the next step, applying any reset asked for meanwhile."""
