@@ -186,9 +186,15 @@ def depth_image(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleVi
     """What a depth camera at `pose` (camera.height_m up, level, along pose.yaw) measures: (H, W) float32, each
     pixel's depth along the optical axis in metres (z of the optical frame), FAR_M where nothing is nearer;
     the same walls, boxes, floor, ceiling and people as render() draws."""
+    return _depth(scene, pose, camera, people, np.arange(camera.width))
+
+
+def _depth(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView, columns: np.ndarray) -> np.ndarray:
+    """depth_image() of the given columns only, (H, len(columns))."""
     optics, geo = _optics(camera), _geometry(scene)
     c, s = math.cos(pose.yaw), math.sin(pose.yaw)
-    dx, dy = c + s * optics.a, s - c * optics.a
+    a = optics.a[columns]
+    dx, dy = c + s * a, s - c * a
     t, _ = _cast(geo.segments, pose.x, pose.y, dx, dy)
     wall_depth = np.minimum(t[:, :geo.n_walls].min(axis=1), FAR_M)
     depth = np.minimum(np.minimum(optics.row_depth, FAR_M)[:, None], wall_depth[None, :]).astype(np.float32)
@@ -197,10 +203,14 @@ def depth_image(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleVi
     if n:
         faces = t[:, geo.n_walls:].reshape(len(dx), n, 4).min(axis=2)    # (W, n)
         for i in range(n):
-            d = np.minimum(faces[:, i], FAR_M).astype(np.float32)[None, :]
+            seen = np.flatnonzero(faces[:, i] < wall_depth)
+            if not len(seen):
+                continue
+            span = slice(seen[0], seen[-1] + 1)
+            d = np.minimum(faces[span, i], FAR_M).astype(np.float32)[None, :]
             z = camera.height_m - z_per_depth * d
-            inside = (z >= 0.0) & (z <= geo.landmark_cuts[i, 2]) & (d < depth)
-            depth = np.where(inside, np.broadcast_to(d, depth.shape), depth)
+            inside = (z >= 0.0) & (z <= geo.landmark_cuts[i, 2]) & (d < depth[:, span])
+            depth[:, span] = np.where(inside, np.broadcast_to(d, inside.shape), depth[:, span])
     if len(people):
         d = _people_depth(people.positions, pose, dx, dy)[0].astype(np.float32)[None, :]
         z = camera.height_m - z_per_depth * d
@@ -251,7 +261,7 @@ def _draw_people(image: np.ndarray, scene: Scene, pose: Pose2D, camera: CameraSp
     columns = np.flatnonzero(np.isfinite(d))
     if not len(columns):
         return
-    behind = depth_image(scene, pose, camera)[:, columns]
+    behind = _depth(scene, pose, camera, NO_PEOPLE, columns)
     dc = d[columns].astype(np.float32)[None, :]
     z = camera.height_m - optics.b[:, None].astype(np.float32) * dc
     inside = (z >= 0.0) & (z <= PERSON_HEIGHT_M) & (dc < behind)

@@ -28,7 +28,7 @@ from vln_ros.sim.params import SimParams
 from vln_ros.sim.people import PeopleView
 from vln_ros.sim.render import CameraSpec, depth_image, encode_depth
 from vln_ros.sim.scene import Scene
-from vln_ros.sim.world import Capture, SimWorld
+from vln_ros.sim.world import Capture, Prepared, SimWorld
 
 ORACLE_WAIT_S = 120.0     # an /oracle request waits at most this long (wall) for its simulated latency
 RESET_WAIT_S = 10.0       # a reset waits at most this long (wall) for the physics thread to take it
@@ -65,7 +65,7 @@ class SimService:
         d = params.depth
         self.depth_camera = CameraSpec(width=d.width, height=d.height, hfov_deg=d.hfov_deg, height_m=d.mount.z_m)
         self._next_depth_s = 0.0                               # physics thread only
-        self._resets: queue.SimpleQueue[tuple[api.ResetRequest, Future[tuple[Scene, float]]]] = queue.SimpleQueue()
+        self._resets: queue.SimpleQueue[tuple[Prepared, Future[tuple[Scene, float]]]] = queue.SimpleQueue()
         self._rtf_lock = threading.Lock()
         self._rtf_window: list[tuple[float, float]] = []       # (wall, sim) samples of the last seconds
 
@@ -108,10 +108,10 @@ class SimService:
         deadline = self._clock() + wait_s
         while (left := deadline - self._clock()) > 0:
             try:
-                request, done = self._resets.get(timeout=left)
+                prepared, done = self._resets.get(timeout=left)
             except queue.Empty:
                 return
-            self._apply_reset(request, done)
+            self._apply_reset(prepared, done)
 
     def resets_waiting(self) -> bool:
         """A reset was asked for and the physics thread has not taken it yet."""
@@ -120,18 +120,18 @@ class SimService:
     def _apply_resets(self) -> None:
         while True:
             try:
-                request, done = self._resets.get_nowait()
+                prepared, done = self._resets.get_nowait()
             except queue.Empty:
                 return
-            self._apply_reset(request, done)
+            self._apply_reset(prepared, done)
 
-    def _apply_reset(self, request: api.ResetRequest, done: Future[tuple[Scene, float]]) -> None:
+    def _apply_reset(self, prepared: Prepared, done: Future[tuple[Scene, float]]) -> None:
         if not done.set_running_or_notify_cancel():
             return
         try:
             self._pending.clear()     # frames of the old episode are never published
-            scene = self.world.reset(request.seed, tuple(request.people), request.clutter)
-            self._laser_rng = np.random.default_rng((request.seed, LASER_STREAM))   # an episode's scans repeat
+            scene = self.world.reset(prepared.scene.seed, prepared=prepared)
+            self._laser_rng = np.random.default_rng((scene.seed, LASER_STREAM))   # an episode's scans repeat
             done.set_result((scene, self.world.t_s))
         except Exception as exc:  # noqa: BLE001 - the caller gets it (a bad seed), the loop goes on
             done.set_exception(exc)
@@ -147,7 +147,8 @@ class SimService:
     # -- the side channel (api.Simulator; any thread) -----------------------------------------------------
     def reset(self, request: api.ResetRequest) -> api.ResetReply:
         done: Future[tuple[Scene, float]] = Future()
-        self._resets.put((request, done))
+        # Placed here, on the caller's thread: clutter takes a while to place, and the clock must not stall.
+        self._resets.put((self.world.prepare(request.seed, tuple(request.people), request.clutter), done))
         try:
             scene, now_s = done.result(timeout=self.reset_wait_s)
         except TimeoutError:

@@ -47,6 +47,15 @@ class EpisodeLog:
     frames: int = 0
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An episode's scene, ready to start: as generated, with its clutter, and its people's scripts."""
+
+    scene: Scene
+    physical: Scene
+    scripts: tuple[people.PersonScript, ...]
+
+
 class SimWorld:
     """Thread-safe: the node's physics loop steps it, its executor feeds commands, HTTP threads query it."""
 
@@ -70,14 +79,23 @@ class SimWorld:
         self.reset(params.seed)
 
     # -- episodes --------------------------------------------------------------------------------------
-    def reset(self, seed: int, walkers: tuple[str, ...] = (), clutter: int = 0) -> Scene:
+    def prepare(self, seed: int, walkers: tuple[str, ...] = (), clutter: int = 0) -> Prepared:
+        """The scene of seed with its clutter and people placed: the slow part of a reset (placing clutter plans
+        paths, about 0.1 s an item), thread-safe, so a caller can do it off the physics thread."""
+        scene = scenes.generate(seed)
+        physical = people.with_clutter(scene, people.place_clutter(scene, clutter, self.params.base.radius_m))
+        return Prepared(scene, physical, tuple(people.place_people(scene, walkers)))
+
+    def reset(self, seed: int, walkers: tuple[str, ...] = (), clutter: int = 0,
+              prepared: Prepared | None = None) -> Scene:
         """The scene of seed, with the people on the scripts named in walkers and clutter static obstacles
-        (vln_ros/sim/people.py); none of either leaves the scene exactly as generated."""
+        (vln_ros/sim/people.py); none of either leaves the scene exactly as generated. prepared: prepare()'s
+        result for the same arguments, made earlier."""
+        if prepared is None:
+            prepared = self.prepare(seed, walkers, clutter)
         with self._lock:
-            self.scene = scenes.generate(seed)
-            self.physical = people.with_clutter(
-                self.scene, people.place_clutter(self.scene, clutter, self.params.base.radius_m))
-            self.crowd = people.Crowd(people.place_people(self.scene, walkers))
+            self.scene, self.physical = prepared.scene, prepared.physical
+            self.crowd = people.Crowd(prepared.scripts)
             self.base = Base(self.physical, self.params.base)
             self.base.reset(self.scene.start)
             self._oracle_rng = np.random.default_rng(seed)
