@@ -76,6 +76,31 @@ def geodesic_arc(scene: Scene, point: np.ndarray) -> float:
     return float(arc[np.argmin(np.hypot(dots[:, 0] - point[0], dots[:, 1] - point[1]))])
 
 
+@pytest.mark.parametrize('seed', [0, 5])
+def test_a_robot_driving_the_route_at_nominal_speed_without_a_guard_runs_into_the_crossing_and_oncoming_person(seed):
+    """The scripts are timed to meet the robot: one that drives on regardless (no guard) touches them."""
+    scene = scenes.generate(seed)
+    dots = sample_polyline(scene.route, 0.01)
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(dots, axis=0).T))])
+    for kind in ('crossing', 'towards'):
+        crowd = Crowd(people.place_people(scene, [kind]), scene)
+        for i in range(3000):                                   # 60 s, in 0.02 s steps
+            t = i * 0.02
+            along = max(0.0, t - people.START_DELAY_S) * people.NOMINAL_SPEED_MPS
+            k = min(int(np.searchsorted(arc, along)), len(dots) - 1)
+            crowd.step(0.02, t, tuple(dots[k]), 0.3, people.NOMINAL_SPEED_MPS if along < arc[-1] else 0.0)
+        assert crowd.collisions >= 1, (kind, crowd.min_clearance_m)
+
+
+def test_the_overtaker_leaves_the_route_before_the_goal():
+    for seed in range(6):
+        scene = scenes.generate(seed)
+        (person,) = people.place_people(scene, ['overtaking'])
+        end = person.path[-1]
+        assert math.hypot(end[0] - scene.goal.x, end[1] - scene.goal.y) >= 1.0, seed
+        assert route_distance(scene, *end) > 0.3, seed
+
+
 def test_every_script_keeps_people_off_the_walls_and_the_unknown_one_is_refused_by_name():
     for seed in range(6):
         scene = scenes.generate(seed)
@@ -187,24 +212,35 @@ def test_the_depth_image_agrees_with_the_laser_geometry_for_walls_boxes_and_peop
 
 
 # -- walking, yielding and contacts ----------------------------------------------------------------------------------
-def test_a_person_walking_towards_a_standing_robot_stops_short_of_it():
-    person = PersonScript('towards', sample_polyline([(8.0, 0.0), (0.0, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
-    crowd = Crowd([person])
-    for i in range(1500):                                     # 15 s at 100 Hz: long enough to walk 8 m and on
-        crowd.step(0.01, i * 0.01, (0.0, 0.0), 0.3)
-    assert crowd.collisions == 0
+def test_a_person_walking_towards_a_standing_robot_stops_short_of_it_waits_then_walks_round_it():
+    person = PersonScript('towards', sample_polyline([(8.0, 0.0), (-3.0, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
+    crowd = Crowd([person], corridor())
+    stop_s = (8.0 - 0.3 - PERSON_RADIUS_M - people.YIELD_M) / 1.2        # when they reach 0.5 m from the robot
+    for i in range(round((stop_s + people.PATIENCE_S - 0.2) / 0.01)):
+        crowd.step(0.01, i * 0.01, (0.0, 0.0), 0.3, 0.0)
+    assert crowd.collisions == 0 and crowd.positions[0][1] == 0.0        # still waiting in their way
     assert people.YIELD_M - 0.02 <= crowd.min_clearance_m <= people.YIELD_M + 0.001
-    # the robot steps aside: the person walks on to the end of the path
-    for i in range(1500, 3000):
-        crowd.step(0.01, i * 0.01, (0.0, -0.7), 0.3)
-    assert crowd.positions[0] == pytest.approx([0.0, 0.0])
+    for i in range(3000):                                                # then round the robot, to the end
+        crowd.step(0.01, 10.0 + i * 0.01, (0.0, 0.0), 0.3, 0.0)
+    assert crowd.collisions == 0 and crowd.min_clearance_m > 0.0
+    assert crowd.positions[0][0] == pytest.approx(-3.0)
+    # aside as far as the 2 m corridor lets them: 1 m to its wall, less their radius and the margin (< SIDESTEP_M)
+    assert abs(crowd.positions[0][1]) == pytest.approx(1.0 - PERSON_RADIUS_M - people.WALL_MARGIN_M)
+
+
+def test_a_person_does_not_wait_for_a_moving_robot_so_driving_into_them_is_a_collision():
+    person = PersonScript('towards', sample_polyline([(4.0, 0.0), (-3.0, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
+    crowd = Crowd([person])
+    for i in range(300):
+        crowd.step(0.01, i * 0.01, (0.005 * i, 0.0), 0.3, 0.5)         # the robot drives at 0.5 m/s towards them
+    assert crowd.collisions == 1 and crowd.min_clearance_m < 0.0
 
 
 def test_a_person_beside_the_robot_walks_past_it():
     person = PersonScript('overtaking', sample_polyline([(-3.0, 0.75), (5.0, 0.75)], 0.1), 0.0, 1.2, RED_SHIRT)
     crowd = Crowd([person])
     for i in range(1000):
-        crowd.step(0.01, i * 0.01, (0.0, 0.0), 0.3)
+        crowd.step(0.01, i * 0.01, (0.0, 0.0), 0.3, 0.0)
     assert crowd.positions[0] == pytest.approx([5.0, 0.75]) and crowd.collisions == 0
 
 
@@ -212,10 +248,10 @@ def test_a_person_does_not_start_before_their_time():
     person = PersonScript('crossing', sample_polyline([(3.0, 0.9), (3.0, -0.9)], 0.1), 5.0, 1.0, RED_SHIRT)
     crowd = Crowd([person])
     for i in range(499):
-        crowd.step(0.01, i * 0.01, (0.0, 0.0), 0.3)
+        crowd.step(0.01, i * 0.01, (0.0, 0.0), 0.3, 0.0)
     assert crowd.positions[0] == pytest.approx([3.0, 0.9])
     for i in range(499, 600):                                 # 1 s of walking at 1 m/s
-        crowd.step(0.01, i * 0.01, (0.0, 0.0), 0.3)
+        crowd.step(0.01, i * 0.01, (0.0, 0.0), 0.3, 0.0)
     assert crowd.positions[0][1] == pytest.approx(0.9 - 1.0, abs=0.02)
 
 

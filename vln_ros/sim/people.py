@@ -11,14 +11,15 @@ NOMINAL_SPEED_MPS after START_DELAY_S (the first plan): the meeting point lies M
 - towards: walks down the route from beyond the meeting point towards the robot, head on.
 - doorway: stands in front of the door nearest the meeting point (or on the route there, if no door is near) until
   the robot is due, then steps STEP_OUT_M into the corridor and stays.
-- overtaking: starts behind the robot beside the route, walks faster than the robot, passes it at OVERTAKE_OFFSET_M
-  and cuts in onto the route ahead of it.
+- overtaking: starts behind the robot beside the route, walks faster than the robot, passes it at OVERTAKE_OFFSET_M,
+  cuts in onto the route ahead of it, walks on along it a while and steps off it.
 
-The rule that keeps people honest: a person pauses while the robot's body is in their way, that is, in the lane their
-body sweeps (LANE_MARGIN_M wider each side) and at most YIELD_M ahead of them, body to body, as people stop for a robot
-in their way; they walk on when it has gone. So a person never walks into the robot (one passing beside it keeps
-walking); a contact with a person is one the robot made. The robot is not stopped by a person's
-body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
+The rule that keeps people honest: a person waits while a robot at rest (slower than AT_REST_MPS) is in their way,
+that is, in the lane their body sweeps (LANE_MARGIN_M wider each side) at most YIELD_M ahead of them, body to body,
+as people stop for a robot standing in their way; after PATIENCE_S they step SIDESTEP_M aside (to the side with more
+room) and walk on round it. They do not wait for a moving robot (people expect it to stop for them). So a person
+never walks into a robot at rest, and a contact with a person is one a moving robot made; the robot is not stopped by
+a person's body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
 
 Clutter: boxes and chairs, CLUTTER_SIZES_M, drawn, seen and hit like landmarks (they are landmarks of the physical
 scene, counted in `collisions`), on the route or beside it; an item is kept only while a robot CLUTTER_MARGIN_M wider
@@ -46,11 +47,16 @@ START_DELAY_S = 2.0                   # the robot's first plan takes about this 
 MEET_FRACTION = (0.35, 0.65)          # where along the route a person meets the robot
 YIELD_M = 0.5                         # a person pauses while the robot's body is this near, in their way
 LANE_MARGIN_M = 0.05                  # their way: the lane their body sweeps, this much wider each side
+AT_REST_MPS = 0.05                    # a robot slower than this is at rest: people wait for it (not for a moving one)
+PATIENCE_S = 3.0                      # after waiting this long, a person steps aside to walk round the robot
+SIDESTEP_M = 0.8                      # as far as that (less where a wall is nearer), then walks on beside their way
 WALL_MARGIN_M = 0.1                   # a person's path keeps this off the walls, beyond their radius
 STEP_OUT_M = 1.0
 DOOR_NEAR_M = 2.5                     # a door this near the meeting point is the doorway a person stands in
 OVERTAKE_OFFSET_M = 0.75              # centre to centre, beside the route
 OVERTAKE_CUT_IN_M = 2.0               # ahead of the meeting point, the overtaker is back on the route
+OVERTAKE_AHEAD_M = 3.0                # walks on along it this far (ending at least OVERTAKE_CLEAR_GOAL_M before the
+OVERTAKE_CLEAR_GOAL_M = 1.5           # goal), then steps STEP_OUT_M off it and stands
 CLUTTER_MARGIN_M = 0.1                # clutter leaves a way for a robot this much wider than the real one
 CLUTTER_CLEAR_ENDS_M = 1.5            # and none of it this near the start or the goal (along the route)
 CLUTTER_SIZES_M = {'box': (0.5, 0.5, 0.6), 'chair': (0.45, 0.45, 0.9)}   # size_x, size_y, height
@@ -109,15 +115,20 @@ NO_PEOPLE = PeopleView(np.zeros((0, 2)), ())
 
 
 class Crowd:
-    """The people of one episode, stepped with the robot: positions (P, 2), who walks, contacts and clearance."""
+    """The people of one episode, stepped with the robot: positions (P, 2), who walks, contacts and clearance.
+    scene: where they walk (a person stepping aside keeps off its walls and boxes); None: open floor."""
 
-    def __init__(self, scripts: Sequence[PersonScript]) -> None:
+    def __init__(self, scripts: Sequence[PersonScript], scene: Scene | None = None) -> None:
         self.scripts = tuple(scripts)
+        self.scene = scene
         self.arc_m = np.zeros(len(self.scripts))
         self.positions = np.array([s.path[0] for s in self.scripts], float).reshape(-1, 2)
         self.collisions = 0
         self.min_clearance_m = math.inf
         self._contact = np.zeros(len(self.scripts), bool)
+        self._waited_s = np.zeros(len(self.scripts))
+        self._aside_m = np.zeros(len(self.scripts))        # how far each has stepped aside (left of their way: +)
+        self._aside_goal_m = np.zeros(len(self.scripts))
 
     def __len__(self) -> int:
         return len(self.scripts)
@@ -125,18 +136,47 @@ class Crowd:
     def view(self) -> PeopleView:
         return PeopleView(self.positions.copy(), tuple(s.bgr for s in self.scripts)) if self.scripts else NO_PEOPLE
 
-    def step(self, dt_s: float, episode_s: float, robot_xy: tuple[float, float], robot_radius_m: float) -> None:
-        """Walk each person dt_s (unless they yield to the robot), then count contacts and clearance."""
+    def step(self, dt_s: float, episode_s: float, robot_xy: tuple[float, float], robot_radius_m: float,
+             robot_speed_mps: float) -> None:
+        """Walk each person dt_s (unless they wait for, or step round, a robot at rest in their way), then count
+        contacts and clearance."""
         rx, ry = robot_xy
         for i, s in enumerate(self.scripts):
-            if episode_s < s.start_s or self.arc_m[i] >= s.length_m:
+            if episode_s < s.start_s:
                 continue
-            x, y, heading = s.at(self.arc_m[i])
-            if _in_the_way(rx - x, ry - y, heading, robot_radius_m):
-                continue   # the robot stands in their way: they wait
-            self.arc_m[i] = min(self.arc_m[i] + s.speed_mps * dt_s, s.length_m)
-            self.positions[i] = s.at(self.arc_m[i])[:2]
+            x, y, heading = self._where(i)
+            if self._aside_m[i] != self._aside_goal_m[i]:          # stepping aside
+                move = math.copysign(min(s.speed_mps * dt_s, abs(self._aside_goal_m[i] - self._aside_m[i])),
+                                     self._aside_goal_m[i] - self._aside_m[i])
+                self._aside_m[i] += move
+            elif self.arc_m[i] >= s.length_m:
+                continue
+            elif robot_speed_mps <= AT_REST_MPS and _in_the_way(rx - x, ry - y, heading, robot_radius_m):
+                self._waited_s[i] += dt_s      # a robot at rest in their way: they wait, then step round it
+                if self._waited_s[i] >= PATIENCE_S and self._aside_goal_m[i] == self._aside_m[i]:
+                    self._aside_goal_m[i] = self._aside_m[i] + self._room_aside(x, y, heading)
+                    self._waited_s[i] = 0.0
+                continue
+            else:
+                self._waited_s[i] = 0.0
+                self.arc_m[i] = min(self.arc_m[i] + s.speed_mps * dt_s, s.length_m)
+            self.positions[i] = self._where(i)[:2]
         self.observe(robot_xy, robot_radius_m)
+
+    def _where(self, i: int) -> tuple[float, float, float]:
+        x, y, heading = self.scripts[i].at(self.arc_m[i])
+        aside = self._aside_m[i]
+        return x - aside * math.sin(heading), y + aside * math.cos(heading), heading
+
+    def _room_aside(self, x: float, y: float, heading: float) -> float:
+        """SIDESTEP_M to the side with more room (left on open floor), less where a wall is nearer."""
+        if self.scene is None:
+            return SIDESTEP_M
+        here = np.array([x, y])
+        left = np.array([-math.sin(heading), math.cos(heading)])
+        room_left = _free_along(self.scene, here, left, SIDESTEP_M)
+        room_right = _free_along(self.scene, here, -left, SIDESTEP_M)
+        return room_left if room_left >= room_right else -room_right
 
     def observe(self, robot_xy: tuple[float, float], robot_radius_m: float) -> None:
         """Count a contact when one begins (it ends once the bodies are 0.05 m apart) and keep the clearance."""
@@ -241,7 +281,14 @@ def place_people(scene: Scene, kinds: Sequence[str]) -> list[PersonScript]:
             room = np.array([_free_along(scene, p, n, OVERTAKE_OFFSET_M) for p, n in zip(pts[:k + 1], normals[:k + 1],
                                                                                      strict=True)])
             beside = pts[:k + 1] + normals[:k + 1] * room[:, None]
-            path = np.concatenate([beside, _straight(beside[-1], pts[cut])[1:], pts[cut + 1:]])
+            # ahead on the route for a while, then off it to the side with room (not standing on the goal)
+            stop = max(cut, _index(arc, min(arc[cut] + OVERTAKE_AHEAD_M, total - OVERTAKE_CLEAR_GOAL_M)))
+            off = np.array([-direction[stop][1], direction[stop][0]])
+            left_m, right_m = (_free_along(scene, pts[stop], off, STEP_OUT_M),
+                               _free_along(scene, pts[stop], -off, STEP_OUT_M))
+            leave = pts[stop] + (off * left_m if left_m >= right_m else -off * right_m)
+            path = np.concatenate([beside, _straight(beside[-1], pts[cut])[1:], pts[cut + 1:stop + 1],
+                                   _straight(pts[stop], leave)[1:]])
             lead_m = float(arc[k])
             out.append(PersonScript(kind, path, max(0.0, meet_s - lead_m / speed), speed, bgr))
         else:

@@ -10,6 +10,7 @@ at its start, and the odometry keeps integrating, as a real robot carried to ano
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ class SimWorld:
             prepared = self.prepare(seed, walkers, clutter)
         with self._lock:
             self.scene, self.physical = prepared.scene, prepared.physical
-            self.crowd = people.Crowd(prepared.scripts)
+            self.crowd = people.Crowd(prepared.scripts, prepared.physical)
             self.base = Base(self.physical, self.params.base)
             self.base.reset(self.scene.start)
             self._oracle_rng = np.random.default_rng(seed)
@@ -142,8 +143,9 @@ class SimWorld:
             t = self.t_s = self.t_s + self.dt_s
             self.base.step(self.dt_s, t)
             if len(self.crowd):
-                here = self.base.pose
-                self.crowd.step(self.dt_s, t - self.log.started_s, (here.x, here.y), self.params.base.radius_m)
+                here, moving = self.base.pose, self.base.velocity
+                self.crowd.step(self.dt_s, t - self.log.started_s, (here.x, here.y), self.params.base.radius_m,
+                                math.hypot(moving.vx, moving.vy))
             twist = self.base.velocity
             odom_pose, odom_twist = self._odometry.update(self.dt_s, twist)
             pose = self.base.pose
