@@ -58,6 +58,7 @@ OVERTAKE_CUT_IN_M = 2.0               # ahead of the meeting point, the overtake
 OVERTAKE_AHEAD_M = 3.0                # walks on along it this far (ending at least OVERTAKE_CLEAR_GOAL_M before the
 OVERTAKE_CLEAR_GOAL_M = 1.5           # goal), then steps STEP_OUT_M off it and stands
 CLUTTER_MARGIN_M = 0.1                # clutter leaves a way for a robot this much wider than the real one
+CLUTTER_SPARE_CHECKS = 4             # path checks beyond one per item, for items refused for closing the way
 CLUTTER_CLEAR_ENDS_M = 1.5            # and none of it this near the start or the goal (along the route)
 CLUTTER_SIZES_M = {'box': (0.5, 0.5, 0.6), 'chair': (0.45, 0.45, 0.9)}   # size_x, size_y, height
 CLUTTER_BGR = {'box': (60, 120, 170), 'chair': (50, 50, 110)}
@@ -301,17 +302,21 @@ def with_clutter(scene: Scene, clutter: Sequence[Landmark]) -> Scene:
     return dataclasses.replace(scene, landmarks=scene.landmarks + tuple(clutter)) if clutter else scene
 
 
-def place_clutter(scene: Scene, count: int, robot_radius_m: float = 0.3) -> tuple[Landmark, ...]:
+def place_clutter(scene: Scene, count: int, robot_radius_m: float = 0.3,
+                  walks: Sequence[PersonScript] = ()) -> tuple[Landmark, ...]:
     """count boxes and chairs (fewer where the scene has no room for them) on or beside the route, seeded by the
-    scene's seed, none within CLUTTER_CLEAR_ENDS_M of the start or the goal, and each kept only if a robot of
-    robot_radius_m + CLUTTER_MARGIN_M still has a path from the start to the goal (sim/geodesic.py)."""
+    scene's seed, none within CLUTTER_CLEAR_ENDS_M of the start or the goal, none on the people's walks (a person
+    walks round a robot, not through a box), and each kept only if a robot of robot_radius_m + CLUTTER_MARGIN_M still
+    has a path from the start to the goal (sim/geodesic.py)."""
+    walked = np.concatenate([w.path for w in walks]) if walks else np.zeros((0, 2))
     if count <= 0:
         return ()
     rng = np.random.default_rng((scene.seed, CLUTTER_STREAM))
     pts, arc, direction = _route_samples(scene)
     total = float(arc[-1])
     placed: list[Landmark] = []
-    for _ in range(4 * count):
+    checks = 0
+    for _ in range(20 * count):   # most draws fall on a wall, a box or a walk: cheap to refuse
         if len(placed) >= count or total < 2 * CLUTTER_CLEAR_ENDS_M:
             break
         name = 'box' if rng.random() < 0.5 else 'chair'
@@ -326,6 +331,11 @@ def place_clutter(scene: Scene, count: int, robot_radius_m: float = 0.3) -> tupl
         if float(distance_to_walls(point, scene.walls)[0]) < half or \
                 float(distance_to_landmarks(point, list(scene.landmarks) + placed)[0]) < half:
             continue   # inside a wall or on another box
+        if len(walked) and float(distance_to_landmarks(walked, [box]).min()) < PERSON_RADIUS_M + WALL_MARGIN_M:
+            continue   # in someone's way
+        if checks >= count + CLUTTER_SPARE_CHECKS:
+            break      # each check plans a path (0.1-0.3 s): a reset stays within seconds
+        checks += 1
         try:
             geodesic.shortest_path(with_clutter(scene, [*placed, box]), robot_radius_m + CLUTTER_MARGIN_M,
                                    corner_points=4)

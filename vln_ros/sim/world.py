@@ -84,8 +84,9 @@ class SimWorld:
         """The scene of seed with its clutter and people placed: the slow part of a reset (placing clutter plans
         paths, about 0.1 s an item), thread-safe, so a caller can do it off the physics thread."""
         scene = scenes.generate(seed)
-        physical = people.with_clutter(scene, people.place_clutter(scene, clutter, self.params.base.radius_m))
-        return Prepared(scene, physical, tuple(people.place_people(scene, walkers)))
+        scripts = tuple(people.place_people(scene, walkers))
+        physical = people.with_clutter(scene, people.place_clutter(scene, clutter, self.params.base.radius_m, scripts))
+        return Prepared(scene, physical, scripts)
 
     def reset(self, seed: int, walkers: tuple[str, ...] = (), clutter: int = 0,
               prepared: Prepared | None = None) -> Scene:
