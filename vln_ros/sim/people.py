@@ -22,8 +22,9 @@ never walks into a robot at rest, and a contact with a person is one a moving ro
 a person's body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
 
 Clutter: boxes and chairs, CLUTTER_SIZES_M, drawn, seen and hit like landmarks (they are landmarks of the physical
-scene, counted in `collisions`), on the route or beside it; an item is kept only while a robot CLUTTER_MARGIN_M wider
-than the real one still has a way from the start to the goal (sim/geodesic.py), so the route stays passable.
+scene, counted in `collisions`), on the route or beside it, off the people's walks; an item is kept only while a robot
+CLUTTER_MARGIN_M wider than the real one still has a way from the start to the goal (sim/geodesic.py), so the route
+stays passable. Where the scene has no room for as many as asked, there are fewer (a reset tries a bounded number).
 """
 from __future__ import annotations
 
@@ -58,8 +59,8 @@ OVERTAKE_CUT_IN_M = 2.0               # ahead of the meeting point, the overtake
 OVERTAKE_AHEAD_M = 3.0                # walks on along it this far (ending at least OVERTAKE_CLEAR_GOAL_M before the
 OVERTAKE_CLEAR_GOAL_M = 1.5           # goal), then steps STEP_OUT_M off it and stands
 CLUTTER_MARGIN_M = 0.1                # clutter leaves a way for a robot this much wider than the real one
-CLUTTER_SPARE_CHECKS = 4             # path checks beyond one per item, for items refused for closing the way
 CLUTTER_CLEAR_ENDS_M = 1.5            # and none of it this near the start or the goal (along the route)
+CLUTTER_SPARE_CHECKS = 4              # path checks beyond one per item, for items refused for closing the way
 CLUTTER_SIZES_M = {'box': (0.5, 0.5, 0.6), 'chair': (0.45, 0.45, 0.9)}   # size_x, size_y, height
 CLUTTER_BGR = {'box': (60, 120, 170), 'chair': (50, 50, 110)}
 CLUTTER_STREAM = 2401                 # the clutter's and people's random streams: (scene seed, this, ...)
