@@ -34,7 +34,8 @@ FIGURES = {
                 'console_cpu_percent_0_viewers', 'console_cpu_percent_2_viewers', 'console_estop_state_ms_p99'],
     'safety': ['guard_step_us_p99', 'guard_step_cpu_us_p99', 'guard_scan_convert_us_p99',
                'guard_cloud_convert_us_p99', 'guard_reaction_ms_p99'],
-    'eval': ['eval_sr_0p5s', 'eval_spl_0p5s', 'eval_collisions_0p5s', 'sim_real_time_factor'],
+    'eval': ['eval_sr_0p5s', 'eval_spl_0p5s', 'eval_collisions_0p5s', 'sim_real_time_factor',
+             'sim_real_time_factor_people', 'sim_max_speed_people'],
 }
 SMOKE_TIMEOUT_S = 600   # a group's smoke run: node start-ups dominate (eval: one episode, about a minute)
 
