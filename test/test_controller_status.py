@@ -114,18 +114,19 @@ def test_the_console_gives_the_pages_the_estop_as_before_and_every_field_under_c
     shown = page_state(status_msg(mode='estop', estop_engaged=True, estop_reason='estop_deadman', estop_asserted=False,
                                   stop_reason='estop_deadman', plan_age_s=math.nan, max_linear_x=0.5,
                                   max_linear_y=0.2, max_angular_z=0.8, estop_timeout_s=2.0))
-    assert shown['estop'] == {'engaged': True, 'reason': 'estop_deadman'}
+    assert shown['estop'] == {'engaged': True, 'reason': 'estop_deadman', 'period_s': 1.0}
     status = shown['controller_status']
     assert math.isnan(status.pop('plan_age_s'))
     assert status == {'mode': 'estop', 'estop_engaged': True, 'estop_reason': 'estop_deadman',
                       'estop_asserted': False, 'stop_reason': 'estop_deadman', 'stamp_s': 12.5,
                       'limits': {'max_linear_x': 0.5, 'max_linear_y': pytest.approx(0.2),
-                                 'max_angular_z': pytest.approx(0.8)}, 'estop_timeout_s': 2.0}
+                                 'max_angular_z': pytest.approx(0.8)}, 'estop_timeout_s': 2.0,
+                      'period_s': 1.0}
 
 
 def test_the_console_says_released_when_no_estop_is_latched():
-    assert page_state(status_msg(mode='following', stop_reason='following'))['estop'] == {'engaged': False,
-                                                                                          'reason': 'released'}
+    assert page_state(status_msg(mode='following', stop_reason='following'))['estop'] == {
+        'engaged': False, 'reason': 'released', 'period_s': 1.0}
 
 
 def test_a_subscriber_that_comes_late_gets_the_controllers_latched_status(graph):
