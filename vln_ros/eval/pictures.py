@@ -32,6 +32,8 @@ from vln_ros.sim.render import CameraSpec, render, render_top_down
 from vln_ros.sim.scene import Scene
 
 _PATH_START, _PATH_END = np.array([255, 160, 40.0]), np.array([40, 40, 230.0])   # BGR: blue -> red over time
+_PEOPLE_BGR = (90, 150, 90)           # people's tracks: muted green
+_GUARD_STOP_BGR = (200, 0, 200)        # where the guard began a stop: magenta
 PX_PER_M = 40.0          # an episode's own picture; a sheet uses this or less, one scale for all its maps
 MAP_MARGIN_M = 0.5       # render_top_down's margin round the walls
 CJK_FONT = Path('/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc')   # fonts-wqy-zenhei (tools/install_browser.sh)
@@ -129,6 +131,16 @@ def path_map(scene: Scene, record: EpisodeRecord, px_per_m: float = PX_PER_M) ->
         cv2.line(image, to_px(*a), to_px(*b), tuple(int(c) for c in colour), 2, cv2.LINE_AA)
     if points:
         cv2.circle(image, to_px(*points[-1]), max(3, round(0.15 * px_per_m)), (0, 0, 0), 2, cv2.LINE_AA)
+    # people's tracks (rows [t, person, x, y]) during the task, thin, muted green; the guard's stops as magenta crosses
+    people: dict[int, list[tuple[float, float]]] = {}
+    for t, person, x, y in record.people_tracks:
+        if t >= record.task_started_s:
+            people.setdefault(int(person), []).append((x, y))
+    for track in people.values():
+        for a, b in zip(track, track[1:], strict=False):
+            cv2.line(image, to_px(*a), to_px(*b), _PEOPLE_BGR, 1, cv2.LINE_AA)
+    for _, x, y in record.guard_stops:
+        cv2.drawMarker(image, to_px(x, y), _GUARD_STOP_BGR, cv2.MARKER_TILTED_CROSS, max(7, round(0.3 * px_per_m)), 2)
     return image
 
 
