@@ -124,3 +124,12 @@ def test_the_study_pictures_are_written_for_guarded_and_unguarded_rows(tmp_path:
     assert all((tmp_path / name).stat().st_size > 1000 for name in ('safety_paths_guard.png',
                                                                     'safety_paths_no_guard.png'))
     assert frames == [(0, tmp_path / 'safety_video_seed_0.mp4')]
+
+
+def test_vln_eval_refuses_an_unknown_safety_world_before_starting_anything(capsys, tmp_path: Path):
+    from vln_ros.eval import run
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(['--study', 'safety', '--worlds', 'empty,moon', '--out', str(tmp_path / 'out')])
+    assert exit_info.value.code == 2
+    assert "unknown world 'moon'" in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
