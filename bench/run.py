@@ -662,6 +662,47 @@ def bench_safety_study(episodes: int = 3, worlds: tuple[str, ...] = ('empty', 'c
         print('# eval_safety_sr_people_0p5s: not measured (no people world or no oracle row ran)', file=sys.stderr)
 
 
+def bench_sim_people(seconds: float = 20.0, people: int = 4, clutter: int = 12) -> None:
+    """The simulator with the guard's test load: every person script, clutter, the laser and the depth camera on.
+    sim_real_time_factor_people: sim_node's own real-time factor at speed 1 (it cannot pass 1: the pace), from
+    /status after `seconds`; sim_max_speed_people: the same simulator without ROS, stepped as fast as it goes
+    (simulated seconds per wall second): the headroom above real time on this machine."""
+    from vln_ros.sim import api
+    from vln_ros.sim.params import SimParams
+    from vln_ros.sim.render import CameraSpec, render
+    from vln_ros.sim.service import SimService
+
+    scripts = list(api.PERSON_SCRIPTS[:people])
+    port = free_port()
+    proc = node_process('sim_node', (f'api_port:={port}', 'depth.enabled:=true', 'laser.enabled:=true'))
+    try:
+        client = api.SimClient.on_port(port)
+        deadline = time.monotonic() + 30.0
+        while not client.ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError('sim_node did not come up')
+            time.sleep(0.2)
+        client.reset(0, people=scripts, clutter=clutter, timeout_s=30.0)
+        time.sleep(seconds)
+        rtf = client.status().real_time_factor
+    finally:
+        stop_process(proc)
+    print(f'# sim_node with {people} people, {clutter} clutter, laser and depth: {rtf:.3f}x real time', file=sys.stderr)
+    emit('sim_real_time_factor_people', rtf, 'ratio')
+
+    params = SimParams.model_validate({'seed': 0, 'depth': {'enabled': True}})
+    camera = CameraSpec(width=params.camera.width, height=params.camera.height, hfov_deg=params.camera.hfov_deg)
+    service = SimService(params, lambda scene, pose, view: render(scene, pose, camera, view))
+    service.world.reset(0, tuple(scripts), clutter)
+    steps = max(1, round(seconds * params.physics_rate_hz))
+    t0 = time.perf_counter()
+    for i in range(steps):
+        if i % 10 == 0:   # walking down its route, as in an episode
+            service.world.command(0.5, 0.0, 0.0)
+        service.step()
+    emit('sim_max_speed_people', steps / params.physics_rate_hz / (time.perf_counter() - t0), 'ratio')
+
+
 def bench_guard(steps: int = 3000, messages: int = 200) -> None:
     """The collision guard's control step and message conversions (bench/bench_guard.py)."""
     suite_module('bench_guard', 'bench').bench_guard(emit, steps=steps, messages=messages)
@@ -683,7 +724,7 @@ BENCHES: dict[str, list[Callable[..., None]]] = {
     # the guard's study reduced: 2 x 3 x 2 rows x 3 episodes, about 40 minutes
     'safety': [bench_guard, bench_guard_reaction, bench_safety_study],
     # about 25 minutes: 80 closed-loop episodes
-    'eval': [bench_closed_loop]}
+    'eval': [bench_closed_loop, bench_sim_people]}
 
 # --smoke (test/test_bench.py, in `make test`): every benchmark once, as short as it still runs its whole path,
 # so a broken benchmark fails CI. Its figures mean nothing; only that each group runs to the end and prints.
@@ -704,6 +745,7 @@ SMOKE: dict[str, dict[str, object]] = {
     'bench_guard_reaction': {'trials': 2},
     'bench_safety_study': {'episodes': 1, 'worlds': ('people',), 'models': ('oracle',)},
     'bench_closed_loop': {'episodes': 1, 'studies': 1},
+    'bench_sim_people': {'seconds': 6.0},
 }
 SMOKE_ARGS: dict[str, dict[str, object]] = {}   # main() sets it to SMOKE under --smoke
 PAGE_DEADLINE_S = 30.0   # the console page: its first image, and each later step, or the bench fails

@@ -34,8 +34,9 @@ FIGURES = {
                 'console_cpu_percent_0_viewers', 'console_cpu_percent_2_viewers'],
     'safety': ['guard_step_us_p99', 'guard_step_cpu_us_p99', 'guard_scan_convert_us_p99',
                'guard_cloud_convert_us_p99', 'guard_reaction_ms_p99', 'eval_safety_collisions_guard',
-               'eval_safety_collisions_no_guard'],   # and eval_safety_sr_people_0p5s where the sim has people
-    'eval': ['eval_sr_0p5s', 'eval_spl_0p5s', 'eval_collisions_0p5s', 'sim_real_time_factor'],
+               'eval_safety_collisions_no_guard', 'eval_safety_sr_people_0p5s'],
+    'eval': ['eval_sr_0p5s', 'eval_spl_0p5s', 'eval_collisions_0p5s', 'sim_real_time_factor',
+             'sim_real_time_factor_people', 'sim_max_speed_people'],
 }
 SMOKE_TIMEOUT_S = 600   # a group's smoke run: node start-ups dominate (eval: one episode, about a minute)
 

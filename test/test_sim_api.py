@@ -108,6 +108,14 @@ def test_the_wire_format_is_the_json_it_always_was(served):
     ('POST', '/reset', b'{"seed": 7.5}', 400, r'^seed: Input should be a valid integer'),
     ('POST', '/reset', b'{"seed": -1}', 400, r'^seed: Input should be greater than or equal to 0'),
     ('POST', '/reset', b'{"sead": 7}', 400, r'^sead: Extra inputs are not permitted'),
+    ('POST', '/reset', b'{"people": ["running"]}', 400,
+     r"^people\.0: Input should be 'crossing', 'towards', 'doorway' or 'overtaking'"),
+    ('POST', '/reset', b'{"people": "crossing"}', 400, r'^people: Input should be a valid list'),
+    ('POST', '/reset', b'{"people": ["towards", "towards", "towards", "towards", "towards"]}', 400,
+     r'^people: List should have at most 4 items'),
+    ('POST', '/reset', b'{"clutter": 13}', 400, r'^clutter: Input should be less than or equal to 12'),
+    ('POST', '/reset', b'{"clutter": -1}', 400, r'^clutter: Input should be greater than or equal to 0'),
+    ('POST', '/reset', b'{"clutter": 2.0}', 400, r'^clutter: Input should be a valid integer'),
     ('POST', '/fault', b'{"camera_frozen": 1}', 400, r'^camera_frozen: Input should be a valid boolean'),
     ('POST', '/oracle', b'{"latency_s": 0.3}', 400, r'^stamp_ns: Field required'),
     ('POST', '/oracle', b'{"stamp_ns": true}', 400, r'^stamp_ns: Input should be a valid integer'),
@@ -257,7 +265,7 @@ def test_a_reset_asked_while_a_frame_is_rendered_never_lets_that_frame_out():
     resetting: list[threading.Thread] = []
     service: SimService
 
-    def render_frame(scene, pose):
+    def render_frame(scene, pose, people):
         if not resetting:   # the first capture: a reset comes in from the side channel while it is rendered
             thread = threading.Thread(target=lambda: replies.append(service.reset(api.ResetRequest(seed=7))))
             resetting.append(thread)
@@ -278,7 +286,7 @@ def test_a_reset_asked_while_a_frame_is_rendered_never_lets_that_frame_out():
 def test_the_simulator_serves_every_route_through_the_real_app_without_ros():
     from vln_ros.sim.service import SimService
 
-    service = SimService(SimParams(seed=1), lambda scene, pose: scene.seed)
+    service = SimService(SimParams(seed=1), lambda scene, pose, people: scene.seed)
     stamps: list[tuple[float, int]] = []
     stopping = threading.Event()
 
@@ -312,7 +320,7 @@ def test_the_simulator_serves_every_route_through_the_real_app_without_ros():
 def test_a_reset_the_physics_thread_never_takes_is_a_timeout():
     from vln_ros.sim.service import SimService
 
-    service = SimService(SimParams(), lambda scene, pose: None, reset_wait_s=0.05)
+    service = SimService(SimParams(), lambda scene, pose, people: None, reset_wait_s=0.05)
     with pytest.raises(TimeoutError, match='did not take the reset'):
         service.reset(api.ResetRequest(seed=3))
     service.step()                                          # the abandoned reset is not applied later

@@ -28,18 +28,20 @@ def sim(graph):
     from geometry_msgs.msg import Twist
     from nav_msgs.msg import Odometry
     from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image, LaserScan
+    from sensor_msgs.msg import CameraInfo, Image, LaserScan
 
     port = free_port()
     proc = subprocess.Popen([executable('sim_node'), '--ros-args', '-p', f'api_port:={port}', '-p', 'seed:=1',
-                             '-p', 'camera.width:=320', '-p', 'camera.height:=240'],
+                             '-p', 'camera.width:=320', '-p', 'camera.height:=240', '-p', 'depth.enabled:=true'],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = graph.node('sim_test')
-    heard = {'clock': [], 'image': [], 'odom': [], 'diag': [], 'scan': []}
+    heard = {'clock': [], 'image': [], 'odom': [], 'diag': [], 'scan': [], 'depth': [], 'depth_info': []}
     node.create_subscription(Clock, ri.CLOCK, heard['clock'].append, 10)
     node.create_subscription(Image, ri.SIM_CAMERA, heard['image'].append, ri.SENSOR_QOS)
     node.create_subscription(Odometry, ri.ODOM, heard['odom'].append, ri.SENSOR_QOS)
     node.create_subscription(LaserScan, ri.SCAN, heard['scan'].append, ri.SENSOR_QOS)
+    node.create_subscription(Image, ri.GUARD_DEPTH, heard['depth'].append, ri.SENSOR_QOS)
+    node.create_subscription(CameraInfo, ri.GUARD_DEPTH_INFO, heard['depth_info'].append, ri.SENSOR_QOS)
     node.create_subscription(DiagnosticArray, ri.DIAGNOSTICS,
                              lambda m: heard['diag'].extend(s for s in m.status if s.name == '/sim_node'), 10)
     cmd = node.create_publisher(Twist, ri.CMD_VEL, ri.CMD_QOS)
@@ -85,6 +87,19 @@ def test_the_laser_scans_at_rate_hz_of_simulated_time_in_its_frame_and_sees_the_
     ranges, near = np.asarray(scan.ranges), truth <= 8.0
     assert near.sum() > 100 and np.abs(ranges[near] - truth[near]).max() <= 0.03 + 1e-4
     assert np.isposinf(ranges[~near]).all()
+
+
+def test_the_depth_camera_publishes_what_the_guards_depth_source_reads_with_its_defaults(sim):
+    from vln_ros.core.guard_sources import CameraModel, DepthParams, depth_to_points
+    _, heard, _, _ = sim
+    assert wait_for(lambda: len(heard['depth']) >= 5 and len(heard['depth_info']) >= 5, 15.0), len(heard['depth'])
+    image, info = heard['depth'][-1], heard['depth_info'][-1]
+    assert (image.width, image.height, image.encoding) == (160, 120, '32FC1')
+    assert image.header.frame_id == info.header.frame_id == 'camera_depth_optical_frame'
+    stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in heard['depth'][-5:]}
+    assert stamps <= {(m.header.stamp.sec, m.header.stamp.nanosec) for m in heard['depth_info']}   # paired
+    points = depth_to_points(image, CameraModel(info), DepthParams(enabled=True))
+    assert len(points) > 100
 
 
 def test_cmd_vel_moves_the_robot_and_the_episode_records_it(sim):

@@ -2,7 +2,9 @@
 
 It talks to the stack only through what a real robot offers: the camera (sensor_msgs/Image on
 camera/image_raw, stamped with the capture time), a 2D laser (sensor_msgs/LaserScan on scan, frame_id
-laser.frame_id, mounted at laser.mount; vln_ros/sim/laser.py), odometry (odom) and cmd_vel, plus /clock, which it owns
+laser.frame_id, mounted at laser.mount; vln_ros/sim/laser.py), with depth.enabled a depth camera (sensor_msgs/Image on
+depth/image_raw in depth.encoding and its CameraInfo on depth/camera_info, frame_id depth.frame_id, mounted at
+depth.mount: the guard's depth source reads them as they are), odometry (odom) and cmd_vel, plus /clock, which it owns
 (every other node runs with use_sim_time). A physics thread steps vln_ros/sim/world.py at physics_rate_hz
 of simulated time, paced to `speed` x wall time, publishing /clock every step; the executor takes cmd_vel.
 
@@ -27,7 +29,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, LaserScan
+from sensor_msgs.msg import CameraInfo, Image, LaserScan
 
 from vln_ros import interface
 from vln_ros.core.control import Pose2D, Twist2D
@@ -38,7 +40,7 @@ from vln_ros.nodes.runner import run_node
 from vln_ros.sim import api, scenes
 from vln_ros.sim.laser import scan_geometry
 from vln_ros.sim.params import SimParams
-from vln_ros.sim.render import CameraSpec, render
+from vln_ros.sim.render import CameraSpec, intrinsics, render
 from vln_ros.sim.service import SimService
 
 __doc__ = f"{(__doc__ or '').rstrip()}\n{api.describe_routes()}\n"   # sim_node --help prints them
@@ -62,7 +64,8 @@ class SimNode(Node):
         self.params: SimParams = declare_params(self, SimParams, cli_args=node_kwargs.get('cli_args'))
         p = self.params
         camera = CameraSpec(width=p.camera.width, height=p.camera.height, hfov_deg=p.camera.hfov_deg)
-        self.sim = SimService(p, lambda scene, pose: render(scene, pose, camera), self.get_logger().info)
+        self.sim = SimService(p, lambda scene, pose, people: render(scene, pose, camera, people),
+                              self.get_logger().info)
         self.world = self.sim.world
         self._clock_pub = self.create_publisher(Clock, interface.CLOCK, 10)
         self._image_pub = self.create_publisher(Image, interface.SIM_CAMERA, interface.SENSOR_QOS)
@@ -70,6 +73,10 @@ class SimNode(Node):
         self._scan_geometry = scan_geometry(p.laser.fov_deg, p.laser.step_deg)
         self._scan_pub = (self.create_publisher(LaserScan, interface.SCAN, interface.SENSOR_QOS)
                           if p.laser.enabled else None)
+        # The depth image and its CameraInfo as a depth camera driver publishes them: sensor data, the same stamp.
+        self._depth_pubs = ((self.create_publisher(Image, interface.GUARD_DEPTH, interface.SENSOR_QOS),
+                             self.create_publisher(CameraInfo, interface.GUARD_DEPTH_INFO, interface.SENSOR_QOS))
+                            if p.depth.enabled else None)
         self.create_subscription(Twist, interface.CMD_VEL, self._on_cmd_vel, interface.CMD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         diagnostics.start_timer(self, DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
@@ -126,6 +133,10 @@ class SimNode(Node):
             self._image_pub.publish(self._image(stamp_s, image))
         if out.scan is not None and self._scan_pub is not None:
             self._scan_pub.publish(self._laser_scan(*out.scan))
+        if out.depth is not None and self._depth_pubs is not None:
+            image, info = self._depth(*out.depth)
+            self._depth_pubs[0].publish(image)
+            self._depth_pubs[1].publish(info)
 
     def _publish_diagnostics(self) -> None:
         rtf, episode = self.sim.real_time_factor(), self.world.episode_counts()
@@ -144,6 +155,26 @@ class SimNode(Node):
         msg.encoding, msg.step = 'bgr8', bgr.shape[1] * 3
         msg.data = bgr.tobytes()
         return msg
+
+    def _depth(self, stamp_s: float, depth: np.ndarray) -> tuple[Image, CameraInfo]:
+        p = self.params.depth
+        msg = Image()
+        msg.header.stamp = _time_msg(stamp_s)
+        msg.header.frame_id = p.frame_id
+        msg.height, msg.width = depth.shape
+        msg.encoding, msg.step = p.encoding, depth.shape[1] * depth.itemsize
+        msg.is_bigendian = 0     # numpy's native order on every machine this runs on (little-endian)
+        msg.data = depth.tobytes()
+        info = CameraInfo()
+        info.header = msg.header
+        info.height, info.width = depth.shape
+        fx, fy, cx, cy = intrinsics(self.sim.depth_camera)
+        info.distortion_model = 'plumb_bob'
+        info.d = [0.0] * 5
+        info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return msg, info
 
     def _laser_scan(self, stamp_s: float, ranges: np.ndarray) -> LaserScan:
         p, geometry = self.params.laser, self._scan_geometry

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -52,8 +53,21 @@ class ApiReply(BaseModel):
     model_config = ConfigDict(extra='forbid', frozen=True)
 
 
+PersonScript = Literal['crossing', 'towards', 'doorway', 'overtaking']
+PERSON_SCRIPTS: tuple[PersonScript, ...] = ('crossing', 'towards', 'doorway', 'overtaking')
+MAX_PEOPLE = 4
+MAX_CLUTTER = 12
+
+
 class ResetRequest(ApiRequest):
+    """The defaults (no people, no clutter) give every scene exactly as before people existed."""
+
     seed: int = Field(0, ge=0, description='The scene (vln_ros/sim/scenes.py)')
+    people: list[PersonScript] = Field(
+        default_factory=list, max_length=MAX_PEOPLE,
+        description='One walking person per entry, on a seeded script timed to meet the robot (sim/people.py)')
+    clutter: int = Field(0, ge=0, le=MAX_CLUTTER,
+                         description='Static obstacles (boxes, chairs) on and near the route; it stays passable')
 
 
 class ResetReply(ApiReply):
@@ -84,10 +98,13 @@ class EpisodeReply(ApiReply):
     seed: int
     started_s: float
     now_s: float
-    collisions: int
-    min_clearance_m: float
+    collisions: int                 # contacts with walls, doors, landmarks and clutter
+    min_clearance_m: float          # to walls, doors, landmarks and clutter
     distance_travelled_m: float
     frames: int
+    person_collisions: int = 0      # contacts with people, counted apart (a person never walks into a robot)
+    min_clearance_people_m: float = math.inf   # robot body to a person's body; inf without people
+    people_tracks: list[list[float]] = Field(default_factory=list)   # [t, person_index, x, y] at 20 Hz
     trajectory: list[list[float]]   # [t, x, y, yaw, vx, vy, wz] true, body twist, 20 Hz
     commands: list[list[float]]     # [t, vx, vy, wz] as received on cmd_vel
     answers: list[OracleRecord]
@@ -420,8 +437,9 @@ class SimClient:
         data = None if body is None else json.dumps(body.model_dump(exclude_none=True)).encode()
         return route.reply.model_validate(self.send(route.method, route.path, data, timeout_s))
 
-    def reset(self, seed: int, timeout_s: float | None = None) -> ResetReply:
-        return self.call(RESET, ResetRequest(seed=seed), timeout_s)
+    def reset(self, seed: int, timeout_s: float | None = None, people: list[PersonScript] | None = None,
+              clutter: int = 0) -> ResetReply:
+        return self.call(RESET, ResetRequest(seed=seed, people=people or [], clutter=clutter), timeout_s)
 
     def episode(self, timeout_s: float | None = None) -> EpisodeReply:
         return self.call(EPISODE, None, timeout_s)

@@ -1,4 +1,5 @@
-"""The simulated robot's 2D laser: one level fan of beams cast against a scene's walls and landmark boxes. No ROS.
+"""The simulated robot's 2D laser: one level fan of beams cast against a scene's walls, landmark boxes and people
+(vertical cylinders, vln_ros/sim/people.py). No ROS.
 
 Each beam is a ray in the laser's plane from its mount on the robot (mount.x_m forward of the base origin, on the
 centre line, level, at mount.z_m above the floor); every beam is intersected with every segment at once (numpy,
@@ -21,6 +22,7 @@ import numpy as np
 
 from vln_ros.core.control import Pose2D
 from vln_ros.sim.params import LaserParams
+from vln_ros.sim.people import PERSON_RADIUS_M
 from vln_ros.sim.scene import Scene
 
 NOISE_CUTOFF = 3.0       # noise beyond this many standard deviations is cut off (an error is at most 3 noise_m)
@@ -81,6 +83,21 @@ def true_ranges(origin_x: float, origin_y: float, directions: np.ndarray, segmen
     return np.where(hit, t, np.inf).min(axis=1)
 
 
+def circle_ranges(origin_x: float, origin_y: float, directions: np.ndarray, centres: np.ndarray,
+                  radius_m: float) -> np.ndarray:
+    """Distance along each unit direction (N, 2) to the nearest circle of radius_m around centres (P, 2); inf where
+    a beam misses them all, 0 from inside one. Solves |origin + t d - c| = r for every beam and circle at once."""
+    if len(centres) == 0:
+        return np.full(len(directions), np.inf)
+    mx, my = origin_x - centres[:, 0], origin_y - centres[:, 1]                    # (P,)
+    b = directions[:, :1] * mx + directions[:, 1:] * my                            # (N, P) m . d
+    disc = b * b - (mx * mx + my * my - radius_m * radius_m)
+    root = np.sqrt(np.maximum(disc, 0.0))
+    far = -b + root
+    hit = (disc >= 0.0) & (far >= 0.0)
+    return np.where(hit, np.maximum(-b - root, 0.0), np.inf).min(axis=1)
+
+
 class Laser:
     """A laser with its parameters; scan(scene, pose, rng) is one sweep, all beams at one instant (a real laser
     spins through its fan in scan_time; at a walking robot's speeds the difference is a few millimetres)."""
@@ -102,17 +119,23 @@ class Laser:
         x_m = self.params.mount.x_m
         return pose.x + x_m * math.cos(pose.yaw), pose.y + x_m * math.sin(pose.yaw)
 
-    def true_ranges(self, scene: Scene, pose: Pose2D) -> np.ndarray:
-        """The exact distances (N,), inf without a hit at any distance."""
+    def true_ranges(self, scene: Scene, pose: Pose2D, people_xy: np.ndarray | None = None) -> np.ndarray:
+        """The exact distances (N,), inf without a hit at any distance; people_xy (P, 2) are people standing
+        there (vertical cylinders of PERSON_RADIUS_M, taller than any laser plane)."""
         world = pose.yaw + self._angles
         directions = np.stack([np.cos(world), np.sin(world)], axis=1)
-        return true_ranges(*self.origin(pose), directions, self._segments_of(scene))
+        ox, oy = self.origin(pose)
+        ranges = true_ranges(ox, oy, directions, self._segments_of(scene))
+        if people_xy is not None and len(people_xy):
+            ranges = np.minimum(ranges, circle_ranges(ox, oy, directions, people_xy, PERSON_RADIUS_M))
+        return ranges
 
-    def scan(self, scene: Scene, pose: Pose2D, rng: np.random.Generator) -> np.ndarray:
+    def scan(self, scene: Scene, pose: Pose2D, rng: np.random.Generator,
+             people_xy: np.ndarray | None = None) -> np.ndarray:
         """The measured ranges (N,) as float32, REP 117: +inf no return within range_max_m, -inf nearer than
         range_min_m, otherwise the true range with bounded noise, within [range_min_m, range_max_m]."""
         p = self.params
-        truth = self.true_ranges(scene, pose)
+        truth = self.true_ranges(scene, pose, people_xy)
         measured = truth
         if p.noise_m > 0.0:
             noise = np.clip(rng.standard_normal(len(truth)), -NOISE_CUTOFF, NOISE_CUTOFF) * p.noise_m

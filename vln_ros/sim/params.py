@@ -1,8 +1,11 @@
-"""sim_node's parameters: the simulated robot's camera, laser, odometry and base, and the simulation's pace. No ROS.
+"""sim_node's parameters: the simulated robot's camera, laser, depth camera, odometry and base, and the simulation's
+pace. No ROS.
 
 One model, like the stack's nodes (vln_ros/core/config.py): the node declares its ROS parameters from it.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import model_validator
 
@@ -51,6 +54,33 @@ class LaserParams(StrictModel):
         return self
 
 
+class DepthMountParams(StrictModel):
+    """Where the depth camera sits on the robot: on its centre line, level, looking forward; its optical frame has z
+    forward, x right, y down.
+
+    The guard's default depth mount (guard.depth.mount: 0.3 m up, roll and yaw -pi/2) is the same: a calibration the
+    two must agree on."""
+
+    x_m: float = param(0.0, 'Optical frame origin, forward of the base origin', 'm', ge=-1.0, le=1.0)
+    z_m: float = param(0.3, 'Optical frame origin above the base origin (the floor)', 'm', ge=0.05, le=2.0)
+
+
+class DepthParams(StrictModel):
+    """A depth camera drawn by the same ray caster as the camera (vln_ros/sim/render.py), as the collision guard's
+    depth source reads it (guard.depth: its topics, frame and encodings)."""
+
+    enabled: bool = param(False, 'Publish a depth image on depth/image_raw and its CameraInfo on depth/camera_info')
+    rate_hz: float = param(15.0, 'Depth frames per second (simulated time)', 'Hz', gt=0.0, le=60.0)
+    width: int = param(160, 'Depth image width', 'px', ge=16, le=1280)
+    height: int = param(120, 'Depth image height', 'px', ge=16, le=960)
+    hfov_deg: float = param(87.0, 'Horizontal field of view', 'deg', ge=20.0, le=150.0)
+    encoding: Literal['32FC1', '16UC1'] = param('32FC1', '32FC1: metres, +inf beyond range_max_m; 16UC1: millimetres, '
+                                                '0 beyond range_max_m (REP 118)')
+    range_max_m: float = param(10.0, 'Farthest depth measured', 'm', gt=0.0, le=60.0)
+    frame_id: str = param('camera_depth_optical_frame', 'frame_id of the depth images and their CameraInfo')
+    mount: DepthMountParams = DepthMountParams()
+
+
 class OdomParams(StrictModel):
     rate_hz: float = param(50.0, 'Odometry rate (simulated time)', 'Hz', gt=0.0, le=500.0)
     scale_error: float = param(0.02, 'Relative error on the distance travelled', ge=-0.5, le=0.5)
@@ -82,5 +112,6 @@ class SimParams(StrictModel):
     api_port: int = param(api.DEFAULT_PORT, 'Port of the HTTP side channel', ge=1, le=65535)
     camera: CameraParams = CameraParams()
     laser: LaserParams = LaserParams()
+    depth: DepthParams = DepthParams()
     odom: OdomParams = OdomParams()
     base: BaseParams = BaseParams()

@@ -22,6 +22,7 @@ import numpy as np
 
 from vln_ros.core.control import Pose2D
 from vln_ros.sim.geometry import sample_polyline
+from vln_ros.sim.people import NO_PEOPLE, PERSON_HEIGHT_M, PERSON_RADIUS_M, PeopleView
 from vln_ros.sim.scene import BGR, CEILING_M, DOOR_HEIGHT_M, Landmark, Scene
 
 FLOOR_A: BGR = (150, 155, 160)
@@ -45,6 +46,9 @@ _BANDS = 5                    # per wall column: up to five colours stacked in h
 _POT: BGR = (60, 95, 150)
 _GLOW: BGR = (235, 225, 200)
 _CAP: BGR = (25, 25, 25)
+_TROUSERS: BGR = (70, 55, 45)
+_SKIN: BGR = (140, 170, 215)
+_WAIST_M, _NECK_M = 0.85, 1.45
 
 
 @dataclass(frozen=True)
@@ -168,8 +172,111 @@ def _cast(segments: np.ndarray, ox: float, oy: float, dx: np.ndarray, dy: np.nda
     return np.where(hit, t, np.inf), u
 
 
-def render(scene: Scene, pose: Pose2D, camera: CameraSpec = DEFAULT_CAMERA) -> np.ndarray:
-    """The camera picture (BGR uint8, height x width x 3) from `pose`, looking along pose.yaw, level."""
+def render(scene: Scene, pose: Pose2D, camera: CameraSpec = DEFAULT_CAMERA,
+           people: PeopleView = NO_PEOPLE) -> np.ndarray:
+    """The camera picture (BGR uint8, height x width x 3) from `pose`, looking along pose.yaw, level, with the
+    people standing where `people` says (vertical cylinders, sim/people.py)."""
+    image = _render_scene(scene, pose, camera)
+    if len(people):
+        _draw_people(image, scene, pose, camera, people)
+    return image
+
+
+def depth_image(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView = NO_PEOPLE) -> np.ndarray:
+    """What a depth camera at `pose` (camera.height_m up, level, along pose.yaw) measures: (H, W) float32, each
+    pixel's depth along the optical axis in metres (z of the optical frame), FAR_M where nothing is nearer;
+    the same walls, boxes, floor, ceiling and people as render() draws."""
+    return _depth(scene, pose, camera, people, np.arange(camera.width))
+
+
+def _depth(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView, columns: np.ndarray) -> np.ndarray:
+    """depth_image() of the given columns only, (H, len(columns))."""
+    optics, geo = _optics(camera), _geometry(scene)
+    c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+    a = optics.a[columns]
+    dx, dy = c + s * a, s - c * a
+    t, _ = _cast(geo.segments, pose.x, pose.y, dx, dy)
+    wall_depth = np.minimum(t[:, :geo.n_walls].min(axis=1), FAR_M)
+    depth = np.minimum(np.minimum(optics.row_depth, FAR_M)[:, None], wall_depth[None, :]).astype(np.float32)
+    z_per_depth = optics.b[:, None].astype(np.float32)                   # z = height_m - b * depth
+    n = len(geo.landmark_cuts)
+    if n:
+        faces = t[:, geo.n_walls:].reshape(len(dx), n, 4).min(axis=2)    # (W, n)
+        for i in range(n):
+            seen = np.flatnonzero(faces[:, i] < wall_depth)
+            if not len(seen):
+                continue
+            span = slice(seen[0], seen[-1] + 1)
+            d = np.minimum(faces[span, i], FAR_M).astype(np.float32)[None, :]
+            z = camera.height_m - z_per_depth * d
+            inside = (z >= 0.0) & (z <= geo.landmark_cuts[i, 2]) & (d < depth[:, span])
+            depth[:, span] = np.where(inside, np.broadcast_to(d, inside.shape), depth[:, span])
+    if len(people):
+        d = _people_depth(people.positions, pose, dx, dy)[0].astype(np.float32)[None, :]
+        z = camera.height_m - z_per_depth * d
+        inside = (z >= 0.0) & (z <= PERSON_HEIGHT_M) & (d < depth)
+        depth = np.where(inside, np.broadcast_to(d, depth.shape), depth)
+    return depth
+
+
+def intrinsics(camera: CameraSpec) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) in pixels of the pictures render() and depth_image() draw: square pixels, each pixel's
+    ray through its centre (so cx, cy are half a pixel short of the middle)."""
+    f = (camera.width / 2) / math.tan(math.radians(camera.hfov_deg) / 2)
+    return f, f, camera.width / 2 - 0.5, camera.height / 2 - 0.5
+
+
+def encode_depth(depth_m: np.ndarray, encoding: str, range_max_m: float) -> np.ndarray:
+    """A depth image as a sensor_msgs/Image carries it (REP 118): '32FC1' metres with +inf beyond range_max_m,
+    '16UC1' millimetres with 0 (no reading) beyond range_max_m or 65.535 m."""
+    beyond = depth_m > range_max_m
+    if encoding == '32FC1':
+        return np.where(beyond, np.float32(np.inf), depth_m).astype(np.float32)
+    if encoding == '16UC1':
+        mm = np.rint(depth_m * 1000.0)
+        return np.where(beyond | (mm > 65535), 0, mm).astype(np.uint16)
+    raise ValueError(f'depth encoding {encoding!r} is neither 32FC1 nor 16UC1')
+
+
+def _people_depth(centres: np.ndarray, pose: Pose2D, dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's depth to the nearest person's cylinder (inf where it sees none) and which person (W,)."""
+    a2 = dx * dx + dy * dy                                                # the rays are not unit: t is depth
+    mx, my = pose.x - centres[:, 0], pose.y - centres[:, 1]
+    b = dx[:, None] * mx + dy[:, None] * my                               # (W, P)
+    disc = b * b - a2[:, None] * (mx * mx + my * my - PERSON_RADIUS_M ** 2)
+    root = np.sqrt(np.maximum(disc, 0.0))
+    near = (-b - root) / a2[:, None]
+    hit = (disc >= 0.0) & (near > 1e-6)
+    t = np.where(hit, near, np.inf)
+    who = np.argmin(t, axis=1)
+    return t[np.arange(len(dx)), who], who
+
+
+def _draw_people(image: np.ndarray, scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView) -> None:
+    """Paint the people over the picture where they are nearer than what it shows: trousers, shirt, head."""
+    optics = _optics(camera)
+    c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+    dx, dy = c + s * optics.a, s - c * optics.a
+    d, who = _people_depth(people.positions, pose, dx, dy)
+    columns = np.flatnonzero(np.isfinite(d))
+    if not len(columns):
+        return
+    behind = _depth(scene, pose, camera, NO_PEOPLE, columns)
+    dc = d[columns].astype(np.float32)[None, :]
+    z = camera.height_m - optics.b[:, None].astype(np.float32) * dc
+    inside = (z >= 0.0) & (z <= PERSON_HEIGHT_M) & (dc < behind)
+    shirts = np.array(people.bgr, np.float32)[who[columns]]                        # (C, 3)
+    bands = np.stack([np.broadcast_to(np.asarray(_TROUSERS, np.float32), shirts.shape), shirts,
+                      np.broadcast_to(np.asarray(_SKIN, np.float32), shirts.shape)], axis=1)   # (C, 3, 3)
+    colours = _fogged(bands, np.broadcast_to(d[columns, None], (len(columns), 3)))
+    band = (z >= _WAIST_M).astype(np.int32) + (z >= _NECK_M)
+    pixels = colours[np.arange(len(columns))[None, :], band]                       # (H, C, 3)
+    view = image[:, columns]
+    view[inside] = np.clip(pixels[inside], 0, 255).astype(np.uint8)
+    image[:, columns] = view
+
+
+def _render_scene(scene: Scene, pose: Pose2D, camera: CameraSpec) -> np.ndarray:
     optics, geo = _optics(camera), _geometry(scene)
     width, height = camera.width, camera.height
     c, s = math.cos(pose.yaw), math.sin(pose.yaw)

@@ -1,5 +1,6 @@
 """The simulator as sim_node runs it: the world, the camera frames in flight, the laser's sweeps (vln_ros/sim/laser.py,
-taken on the physics thread at laser.rate_hz of simulated time, stamped when taken), the real-time factor, and the side
+taken on the physics thread at laser.rate_hz of simulated time, stamped when taken), the depth camera's images (the
+same way, at depth.rate_hz, when depth.enabled), the real-time factor, and the side
 channel's calls (vln_ros/sim/api.py's Simulator). No ROS: sim_node steps it and publishes what falls due.
 
 Two threads share it: the physics thread calls step() (and idle() between steps), the side channel's threads
@@ -24,8 +25,10 @@ from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.sim import api, geodesic, scenes
 from vln_ros.sim.laser import Laser
 from vln_ros.sim.params import SimParams
+from vln_ros.sim.people import PeopleView
+from vln_ros.sim.render import CameraSpec, depth_image, encode_depth
 from vln_ros.sim.scene import Scene
-from vln_ros.sim.world import Capture, SimWorld
+from vln_ros.sim.world import Capture, Prepared, SimWorld
 
 ORACLE_WAIT_S = 120.0     # an /oracle request waits at most this long (wall) for its simulated latency
 RESET_WAIT_S = 10.0       # a reset waits at most this long (wall) for the physics thread to take it
@@ -39,13 +42,14 @@ class StepOut:
     odom: tuple[Pose2D, Twist2D] | None          # odometry due now
     frames: list[tuple[float, Any]]              # (capture stamp_s, picture) due for publication now
     scan: tuple[float, np.ndarray] | None = None  # (stamp_s, ranges) of a laser sweep taken this step
+    depth: tuple[float, np.ndarray] | None = None  # (stamp_s, encoded depth image) taken this step
 
 
 class SimService:
-    """Implements api.Simulator. render_frame(scene, pose) draws a camera picture (sim/render.py's in sim_node);
+    """Implements api.Simulator. render_frame(scene, pose, people) draws a camera picture (sim/render.py's in sim_node);
     clock is wall time in seconds (for the real-time factor)."""
 
-    def __init__(self, params: SimParams, render_frame: Callable[[Scene, Pose2D], Any],
+    def __init__(self, params: SimParams, render_frame: Callable[[Scene, Pose2D, PeopleView], Any],
                  log: Callable[[str], object] = lambda _: None, clock: Callable[[], float] = time.monotonic,
                  reset_wait_s: float = RESET_WAIT_S) -> None:
         self.params = params
@@ -58,7 +62,10 @@ class SimService:
         self.laser = Laser(params.laser) if params.laser.enabled else None
         self._laser_rng = np.random.default_rng((params.seed, LASER_STREAM))   # physics thread only
         self._next_scan_s = 0.0                                # physics thread only
-        self._resets: queue.SimpleQueue[tuple[int, Future[tuple[Scene, float]]]] = queue.SimpleQueue()
+        d = params.depth
+        self.depth_camera = CameraSpec(width=d.width, height=d.height, hfov_deg=d.hfov_deg, height_m=d.mount.z_m)
+        self._next_depth_s = 0.0                               # physics thread only
+        self._resets: queue.SimpleQueue[tuple[Prepared, Future[tuple[Scene, float]]]] = queue.SimpleQueue()
         self._rtf_lock = threading.Lock()
         self._rtf_window: list[tuple[float, float]] = []       # (wall, sim) samples of the last seconds
 
@@ -68,11 +75,16 @@ class SimService:
         self._apply_resets()
         t, odom, capture = self.world.step()
         if capture is not None:  # rendered at capture, published once its latency has passed
-            self._pending.append((capture, self._render(self.world.scene, capture.pose)))
+            self._pending.append((capture, self._render(self.world.physical, capture.pose, self.world.people_view())))
         scan = None
         if self.laser is not None and t >= self._next_scan_s - 1e-9:   # no latency: published at its stamp
             self._next_scan_s = max(self._next_scan_s + 1.0 / self.params.laser.rate_hz, t)
-            scan = (t, self.laser.scan(self.world.scene, self.world.base.pose, self._laser_rng))
+            scan = (t, self.laser.scan(self.world.physical, self.world.base.pose, self._laser_rng,
+                                       self.world.crowd.positions))
+        depth = None
+        if self.params.depth.enabled and t >= self._next_depth_s - 1e-9:   # no latency, like the laser
+            self._next_depth_s = max(self._next_depth_s + 1.0 / self.params.depth.rate_hz, t)
+            depth = (t, self.depth_frame())
         due = []
         while self._pending and self._pending[0][0].due_s <= t + 1e-9:
             taken, image = self._pending.pop(0)
@@ -82,17 +94,24 @@ class SimService:
             self._rtf_window.append((now, t))
             while len(self._rtf_window) > 2 and now - self._rtf_window[0][0] > RTF_WINDOW_S:
                 self._rtf_window.pop(0)
-        return StepOut(t, odom, due, scan)
+        return StepOut(t, odom, due, scan, depth)
+
+    def depth_frame(self) -> np.ndarray:
+        """The depth camera's image now, encoded as params.depth.encoding says."""
+        d, pose = self.params.depth, self.world.base.pose
+        at = Pose2D(pose.x + d.mount.x_m * math.cos(pose.yaw), pose.y + d.mount.x_m * math.sin(pose.yaw), pose.yaw)
+        metres = depth_image(self.world.physical, at, self.depth_camera, self.world.people_view())
+        return encode_depth(metres, d.encoding, d.range_max_m)
 
     def idle(self, wait_s: float) -> None:
         """Wait wait_s (wall) before the next step, applying any reset asked for meanwhile."""
         deadline = self._clock() + wait_s
         while (left := deadline - self._clock()) > 0:
             try:
-                seed, done = self._resets.get(timeout=left)
+                prepared, done = self._resets.get(timeout=left)
             except queue.Empty:
                 return
-            self._apply_reset(seed, done)
+            self._apply_reset(prepared, done)
 
     def resets_waiting(self) -> bool:
         """A reset was asked for and the physics thread has not taken it yet."""
@@ -101,18 +120,18 @@ class SimService:
     def _apply_resets(self) -> None:
         while True:
             try:
-                seed, done = self._resets.get_nowait()
+                prepared, done = self._resets.get_nowait()
             except queue.Empty:
                 return
-            self._apply_reset(seed, done)
+            self._apply_reset(prepared, done)
 
-    def _apply_reset(self, seed: int, done: Future[tuple[Scene, float]]) -> None:
+    def _apply_reset(self, prepared: Prepared, done: Future[tuple[Scene, float]]) -> None:
         if not done.set_running_or_notify_cancel():
             return
         try:
             self._pending.clear()     # frames of the old episode are never published
-            scene = self.world.reset(seed)
-            self._laser_rng = np.random.default_rng((seed, LASER_STREAM))   # an episode's scans repeat
+            scene = self.world.reset(prepared.scene.seed, prepared=prepared)
+            self._laser_rng = np.random.default_rng((scene.seed, LASER_STREAM))   # an episode's scans repeat
             done.set_result((scene, self.world.t_s))
         except Exception as exc:  # noqa: BLE001 - the caller gets it (a bad seed), the loop goes on
             done.set_exception(exc)
@@ -128,7 +147,8 @@ class SimService:
     # -- the side channel (api.Simulator; any thread) -----------------------------------------------------
     def reset(self, request: api.ResetRequest) -> api.ResetReply:
         done: Future[tuple[Scene, float]] = Future()
-        self._resets.put((request.seed, done))
+        # Placed here, on the caller's thread: clutter takes a while to place, and the clock must not stall.
+        self._resets.put((self.world.prepare(request.seed, tuple(request.people), request.clutter), done))
         try:
             scene, now_s = done.result(timeout=self.reset_wait_s)
         except TimeoutError:

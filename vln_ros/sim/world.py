@@ -10,6 +10,7 @@ at its start, and the odometry keeps integrating, as a real robot carried to ano
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vln_ros.core.control import Pose2D, Twist2D
-from vln_ros.sim import oracle, scenes
+from vln_ros.sim import oracle, people, scenes
 from vln_ros.sim.params import SimParams
 from vln_ros.sim.robot import Base, Odometry
 from vln_ros.sim.scene import Scene
@@ -43,7 +44,17 @@ class EpisodeLog:
     trajectory: list[list[float]] = field(default_factory=list)   # [t, x, y, yaw, vx, vy, wz] (true, body twist)
     commands: list[list[float]] = field(default_factory=list)     # [t, vx, vy, wz] as received on cmd_vel
     answers: list[dict[str, Any]] = field(default_factory=list)   # the oracle's, with their times
+    people_tracks: list[list[float]] = field(default_factory=list)  # [t, person_index, x, y] with the trajectory
     frames: int = 0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An episode's scene, ready to start: as generated, with its clutter, and its people's scripts."""
+
+    scene: Scene
+    physical: Scene
+    scripts: tuple[people.PersonScript, ...]
 
 
 class SimWorld:
@@ -59,7 +70,9 @@ class SimWorld:
         self._next_frame_s = 0.0
         self.camera_frozen = False   # faults an evaluation injects
         self.odom_lost = False
-        self.scene: Scene
+        self.scene: Scene              # the scene as generated: the oracle and the reference route know only this
+        self.physical: Scene           # the scene with its clutter: what the robot, camera and laser meet
+        self.crowd: people.Crowd
         self.base: Base
         self.log: EpisodeLog
         self._history_t: deque[float] = deque()
@@ -67,10 +80,24 @@ class SimWorld:
         self.reset(params.seed)
 
     # -- episodes --------------------------------------------------------------------------------------
-    def reset(self, seed: int) -> Scene:
+    def prepare(self, seed: int, walkers: tuple[str, ...] = (), clutter: int = 0) -> Prepared:
+        """The scene of seed with its clutter and people placed: the slow part of a reset (placing clutter plans
+        paths, about 0.1 s an item), thread-safe, so a caller can do it off the physics thread."""
+        scene = scenes.generate(seed)
+        physical = people.with_clutter(scene, people.place_clutter(scene, clutter, self.params.base.radius_m))
+        return Prepared(scene, physical, tuple(people.place_people(scene, walkers)))
+
+    def reset(self, seed: int, walkers: tuple[str, ...] = (), clutter: int = 0,
+              prepared: Prepared | None = None) -> Scene:
+        """The scene of seed, with the people on the scripts named in walkers and clutter static obstacles
+        (vln_ros/sim/people.py); none of either leaves the scene exactly as generated. prepared: prepare()'s
+        result for the same arguments, made earlier."""
+        if prepared is None:
+            prepared = self.prepare(seed, walkers, clutter)
         with self._lock:
-            self.scene = scenes.generate(seed)
-            self.base = Base(self.scene, self.params.base)
+            self.scene, self.physical = prepared.scene, prepared.physical
+            self.crowd = people.Crowd(prepared.scripts, prepared.physical)
+            self.base = Base(self.physical, self.params.base)
             self.base.reset(self.scene.start)
             self._oracle_rng = np.random.default_rng(seed)
             self._history_t.clear()
@@ -88,7 +115,9 @@ class SimWorld:
                     'collisions': b.collisions, 'min_clearance_m': b.min_clearance_m,
                     'distance_travelled_m': b.distance_travelled_m, 'frames': self.log.frames,
                     'trajectory': list(self.log.trajectory), 'commands': list(self.log.commands),
-                    'answers': list(self.log.answers)}
+                    'answers': list(self.log.answers), 'person_collisions': self.crowd.collisions,
+                    'min_clearance_people_m': self.crowd.min_clearance_m,
+                    'people_tracks': list(self.log.people_tracks)}
 
     def episode_counts(self) -> dict[str, Any]:
         """The episode's figures for /diagnostics."""
@@ -96,6 +125,11 @@ class SimWorld:
             return {'seed': self.log.seed, 'frames': self.log.frames, 'commands': len(self.log.commands),
                     'collisions': self.base.collisions, 'min_clearance_m': self.base.min_clearance_m,
                     'camera_frozen': self.camera_frozen, 'odom_lost': self.odom_lost}
+
+    def people_view(self) -> people.PeopleView:
+        """Where the people are now, for the camera."""
+        with self._lock:
+            return self.crowd.view()
 
     # -- the loop ------------------------------------------------------------------------------------
     def command(self, vx: float, vy: float, wz: float) -> None:
@@ -108,12 +142,18 @@ class SimWorld:
         with self._lock:
             t = self.t_s = self.t_s + self.dt_s
             self.base.step(self.dt_s, t)
+            if len(self.crowd):
+                here, moving = self.base.pose, self.base.velocity
+                self.crowd.step(self.dt_s, t - self.log.started_s, (here.x, here.y), self.params.base.radius_m,
+                                math.hypot(moving.vx, moving.vy))
             twist = self.base.velocity
             odom_pose, odom_twist = self._odometry.update(self.dt_s, twist)
             pose = self.base.pose
             self._remember(t, pose)
             if not self.log.trajectory or t - self.log.trajectory[-1][0] >= TRAJECTORY_PERIOD_S - 1e-9:
                 self.log.trajectory.append([t, pose.x, pose.y, pose.yaw, twist.vx, twist.vy, twist.wz])
+                for i, (x, y) in enumerate(self.crowd.positions.tolist()):
+                    self.log.people_tracks.append([t, float(i), x, y])
             odom = None
             if t >= self._next_odom_s:
                 self._next_odom_s += 1.0 / self.params.odom.rate_hz
