@@ -133,3 +133,10 @@ def test_vln_eval_refuses_an_unknown_safety_world_before_starting_anything(capsy
     assert exit_info.value.code == 2
     assert "unknown world 'moon'" in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+def test_a_video_frame_has_the_people_where_their_tracks_put_them_at_that_time():
+    r = record(people_tracks=[[0.0, 0, 1.0, 2.0], [0.5, 0, 1.5, 2.0], [0.5, 1, 4.0, 0.0], [1.0, 0, 2.0, 2.0]])
+    assert pictures.people_at(r, -1.0) is pictures.NO_PEOPLE
+    view = pictures.people_at(r, 0.7)
+    assert view.positions.tolist() == [[1.5, 2.0], [4.0, 0.0]] and len(view) == 2

@@ -28,6 +28,7 @@ from vln_ros.core.control import Plan as ControlPlan
 from vln_ros.core.control import Pose2D, Waypoint, plan_path
 from vln_ros.eval.metrics import EpisodeRecord, Plan
 from vln_ros.sim import scenes
+from vln_ros.sim.people import NO_PEOPLE, PeopleView
 from vln_ros.sim.render import CameraSpec, render, render_top_down
 from vln_ros.sim.scene import Scene
 
@@ -230,9 +231,24 @@ def _pose(row: Sequence[float]) -> Pose2D:
     return Pose2D(row[1], row[2], row[3])
 
 
+PERSON_VIDEO_BGR = (70, 70, 170)   # people in a video drawn from their tracks (the tracks keep no shirt colour)
+
+
+def people_at(record: EpisodeRecord, t_s: float) -> PeopleView:
+    """Where the episode's people were at t_s (each person's latest track row at or before it)."""
+    latest: dict[int, tuple[float, float]] = {}
+    for t, person, x, y in record.people_tracks:
+        if t <= t_s + 1e-9:
+            latest[int(person)] = (x, y)
+    if not latest:
+        return NO_PEOPLE
+    return PeopleView(np.array([latest[k] for k in sorted(latest)], float), (PERSON_VIDEO_BGR,) * len(latest))
+
+
 def video(record: EpisodeRecord, path: Path, camera: CameraSpec, fps: float = 10.0) -> int:
     """The episode from the robot's camera at fps with the plan being followed drawn in (as the controller
-    sees it: from the capture pose, re-expressed to the current one); frames written."""
+    sees it: from the capture pose, re-expressed to the current one) and the people where their tracks put
+    them; frames written."""
     scene = scenes.generate(record.seed)
     trajectory = [row for row in record.trajectory if row[0] >= record.task_started_s - 1.0]
     if not trajectory:
@@ -259,7 +275,7 @@ def video(record: EpisodeRecord, path: Path, camera: CameraSpec, fps: float = 10
                 steps = tuple(Waypoint(*s) for s in current.steps)
                 drawn = [(to_now.compose(p), c) for p, c in plan_path(ControlPlan(current.stamp_s, steps))]
                 stop = current.stop
-            writer.write(annotate(render(scene, now, camera), lines, drawn, stop))
+            writer.write(annotate(render(scene, now, camera, people_at(record, t)), lines, drawn, stop))
             frames += 1
             t += 1.0 / fps
     finally:
