@@ -32,7 +32,7 @@ demo: install-demo
 
 # Closed loop (README, "Evaluation"): EPISODES seeded episodes in the simulator through the three node
 # processes, scored (SR, SPL, waiting, ...). The oracle stands in for the model unless BACKEND=lmdeploy or
-# openai; STUDY=latency or faults runs a study; EVAL_ARGS passes more (vln_eval --help).
+# openai; STUDY=latency, faults or safety runs a study; EVAL_ARGS passes more (vln_eval --help).
 EPISODES ?= 20
 LATENCY ?= 0.5
 STUDY ?=

@@ -731,6 +731,37 @@ def bench_closed_loop(episodes: int = 20, studies: int = 4) -> None:
             emit('sim_real_time_factor', summary['real_time_factor_min'], 'ratio')
 
 
+def bench_safety_study(episodes: int = 3, worlds: tuple[str, ...] = ('empty', 'clutter', 'people'),
+                       models: tuple[str, ...] = ('oracle', 'drifting')) -> None:
+    """make eval STUDY=safety, reduced (the full study is 540 episodes, hours): guard on and off x worlds x
+    models at 0.5 s, `episodes` per row. eval_safety_collisions_guard: contacts in the guarded rows (target 0);
+    eval_safety_collisions_no_guard: in the unguarded ones (> 0: the study sees collisions);
+    eval_safety_sr_people_0p5s: the guarded oracle's success among people (target >= 90 %)."""
+    from vln_ros.eval import run as eval_run
+    from vln_ros.eval import safety
+    from vln_ros.eval.stack import EvalOptions
+
+    ran = tuple(w for w in worlds if safety.available(w)) or ('empty',)   # a simulator without people: empty
+    rows = safety.rows(ran, models, ('on', 'off'), ((0.5, episodes),))
+    print(f'# safety study REDUCED: {len(rows)} rows x {episodes} episodes at 0.5 s only (worlds {", ".join(ran)}; '
+          f'models {", ".join(models)}); not run: 2 s latency, the full counts'
+          + (f', worlds {", ".join(w for w in worlds if w not in ran)} (no people/clutter in this simulator)'
+             if len(ran) < len(worlds) else ''), file=sys.stderr, flush=True)
+
+    def run_set(options: EvalOptions, seeds: list[int], label: str) -> tuple[list[Any], list[dict[str, Any]]]:
+        return eval_run.run_set(options, seeds, OUT / 'eval_safety', label, quiet=True)
+
+    results = safety.run_study(EvalOptions(), rows, 0, run_set)
+    print('# ' + safety.table(results).replace('\n', '\n# '), file=sys.stderr, flush=True)
+    figures = safety.figures(results)
+    emit('eval_safety_collisions_guard', figures['collisions_guard'], 'count')
+    emit('eval_safety_collisions_no_guard', figures['collisions_no_guard'], 'count')
+    if 'people' in ran and 'oracle' in models:
+        emit('eval_safety_sr_people_0p5s', 100 * figures['sr_people_0p5s'], '%')
+    else:
+        print('# eval_safety_sr_people_0p5s: not measured (no people world or no oracle row ran)', file=sys.stderr)
+
+
 def bench_sim_people(seconds: float = 20.0, people: int = 4, clutter: int = 12) -> None:
     """The simulator with the guard's test load: every person script, clutter, the laser and the depth camera on.
     sim_real_time_factor_people: sim_node's own real-time factor at speed 1 (it cannot pass 1: the pace), from
@@ -790,7 +821,8 @@ BENCHES: dict[str, list[Callable[..., None]]] = {
     'inference': [bench_parser, bench_stream_parser, bench_answer_tokens, bench_inference_overhead,
                   bench_inference_overload],
     'console': [bench_console, bench_console_estop_state],
-    'safety': [bench_guard, bench_guard_reaction],
+    # the guard's study reduced: 2 x 3 x 2 rows x 3 episodes, about 40 minutes
+    'safety': [bench_guard, bench_guard_reaction, bench_safety_study],
     # about 25 minutes: 80 closed-loop episodes
     'eval': [bench_closed_loop, bench_sim_people]}
 
@@ -812,6 +844,7 @@ SMOKE: dict[str, dict[str, object]] = {
     'bench_console_estop_state': {'estops': 2},
     'bench_guard': {'steps': 200, 'messages': 10},
     'bench_guard_reaction': {'trials': 2},
+    'bench_safety_study': {'episodes': 1, 'worlds': ('people',), 'models': ('oracle',)},
     'bench_closed_loop': {'episodes': 1, 'studies': 1},
     'bench_sim_people': {'seconds': 6.0},
 }

@@ -375,6 +375,37 @@ def test_an_arrived_answer_stops_the_task():
     assert 'goal reached' in h.statuses[-1].reason
 
 
+ARRIVED = '{"env":"at the red door","act":"arrived","wp":[]}'
+
+
+def test_with_two_confirmations_one_arrived_answer_halts_the_robot_but_the_task_goes_on():
+    h = Harness(ScriptedBackend(ARRIVED, FORWARD, ARRIVED), arrived_confirmations=2)
+    h.pipeline.set_task('go to the red door')
+    h.answer()
+    assert h.model_plans()[-1].stop and not h.model_plans()[-1].waypoints   # halted while unconfirmed ...
+    assert h.statuses[-1].state == State.ACTIVE                                # ... the task goes on
+    h.answer()
+    assert not h.model_plans()[-1].stop and h.statuses[-1].state == State.ACTIVE
+    h.answer()   # an 'arrived' after a forward answer starts the count again
+    assert h.statuses[-1].state == State.ACTIVE
+
+
+def test_with_two_confirmations_two_arrived_answers_in_a_row_end_the_task():
+    h = Harness(ScriptedBackend(ARRIVED, ARRIVED), arrived_confirmations=2)
+    h.pipeline.set_task('go to the red door')
+    h.answer()
+    h.answer()
+    assert h.statuses[-1].state == State.STOPPED and 'goal reached' in h.statuses[-1].reason
+
+
+def test_a_failed_answer_between_two_arrived_answers_breaks_the_confirmation():
+    h = Harness(ScriptedBackend(ARRIVED, 'not an answer at all', ARRIVED), arrived_confirmations=2)
+    h.pipeline.set_task('go to the red door')
+    for _ in range(3):
+        h.answer()
+    assert h.statuses[-1].state == State.ACTIVE
+
+
 def test_a_bug_in_a_step_is_counted_logged_and_ends_in_a_stop_plan():
     h = Harness(ScriptedBackend(FORWARD))
     h.pipeline.set_task('go')

@@ -18,7 +18,7 @@ from conftest import REPO
 from setuptools import find_packages
 
 # bench's closed-loop benchmark runs make eval itself: these are what it benchmarks, not borrowed helpers.
-BENCHMARKED = {'vln_ros.eval.run', 'vln_ros.eval.metrics', 'vln_ros.eval.stack.EvalOptions'}
+BENCHMARKED = {'vln_ros.eval.run', 'vln_ros.eval.metrics', 'vln_ros.eval.safety', 'vln_ros.eval.stack.EvalOptions'}
 
 
 def find_options() -> configparser.SectionProxy:

@@ -179,7 +179,7 @@ def test_the_description_names_the_goal_door_where_it_is():
         'in front of the red door'
 
 
-@pytest.mark.parametrize('fault', FAULTS)
+@pytest.mark.parametrize('fault', [f for f in FAULTS if f != 'forward_blocked'])   # that one needs a blocked way
 def test_a_fault_at_rate_one_is_always_there(fault):
     rng = np.random.default_rng(3)
     for x in np.linspace(0.0, 6.0, 10):
@@ -205,8 +205,36 @@ def test_wrong_direction_is_the_plan_mirrored():
     assert sum(step[2] for step in right['wp']) > 45 and '-0.0' not in reply.text
 
 
+def test_a_drifting_plan_slides_into_the_nearest_wall():
+    pose = Pose2D(2.0, 0.5, 0.0)   # 0.5 m from the corridor's left wall (y = 1)
+    settings = OracleSettings(drift=1.0)
+    reply = answer(L_SCENE, pose, settings, np.random.default_rng(6))
+    ends = plan_poses(pose, parsed(reply.text))
+    right = plan_poses(pose, parsed(answer(L_SCENE, pose, OracleSettings(), np.random.default_rng(6)).text))
+    assert reply.fault == 'drift'
+    assert all(inside_corridor(p.x, p.y) for p in right)
+    assert ends[-1].y > 1.0 and not inside_corridor(ends[-1].x, ends[-1].y)   # beyond the wall's line
+    assert [p.y for p in ends] == sorted(p.y for p in ends)                   # more with each waypoint
+
+
+def test_forward_while_blocked_goes_straight_into_the_wall_ahead():
+    pose = Pose2D(7.0, -0.3, 0.0)   # the corridor's end wall (x = 9) 2 m ahead; the route turns left here
+    reply = answer(L_SCENE, pose, OracleSettings(forward_blocked=1.0), np.random.default_rng(7))
+    result = parsed(reply.text)
+    assert reply.fault == 'forward_blocked' and result.action == 'forward'
+    assert all(abs(w.dy) < 1e-6 and abs(w.dtheta) < 1e-6 for w in result.waypoints)
+    assert plan_poses(pose, result)[-1].x > 9.0
+
+
+def test_forward_while_blocked_is_no_fault_where_the_way_ahead_is_free():
+    pose = Pose2D(2.0, 0.0, 0.0)   # 7 m of corridor ahead, more than the 3 m horizon
+    faulty = answer(L_SCENE, pose, OracleSettings(forward_blocked=1.0), np.random.default_rng(8))
+    right = answer(L_SCENE, pose, OracleSettings(), np.random.default_rng(8))
+    assert (faulty.fault, faulty.text) == ('', right.text)
+
+
 def test_faults_appear_at_their_rates_and_never_at_rate_zero():
-    rates = {'malformed': 0.1, 'wrong_direction': 0.2, 'premature_arrived': 0.3}
+    rates = {'malformed': 0.1, 'wrong_direction': 0.2, 'premature_arrived': 0.3, 'drift': 0.2}
     rng = np.random.default_rng(5)
     faults = [answer(L_SCENE, Pose2D(2.0, 0.0, 0.0), OracleSettings(**rates), rng).fault for _ in range(2000)]
     for name, rate in rates.items():

@@ -462,6 +462,10 @@ class InferenceSettings(StrictModel):
     failure_threshold: int = param(3, 'This many failed answers in a row mark the task failed on '
                                    'vln/task_status and /diagnostics (the node keeps trying)', ge=1, le=1000,
                                    dynamic=True)
+    arrived_confirmations: int = param(1, "The task ends after this many 'arrived' answers in a row; before "
+                                       'that an arrived answer is a stop plan and the task goes on (2: one '
+                                       "premature 'arrived' only halts the robot until the next answer)",
+                                       ge=1, le=10, dynamic=True)
     base_frame: str = param('base_link', 'frame_id of plans, paths and markers')
     record_file: str = param('', 'Append every answer (stamp, prompt hash, text, latency, tokens) to this '
                              'JSONL file, for the replay backend; empty = off')

@@ -151,7 +151,7 @@ class InferencePipeline:
         self._publish_plan_cb, self._publish_status_cb = publish_plan, publish_status
         self._clock_ns, self._log = clock_ns, log
         self._lock = threading.RLock()
-        self._tasks = TaskManager(params.history_max, params.failure_threshold)
+        self._tasks = TaskManager(params.history_max, params.failure_threshold, params.arrived_confirmations)
         self._prompts = PromptBuilder(params.parser, params.history_steps)
         self._slot: LatestSlot[Keyframe] = LatestSlot()
         self._wake = threading.Event()       # set when a task starts or the pipeline closes
@@ -204,6 +204,7 @@ class InferencePipeline:
         with self._lock:
             self._prompts = PromptBuilder(params.parser, params.history_steps)
             self._tasks.failure_threshold = params.failure_threshold
+            self._tasks.arrived_confirmations = params.arrived_confirmations
             self.params = params
 
     # -- the node's callbacks: never wait on the model ---------------------------------------------

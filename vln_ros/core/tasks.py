@@ -40,6 +40,7 @@ class Counters:
     parse_failures: int = 0
     backend_failures: int = 0
     consecutive_failures: int = 0
+    consecutive_arrived: int = 0   # 'arrived' answers in a row, towards arrived_confirmations
     last_latency_s: float = 0.0
     last_error: str = ''
 
@@ -53,9 +54,10 @@ class Task:
 
 
 class TaskManager:
-    def __init__(self, history_max: int, failure_threshold: int) -> None:
+    def __init__(self, history_max: int, failure_threshold: int, arrived_confirmations: int = 1) -> None:
         self.history_max = history_max
         self.failure_threshold = failure_threshold
+        self.arrived_confirmations = arrived_confirmations
         self.state = State.IDLE
         self.reason = ''                   # why the state is what it is, for humans
         self.task: Task | None = None
@@ -92,17 +94,22 @@ class TaskManager:
     def is_current(self, task_id: str) -> bool:
         return self.running and self.task is not None and self.task.task_id == task_id
 
-    def succeeded(self, step: Step, latency_s: float, arrived: bool) -> None:
+    def succeeded(self, step: Step, latency_s: float, arrived: bool) -> bool:
+        """A good answer. True when it ends the task: 'arrived' for the arrived_confirmations-th time in a row
+        (one premature 'arrived' then only halts the robot until the next answer)."""
         assert self.task is not None
         c = self.task.counters
         c.plans_published += 1
         c.consecutive_failures = 0
         c.last_latency_s = latency_s
+        c.consecutive_arrived = c.consecutive_arrived + 1 if arrived else 0
         self.task.history.append(step)
-        if arrived:
+        if arrived and c.consecutive_arrived >= self.arrived_confirmations:
             self.state, self.reason = State.STOPPED, 'goal reached (the model answered arrived)'
-        elif self.state == State.FAILED:
+            return True
+        if self.state == State.FAILED:
             self.state, self.reason = State.ACTIVE, 'recovered'
+        return False
 
     def failed(self, kind: str, error: str, latency_s: float) -> None:
         """A failed answer (kind: parse or backend); a stop plan is published for it."""
@@ -110,6 +117,7 @@ class TaskManager:
         c = self.task.counters
         c.plans_published += 1
         c.consecutive_failures += 1
+        c.consecutive_arrived = 0     # confirmations are answers in a row
         c.last_latency_s = latency_s
         c.last_error = error
         if kind == 'parse':

@@ -75,6 +75,10 @@ class EpisodeRecord:
     answers: list[dict[str, Any]] = field(default_factory=list)
     faults: dict[str, Any] = field(default_factory=dict)   # in-loop faults injected, and when
     real_time_factor: float = math.nan
+    person_collisions: int = 0              # contacts with people (collisions: walls, landmarks, clutter)
+    min_clearance_people_m: float = math.inf
+    people_tracks: list[list[float]] = field(default_factory=list)   # [t, person_index, x, y]
+    guard_stops: list[list[float]] = field(default_factory=list)     # [t, x, y]: the guard began a stop there
 
 
 def _percentile(values: list[float], q: float) -> float:

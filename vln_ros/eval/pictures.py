@@ -28,10 +28,13 @@ from vln_ros.core.control import Plan as ControlPlan
 from vln_ros.core.control import Pose2D, Waypoint, plan_path
 from vln_ros.eval.metrics import EpisodeRecord, Plan
 from vln_ros.sim import scenes
+from vln_ros.sim.people import NO_PEOPLE, PeopleView
 from vln_ros.sim.render import CameraSpec, render, render_top_down
 from vln_ros.sim.scene import Scene
 
 _PATH_START, _PATH_END = np.array([255, 160, 40.0]), np.array([40, 40, 230.0])   # BGR: blue -> red over time
+_PEOPLE_BGR = (90, 150, 90)           # people's tracks: muted green
+_GUARD_STOP_BGR = (200, 0, 200)        # where the guard began a stop: magenta
 PX_PER_M = 40.0          # an episode's own picture; a sheet uses this or less, one scale for all its maps
 MAP_MARGIN_M = 0.5       # render_top_down's margin round the walls
 CJK_FONT = Path('/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc')   # fonts-wqy-zenhei (tools/install_browser.sh)
@@ -129,6 +132,16 @@ def path_map(scene: Scene, record: EpisodeRecord, px_per_m: float = PX_PER_M) ->
         cv2.line(image, to_px(*a), to_px(*b), tuple(int(c) for c in colour), 2, cv2.LINE_AA)
     if points:
         cv2.circle(image, to_px(*points[-1]), max(3, round(0.15 * px_per_m)), (0, 0, 0), 2, cv2.LINE_AA)
+    # people's tracks (rows [t, person, x, y]) during the task, thin, muted green; the guard's stops as magenta crosses
+    people: dict[int, list[tuple[float, float]]] = {}
+    for t, person, x, y in record.people_tracks:
+        if t >= record.task_started_s:
+            people.setdefault(int(person), []).append((x, y))
+    for track in people.values():
+        for a, b in zip(track, track[1:], strict=False):
+            cv2.line(image, to_px(*a), to_px(*b), _PEOPLE_BGR, 1, cv2.LINE_AA)
+    for _, x, y in record.guard_stops:
+        cv2.drawMarker(image, to_px(x, y), _GUARD_STOP_BGR, cv2.MARKER_TILTED_CROSS, max(7, round(0.3 * px_per_m)), 2)
     return image
 
 
@@ -218,9 +231,24 @@ def _pose(row: Sequence[float]) -> Pose2D:
     return Pose2D(row[1], row[2], row[3])
 
 
+PERSON_VIDEO_BGR = (70, 70, 170)   # people in a video drawn from their tracks (the tracks keep no shirt colour)
+
+
+def people_at(record: EpisodeRecord, t_s: float) -> PeopleView:
+    """Where the episode's people were at t_s (each person's latest track row at or before it)."""
+    latest: dict[int, tuple[float, float]] = {}
+    for t, person, x, y in record.people_tracks:
+        if t <= t_s + 1e-9:
+            latest[int(person)] = (x, y)
+    if not latest:
+        return NO_PEOPLE
+    return PeopleView(np.array([latest[k] for k in sorted(latest)], float), (PERSON_VIDEO_BGR,) * len(latest))
+
+
 def video(record: EpisodeRecord, path: Path, camera: CameraSpec, fps: float = 10.0) -> int:
     """The episode from the robot's camera at fps with the plan being followed drawn in (as the controller
-    sees it: from the capture pose, re-expressed to the current one); frames written."""
+    sees it: from the capture pose, re-expressed to the current one) and the people where their tracks put
+    them; frames written."""
     scene = scenes.generate(record.seed)
     trajectory = [row for row in record.trajectory if row[0] >= record.task_started_s - 1.0]
     if not trajectory:
@@ -247,7 +275,7 @@ def video(record: EpisodeRecord, path: Path, camera: CameraSpec, fps: float = 10
                 steps = tuple(Waypoint(*s) for s in current.steps)
                 drawn = [(to_now.compose(p), c) for p, c in plan_path(ControlPlan(current.stamp_s, steps))]
                 stop = current.stop
-            writer.write(annotate(render(scene, now, camera), lines, drawn, stop))
+            writer.write(annotate(render(scene, now, camera, people_at(record, t)), lines, drawn, stop))
             frames += 1
             t += 1.0 / fps
     finally:

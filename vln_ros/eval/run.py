@@ -2,7 +2,9 @@
 
     vln_eval [--episodes 20] [--first-seed 0] [--latency 0.5] [--out eval_out]
              [--backend oracle|lmdeploy|openai] [--model M] [--param name:=value] [--oracle name:=value]
-             [--no-compensation] [--baseline] [--study latency|faults] [--speed 1.0]
+             [--no-compensation] [--baseline] [--study latency|faults|safety] [--speed 1.0]
+             [--safety-episodes 0.5:20,2:10] [--worlds empty,clutter,people] [--models oracle,drifting,mirrored]
+             [--guard on,off]
 
 sim_node (a quadruped in generated indoor scenes, on simulated time) and camera_node, inference_node and
 controller_node, each its own process (vln_ros/eval/stack.py), in a private ROS domain nobody else on this
@@ -14,7 +16,10 @@ the plan drawn in) and each process's log under <out>/logs/.
 
 --study latency: the same episodes at model latencies 0.2-8 s with latency compensation on and off and the
 seed system's rule (vln_ros/eval/baseline.py); --study faults: answer faults (malformed, mirrored,
-premature 'arrived') and faults in the loop (inference node killed, camera frozen, odometry lost).
+premature 'arrived', with and without arrived_confirmations 2, drift into a wall, 'forward' while blocked) and
+faults in the loop (inference node killed, camera frozen, odometry lost); --study safety (eval/safety.py): the
+collision guard on and off x worlds {empty, clutter, people} x models {oracle, drifting, mirrored} at 0.5 s
+and 2 s latency (--safety-episodes, --worlds, --models and --guard choose fewer).
 Exit code 0 when every episode ran and no velocity command broke the limits; 1 otherwise; 2 when it could
 not start.
 """
@@ -32,14 +37,20 @@ from typing import Any
 import cv2
 
 from vln_ros.core.config import ControllerParams
-from vln_ros.eval import metrics
+from vln_ros.eval import metrics, safety
 from vln_ros.eval.stack import EvalOptions, EvalStack
 from vln_ros.harness.run_setup import begin_run
 
 LATENCIES_S = (0.2, 0.5, 1.0, 2.0, 5.0, 8.0)
 MODES = ('compensation', 'no_compensation', 'baseline')
-ANSWER_FAULTS = {'malformed 20 %': ('fault_malformed:=0.2',), 'mirrored 20 %': ('fault_wrong_direction:=0.2',),
-                 "premature 'arrived' 10 %": ('fault_premature_arrived:=0.1',)}
+# label: (oracle settings, inference_node parameters)
+ANSWER_FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    'malformed 20 %': (('fault_malformed:=0.2',), ()),
+    'mirrored 20 %': (('fault_wrong_direction:=0.2',), ()),
+    "premature 'arrived' 10 %": (('fault_premature_arrived:=0.1',), ()),
+    "premature 'arrived' 10 %, confirmed twice": (('fault_premature_arrived:=0.1',), ('arrived_confirmations:=2',)),
+    'drift into a wall 20 %': (('fault_drift:=0.2',), ()),
+    "'forward' while blocked 50 %": (('fault_forward_blocked:=0.5',), ())}
 LOOP_FAULTS = ('kill_inference', 'freeze_camera', 'lose_odom')
 DECEL_MARGIN_S = 0.5    # the stop bound's slack for discovery and the last messages in flight
 
@@ -192,8 +203,14 @@ def _main(argv: list[str] | None) -> int:
                         help='a sim_node parameter, e.g. camera.rate_hz:=5.0 or odom.scale_error:=0.05')
     parser.add_argument('--no-compensation', action='store_true', help='controller without latency compensation')
     parser.add_argument('--baseline', action='store_true', help="the seed system's rule instead of controller_node")
-    parser.add_argument('--study', choices=('latency', 'faults'), help='run a study instead of one configuration')
+    parser.add_argument('--study', choices=('latency', 'faults', 'safety'),
+                        help='run a study instead of one configuration')
     parser.add_argument('--latencies', default=','.join(map(str, LATENCIES_S)), help='--study latency: [s] list')
+    parser.add_argument('--safety-episodes', default=','.join(f'{lat:g}:{n}' for lat, n in safety.LATENCY_EPISODES),
+                        help='--study safety: LATENCY_S:EPISODES per latency (default: the issue\'s 0.5:20,2:10)')
+    parser.add_argument('--worlds', default=','.join(safety.WORLDS), help='--study safety: worlds to run')
+    parser.add_argument('--models', default=','.join(safety.MODELS), help='--study safety: models to run')
+    parser.add_argument('--guard', default=','.join(safety.GUARD), help='--study safety: on, off or on,off')
     parser.add_argument('--speed', type=float, default=1.0, help='simulated seconds per wall second (default 1)')
     parser.add_argument('--video-seed', type=int, default=None, help='the episode made into a video (the first)')
     parser.add_argument('--out', type=Path, default=Path('eval_out'), help='output folder (default eval_out)')
@@ -205,6 +222,11 @@ def _main(argv: list[str] | None) -> int:
         parser.error('--episodes must be at least 1')
     if args.backend != 'oracle' and args.study:
         parser.error('studies use the oracle (they vary its latency and faults)')
+    try:
+        safety_rows = safety.rows(args.worlds.split(','), args.models.split(','), args.guard.split(','),
+                                  safety.parse_latency_episodes(args.safety_episodes))
+    except ValueError as exc:
+        parser.error(str(exc))
     options = EvalOptions(backend=args.backend, model=args.model, latency_s=args.latency,
                           oracle=tuple(args.oracle), inference_params=tuple(args.param), sim_params=tuple(args.sim),
                           speed=args.speed, latency_compensation=not args.no_compensation,
@@ -246,11 +268,37 @@ def _main(argv: list[str] | None) -> int:
         from vln_ros.eval import pictures
         pictures.study_plot(args.out / 'study_latency.png', study_rows,
                             f'{len(seeds)} episodes per point, oracle model, simulated latency')
+    elif args.study == 'safety':
+        def safety_set(run_options: EvalOptions, row_seeds: list[int], label: str) -> tuple[
+                list[metrics.EpisodeRecord], list[dict[str, Any]]]:
+            return run_set(run_options, row_seeds, args.out, label)
+
+        def safety_row(result: safety.RowResult, run_options: EvalOptions) -> None:
+            record_run(result.row.label, run_options, result.records, result.scores,
+                       safety={**asdict(result.row), **result.summary()})
+            results['safety_table'] = safety.table(safety_results + [result])
+            results['safety_figures'] = safety.figures(safety_results + [result])
+
+        missing = sorted({r.world for r in safety_rows if not safety.available(r.world)})
+        if missing:
+            print(f"vln_eval: not run: the worlds {', '.join(missing)} (this simulator's reset has no people or "
+                  'clutter)', file=sys.stderr)
+            results['safety_not_run'] = missing
+        safety_rows = [r for r in safety_rows if safety.available(r.world)]
+        safety_results: list[safety.RowResult] = []
+        for row in safety_rows:   # one at a time, so results.json has each row as soon as it ran
+            safety_results += safety.run_study(options, [row], args.first_seed, safety_set, safety_row)
+        results['seeds'] = f'{args.first_seed} onwards, as many as each row runs'
+        (args.out / 'results.json').write_text(json.dumps(results, indent=1, default=str))
+        written = safety.write_pictures(args.out, safety_results)
+        print('\n' + results['safety_table'] + '\n\n' + json.dumps(results['safety_figures']))
+        print(f"pictures: {', '.join(str(p) for p in written)}")
     elif args.study == 'faults':
         records, scores = run_set(options, seeds, args.out, 'no faults')
         record_run('no faults', options, records, scores)
-        for label, settings in ANSWER_FAULTS.items():
-            run_options = replace(options, oracle=options.oracle + settings)
+        for label, (settings, inference) in ANSWER_FAULTS.items():
+            run_options = replace(options, oracle=options.oracle + settings,
+                                  inference_params=options.inference_params + inference)
             records, scores = run_set(run_options, seeds, args.out, label)
             record_run(label, run_options, records, scores)
         for fault in LOOP_FAULTS:
@@ -267,7 +315,9 @@ def _main(argv: list[str] | None) -> int:
     print('\n' + results['table'] + '\n\n' + TABLE_NOTE)
     if not args.study:    # a study's runs keep theirs in results.json
         print(f"\nby instruction family ({results['runs'][-1]['label']}):\n" + results['runs'][-1]['family_table'])
-    print(f"\n{len(seeds)} episodes per run in {results['wall_s']:.0f} s; results: {args.out / 'results.json'}"
+    per_run = 'as many episodes per run as the table says' if args.study == 'safety' else \
+        f'{len(seeds)} episodes per run'
+    print(f"\n{per_run} in {results['wall_s']:.0f} s; results: {args.out / 'results.json'}"
           + (f"; pictures: {', '.join(str(p) for p in written)}" if written else ''))
     violations = sum(s['limit_violations'] for _, s in rows)
     if violations:

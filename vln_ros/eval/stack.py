@@ -11,6 +11,7 @@ between episodes, as a robot's stack would between errands; the clock never goes
 """
 from __future__ import annotations
 
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from vln_ros.harness.observer import SERVICE_TIMEOUT_S, Observer
 from vln_ros.harness.processes import REPO, ProcessGroup, executable, free_port, parameter_pairs
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.nodes.services import call_service
-from vln_ros.sim.api import SimClient
+from vln_ros.sim.api import RESET, ResetRequest, SimClient
 
 STARTUP_TIMEOUT_S = 90.0
 SETTLE_S = 3.0            # after the task ends: the robot comes to rest (simulated seconds)
@@ -52,6 +53,9 @@ class EvalOptions:
     controller: str = 'vln'                 # vln: controller_node; baseline: the seed system's rule (bench only)
     latency_compensation: bool = True
     sim_params: tuple[str, ...] = ()        # sim_node parameters, 'name:=value'
+    controller_params: tuple[str, ...] = ()  # more controller_node parameters, 'name:=value' (guard.enabled)
+    people: tuple[str, ...] = ()            # the world: walking people's scripts at each reset ('crossing', ...)
+    clutter: int = 0                        # ... and static obstacles on and near the route
     speed: float = 1.0                      # simulated seconds per wall second
     params_file: Path = REPO / bringup.PARAMS_FILE
 
@@ -66,6 +70,7 @@ class Heard:
     keyframes: list[tuple[float, float]] = field(default_factory=list)   # (received, stamp), simulated s
     plans: list[Plan] = field(default_factory=list)
     statuses: list[tuple[float, Any]] = field(default_factory=list)      # (received, TaskStatus)
+    guard: list[tuple[float, str]] = field(default_factory=list)         # (received, GuardStatus action)
 
 
 class EvalObserver(Observer):
@@ -76,7 +81,7 @@ class EvalObserver(Observer):
         from sensor_msgs.msg import CompressedImage
         from std_srvs.srv import Trigger
 
-        from vln_ros.msg import ControllerStatus, TaskStatus, WaypointArray
+        from vln_ros.msg import ControllerStatus, GuardStatus, TaskStatus, WaypointArray
 
         super().__init__('vln_eval_observer', sim_time=True)
         self.heard = Heard()
@@ -90,6 +95,7 @@ class EvalObserver(Observer):
         self.subscribe(TaskStatus, ri.TASK_STATUS, ri.STATUS_QOS, self._on_status)
         self.subscribe(ControllerStatus, ri.CONTROLLER_STATUS, ri.CONTROLLER_STATUS_QOS, self._on_controller_status)
         self.subscribe(DiagnosticArray, ri.DIAGNOSTICS, ri.DIAGNOSTICS_QOS, self._on_diagnostics)
+        self.subscribe(GuardStatus, ri.GUARD_STATUS, ri.GUARD_STATUS_QOS, self._on_guard)
         self._stop_task: Any = self.node.create_client(Trigger, ri.STOP_TASK)
 
     def now(self) -> float:
@@ -120,12 +126,25 @@ class EvalObserver(Observer):
         with self.lock:
             return all(self.clocks.get(name, -1.0) > t_s for name in names)
 
+    def _on_guard(self, msg: Any) -> None:
+        self.heard.guard.append((self.now(), msg.action))
+
     def _on_status(self, msg: Any) -> None:
         self.heard.statuses.append((self.now(), msg))
 
     def stop_task(self) -> Any:
         from std_srvs.srv import Trigger
         return call_service(self._stop_task, Trigger.Request(), SERVICE_TIMEOUT_S)
+
+
+def guard_stops(times_s: list[float], trajectory: list[list[float]]) -> list[list[float]]:
+    """[t, x, y] of the robot at each time the guard went to 'stop' (the trajectory row at or after it)."""
+    stops = []
+    for t in times_s:
+        row = next((r for r in trajectory if r[0] >= t), trajectory[-1] if trajectory else None)
+        if row is not None:
+            stops.append([t, row[1], row[2]])
+    return stops
 
 
 class EvalStack:
@@ -156,7 +175,8 @@ class EvalStack:
             'inference_node': {**({'oracle.latency_s': o.latency_s} if o.backend == 'oracle' else {}),
                                **{f'oracle.{k}': v for k, v in parameter_pairs(o.oracle).items()},
                                **parameter_pairs(o.inference_params)},
-            'controller_node': {'latency_compensation': o.latency_compensation},
+            'controller_node': {'latency_compensation': o.latency_compensation,
+                                **parameter_pairs(o.controller_params)},
         }
         out = {}
         for p in bringup.processes(bringup.SimArgs, values, str(REPO)):
@@ -251,7 +271,10 @@ class EvalStack:
         ('kill_inference', 'freeze_camera', 'lose_odom')."""
         assert self.observer is not None
         obs = self.observer
-        scene = self.sim.reset(seed)
+        o = self.options
+        # the world's people and clutter only when asked: a simulator without them then still answers
+        world: dict[str, Any] = {'people': list(o.people), 'clutter': o.clutter} if o.people or o.clutter else {}
+        scene = self.sim.call(RESET, ResetRequest(seed=seed, **world))
         reset_s = scene.now_s
         heard = obs.heard
         # The task's first keyframe is the next camera frame (model-paced keyframes): let frames of the new
@@ -305,6 +328,8 @@ class EvalStack:
             self.sim.fault(camera_frozen=False, odom_lost=False)
         with obs.lock:
             plans = [p for p in heard.plans if p.task_id == task_id]
+            stops_s = [t for (t, action), (_, before) in zip(heard.guard, [(0.0, '')] + heard.guard, strict=False)
+                       if action == 'stop' and before != 'stop' and started_s <= t <= ended_s]
         if fault == 'kill_inference':
             self.restart('inference_node')
         return EpisodeRecord(
@@ -314,4 +339,8 @@ class EvalStack:
             task_ended_s=ended_s, end_state=end_state, end_reason=end_reason, trajectory=episode.trajectory,
             commands=episode.commands, plans=plans, collisions=episode.collisions,
             min_clearance_m=episode.min_clearance_m, answers=[a.model_dump() for a in episode.answers],
-            faults=faults, real_time_factor=episode.real_time_factor)
+            faults=faults, real_time_factor=episode.real_time_factor,
+            # people's fields come with the simulator's people (h-people); absent, the world has none
+            person_collisions=getattr(episode, 'person_collisions', 0),
+            min_clearance_people_m=getattr(episode, 'min_clearance_people_m', math.inf),
+            people_tracks=getattr(episode, 'people_tracks', []), guard_stops=guard_stops(stops_s, episode.trajectory))

@@ -141,10 +141,13 @@ class OracleSettings(ApiRequest):
     fault_malformed: float = Field(0.0, ge=0.0, le=1.0)
     fault_wrong_direction: float = Field(0.0, ge=0.0, le=1.0)
     fault_premature_arrived: float = Field(0.0, ge=0.0, le=1.0)
+    fault_drift: float = Field(0.0, ge=0.0, le=1.0)
+    fault_forward_blocked: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode='after')
     def _one_fault_per_answer(self) -> OracleSettings:
-        check_fault_shares(self.fault_malformed, self.fault_wrong_direction, self.fault_premature_arrived)
+        check_fault_shares(self.fault_malformed, self.fault_wrong_direction, self.fault_premature_arrived,
+                           self.fault_drift, self.fault_forward_blocked)
         return self
 
 

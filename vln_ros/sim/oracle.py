@@ -1,5 +1,9 @@
 """The oracle model: what a perfect VLM would answer, worked out from the scene's ground truth instead of a
-picture, with optional noise and faults (malformed text, a mirrored plan, a premature 'arrived'). No ROS.
+picture, with optional noise and faults (malformed text, a mirrored plan, a premature 'arrived', a plan drifting
+into the nearest wall, 'forward' while the way ahead is blocked). No ROS.
+
+It plans on the static map (walls, landmarks): people and clutter it does not see, like a model that misses
+them, so that only the collision guard stands between them and the robot.
 
 A plan is the reference route ahead, seen from the pose where the picture was taken: points every step_m
 along the route up to horizon_m or the goal, the first step from the robot's actual pose towards the route,
@@ -21,6 +25,8 @@ import numpy as np
 from vln_ros.core.config import ParserParams
 from vln_ros.core.control import Pose2D, wrap_angle
 from vln_ros.core.prompts import ARRIVED_ACTION, ENV_MAX_CHARS
+from vln_ros.sim.geometry import distance_to_walls
+from vln_ros.sim.laser import scene_segments, true_ranges
 from vln_ros.sim.scene import Scene
 
 # The plans stay this far inside the parser's limits, so that writing them (2 decimals, whole degrees) never
@@ -28,8 +34,10 @@ from vln_ros.sim.scene import Scene
 STEP_MARGIN_M = 0.05
 TURN_MARGIN_DEG = 5
 TURN_ACT_RAD = math.radians(30.0)   # a first step turning this much without going anywhere is a turn
-FAULTS = ('malformed', 'wrong_direction', 'premature_arrived')
-
+# New faults go at the end: one draw per answer walks this order, so older faults keep their streams.
+FAULTS = ('malformed', 'wrong_direction', 'premature_arrived', 'drift', 'forward_blocked')
+DRIFT_PAST_WALL_M = 0.2     # a drifting plan ends this far beyond the nearest wall's line: into it
+BLOCK_PLANE_Z_M = 0.3       # 'blocked' looks for walls and landmarks at this height, straight ahead
 
 @dataclass(frozen=True)
 class PlanLimits:
@@ -64,10 +72,12 @@ class OracleSettings:
     malformed: float = 0.0            # fault probabilities per answer (at most one fault per answer)
     wrong_direction: float = 0.0
     premature_arrived: float = 0.0
+    drift: float = 0.0                # the plan bends towards the nearest wall, its last waypoint into it
+    forward_blocked: float = 0.0      # 'forward' the whole horizon while a wall or landmark blocks the way
     parser: ParserParams = ParserParams()    # the parser its answers must pass unchanged: its limits are derived
 
     def __post_init__(self) -> None:
-        rates = (self.malformed, self.wrong_direction, self.premature_arrived)
+        rates = tuple(getattr(self, name) for name in FAULTS)
         if not all(0.0 <= r <= 1.0 for r in rates) or sum(rates) > 1.0 + 1e-9:
             raise ValueError(f'fault rates {rates} must each be in [0, 1] and add up to at most 1')
         if not (self.step_m > 0.0 and self.horizon_m >= self.step_m):
@@ -92,12 +102,19 @@ def answer(scene: Scene, pose: Pose2D, settings: OracleSettings, rng: np.random.
     arrived = (math.hypot(goal.x - pose.x, goal.y - pose.y) <= settings.arrive_m
                and abs(wrap_angle(goal.yaw - pose.yaw)) <= math.radians(settings.arrive_yaw_deg))
     limits = settings.limits
-    steps = [] if arrived else _steps(pose, _split(pose, _route_ahead(scene, pose, settings), limits), settings,
-                                      limits, rng)
+    targets = [] if arrived else _split(pose, _route_ahead(scene, pose, settings), limits)
+    if fault == 'forward_blocked' and targets:
+        # where the way ahead is free, 'forward' is no fault: the oracle's plan stands
+        targets = _straight_ahead(scene, pose, settings, limits) or targets
+    elif fault == 'drift' and targets:
+        targets = _drift_to_wall(scene, pose, targets)
+    steps = _steps(pose, targets, settings, limits, rng) if targets else []
     if not steps:
         arrived = True    # already on the goal pose (arrive_m 0)
-    if arrived and fault in ('wrong_direction', 'premature_arrived'):
-        fault = ''        # nothing to mirror, and 'arrived' is right
+    if arrived and fault in ('wrong_direction', 'premature_arrived', 'drift', 'forward_blocked'):
+        fault = ''        # nothing to mirror or bend, and 'arrived' is right
+    if fault == 'forward_blocked' and not _blocked_ahead(scene, pose, settings):
+        fault = ''
     if fault == 'wrong_direction':
         steps = [[dx, -dy + 0.0, -dtheta, confidence] for dx, dy, dtheta, confidence in steps]
     environment = _describe(scene, pose, arrived)
@@ -121,6 +138,49 @@ def _draw_fault(settings: OracleSettings, rng: np.random.Generator) -> str:
             return name
         draw -= rate
     return ''
+
+
+def _straight_ahead(scene: Scene, pose: Pose2D, settings: OracleSettings, limits: PlanLimits) -> list[Pose2D]:
+    """Steps straight ahead for the whole horizon when a wall or landmark lies ahead within it (through it:
+    a model that says 'forward' at a blocked way); [] when the way ahead is free."""
+    if not _blocked_ahead(scene, pose, settings):
+        return []
+    heading = np.array([[math.cos(pose.yaw), math.sin(pose.yaw)]])
+    count = min(limits.max_steps, math.ceil(settings.horizon_m / limits.max_step_m - 1e-9))
+    return [Pose2D(pose.x + heading[0, 0] * settings.horizon_m * k / count,
+                   pose.y + heading[0, 1] * settings.horizon_m * k / count, pose.yaw) for k in range(1, count + 1)]
+
+
+def _blocked_ahead(scene: Scene, pose: Pose2D, settings: OracleSettings) -> bool:
+    """A wall or landmark straight ahead within the horizon (the static map: the oracle sees no people)."""
+    heading = np.array([[math.cos(pose.yaw), math.sin(pose.yaw)]])
+    return float(true_ranges(pose.x, pose.y, heading, scene_segments(scene, BLOCK_PLANE_Z_M))[0]) <= settings.horizon_m
+
+
+def _drift_to_wall(scene: Scene, pose: Pose2D, targets: list[Pose2D]) -> list[Pose2D]:
+    """The targets shifted towards the wall nearest to the robot, more with each one, the last
+    DRIFT_PAST_WALL_M beyond the wall's line (a plan that slowly slides into the wall)."""
+    if not scene.walls:
+        return targets
+    here = np.array([[pose.x, pose.y]])
+    distance_m = float(distance_to_walls(here, scene.walls)[0])
+    # the direction to the nearest wall: down the distance field (central differences, 1 cm)
+    h = 0.01
+    grad = np.array([
+        distance_to_walls(np.array([[pose.x + h, pose.y], [pose.x - h, pose.y]]), scene.walls) @ (1.0, -1.0),
+        distance_to_walls(np.array([[pose.x, pose.y + h], [pose.x, pose.y - h]]), scene.walls) @ (1.0, -1.0)])
+    norm = float(np.hypot(*grad))
+    if norm < 1e-9:
+        return targets
+    towards = -grad / norm
+    # the last target moves all the way: from where it is, along that direction, to the wall and past it
+    last = targets[-1]
+    walls = np.array([(w.x0, w.y0, w.x1, w.y1) for w in scene.walls], float)
+    reach_m = float(true_ranges(last.x, last.y, towards[None, :], walls)[0])
+    shift_m = (reach_m if math.isfinite(reach_m) else distance_m) + DRIFT_PAST_WALL_M
+    n = len(targets)
+    return [Pose2D(t.x + towards[0] * shift_m * (k + 1) / n, t.y + towards[1] * shift_m * (k + 1) / n, t.yaw)
+            for k, t in enumerate(targets)]
 
 
 def _route_ahead(scene: Scene, pose: Pose2D, settings: OracleSettings) -> list[Pose2D]:

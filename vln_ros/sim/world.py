@@ -199,7 +199,8 @@ class SimWorld:
                 noise_m=request.get('noise_m', 0.0), noise_deg=request.get('noise_deg', 0.0),
                 malformed=request.get('fault_malformed', 0.0),
                 wrong_direction=request.get('fault_wrong_direction', 0.0),
-                premature_arrived=request.get('fault_premature_arrived', 0.0))
+                premature_arrived=request.get('fault_premature_arrived', 0.0),
+                drift=request.get('fault_drift', 0.0), forward_blocked=request.get('fault_forward_blocked', 0.0))
             answer = oracle.answer(self.scene, pose, settings, self._oracle_rng)
             due_s = asked_s + max(0.0, request.get('latency_s', 0.0))
             if not self._lock.wait_for(lambda: self.t_s >= due_s or self.log.seed != seed, timeout=timeout_s):

@@ -52,10 +52,14 @@ class OracleParams(BackendParams):
     fault_wrong_direction: float = param(0.0, 'Share of answers mirrored left-right', ge=0.0, le=1.0)
     fault_premature_arrived: float = param(0.0, "Share of answers saying 'arrived' away from the goal",
                                            ge=0.0, le=1.0)
+    fault_drift: float = param(0.0, 'Share of answers whose waypoints drift into the nearest wall', ge=0.0, le=1.0)
+    fault_forward_blocked: float = param(0.0, "Share of answers saying 'forward' (straight, the whole horizon) "
+                                         'where a wall or landmark blocks the way ahead', ge=0.0, le=1.0)
 
     @model_validator(mode='after')
     def _one_fault_per_answer(self) -> OracleParams:
-        check_fault_shares(self.fault_malformed, self.fault_wrong_direction, self.fault_premature_arrived)
+        check_fault_shares(self.fault_malformed, self.fault_wrong_direction, self.fault_premature_arrived,
+                           self.fault_drift, self.fault_forward_blocked)
         return self
 
     def request_settings(self) -> dict[str, float]:
