@@ -33,7 +33,8 @@ FIGURES = {
     'console': ['console_first_image_s', 'console_image_latency_ms_p50', 'console_estop_to_zero_ms',
                 'console_cpu_percent_0_viewers', 'console_cpu_percent_2_viewers'],
     'safety': ['guard_step_us_p99', 'guard_step_cpu_us_p99', 'guard_scan_convert_us_p99',
-               'guard_cloud_convert_us_p99', 'guard_reaction_ms_p99'],
+               'guard_cloud_convert_us_p99', 'guard_reaction_ms_p99', 'guard_reaction_ms_p99_pointcloud',
+               'guard_reaction_ms_p99_guard_node'],
     'eval': ['eval_sr_0p5s', 'eval_spl_0p5s', 'eval_collisions_0p5s', 'sim_real_time_factor'],
 }
 SMOKE_TIMEOUT_S = 600   # a group's smoke run: node start-ups dominate (eval: one episode, about a minute)

@@ -155,7 +155,8 @@ def test_bad_parameters_fail_start_up_with_a_clear_message(node, args, expected)
     assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.parametrize('node', [*(n.executable for n in (*bringup.NODES, bringup.CONSOLE)), bringup.SIM_EXECUTABLE])
+@pytest.mark.parametrize('node', [*(n.executable for n in (*bringup.NODES, bringup.CONSOLE, bringup.GUARD)),
+                                  bringup.SIM_EXECUTABLE])
 def test_every_node_executable_lists_its_parameters_under_help(node):
     """sim_node too, though its model is the simulator's (vln_ros/sim/params.py), not in core's NODE_PARAMS."""
     result = subprocess.run([str(VENV_BIN / node), '--help'], capture_output=True, text=True, timeout=30)

@@ -239,7 +239,9 @@ LAUNCH_FILES = {'vln.launch.py': bringup.launch_arguments(bringup.StackArgs),
                 'replay.launch.py': bringup.launch_arguments(bringup.ReplayArgs),
                 'camera.launch.py': [a for a in bringup.launch_arguments(bringup.StackArgs)
                                      if a.name in bringup.CAMERA_ARGUMENTS],
-                'sim.launch.py': bringup.launch_arguments(bringup.SimArgs)}
+                'sim.launch.py': bringup.launch_arguments(bringup.SimArgs),
+                'guard.launch.py': [a for a in bringup.launch_arguments(bringup.StackArgs)
+                                    if a.name in bringup.GUARD_ARGUMENTS]}
 
 
 @pytest.mark.parametrize('launch_file', sorted(LAUNCH_FILES))
