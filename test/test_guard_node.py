@@ -16,6 +16,7 @@ from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from test_controller_guard import Laser, StatusWatch, free_ranges, obstacle_ranges
+from visualization_msgs.msg import Marker, MarkerArray
 
 from vln_ros import interface
 
@@ -174,3 +175,30 @@ def test_bad_scans_are_counted_and_the_output_stays_zero(graph, guard_node):
     assert wait_for(lambda: int(teleop.diagnostics.get('guard_rejected_laser_no_valid_points', '0')) >= 3, 5.0), \
         teleop.diagnostics
     assert all(m.linear.x == 0.0 for m in teleop.since(t0 + took))
+
+
+def test_the_zones_and_the_nearest_obstacle_reach_rviz_as_markers(graph, guard_node):
+    guard_node()
+    laser, teleop = Laser(graph), Teleop(graph)
+    arrays: list[MarkerArray] = []
+    teleop.node.create_subscription(MarkerArray, interface.GUARD_MARKERS, arrays.append,
+                                    interface.GUARD_MARKERS_QOS)
+    laser.send(obstacle_ranges())
+
+    def sphere() -> Marker | None:
+        last = arrays[-1].markers if arrays else []
+        return next((m for m in last if m.type == Marker.SPHERE and m.action == Marker.ADD), None)
+    assert wait_for(lambda: sphere() is not None, 10.0), arrays[-1:]
+    lines = [m for m in arrays[-1].markers if m.type == Marker.LINE_STRIP]
+    assert len(lines) == 3 and all(m.header.frame_id == 'base_link' for m in arrays[-1].markers)
+    radii = [max(math.hypot(p.x, p.y) for p in m.points) for m in lines]
+    assert radii == pytest.approx([0.3, 0.35, 0.6])      # footprint, stop (0.05 m), slowdown (0.3 m)
+    found = sphere()
+    assert found is not None and found.pose.position.x == pytest.approx(0.32, abs=0.01)
+
+
+def test_with_the_guard_off_commands_pass_unchanged_and_no_sensor_is_needed(graph, guard_node):
+    guard_node(**{'guard.enabled': False})
+    teleop = Teleop(graph)
+    assert teleop.passing(10.0)   # no laser publishes: a guard that is on would stop
+    assert wait_for(lambda: teleop.diagnostics.get('guard_reason') == 'guard disabled', 3.0), teleop.diagnostics
