@@ -32,7 +32,7 @@ def live_interface(graph, node_name: str) -> tuple[set[str], set[str], set[str]]
 
 
 def declared_interface(node_name: str) -> tuple[set[str], set[str], set[str]]:
-    spec = next(n for n in (*bringup.NODES, bringup.CONSOLE) if n.name == node_name.lstrip('/'))
+    spec = next(n for n in (*bringup.NODES, bringup.CONSOLE, bringup.GUARD) if n.name == node_name.lstrip('/'))
     absolute = lambda names: {n if n.startswith('/') else '/' + n for n in names}  # noqa: E731
     return absolute(spec.publishes), absolute(spec.subscribes), absolute(spec.services)
 
@@ -81,6 +81,13 @@ def test_controller_node_executable_starts_answers_and_stops(graph):
         graph, [str(VENV_BIN / 'controller_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml')],
         '/controller_node', interface_of='controller_node')
     assert seen[0].message == 'no_plan'
+
+
+def test_guard_node_executable_starts_answers_and_stops(graph):
+    seen, _ = start_and_stop(
+        graph, [str(VENV_BIN / 'guard_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml')],
+        '/guard_node', interface_of='guard_node')
+    assert seen[0].message == 'passing (guard off)'   # config/vln.yaml: guard.enabled false
 
 
 def test_inference_node_executable_with_replay_starts_answers_and_stops(graph, tmp_path):

@@ -67,7 +67,7 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec('inference_node', 'inference_node', Side.GPU, raw_images=True,  # vln/debug_image
              publishes=(ri.WAYPOINTS, ri.TASK_STATUS, ri.PATH, ri.MARKERS, ri.DEBUG_IMAGE, ri.DIAGNOSTICS,
                         ri.KEYFRAME_REQUEST),
-             subscribes=(ri.KEYFRAME, ri.INSTRUCTION), services=(ri.SET_TASK, ri.STOP_TASK)),
+             subscribes=(ri.KEYFRAME, ri.INSTRUCTION, ri.GUARD_STATUS), services=(ri.SET_TASK, ri.STOP_TASK)),
     NodeSpec('controller_node', 'controller_node', Side.ROBOT, publishes=(ri.CMD_VEL, ri.DIAGNOSTICS),
              subscribes=(ri.WAYPOINTS, ri.ODOM, ri.ESTOP), services=(ri.RELEASE_ESTOP,)),
 )
