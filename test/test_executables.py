@@ -33,7 +33,7 @@ def live_interface(graph, node_name: str) -> tuple[set[str], set[str], set[str]]
 
 
 def declared_interface(node_name: str) -> tuple[set[str], set[str], set[str]]:
-    spec = next(n for n in (*bringup.NODES, bringup.CONSOLE) if n.name == node_name.lstrip('/'))
+    spec = next(n for n in (*bringup.NODES, bringup.CONSOLE, bringup.GUARD) if n.name == node_name.lstrip('/'))
     absolute = lambda names: {n if n.startswith('/') else '/' + n for n in names}  # noqa: E731
     return absolute(spec.publishes), absolute(spec.subscribes), absolute(spec.services)
 
@@ -83,6 +83,13 @@ def test_controller_node_executable_starts_answers_and_stops(graph):
         graph, [str(VENV_BIN / 'controller_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml')],
         '/controller_node', interface_of='controller_node')
     assert seen[0].message == 'no_plan'
+
+
+def test_guard_node_executable_starts_answers_and_stops(graph):
+    seen, _ = start_and_stop(
+        graph, [str(VENV_BIN / 'guard_node'), '--ros-args', '--params-file', str(REPO / 'config' / 'vln.yaml')],
+        '/guard_node', interface_of='guard_node')
+    assert seen[0].message == 'passing (guard off)'   # config/vln.yaml: guard.enabled false
 
 
 def test_inference_node_executable_with_replay_starts_answers_and_stops(graph, tmp_path):
@@ -161,7 +168,8 @@ def test_bad_parameters_fail_start_up_with_a_clear_message(node, args, expected)
     assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.parametrize('node', [*(n.executable for n in (*bringup.NODES, bringup.CONSOLE)), bringup.SIM_EXECUTABLE])
+@pytest.mark.parametrize('node', [*(n.executable for n in (*bringup.NODES, bringup.CONSOLE, bringup.GUARD)),
+                                  bringup.SIM_EXECUTABLE])
 def test_every_node_executable_lists_its_parameters_under_help(node):
     """sim_node too, though its model is the simulator's (vln_ros/sim/params.py), not in core's NODE_PARAMS."""
     result = subprocess.run([str(VENV_BIN / node), '--help'], capture_output=True, text=True, timeout=30)

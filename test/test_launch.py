@@ -42,10 +42,12 @@ from vln_ros.core.config import NODE_PARAMS, load_node_yaml
 from vln_ros.msg import WaypointArray
 
 LAUNCH_FILES = {'vln.launch.py': bringup.StackArgs, 'replay.launch.py': bringup.ReplayArgs,
-                'camera.launch.py': bringup.StackArgs, 'sim.launch.py': bringup.SimArgs}
+                'camera.launch.py': bringup.StackArgs, 'sim.launch.py': bringup.SimArgs,
+                'guard.launch.py': bringup.StackArgs}
 VENV_BIN = Path(sys.executable).parent
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-OUR_EXECUTABLES = [n.executable for n in bringup.NODES] + [bringup.BAG_EXECUTABLE, bringup.SIM_EXECUTABLE]
+OUR_EXECUTABLES = ([n.executable for n in (*bringup.NODES, bringup.CONSOLE, bringup.GUARD)]
+                   + [bringup.BAG_EXECUTABLE, bringup.SIM_EXECUTABLE])
 
 
 def parsed(launch_file: str) -> ast.Module:
@@ -122,7 +124,7 @@ def test_every_node_has_its_parameter_section_and_the_files_are_installed():
     cmake = (REPO / 'CMakeLists.txt').read_text()
     assert 'install(DIRECTORY launch config demo DESTINATION share/${PROJECT_NAME})' in cmake
     # The node name in the launch file is the section its parameters are read from.
-    assert {n.name for n in (*bringup.NODES, bringup.CONSOLE)} == set(NODE_PARAMS)
+    assert {n.name for n in (*bringup.NODES, bringup.CONSOLE, bringup.GUARD)} == set(NODE_PARAMS)
     for node in bringup.NODES:
         assert load_node_yaml(REPO / bringup.PARAMS_FILE, node.name), node.name
 
@@ -132,7 +134,8 @@ def test_rviz_config_shows_topics_the_nodes_publish():
     manager = config['Visualization Manager']
     assert manager['Global Options']['Fixed Frame'] == 'base_link'
     remapped = {source: target.replace(bringup.CAMERA, 'image') for source, target in bringup.RVIZ.remappings}
-    published = {t for n in bringup.NODES for t in n.publishes} | {'image'}  # image: the camera driver's
+    # image: the camera driver's; the guard's markers: guard_node's (and controller_node's with guard.enabled)
+    published = {t for n in (*bringup.NODES, bringup.GUARD) for t in n.publishes} | {'image'}
     shown = {d['Name']: remapped.get(d['Topic']['Value'], d['Topic']['Value'])
              for d in manager['Displays'] if 'Topic' in d}
     assert set(shown.values()) <= published, shown

@@ -199,7 +199,7 @@ def params_file(path: Path, inference: dict | None = None, controller: dict | No
         inference = {'backend': 'replay', 'replay': {'file': str(write_answers(path.with_suffix('.jsonl'))),
                                                      'loop': True}}
     sections = {'camera_node': camera or {'input_transport': 'raw'}, 'inference_node': inference,
-                'controller_node': controller or {'max_linear_x': 0.5}}
+                'controller_node': controller or {'max_linear_x': 0.5}, 'guard_node': {'input_timeout_s': 0.5}}
     path.write_text(''.join(f'/**/{node}:\n  ros__parameters: {values!r}\n' for node, values in sections.items()))
     return str(path)
 
@@ -239,7 +239,9 @@ LAUNCH_FILES = {'vln.launch.py': bringup.launch_arguments(bringup.StackArgs),
                 'replay.launch.py': bringup.launch_arguments(bringup.ReplayArgs),
                 'camera.launch.py': [a for a in bringup.launch_arguments(bringup.StackArgs)
                                      if a.name in bringup.CAMERA_ARGUMENTS],
-                'sim.launch.py': bringup.launch_arguments(bringup.SimArgs)}
+                'sim.launch.py': bringup.launch_arguments(bringup.SimArgs),
+                'guard.launch.py': [a for a in bringup.launch_arguments(bringup.StackArgs)
+                                    if a.name in bringup.GUARD_ARGUMENTS]}
 
 
 @pytest.mark.parametrize('launch_file', sorted(LAUNCH_FILES))
@@ -282,7 +284,7 @@ def test_rviz_without_rviz2_is_an_error_before_anything_starts(launcher):
 
 # -- which nodes come up ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('selection', ['all', 'robot', 'gpu', 'inference_node,controller_node'])
+@pytest.mark.parametrize('selection', ['all', 'robot', 'gpu', 'inference_node,controller_node', 'robot,guard_node'])
 def test_each_node_selection_brings_up_exactly_its_nodes_and_ends_cleanly(launcher, graph, tmp_path, selection):
     namespace = f"/sel_{selection.replace(',', '_')}"
     expected = [n.name for n in bringup.select_nodes(selection)]
@@ -294,6 +296,18 @@ def test_each_node_selection_brings_up_exactly_its_nodes_and_ends_cleanly(launch
     assert set(launch.started()) == set(expected), launch.output()
     assert nodes_on_graph(watcher, namespace) == set(expected)
     stop_cleanly(launch, expected)
+
+
+def test_guard_launch_brings_up_guard_node_alone_and_ends_cleanly(launcher, graph, tmp_path):
+    namespace = '/guard_only'
+    watcher = graph.node('guard_watcher')
+    launch = launcher('ros2', 'launch', bringup.PACKAGE, 'guard.launch.py', f'namespace:={namespace}',
+                      f'params_file:={params_file(tmp_path / "p.yaml")}')
+    assert wait_for(lambda: bringup.GUARD.name in nodes_on_graph(watcher, namespace) or launch.proc.poll() is not None,
+                    STARTUP_S), launch.output()
+    assert set(launch.started()) == {bringup.GUARD.name}, launch.output()
+    assert nodes_on_graph(watcher, namespace) == {bringup.GUARD.name}
+    stop_cleanly(launch, [bringup.GUARD.name])
 
 
 def test_a_namespace_and_a_parameter_file_take_effect_and_the_arguments_win(launcher, graph, tmp_path):

@@ -73,7 +73,7 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec('inference_node', 'inference_node', Side.GPU, raw_images=True,  # vln/debug_image
              publishes=(ri.WAYPOINTS, ri.TASK_STATUS, ri.PATH, ri.MARKERS, ri.DEBUG_IMAGE, ri.DIAGNOSTICS,
                         ri.KEYFRAME_REQUEST),
-             subscribes=(ri.KEYFRAME, ri.INSTRUCTION), services=(ri.SET_TASK, ri.STOP_TASK)),
+             subscribes=(ri.KEYFRAME, ri.INSTRUCTION, ri.GUARD_STATUS), services=(ri.SET_TASK, ri.STOP_TASK)),
     NodeSpec('controller_node', 'controller_node', Side.ROBOT,
              publishes=(ri.CMD_VEL, ri.CONTROLLER_STATUS, ri.DIAGNOSTICS),
              subscribes=(ri.WAYPOINTS, ri.ODOM, ri.ESTOP), services=(ri.RELEASE_ESTOP,)),
@@ -82,12 +82,21 @@ NODES: tuple[NodeSpec, ...] = (
 CONSOLE = NodeSpec('console_node', 'console_node', Side.ROBOT,
                    publishes=(ri.ESTOP, ri.DIAGNOSTICS),
                    subscribes=(ri.KEYFRAME, ri.WAYPOINTS, ri.TASK_STATUS, ri.CMD_VEL, ri.CONTROLLER_STATUS,
-                               ri.DIAGNOSTICS))
+                               ri.GUARD_STATUS, ri.DIAGNOSTICS))
+# The collision guard alone (cmd_vel_in -> cmd_vel_out), for a base that teleop or a twist_mux also drives:
+# not one of NODES either (`nodes:=all` does not start it); started by name (`nodes:=robot,guard_node`) or by
+# guard.launch.py. Its guard.* parameters come from the parameter file's guard_node section.
+GUARD = NodeSpec('guard_node', 'guard_node', Side.ROBOT,
+                 publishes=(ri.CMD_VEL_OUT, ri.GUARD_STATUS, ri.GUARD_MARKERS, ri.DIAGNOSTICS),
+                 subscribes=(ri.CMD_VEL_IN,))
 BAG_EXECUTABLE = 'vln_bag'
 SIM_EXECUTABLE = 'sim_node'
 # camera.launch.py: the camera node alone, with these of vln.launch.py's arguments.
 CAMERA_ONLY = {'nodes': 'camera_node'}
 CAMERA_ARGUMENTS = ('namespace', 'params_file', 'use_sim_time', 'camera_topic')
+# guard.launch.py: guard_node alone, with these of vln.launch.py's arguments.
+GUARD_ONLY = {'nodes': GUARD.name}
+GUARD_ARGUMENTS = ('namespace', 'params_file', 'use_sim_time')
 RVIZ = NodeSpec('rviz2', 'rviz2', Side.ROBOT, raw_images=True, remappings=(
     (ri.IMAGE, CAMERA),
     # rviz2 picks an image transport from the topic's last name: its Keyframe display asks for
@@ -117,8 +126,9 @@ class StackArgs(BaseModel):
     tp: int | None = Field(None, description='inference_node: GPUs the model is split over, tensor parallel '
                                              '(parameter lmdeploy.tp); empty = the one in the parameter file')
     nodes: str = Field('all', description='Nodes to start here: all, robot (camera_node, controller_node), gpu '
-                                          '(inference_node), or a comma list of node names; the robot and the GPU '
-                                          'server each launch their side on one ROS 2 graph')
+                                          '(inference_node), or a comma list of node names (guard_node, the collision '
+                                          'guard alone, only by name); the robot and the GPU server each launch '
+                                          'their side on one ROS 2 graph')
     camera_topic: str = Field('image', description="The camera driver's sensor_msgs/Image topic (compressed: "
                                                    '<camera_topic>/compressed with input_transport: compressed)')
     rviz: bool = Field(False, description='Also start rviz2 with config/vln.rviz (camera, keyframes, plan, '
@@ -209,14 +219,16 @@ def parse_args(model: type[StackArgs], values: dict[str, str]) -> StackArgs:
 
 
 def select_nodes(selection: str) -> list[NodeSpec]:
-    """'all', a side ('robot', 'gpu') or a comma list of node names -> the nodes to start, in stack order."""
+    """'all', a side ('robot', 'gpu') or a comma list of node names -> the nodes to start, in stack order.
+    guard_node only by its name (all and robot stay what they were)."""
     wanted = {part.strip() for part in selection.split(',') if part.strip()}
-    names = {n.name for n in NODES}
+    names = {n.name for n in (*NODES, GUARD)}
     unknown = wanted - names - {'all'} - {s.value for s in Side}
     if unknown or not wanted:
         raise ValueError(f"nodes {selection!r}: expected all, {', '.join(s.value for s in Side)} or a comma list "
                          f"of {', '.join(sorted(names))}")
-    return [n for n in NODES if 'all' in wanted or n.side.value in wanted or n.name in wanted]
+    return ([n for n in NODES if 'all' in wanted or n.side.value in wanted or n.name in wanted]
+            + [GUARD] * (GUARD.name in wanted))
 
 
 @dataclass(frozen=True)

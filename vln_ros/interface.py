@@ -27,7 +27,10 @@ DEBUG_IMAGE = 'vln/debug_image'                 # inference_node out: annotated 
 ESTOP = 'vln/estop'                             # controller_node in
 ODOM = 'odom'                                   # controller_node in
 CMD_VEL = 'cmd_vel'                             # controller_node out
-GUARD_STATUS = 'vln/guard_status'               # controller_node out: the collision guard's state, latched
+GUARD_STATUS = 'vln/guard_status'               # controller_node / guard_node out: the guard's state, latched
+GUARD_MARKERS = 'vln/guard_markers'             # controller_node / guard_node out: the guard's zones, for rviz
+CMD_VEL_IN = 'cmd_vel_in'                       # guard_node in: commands of teleop, a twist_mux, ...
+CMD_VEL_OUT = 'cmd_vel_out'                     # guard_node out: the same commands made safe
 CONTROLLER_STATUS = 'vln/controller_status'     # controller_node out: e-stop, mode, stop reason, limits, latched
 # The collision guard's sensors (controller_node in, with guard.enabled): their topics are parameters
 # (guard.laser.topic, ...), relative by default so that a namespace applies; these are those defaults.
@@ -70,6 +73,8 @@ GUARD_STATUS_QOS = STATUS_QOS
 CONTROLLER_STATUS_QOS = STATUS_QOS
 # cmd_vel: only the newest command matters to the robot.
 CMD_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+# The guard's zones for rviz: only the newest matters, and they are republished every GUARD_MARKER_PERIOD_S.
+GUARD_MARKERS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 # Annotated keyframes are for a person watching: the default reliability, only the newest two.
 DEBUG_IMAGE_QOS = QoSProfile(depth=2)
 # Diagnostics and keyframe decisions: rclpy's default (reliable, depth 10), what diagnostic tools expect.

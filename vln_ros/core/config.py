@@ -455,6 +455,10 @@ class InferenceSettings(StrictModel):
     history_steps: int = param(4, 'Earlier steps (environment, action) of the task put into the prompt',
                                ge=0, le=32, dynamic=True)
     history_max: int = param(256, 'Steps kept per task (older ones are forgotten)', ge=1, le=100_000)
+    history_blocked_after_s: float = param(2.0, 'The collision guard (vln/guard_status) holding the robot at an '
+                                           'obstacle this long adds one step to the history: the way is '
+                                           'blocked, at that distance and bearing; 0 = never', 's', ge=0.0,
+                                           le=600.0, dynamic=True)
     inference_timeout_s: float = param(10.0, 'An answer taking longer is abandoned (request aborted): stop '
                                        'plan', 's', gt=0.0, le=300.0, dynamic=True)
     keyframe_max_age_s: float = param(10.0, 'Keyframes older than this (by capture stamp) are not used', 's',
@@ -518,5 +522,27 @@ class ConsoleParams(StrictModel):
     diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
 
 
+class GuardNodeParams(StrictModel):
+    """guard_node: the collision guard alone, cmd_vel_in -> cmd_vel_out, for bases that teleop or a twist_mux
+    also drives (controller_node has the same guard as its last stage; guard.* are the same parameters).
+
+    Fixed while running (no dynamic=True): the check rate, the message type, the base frame and the
+    diagnostics period, as controller_node's."""
+
+    rate_hz: float = param(50.0, 'The guard re-checks the newest input this often (a new obstacle stops the '
+                           'robot within a period, not at the next input; a silent input becomes zero)', 'Hz',
+                           ge=10.0, le=100.0)
+    input_timeout_s: float = param(0.5, 'cmd_vel_in silent this long: publish zero', 's', gt=0.0, le=10.0,
+                                   dynamic=True)
+    zero_hold_s: float = param(1.0, 'After the input went silent, publish zero this long, then go quiet',
+                               's', ge=0.0, le=60.0, dynamic=True)
+    cmd_vel_stamped: bool = param(False, 'geometry_msgs/TwistStamped instead of Twist on cmd_vel_in and '
+                                  'cmd_vel_out')
+    base_frame: str = param('base_link', 'frame_id of TwistStamped commands and of the guard status')
+    diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
+    guard: GuardParams = GuardParams()
+
+
 NODE_PARAMS: dict[str, type[StrictModel]] = {'camera_node': CameraParams, 'inference_node': InferenceParams,
-                                             'controller_node': ControllerParams, 'console_node': ConsoleParams}
+                                             'controller_node': ControllerParams, 'console_node': ConsoleParams,
+                                             'guard_node': GuardNodeParams}

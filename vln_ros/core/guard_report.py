@@ -9,10 +9,14 @@ numbers: 'silent for 0.52 s' and 'silent for 0.54 s' are one reason), and at lea
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
+import numpy as np
+
 from vln_ros.core.guard import GuardState
+from vln_ros.core.guard_footprint import Footprint
 
 _NUMBER = re.compile(r'[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|inf|nan')
 
@@ -53,3 +57,27 @@ class StatusGate:
 def rejection_counters(rejections: Mapping[str, int]) -> dict[str, int]:
     """The guard's rejection counts ('<source>.<reason>') as diagnostics values guard_rejected_<source>_<reason>."""
     return {f'guard_rejected_{key.replace(".", "_")}': count for key, count in sorted(rejections.items())}
+
+
+def points_at_gap(footprint: Footprint, gap_m: float, bearings_rad: np.ndarray) -> np.ndarray:
+    """(N, 2) points [m, base frame] at `gap_m` from the footprint along each bearing from the base origin: the
+    outline of a zone (rviz draws them). A circle's is exact; a polygon's is found by bisection along each ray
+    (its gap grows along a ray from the origin for any polygon star-shaped about it, as footprints are)."""
+    if not (math.isfinite(gap_m) and gap_m >= 0.0):
+        raise ValueError(f'gap_m must be finite and >= 0, got {gap_m}')
+    directions = np.stack([np.cos(bearings_rad), np.sin(bearings_rad)], axis=1)
+    if footprint.vertices is None:
+        return np.asarray(directions * (footprint.radius_m + gap_m))
+    low = np.zeros(len(directions))
+    high = np.full(len(directions), footprint.circumradius_m + gap_m)   # its gap is at least gap_m
+    for _ in range(40):   # 2^-40 of a few metres: far below a pixel
+        middle = 0.5 * (low + high)
+        beyond = footprint.distance(directions * middle[:, None]) > gap_m   # > : gap 0 is the outline itself
+        high, low = np.where(beyond, middle, high), np.where(beyond, low, middle)
+    return np.asarray(directions * high[:, None])
+
+
+def zone_outline(footprint: Footprint, gap_m: float, points: int = 72) -> np.ndarray:
+    """The closed outline (first point repeated last) of the zone within `gap_m` of the footprint."""
+    bearings = np.linspace(-math.pi, math.pi, points + 1)
+    return points_at_gap(footprint, gap_m, bearings)

@@ -151,7 +151,8 @@ class InferencePipeline:
         self._publish_plan_cb, self._publish_status_cb = publish_plan, publish_status
         self._clock_ns, self._log = clock_ns, log
         self._lock = threading.RLock()
-        self._tasks = TaskManager(params.history_max, params.failure_threshold, params.arrived_confirmations)
+        self._tasks = TaskManager(params.history_max, params.failure_threshold, params.arrived_confirmations,
+                                  params.history_blocked_after_s)
         self._prompts = PromptBuilder(params.parser, params.history_steps)
         self._slot: LatestSlot[Keyframe] = LatestSlot()
         self._wake = threading.Event()       # set when a task starts or the pipeline closes
@@ -205,6 +206,7 @@ class InferencePipeline:
             self._prompts = PromptBuilder(params.parser, params.history_steps)
             self._tasks.failure_threshold = params.failure_threshold
             self._tasks.arrived_confirmations = params.arrived_confirmations
+            self._tasks.blocked.after_s = params.history_blocked_after_s
             self.params = params
 
     # -- the node's callbacks: never wait on the model ---------------------------------------------
@@ -218,6 +220,12 @@ class InferencePipeline:
             with self._lock:
                 if self._tasks.running and self._tasks.task is not None:
                     self._tasks.task.counters.keyframes_dropped += 1
+
+    def guard_status(self, action: str, nearest_m: float, bearing_rad: float, now_s: float) -> Step | None:
+        """The collision guard's status (vln/guard_status): a hold longer than history_blocked_after_s goes into
+        the running task's history, so the next prompt tells the model (returned: the step, for a log line)."""
+        with self._lock:
+            return self._tasks.guard_status(action, nearest_m, bearing_rad, now_s)
 
     def set_task(self, instruction: str) -> TaskReply:
         """Start (or switch to) a task: history cleared, the old task's in-flight answer aborted and never

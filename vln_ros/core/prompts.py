@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,24 @@ def system_prompt(limits: ParserParams) -> str:
         '"stop": do not move now (blocked, unsure, or dangerous), wp []. '
         '"arrived": the instruction is completed, wp []. Never guess: if you cannot see a safe way, stop.'
     )
+
+
+# The action of a history step the collision guard made (the model did not choose it).
+GUARD_HELD_ACTION = 'held by the collision guard'
+
+
+def bearing_text(bearing_rad: float) -> str:
+    """A direction from the robot as a model reads it: 'ahead', '30 deg left', '120 deg right'."""
+    deg = round(math.degrees(math.remainder(bearing_rad, math.tau)))
+    if abs(deg) <= 5:
+        return 'ahead'
+    return f'{abs(deg)} deg {"left" if deg > 0 else "right"}'
+
+
+def blocked_step(held_s: float, nearest_m: float, bearing_rad: float) -> Step:
+    """The history entry for a hold by the collision guard, so the model can choose another way."""
+    return Step(f'the way was blocked for {held_s:.0f} s: obstacle {nearest_m:.2f} m away, '
+                f'{bearing_text(bearing_rad)}', GUARD_HELD_ACTION)
 
 
 def user_prompt(instruction: str, history: Sequence[Step]) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
-from vln_ros.core.prompts import Step
+from vln_ros.core.prompts import Step, blocked_step
 
 MAX_INSTRUCTION_CHARS = 2000
 
@@ -53,8 +54,41 @@ class Task:
     counters: Counters = field(default_factory=Counters)
 
 
+class BlockedWatch:
+    """The collision guard's holds, from its status messages: one 'blocked' step per hold longer than after_s.
+
+    A hold is a run of status messages that stop the robot for an obstacle (a finite distance; a fault
+    stop, such as a silent sensor, says nothing about the way ahead). Its length is measured from the first
+    to the newest such message (the guard republishes its status at least every second), so a guard that
+    goes quiet never makes a hold grow. after_s 0: never."""
+
+    def __init__(self, after_s: float) -> None:
+        if not after_s >= 0.0:
+            raise ValueError(f'after_s must be >= 0, got {after_s}')
+        self.after_s = after_s
+        self._since_s: float | None = None
+        self._told = False
+
+    def reset(self) -> None:
+        self._since_s, self._told = None, False
+
+    def update(self, action: str, nearest_m: float, bearing_rad: float, now_s: float) -> Step | None:
+        """A guard status at now_s; the step to record when this hold has just passed after_s."""
+        if action != 'stop' or not math.isfinite(nearest_m):
+            self.reset()
+            return None
+        if self._since_s is None or now_s < self._since_s:   # a new hold (or the clock went back)
+            self._since_s, self._told = now_s, False
+        held_s = now_s - self._since_s
+        if self._told or self.after_s <= 0.0 or held_s < self.after_s:
+            return None
+        self._told = True
+        return blocked_step(held_s, nearest_m, bearing_rad)
+
+
 class TaskManager:
-    def __init__(self, history_max: int, failure_threshold: int, arrived_confirmations: int = 1) -> None:
+    def __init__(self, history_max: int, failure_threshold: int, arrived_confirmations: int = 1,
+                 blocked_after_s: float = 0.0) -> None:
         self.history_max = history_max
         self.failure_threshold = failure_threshold
         self.arrived_confirmations = arrived_confirmations
@@ -63,6 +97,7 @@ class TaskManager:
         self.task: Task | None = None
         self._serial = itertools.count(1)
         self._run = uuid.uuid4().hex[:6]   # task ids stay unique across node restarts
+        self.blocked = BlockedWatch(blocked_after_s)
 
     def loading(self, done: bool) -> None:
         self.state, self.reason = (State.IDLE, 'model loaded') if done else (State.LOADING, 'loading the model')
@@ -76,6 +111,7 @@ class TaskManager:
         if self.state == State.LOADING:
             raise TaskRejected('the model is still loading')
         self.task = Task(f'task-{next(self._serial)}-{self._run}', instruction, deque(maxlen=self.history_max))
+        self.blocked.reset()   # a hold before this task is not this task's history
         self.state, self.reason = State.ACTIVE, 'new task'
         return self.task
 
@@ -126,6 +162,17 @@ class TaskManager:
             c.backend_failures += 1
         if c.consecutive_failures >= self.failure_threshold and self.state == State.ACTIVE:
             self.state, self.reason = State.FAILED, f'{c.consecutive_failures} failed answers in a row'
+
+    def guard_status(self, action: str, nearest_m: float, bearing_rad: float, now_s: float) -> Step | None:
+        """The collision guard's status: a hold longer than blocked_after_s becomes one history step of the
+        running task (returned; None otherwise)."""
+        if not self.running or self.task is None:
+            self.blocked.reset()
+            return None
+        step = self.blocked.update(action, nearest_m, bearing_rad, now_s)
+        if step is not None:
+            self.task.history.append(step)
+        return step
 
     def history(self) -> list[Step]:
         return list(self.task.history) if self.task else []

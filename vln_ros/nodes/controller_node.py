@@ -9,7 +9,8 @@ time (/clock, bag replay) 100-200 ms late (measured: period p99 171 ms with /clo
 idle machine, against 21.6 ms single-threaded).
 
 The collision guard (guard.enabled; core/guard.py) is the last stage of every command: its sensors'
-callbacks feed it and the control step passes each command through it (Controller.step). CollisionGuard is
+callbacks feed it and the control step passes each command through it (Controller.step); its subscriptions,
+status and rviz markers are nodes/guard_adapter.py's, shared with guard_node. CollisionGuard is
 not thread-safe; the one single-threaded executor above (run_node, threads=1) runs those callbacks and the
 control timer one at a time, so it needs no lock. A multi-threaded executor would need one (or all of them
 in one MutuallyExclusiveCallbackGroup).
@@ -28,7 +29,6 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
@@ -45,13 +45,11 @@ from vln_ros.core.control import (
     check_waypoint_count,
 )
 from vln_ros.core.controller_report import ControllerReport, ReportGate, report
-from vln_ros.core.guard import CollisionGuard, GuardAction, GuardState
-from vln_ros.core.guard_report import StatusGate, rejection_counters
-from vln_ros.core.guard_sources import RejectReason
 from vln_ros.core.stats import EventCounters, LatencyWindow
-from vln_ros.msg import ControllerStatus, GuardStatus, WaypointArray
+from vln_ros.msg import ControllerStatus, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import MalformedMessage, stamp_seconds, waypoint_count
+from vln_ros.nodes.guard_adapter import GuardAdapter
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
 
@@ -72,9 +70,7 @@ def plan_from_serialized(serialized: bytes) -> Plan:
     return plan_from_msg(msg)
 
 
-# The guard's latched status is republished at least this often (on changes at once).
-GUARD_STATUS_PERIOD_S = 1.0
-# So is the controller's (vln/controller_status).
+# The controller's latched status (vln/controller_status) is republished at least this often (on changes at once).
 CONTROLLER_STATUS_PERIOD_S = 1.0
 
 # How long a node on its way out waits for its last zero command to reach the subscribers (the base).
@@ -121,10 +117,11 @@ class ControllerNode(Node):
         self._status_gate = ReportGate(CONTROLLER_STATUS_PERIOD_S)
         self._status_pub = self.create_publisher(ControllerStatus, interface.CONTROLLER_STATUS,
                                                  interface.CONTROLLER_STATUS_QOS)
-        self._guard: CollisionGuard | None = None
-        self._guard_state: GuardState | None = None
+        # The collision guard and its sensors' subscriptions (nodes/guard_adapter.py, shared with guard_node).
+        self._guard: GuardAdapter | None = None
         if p.guard.enabled:
-            self._start_guard()
+            self._guard = GuardAdapter(self, p.guard, self._now, lambda: self.params.base_frame)
+            self.get_logger().info(self._guard.describe())
         self.create_timer(1.0 / p.rate_hz, self._tick)
         diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(
@@ -132,31 +129,6 @@ class ControllerNode(Node):
             f'({self._cmd_type.__name__}) at {p.rate_hz} Hz; limits vx {p.max_linear_x} m/s, vy {p.max_linear_y} '
             f'm/s, wz {p.max_angular_z} rad/s; plan timeout {p.plan_timeout_s} s, inference timeout '
             f'{p.inference_timeout_s} s, dead-man {p.estop_timeout_s or "off"}')
-
-    def _start_guard(self) -> None:
-        """The collision guard and a subscription per enabled source (sensor-data QoS, as their drivers publish)."""
-        g = self.params.guard
-        self._guard = CollisionGuard(g)
-        self._guard_gate = StatusGate(GUARD_STATUS_PERIOD_S)
-        self._guard_pub = self.create_publisher(GuardStatus, interface.GUARD_STATUS, interface.GUARD_STATUS_QOS)
-        topics = []
-        if g.laser.enabled:
-            self.create_subscription(LaserScan, g.laser.topic, self._on_scan, interface.SENSOR_QOS)
-            topics.append(f'laser {self.resolve_topic_name(g.laser.topic)}')
-        if g.pointcloud.enabled:
-            self.create_subscription(PointCloud2, g.pointcloud.topic, self._on_cloud, interface.SENSOR_QOS)
-            topics.append(f'pointcloud {self.resolve_topic_name(g.pointcloud.topic)}')
-        if g.depth.enabled:
-            self.create_subscription(Image, g.depth.topic, self._on_depth, interface.SENSOR_QOS)
-            # CameraInfo is best effort from most drivers as well; the newest one is all the guard needs.
-            self.create_subscription(CameraInfo, g.depth.camera_info_topic, self._on_camera_info,
-                                     interface.SENSOR_QOS)
-            topics.append(f'depth {self.resolve_topic_name(g.depth.topic)} + '
-                          f'{self.resolve_topic_name(g.depth.camera_info_topic)}')
-        status = self.resolve_topic_name(interface.GUARD_STATUS)
-        self.get_logger().info(f'collision guard on: {", ".join(topics)}; stop within {g.stop_margin_m} m, slow '
-                               f'down within {g.slowdown_margin_m} m, time before collision '
-                               f'{g.time_before_collision_s} s; status on {status}')
 
     def _apply_params(self, params: ControllerParams) -> None:
         """A change through the parameter services, validated by the model (parameters.LiveParameters): the
@@ -220,42 +192,6 @@ class ControllerNode(Node):
         self.get_logger().info(f'e-stop release requested: {response.message}')
         return response
 
-    # -- the guard's sensors: each message is fed with its receive time and its header stamp ------------
-    def _on_scan(self, msg: LaserScan) -> None:
-        assert self._guard is not None  # subscribed only with the guard
-        self._guard_rejected('laser', self._guard.on_scan(msg, self._now(), stamp_seconds(msg.header.stamp)))
-
-    def _on_cloud(self, msg: PointCloud2) -> None:
-        assert self._guard is not None
-        self._guard_rejected('pointcloud', self._guard.on_cloud(msg, self._now(), stamp_seconds(msg.header.stamp)))
-
-    def _on_depth(self, msg: Image) -> None:
-        assert self._guard is not None
-        self._guard_rejected('depth', self._guard.on_depth(msg, self._now(), stamp_seconds(msg.header.stamp)))
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        assert self._guard is not None
-        self._guard_rejected('camera_info', self._guard.on_camera_info(msg))
-
-    def _guard_rejected(self, source: str, reason: RejectReason | None) -> None:
-        # Counted by the guard itself (diagnostics report guard.rejections); a required source's rejected
-        # message also stops the robot, with the reason on vln/guard_status.
-        if reason is not None:
-            self.get_logger().warning(f'collision guard: rejected a {source} message ({reason.value})',
-                                      throttle_duration_sec=2.0)
-
-    def _publish_guard_status(self, state: GuardState, now_s: float) -> None:
-        if self._guard_gate.changed(state) and state.action is not GuardAction.FREE:
-            self.get_logger().info(f'collision guard: {state.action.value} ({state.reason})',
-                                   throttle_duration_sec=1.0)
-        if not self._guard_gate.due(state, now_s):
-            return
-        msg = GuardStatus(action=state.action.value, nearest_m=state.nearest_m, bearing_rad=state.bearing_rad,
-                          source=state.source, reason=state.reason, scale=state.scale)
-        msg.header.stamp = Time(nanoseconds=round(now_s * 1e9)).to_msg()
-        msg.header.frame_id = self.params.base_frame
-        self._guard_pub.publish(msg)
-
     # -- the control loop ---------------------------------------------------------------------------
     def _tick(self) -> None:
         tick, now = time.monotonic(), self._now()
@@ -269,14 +205,13 @@ class ControllerNode(Node):
         dt = 1.0 / self.params.rate_hz if self._last_now is None else now - self._last_now
         self._last_now = now
         # Every command, plans from the stream included, passes the guard (the last stage) inside the step.
-        command = self._controller.step(now, dt, self._guard)
+        command = self._controller.step(now, dt, self._guard.guard if self._guard is not None else None)
         self._last_command, self._last_reason = command.twist, command.reason
         if command.publish:
             self._cmd_pub.publish(self._message(command.twist, now))
             self._counters.add('commands_published')
-        if command.guard is not None:
-            self._guard_state = command.guard
-            self._publish_guard_status(command.guard, now)
+        if command.guard is not None and self._guard is not None:
+            self._guard.report(command.guard, now)
         self._publish_status(now)
 
     def _publish_status(self, now_s: float) -> None:
@@ -344,20 +279,15 @@ class ControllerNode(Node):
         for name in ('plans_received', 'commands_published', 'odometry_rejected', 'estop_engagements'):
             values[name] = totals.get(name, 0)
         values.update({k: v for k, v in sorted(totals.items()) if k.startswith(('plans_rejected_', 'estop_qos'))})
-        guard = self._guard_state
         if self._guard is not None:
-            values.update({'guard_action': guard.action.value if guard else 'none yet',
-                           'guard_nearest_m': guard.nearest_m if guard else float('nan'),
-                           'guard_source': guard.source if guard else '',
-                           'guard_reason': guard.reason if guard else ''})
-            values.update(rejection_counters(self._guard.rejections))
+            values.update(self._guard.diagnostics_values())
         slow = len(self._periods) and self._periods.percentile_ms(50) > 1.1e3 * nominal
         if reason in (StopReason.ESTOP, StopReason.ESTOP_DEADMAN):
             level, message = diagnostics.WARN, f'stopped: {reason.value} (release with {interface.RELEASE_ESTOP})'
         elif reason.is_fault:
             level, message = diagnostics.WARN, f'stopped: {reason.value}'
-        elif guard is not None and guard.action is GuardAction.STOP:
-            level, message = diagnostics.WARN, f'collision guard stop: {guard.reason}'
+        elif self._guard is not None and self._guard.state is not None and self._guard.stopping():
+            level, message = diagnostics.WARN, f'collision guard stop: {self._guard.state.reason}'
         elif slow:
             level, message = diagnostics.WARN, f'control loop slower than {self.params.rate_hz} Hz'
         else:

@@ -46,7 +46,7 @@ from vln_ros.core.inference import (
     state_name,
 )
 from vln_ros.core.keyframe_request import KeyframeAsk
-from vln_ros.msg import KeyframeRequest, TaskStatus, Waypoint, WaypointArray
+from vln_ros.msg import GuardStatus, KeyframeRequest, TaskStatus, Waypoint, WaypointArray
 from vln_ros.nodes import diagnostics
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
@@ -77,6 +77,9 @@ class InferenceNode(Node):
 
         self.create_subscription(CompressedImage, interface.KEYFRAME, self._on_keyframe, interface.KEYFRAME_QOS)
         self.create_subscription(String, interface.INSTRUCTION, self._on_instruction, interface.INSTRUCTION_QOS)
+        # The collision guard's latched status (controller_node or guard_node): a long hold goes into the history.
+        self.create_subscription(GuardStatus, interface.GUARD_STATUS, self._on_guard_status,
+                                 interface.GUARD_STATUS_QOS)
         self.create_service(SetTask, interface.SET_TASK, self._on_set_task)
         self.create_service(Trigger, interface.STOP_TASK, self._on_stop_task)
         diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
@@ -109,6 +112,13 @@ class InferenceNode(Node):
             self.get_logger().info(f'instruction on {interface.INSTRUCTION}: {reply.message} ({reply.task_id})')
         else:
             self.get_logger().warning(f'instruction on {interface.INSTRUCTION}: {reply.message}')
+
+    def _on_guard_status(self, msg: GuardStatus) -> None:
+        # Timed by our clock at receipt: the robot's stamps may come from another clock.
+        step = self._pipeline.guard_status(msg.action, msg.nearest_m, msg.bearing_rad,
+                                           self.get_clock().now().nanoseconds * 1e-9)
+        if step is not None:
+            self.get_logger().info(f'history: {step.environment} ({step.action})')
 
     def _on_set_task(self, request: SetTask.Request, response: SetTask.Response) -> SetTask.Response:
         reply = self._pipeline.set_task(request.instruction)
