@@ -95,7 +95,7 @@ class EvalObserver(Observer):
     def _on_plan(self, msg: Any) -> None:
         self.heard.plans.append(Plan(self.now(), stamp_seconds(msg.header.stamp), bool(msg.stop), msg.action,
                                      len(msg.waypoints), msg.task_id,
-                                     [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints]))
+                                     [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints], msg.model))
 
     def _on_diagnostics(self, msg: Any) -> None:
         stamp = stamp_seconds(msg.header.stamp)
