@@ -50,6 +50,7 @@ class Plan:
     waypoints: int
     task_id: str
     steps: list[list[float]] = field(default_factory=list)   # [dx, dy, dtheta, confidence] (the video draws them)
+    model: str = ''                                          # WaypointArray.model: who made the plan
 
 
 @dataclass

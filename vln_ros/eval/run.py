@@ -5,12 +5,14 @@
              [--no-compensation] [--baseline] [--study latency|faults|safety] [--speed 1.0]
              [--safety-episodes 0.5:20,2:10] [--worlds empty,clutter,people] [--models oracle,drifting,mirrored]
              [--guard on,off]
+    vln_eval --tables eval_out/results.json     (the markdown tables of a finished run, as docs/eval.md has them)
 
 sim_node (a quadruped in generated indoor scenes, on simulated time) and camera_node, inference_node and
 controller_node, each its own process (vln_ros/eval/stack.py), in a private ROS domain nobody else on this
 machine is in. The model is the oracle (the simulator's ground truth: what a perfect model would answer,
 after --latency simulated seconds) unless --backend names a real one. Prints a line per episode and a
-table; writes <out>/results.json (every episode and the summary), <out>/paths.png (every episode's path
+table; writes <out>/results.json (every episode and the summary), <out>/tables.md (its tables with the date,
+machine and command that made them: what docs/eval.md pastes), <out>/paths.png (every episode's path
 from above), <out>/episodes/seed_N.png, <out>/video_seed_N.mp4 (the first episode from the robot's camera,
 the plan drawn in) and each process's log under <out>/logs/.
 
@@ -28,9 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
+import shlex
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +159,48 @@ def table(rows: list[tuple[str, dict[str, Any]]], columns: tuple[tuple[str, str,
     return '\n'.join(lines)
 
 
+def run_label(options: EvalOptions, reported: str = '') -> str:
+    """A run's name in tables: the oracle by its simulated latency, a real backend by its model (its latency is
+    what the model took, wall-clock, and is measured, not chosen): the name its plans carried (reported), else
+    the one it was asked for."""
+    if options.backend == 'oracle':
+        name = f'oracle {options.latency_s:g}s'
+    else:
+        params = dict(item.split(':=', 1) for item in options.inference_params)
+        model = reported or options.model or params.get(f'{options.backend}.served_model', '') or 'served model'
+        name = f'{options.backend} {Path(model).name or model}'
+    return name + (' baseline' if options.controller == 'baseline' else '') + \
+        ('' if options.latency_compensation else ' no compensation')
+
+
+def reported_model(records: list[metrics.EpisodeRecord]) -> str:
+    """The model the plans named (WaypointArray.model), most often first; '' when no plan named one."""
+    names = Counter(p.model for r in records for p in r.plans if p.model)
+    return names.most_common(1)[0][0] if names else ''
+
+
+def provenance(argv: list[str]) -> dict[str, str]:
+    """When, where and by what command a run was made: printed beside every table made from it."""
+    load_1min = os.getloadavg()[0]
+    return {'date': datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC'),
+            'machine': f'{platform.machine()}, {os.cpu_count()} cores, load {load_1min:.1f} at the start',
+            'command': shlex.join(['vln_eval', *argv])}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Every table of a run's results.json in markdown, with what made it: the one renderer for run output
+    (tables.md) and docs/eval.md, so the docs cannot drift from a run by hand."""
+    made = results.get('made', {})
+    rows = [(run['label'], run['summary']) for run in results['runs']]
+    parts = [f"{made.get('date', '?')}, {made.get('machine', '?')}: `{made.get('command', '?')}`, "
+             f"{len(results['seeds'])} episodes per run (seeds {results['seeds'][0]}-{results['seeds'][-1]}), "
+             f"{results.get('wall_s', math.nan):.0f} s", '', table(rows), '', TABLE_NOTE]
+    for run in results['runs']:
+        parts += ['', f"By instruction family ({run['label']}):", '',
+                  table(list(run['by_family'].items()), FAMILY_COLUMNS, 'family')]
+    return '\n'.join(parts) + '\n'
+
+
 def _plain(record: metrics.EpisodeRecord) -> dict[str, Any]:
     data = asdict(record)
     data['plans'] = [asdict(p) for p in record.plans]
@@ -214,7 +263,17 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument('--speed', type=float, default=1.0, help='simulated seconds per wall second (default 1)')
     parser.add_argument('--video-seed', type=int, default=None, help='the episode made into a video (the first)')
     parser.add_argument('--out', type=Path, default=Path('eval_out'), help='output folder (default eval_out)')
+    parser.add_argument('--tables', type=Path, metavar='RESULTS_JSON',
+                        help="print a finished run's tables in markdown (what docs/eval.md has) and exit")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.tables:
+        try:
+            print(markdown(json.loads(args.tables.read_text())), end='')
+        except (OSError, ValueError, KeyError) as exc:
+            print(f'vln_eval: cannot read the tables of {args.tables}: {exc!r}', file=sys.stderr)
+            return 2
+        return 0
     for item in (*args.param, *args.oracle, *args.sim):
         if ':=' not in item:
             parser.error(f'{item!r}: expected NAME:=VALUE')
@@ -222,6 +281,9 @@ def _main(argv: list[str] | None) -> int:
         parser.error('--episodes must be at least 1')
     if args.backend != 'oracle' and args.study:
         parser.error('studies use the oracle (they vary its latency and faults)')
+    if args.backend != 'oracle' and args.speed != 1.0:
+        parser.error(f'--speed {args.speed:g}: a real backend runs at --speed 1 only (its latency is wall-clock: '
+                     'a faster simulation would make the model look slower by that factor)')
     try:
         safety_rows = safety.rows(args.worlds.split(','), args.models.split(','), args.guard.split(','),
                                   safety.parse_latency_episodes(args.safety_episodes))
@@ -236,7 +298,7 @@ def _main(argv: list[str] | None) -> int:
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     began = time.monotonic()
     rows: list[tuple[str, dict[str, Any]]] = []
-    results: dict[str, Any] = {'seeds': seeds, 'backend': args.backend, 'runs': []}
+    results: dict[str, Any] = {'seeds': seeds, 'backend': args.backend, 'made': provenance(argv), 'runs': []}
     pictured: tuple[list[metrics.EpisodeRecord], list[dict[str, Any]]] | None = None
 
     def record_run(label: str, run_options: EvalOptions, records: list[metrics.EpisodeRecord],
@@ -254,6 +316,7 @@ def _main(argv: list[str] | None) -> int:
         results['wall_s'] = time.monotonic() - began
         # after every run: an interrupted study keeps what it has measured
         (args.out / 'results.json').write_text(json.dumps(results, indent=1, default=str))
+        (args.out / 'tables.md').write_text(markdown(results))
         return summary
 
     if args.study == 'latency':
@@ -305,9 +368,9 @@ def _main(argv: list[str] | None) -> int:
             records, scores = run_set(options, seeds, args.out, fault, fault=fault)
             record_run(fault, options, records, scores, loop_faults=[s['fault_outcome'] for s in scores])
     else:
-        label = f"{args.backend} {args.latency:g}s" + (' baseline' if args.baseline else '') + \
-            (' no compensation' if args.no_compensation else '')
+        label = run_label(options)
         records, scores = run_set(options, seeds, args.out, label)
+        label = run_label(options, reported_model(records))    # the name the model's plans carried
         record_run(label, options, records, scores)
         pictured = (records, scores)
 

@@ -107,7 +107,7 @@ class EvalObserver(Observer):
     def _on_plan(self, msg: Any) -> None:
         self.heard.plans.append(Plan(self.now(), stamp_seconds(msg.header.stamp), bool(msg.stop), msg.action,
                                      len(msg.waypoints), msg.task_id,
-                                     [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints]))
+                                     [[w.dx, w.dy, w.dtheta, w.confidence] for w in msg.waypoints], msg.model))
 
     def _on_controller_status(self, msg: Any) -> None:
         self.controller = msg
