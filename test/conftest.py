@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -142,3 +144,26 @@ def pytest_runtest_makereport(
             except Exception as e:  # a dead browser: the test's own failure says more
                 report.sections.append((f'{name} screenshot', f'none: {type(e).__name__}: {e}'))
     return report
+
+
+def node_starter(executable: str, *fixed: str) -> Generator[Callable[..., subprocess.Popen], None, None]:
+    """A fixture's body: start this venv's real `executable` (a process of its own, as on the robot: its timing
+    is its own executor's, not the test's) with diagnostics at 5 Hz, the `fixed` NAME:=VALUE parameters and the
+    given ones, as often as the test asks; at the end each gets SIGINT and must exit 0."""
+    procs: list[subprocess.Popen] = []
+
+    def start(**params: object) -> subprocess.Popen:
+        args = [str(Path(sys.executable).parent / executable), '--ros-args', '-p', 'diagnostics_period_s:=0.2']
+        for pair in fixed:
+            args += ['-p', pair]
+        for name, value in params.items():
+            args += ['-p', f'{name}:={str(value).lower() if isinstance(value, bool) else value}']
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        return procs[-1]
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+        try:
+            assert proc.wait(timeout=10) == 0, proc.stdout.read() if proc.stdout else ''
+        finally:
+            proc.kill()

@@ -9,12 +9,11 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import rclpy.duration
 import rclpy.time
-from conftest import call_service, wait_for
+from conftest import call_service, node_starter, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
@@ -89,23 +88,8 @@ class Robot:
 
 @pytest.fixture
 def controller():
-    """Start the real controller_node executable with the given parameters (a process of its own, as on
-    the robot: its control-loop timing is its own executor's, not the test's)."""
-    procs = []
-
-    def start(**params):
-        args = [str(Path(sys.executable).parent / 'controller_node'), '--ros-args', '-p', 'diagnostics_period_s:=0.2']
-        for name, value in params.items():
-            args += ['-p', f'{name}:={str(value).lower() if isinstance(value, bool) else value}']
-        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        return procs[-1]
-    yield start
-    for proc in procs:
-        proc.send_signal(signal.SIGINT)
-        try:
-            assert proc.wait(timeout=10) == 0, proc.stdout.read()
-        finally:
-            proc.kill()
+    """Start the real controller_node executable with the given parameters (conftest.node_starter)."""
+    yield from node_starter('controller_node')
 
 
 def moving_robot(graph, controller, cmd_type=Twist, age_s=0.0, **params) -> Robot:

@@ -4,15 +4,11 @@ executable with a laser, a test node that drives it at 20 Hz (as teleop would), 
 from __future__ import annotations
 
 import math
-import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import node_starter, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from test_controller_guard import Laser, StatusWatch, free_ranges, obstacle_ranges
@@ -26,22 +22,7 @@ FORWARD_MPS = 0.4
 @pytest.fixture
 def guard_node():
     """Start the real guard_node executable with the guard on (a laser on `scan`) and the given parameters."""
-    procs = []
-
-    def start(**params):
-        args = [str(Path(sys.executable).parent / 'guard_node'), '--ros-args', '-p', 'diagnostics_period_s:=0.2',
-                '-p', 'guard.enabled:=true', '-p', 'guard.laser.enabled:=true']
-        for name, value in params.items():
-            args += ['-p', f'{name}:={str(value).lower() if isinstance(value, bool) else value}']
-        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        return procs[-1]
-    yield start
-    for proc in procs:
-        proc.send_signal(signal.SIGINT)
-        try:
-            assert proc.wait(timeout=10) == 0, proc.stdout.read()
-        finally:
-            proc.kill()
+    yield from node_starter('guard_node', 'guard.enabled:=true', 'guard.laser.enabled:=true')
 
 
 class Teleop:

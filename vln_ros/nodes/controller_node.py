@@ -48,7 +48,7 @@ from vln_ros.core.controller_report import ControllerReport, ReportGate, report
 from vln_ros.core.stats import EventCounters, LatencyWindow
 from vln_ros.msg import ControllerStatus, WaypointArray
 from vln_ros.nodes import diagnostics
-from vln_ros.nodes.conversions import MalformedMessage, stamp_seconds, waypoint_count
+from vln_ros.nodes.conversions import MalformedMessage, stamp_seconds, velocity_message, waypoint_count
 from vln_ros.nodes.guard_adapter import GuardAdapter
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
@@ -231,16 +231,8 @@ class ControllerNode(Node):
         return msg
 
     def _message(self, t: Twist2D, now_s: float) -> Twist | TwistStamped:
-        """The command of the step at now_s, stamped with that step's time (not a later clock read: under load
-        the two differ, and accelerations computed from the stamps would disagree with the step's dt)."""
-        twist = Twist()
-        twist.linear.x, twist.linear.y, twist.angular.z = t.vx, t.vy, t.wz
-        if self._cmd_type is Twist:
-            return twist
-        msg = TwistStamped(twist=twist)
-        msg.header.stamp = Time(nanoseconds=round(now_s * 1e9)).to_msg()
-        msg.header.frame_id = self.params.base_frame
-        return msg
+        """The command of the step at now_s, stamped with that step's time."""
+        return velocity_message(t.vx, t.vy, t.wz, self._cmd_type, now_s, self.params.base_frame)
 
     def destroy_node(self) -> None:
         """On the way out (Ctrl-C, SIGTERM, the launcher gone): one last zero command, so a base that keeps

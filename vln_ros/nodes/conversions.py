@@ -3,10 +3,28 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from geometry_msgs.msg import Twist, TwistStamped
+from rclpy.time import Time
+
 
 def stamp_seconds(stamp: Any) -> float:
     """builtin_interfaces/Time -> seconds (float)."""
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def velocity_message(vx: float, vy: float, wz: float, msg_type: type[Twist] | type[TwistStamped], stamp_s: float,
+                     frame_id: str) -> Twist | TwistStamped:
+    """A body-velocity command as the base takes it: a Twist, or a TwistStamped stamped stamp_s (the step's
+    own time, not a later clock read: under load the two differ, and accelerations computed from the stamps
+    would disagree with the step's dt) in frame_id."""
+    twist = Twist()
+    twist.linear.x, twist.linear.y, twist.angular.z = float(vx), float(vy), float(wz)
+    if msg_type is Twist:
+        return twist
+    msg = TwistStamped(twist=twist)
+    msg.header.stamp = Time(nanoseconds=round(stamp_s * 1e9)).to_msg()
+    msg.header.frame_id = frame_id
+    return msg
 
 
 class MalformedMessage(ValueError):

@@ -22,13 +22,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.time import Time
 
 from vln_ros import interface
 from vln_ros.core.config import GuardNodeParams
 from vln_ros.core.guard_footprint import Cmd
 from vln_ros.core.stats import EventCounters
 from vln_ros.nodes import diagnostics
+from vln_ros.nodes.conversions import velocity_message
 from vln_ros.nodes.guard_adapter import GuardAdapter
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
@@ -111,14 +111,7 @@ class GuardNode(Node):
         self._counters.add('commands_published')
 
     def _message(self, cmd: Cmd, now_s: float) -> Twist | TwistStamped:
-        twist = Twist()
-        twist.linear.x, twist.linear.y, twist.angular.z = (float(v) for v in cmd)
-        if self._msg_type is Twist:
-            return twist
-        msg = TwistStamped(twist=twist)
-        msg.header.stamp = Time(nanoseconds=round(now_s * 1e9)).to_msg()
-        msg.header.frame_id = self.params.base_frame
-        return msg
+        return velocity_message(*cmd, self._msg_type, now_s, self.params.base_frame)
 
     def destroy_node(self) -> None:
         """On the way out: one last zero, so a base that keeps its last command stops now (as controller_node)."""
