@@ -193,8 +193,10 @@ class _Motion:
 
     history: list[tuple[float, tuple[float, float, float], np.ndarray]]
     estimates: list[np.ndarray]
-    closing_mps: np.ndarray       # (_SECTORS,) median of the estimates; <= 0: nothing closes in
-    gaps: np.ndarray              # (_SECTORS,) nearest gap per sector in the newest message (inf: none)
+    # The sectors where an obstacle closes in faster than _MIN_CLOSING_MPS, as (bearing of the sector's
+    # centre [rad], its nearest gap [m], closing speed [m/s]): worked out per message, so that a control
+    # step costs nothing when nothing moves.
+    closing: list[tuple[float, float, float]]
 
 
 _EMPTY = np.zeros((0, 2), np.float32)
@@ -314,7 +316,7 @@ class CollisionGuard:
         """Update a sensor's closing speed estimates with the message just stored."""
         motion = data.motion
         if motion is None:
-            motion = data.motion = _Motion([], [], np.zeros(_SECTORS), np.full(_SECTORS, np.inf))
+            motion = data.motion = _Motion([], [], [])
         # A clock that went back (sim reset, bag loop) leaves nothing to compare with.
         motion.history = [h for h in motion.history if now_s - _HISTORY_S <= h[0] < now_s]
         gaps = self._sector_gaps(data.points, data.gaps)
@@ -334,8 +336,11 @@ class CollisionGuard:
             # Empty on either side, or a jump (a new obstacle in the sector, noise): counted as standing.
             closing[~np.isfinite(closing) | (closing > self.params.max_obstacle_speed_mps)] = 0.0
             motion.estimates = [*motion.estimates[-(_ESTIMATES - 1):], closing]
-            motion.closing_mps = np.median(np.stack(motion.estimates), axis=0)
-        motion.gaps = gaps
+            speed = np.median(np.stack(motion.estimates), axis=0)
+            motion.closing = [(-math.pi + (i + 0.5) * (2 * math.pi / _SECTORS), float(gaps[i]), float(speed[i]))
+                              for i in np.flatnonzero((speed > _MIN_CLOSING_MPS) & np.isfinite(gaps))]
+        else:
+            motion.closing = []
         motion.history.append((now_s, self._pose, data.points.astype(np.float64)))
 
     def _integrate(self, now_s: float) -> None:
@@ -360,11 +365,7 @@ class CollisionGuard:
             m = data.motion
             if m is None:
                 continue
-            for i in np.flatnonzero(m.closing_mps > _MIN_CLOSING_MPS):
-                gap, v_obs = float(m.gaps[i]), float(m.closing_mps[i])
-                if not math.isfinite(gap):
-                    continue
-                centre = -math.pi + (i + 0.5) * (2 * math.pi / _SECTORS)
+            for centre, gap, v_obs in m.closing:
                 v_robot = vx * math.cos(centre) + vy * math.sin(centre)
                 if v_robot <= 0.0:
                     continue     # moving away from it (or across): the static checks govern
