@@ -652,3 +652,14 @@ def test_with_moving_obstacles_the_output_is_never_faster_than_the_input_and_nev
         for o, i in zip(out, cmd, strict=True):
             assert abs(o) <= abs(i) and o * i >= 0.0
         assert 0.0 <= state.scale <= 1.0
+
+
+def test_a_person_who_stopped_for_the_robot_is_not_crept_at_until_they_have_stepped_round_it():
+    # They walk on as soon as the robot moves (sim/people.py): it must stay at rest while they wait (3 s).
+    def person(t: float) -> list[tuple[float, float]]:
+        return [(max(1.45, 5.0 - 1.2 * t), 0.0)]     # stops 0.6 m from the body, as a yielding person does
+
+    steps = list(drive([laser_guard()], (0.5, 0.0, 0.0), 7.0, person))
+    stopped_s = (5.0 - 1.45) / 1.2
+    waiting = [v for t, _x, v, _r, _gap in steps if stopped_s + 0.5 <= t <= stopped_s + 3.5]
+    assert waiting and max(waiting) < AT_REST_MPS

@@ -24,17 +24,19 @@ What it cannot see is what its sensors cannot: glass, thin legs below a laser's 
 kerbs). Obstacles that move (`moving_obstacles`): per sensor and per 10 deg sector around the base, the
 nearest gap of each message is compared with the previous points moved into the robot's present frame by its
 own motion since (the guard's output commands, integrated), over at least _BASELINE_S; what the robot's motion
-does not explain is the obstacle's closing speed, kept as the median of the last _ESTIMATES estimates (a sector
-that empties or jumps faster than `max_obstacle_speed_mps` adds a zero, so an estimate decays within a few
-messages). In the approach check the time before collision towards a sector becomes gap / (robot's closing
-speed + the obstacle's): when the obstacle alone would reach the footprint within time_before_collision_s,
-the command towards it goes to zero, so the robot stands still and a person can yield to it.
+does not explain is the obstacle's closing speed, kept as the median of the last _ESTIMATES estimates (a
+sector that empties or jumps faster than `max_obstacle_speed_mps` adds a zero, so an estimate decays within a
+few messages; where something closed in, its speed is held for _HOLD_S after it stops, so that the robot keeps
+still while a person who stopped for it steps round it). In the approach check the time before collision
+towards a sector becomes gap / (robot's closing speed + the obstacle's): when the obstacle alone would reach
+the footprint within time_before_collision_s, the command towards it goes to zero, so the robot stands still
+and a person can yield to it.
 
-Modules: guard_sources.py (sensor parameters, messages -> points), guard_footprint.py (the outline, gaps,
-exact times to collision), this one (GuardParams and the guard). GuardParams (`guard.*`) lives here beside
-its code, as the backends' models do (core/schema.py says why), so core/config.py can nest it into a node's
-model without an import cycle; for the same reason commands are plain (vx, vy, wz) tuples, not
-core/control's Twist2D (control imports config).
+Modules: guard_sources.py (sensor parameters, messages -> points),
+guard_footprint.py (the outline, gaps, exact times to collision), this one (GuardParams and the guard).
+GuardParams (`guard.*`) lives here beside its code, as the backends' models do (core/schema.py says why), so
+core/config.py can nest it into a node's model without an import cycle; for the same reason commands are plain
+(vx, vy, wz) tuples, not core/control's Twist2D (control imports config).
 """
 from __future__ import annotations
 
@@ -76,6 +78,10 @@ _BASELINE_S = 0.18
 _HISTORY_S = 0.6
 _ESTIMATES = 3
 _MIN_CLOSING_MPS = 0.25
+# A sector where something closed in keeps that closing speed this long after it stops: a person who stopped
+# for the robot at rest walks on as soon as it moves (sim/people.py; people do), so it keeps still until they
+# have stepped round it (they wait 3 s, then step aside).
+_HOLD_S = 4.0
 # An integration interval longer than this is a pause in the control loop, not motion at the last command.
 _MAX_DT_S = 0.5
 # Points solved exactly per round of the approach check (time_to_collision is vectorized over them).
@@ -193,6 +199,8 @@ class _Motion:
 
     history: list[tuple[float, tuple[float, float, float], np.ndarray]]
     estimates: list[np.ndarray]
+    held_mps: np.ndarray          # (_SECTORS,) closing speed held after an approach, until held_until_s
+    held_until_s: np.ndarray      # (_SECTORS,)
     # The sectors where an obstacle closes in faster than _MIN_CLOSING_MPS, as (bearing of the sector's
     # centre [rad], its nearest gap [m], closing speed [m/s]): worked out per message, so that a control
     # step costs nothing when nothing moves.
@@ -316,7 +324,7 @@ class CollisionGuard:
         """Update a sensor's closing speed estimates with the message just stored."""
         motion = data.motion
         if motion is None:
-            motion = data.motion = _Motion([], [], [])
+            motion = data.motion = _Motion([], [], np.zeros(_SECTORS), np.full(_SECTORS, -math.inf), [])
         # A clock that went back (sim reset, bag loop) leaves nothing to compare with.
         motion.history = [h for h in motion.history if now_s - _HISTORY_S <= h[0] < now_s]
         gaps = self._sector_gaps(data.points, data.gaps)
@@ -337,6 +345,11 @@ class CollisionGuard:
             closing[~np.isfinite(closing) | (closing > self.params.max_obstacle_speed_mps)] = 0.0
             motion.estimates = [*motion.estimates[-(_ESTIMATES - 1):], closing]
             speed = np.median(np.stack(motion.estimates), axis=0)
+            closing_in = speed > _MIN_CLOSING_MPS
+            held = ~closing_in & (motion.held_until_s >= now_s)
+            motion.held_mps = np.where(closing_in, speed, np.where(held, motion.held_mps, 0.0))
+            motion.held_until_s = np.where(closing_in, now_s + _HOLD_S, motion.held_until_s)
+            speed = np.where(held, motion.held_mps, speed)
             motion.closing = [(-math.pi + (i + 0.5) * (2 * math.pi / _SECTORS), float(gaps[i]), float(speed[i]))
                               for i in np.flatnonzero((speed > _MIN_CLOSING_MPS) & np.isfinite(gaps))]
         else:
