@@ -144,6 +144,7 @@ def test_a_nav2_style_footprint_reads_like_the_flat_list():
     ({'depth.enabled': True, 'depth.frame_id': ''}, 'guard.depth.frame_id must be set'),
     ({'stop_margin_m': -0.1}, r"parameter 'stop_margin_m' = -0.1"),
     ({'laser.timeout_s': 0.0}, r"parameter 'laser.timeout_s' = 0.0"),
+    ({'max_obstacle_speed_mps': 0.0}, r"parameter 'max_obstacle_speed_mps' = 0.0"),
 ])
 def test_inconsistent_guard_parameters_are_refused_naming_each_value(values, message):
     with pytest.raises(ParameterError, match=message):
@@ -539,3 +540,126 @@ def test_pruned_time_to_collision_equals_solving_every_point(cmd, polygon, seed,
         assert pruned == pytest.approx(every, rel=1e-9, abs=1e-12)
     else:
         assert pruned > 2.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Moving obstacles: a small world the guard drives in (the sim's laser rate, lag and acceleration limit)
+
+LASER_HZ, CONTROL_HZ, LAG_S, ACCEL_MPS2 = 15, 50, 0.15, 2.0
+PERSON_RADIUS_M, YIELD_M, AT_REST_MPS = 0.25, 0.5, 0.05      # sim/people.py
+
+
+def world_scan(robot_xy, people, wall_x=None, noise_m=0.0, rng=None, beams=720) -> SimpleNamespace:
+    """A scan from a laser at the robot's origin (heading +x) of round people (world x, y) and a wall
+    x = wall_x, with the sim's bounded Gaussian noise."""
+    angles = -math.pi + np.arange(beams) * (2 * math.pi / beams)
+    ux, uy = np.cos(angles), np.sin(angles)
+    ranges = np.full(beams, np.inf)
+    for px, py in people:
+        cx, cy = px - robot_xy[0], py - robot_xy[1]
+        along = cx * ux + cy * uy
+        disc = along ** 2 - (cx * cx + cy * cy - PERSON_RADIUS_M ** 2)
+        with np.errstate(invalid='ignore'):
+            hit = np.where((disc >= 0.0) & (along > 0.0), along - np.sqrt(np.maximum(disc, 0.0)), np.inf)
+        ranges = np.minimum(ranges, hit)
+    if wall_x is not None:
+        with np.errstate(divide='ignore'):
+            ranges = np.minimum(ranges, np.where(ux > 1e-6, (wall_x - robot_xy[0]) / ux, np.inf))
+    if noise_m > 0.0 and rng is not None:
+        ranges = ranges + np.clip(rng.standard_normal(beams), -3.0, 3.0) * noise_m
+    return scan(np.where(ranges > 8.0, np.inf, ranges))
+
+
+def drive(guards, cmd, duration_s, people=lambda t: [], wall_x=None, noise_m=0.0, seed=0):
+    """Drive a circular robot (radius 0.3 m, the default footprint) from the origin with `cmd` through the
+    first guard for up to duration_s; every guard sees the same scans. Yields per control step the time,
+    the robot's x and speed, the outputs and states of the guards, and the gap between body and people."""
+    rng = np.random.default_rng(seed)
+    x, v = 0.0, 0.0
+    for k in range(round(duration_s * CONTROL_HZ)):
+        t = k / CONTROL_HZ
+        if k % (CONTROL_HZ // LASER_HZ) == 0 or k == 0:
+            msg = world_scan((x, 0.0), people(t), wall_x, noise_m, rng)
+            for g in guards:
+                fed(g, msg, t)
+        results = [g.step(t, cmd) for g in guards]
+        gap = min((math.hypot(px - x, py) - 0.3 - PERSON_RADIUS_M for px, py in people(t)), default=math.inf)
+        yield t, x, v, results, gap
+        # The sim's gait: first-order lag then the acceleration limit.
+        dt = 1.0 / CONTROL_HZ
+        dv = (results[0][0][0] - v) * (1.0 - math.exp(-dt / LAG_S))
+        v += max(-ACCEL_MPS2 * dt, min(ACCEL_MPS2 * dt, dv))
+        x += v * dt
+
+
+@pytest.mark.parametrize('moving_obstacles', [True, False])
+def test_a_person_walking_head_on_has_the_robot_at_rest_before_they_are_within_their_yield_distance(
+        moving_obstacles):
+    # 1.2 m/s towards a robot commanded at 0.5 m/s: the static approach check alone only slows the robot.
+    guard = laser_guard(moving_obstacles=moving_obstacles)
+    zeroed_at_gap = rest_at_gap = None
+    for _t, _x, v, [(out, state)], gap in drive([guard], (0.5, 0.0, 0.0), 6.0, lambda t: [(6.0 - 1.2 * t, 0.0)]):
+        if gap < 0.0:
+            break
+        if out == (0.0, 0.0, 0.0) and zeroed_at_gap is None:
+            zeroed_at_gap = gap
+            assert state.action is GuardAction.APPROACH and state.reason.startswith('approaching obstacle'), state
+        if v < AT_REST_MPS and rest_at_gap is None and zeroed_at_gap is not None:
+            rest_at_gap = gap
+    if not moving_obstacles:
+        assert rest_at_gap is None      # today's guard: the person arrives at a creeping robot
+        return
+    assert zeroed_at_gap is not None and zeroed_at_gap > YIELD_M
+    assert rest_at_gap is not None and rest_at_gap > YIELD_M
+
+
+def test_a_person_crossing_the_path_is_waited_for_and_the_robot_drives_on_once_they_have_passed():
+    # Timed to reach the robot's line as its body does: with a still world the person walks into its side.
+    def person(t: float) -> list[tuple[float, float]]:
+        return [(1.5, -3.1 + 1.2 * t)]
+
+    blind = list(drive([laser_guard(moving_obstacles=False)], (0.5, 0.0, 0.0), 12.0, person))
+    assert min(gap for *_, gap in blind) < 0.0
+    steps = list(drive([laser_guard()], (0.5, 0.0, 0.0), 12.0, person))
+    assert min(gap for *_, gap in steps) > YIELD_M
+    assert any(state.reason.startswith('approaching obstacle') for *_, [(_, state)], _ in steps)
+    assert steps[-1][1] > 4.0            # it drove on past the person's line
+
+
+def test_a_still_wall_seen_through_laser_noise_while_driving_at_it_slowly_is_not_taken_for_a_moving_one():
+    moving, still = laser_guard(), laser_guard(moving_obstacles=False)
+    steps = list(drive([moving, still], (0.2, 0.0, 0.0), 15.0, wall_x=2.5, noise_m=0.01))
+    for *_, [(out, state), (out_still, _)], _ in steps:
+        assert out == out_still, state
+    assert steps[-1][1] > 1.5             # it did drive up to the wall, slowed by the static approach
+
+
+def test_an_obstacle_closing_in_from_behind_does_not_stop_a_robot_driving_away_from_it():
+    guard = laser_guard()
+    steps = list(drive([guard], (0.5, 0.0, 0.0), 2.0, lambda t: [(-4.0 + 1.2 * t, 0.0)]))
+    assert all(out == (0.5, 0.0, 0.0) for *_, [(out, _)], _ in steps)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cmd=speeds, start=st.tuples(st.floats(-3.0, 3.0), st.floats(-3.0, 3.0)),
+       velocity=st.tuples(st.floats(-2.5, 2.5), st.floats(-2.5, 2.5)))
+def test_with_moving_obstacles_the_output_is_never_faster_than_the_input_and_never_reversed(cmd, start, velocity):
+    guard = laser_guard()
+    for k in range(12):
+        t = k / LASER_HZ
+        fed(guard, world_scan((0.0, 0.0), [(start[0] + velocity[0] * t, start[1] + velocity[1] * t)]), t)
+        out, state = guard.step(t + 0.01, cmd)
+        for o, i in zip(out, cmd, strict=True):
+            assert abs(o) <= abs(i) and o * i >= 0.0
+        assert 0.0 <= state.scale <= 1.0
+
+
+def test_a_person_who_stopped_for_the_robot_is_not_crept_at_until_they_have_stepped_round_it():
+    # They walk on as soon as the robot moves (sim/people.py): it must stay at rest while they wait (3 s).
+    def person(t: float) -> list[tuple[float, float]]:
+        return [(max(1.45, 5.0 - 1.2 * t), 0.0)]     # stops 0.6 m from the body, as a yielding person does
+
+    steps = list(drive([laser_guard()], (0.5, 0.0, 0.0), 7.0, person))
+    stopped_s = (5.0 - 1.45) / 1.2
+    waiting = [v for t, _x, v, _r, _gap in steps if stopped_s + 0.5 <= t <= stopped_s + 3.5]
+    assert waiting and max(waiting) < AT_REST_MPS

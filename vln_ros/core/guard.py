@@ -21,14 +21,22 @@ obstacle points of each sensor (guard_sources.py turns messages into base-frame 
   ignored otherwise. A non-finite command is a stop. step() never raises: an internal error is a stop.
 
 What it cannot see is what its sensors cannot: glass, thin legs below a laser's plane, drops (stairs,
-kerbs); obstacles are taken as standing still between messages, so margins and timeouts must cover the
-sensor latency and a moving person's approach.
+kerbs). Obstacles that move (`moving_obstacles`): per sensor and per 10 deg sector around the base, the
+nearest gap of each message is compared with the previous points moved into the robot's present frame by its
+own motion since (the guard's output commands, integrated), over at least _BASELINE_S; what the robot's motion
+does not explain is the obstacle's closing speed, kept as the median of the last _ESTIMATES estimates (a
+sector that empties or jumps faster than `max_obstacle_speed_mps` adds a zero, so an estimate decays within a
+few messages; where something closed in, its speed is held for _HOLD_S after it stops, so that the robot keeps
+still while a person who stopped for it steps round it). In the approach check the time before collision
+towards a sector becomes gap / (robot's closing speed + the obstacle's): when the obstacle alone would reach
+the footprint within time_before_collision_s, the command towards it goes to zero, so the robot stands still
+and a person can yield to it.
 
-Modules: guard_sources.py (sensor parameters, messages -> points), guard_footprint.py (the outline, gaps,
-exact times to collision), this one (GuardParams and the guard). GuardParams (`guard.*`) lives here beside
-its code, as the backends' models do (core/schema.py says why), so core/config.py can nest it into a node's
-model without an import cycle; for the same reason commands are plain (vx, vy, wz) tuples, not
-core/control's Twist2D (control imports config).
+Modules: guard_sources.py (sensor parameters, messages -> points),
+guard_footprint.py (the outline, gaps, exact times to collision), this one (GuardParams and the guard).
+GuardParams (`guard.*`) lives here beside its code, as the backends' models do (core/schema.py says why), so
+core/config.py can nest it into a node's model without an import cycle; for the same reason commands are plain
+(vx, vy, wz) tuples, not core/control's Twist2D (control imports config).
 """
 from __future__ import annotations
 
@@ -62,6 +70,20 @@ from vln_ros.core.guard_sources import (
 from vln_ros.core.schema import StrictModel, param
 
 _ZERO: Cmd = (0.0, 0.0, 0.0)
+# Moving obstacles: sectors around the base origin, the shortest interval a closing speed is measured over (the
+# laser's noise divided by a 1/15 s interval would read as walking speed), how many estimates the median
+# takes, and the closing speed below which an obstacle counts as standing (noise and the robot's lag).
+_SECTORS = 36
+_BASELINE_S = 0.18
+_HISTORY_S = 0.6
+_ESTIMATES = 3
+_MIN_CLOSING_MPS = 0.25
+# A sector where something closed in keeps that closing speed this long after it stops: a person who stopped
+# for the robot at rest walks on as soon as it moves (sim/people.py; people do), so it keeps still until they
+# have stepped round it (they wait 3 s, then step aside).
+_HOLD_S = 4.0
+# An integration interval longer than this is a pause in the control loop, not motion at the last command.
+_MAX_DT_S = 0.5
 # Points solved exactly per round of the approach check (time_to_collision is vectorized over them).
 _SOLVE_BATCH = 256
 
@@ -92,6 +114,13 @@ class GuardParams(StrictModel):
                                 'the footprint when a message arrives (the stop and slowdown zones stay exact; '
                                 'the time before collision may be off by this distance over the speed); 0 = '
                                 'keep every point', 'm', ge=0.0, le=0.2, dynamic=True)
+    moving_obstacles: bool = param(True, 'Estimate how fast obstacles close in (beyond what the robot\'s own '
+                                   'motion explains) and count it in the time before collision: a command '
+                                   'towards an obstacle that would reach the footprint within '
+                                   'time_before_collision_s by itself goes to zero', dynamic=True)
+    max_obstacle_speed_mps: float = param(2.0, 'Closing speeds above this between messages are taken as noise '
+                                          'or a new obstacle, not motion (counted as standing)', 'm/s',
+                                          gt=0.0, le=10.0, dynamic=True)
     laser: LaserParams = LaserParams()
     pointcloud: PointCloudParams = PointCloudParams()
     depth: DepthParams = DepthParams()
@@ -160,6 +189,22 @@ class _SourceData:
     received_s: float
     last_rejection: RejectReason | None = None
     heard: bool = False
+    motion: _Motion | None = None
+
+
+@dataclass
+class _Motion:
+    """One sensor's recent messages (time, the robot's integrated pose, points) and the closing speed
+    estimates per sector they gave."""
+
+    history: list[tuple[float, tuple[float, float, float], np.ndarray]]
+    estimates: list[np.ndarray]
+    held_mps: np.ndarray          # (_SECTORS,) closing speed held after an approach, until held_until_s
+    held_until_s: np.ndarray      # (_SECTORS,)
+    # The sectors where an obstacle closes in faster than _MIN_CLOSING_MPS, as (bearing of the sector's
+    # centre [rad], its nearest gap [m], closing speed [m/s]): worked out per message, so that a control
+    # step costs nothing when nothing moves.
+    closing: list[tuple[float, float, float]]
 
 
 _EMPTY = np.zeros((0, 2), np.float32)
@@ -180,6 +225,11 @@ class CollisionGuard:
         self._data = {name: _SourceData(_EMPTY, np.zeros(0), -math.inf)
                       for name, src in params.sources().items() if src.enabled}
         self._camera: CameraModel | None = None
+        # The robot's pose integrated from the commands the guard let through (x_m, y_m, yaw_rad), in an
+        # arbitrary fixed frame: enough to move old points into the present base frame.
+        self._pose = (0.0, 0.0, 0.0)
+        self._last_out: Cmd = _ZERO
+        self._last_step_s: float | None = None
 
     def update_params(self, params: GuardParams) -> None:
         """A new snapshot while running (the node has already refused changes to fixed parameters)."""
@@ -237,8 +287,13 @@ class CollisionGuard:
             self._store(data, points)
             data.last_rejection = None
             self.accepted[name] += 1
+            if self.params.moving_obstacles:
+                self._track(data, now_s)
+            else:
+                data.motion = None
             return None
         self._store(data, _EMPTY)   # the old points are not evidence of free space either
+        data.motion = None          # nor are the estimates of a sensor that failed
         data.last_rejection = reason
         self.rejections[f'{name}.{reason.value}'] += 1
         return reason
@@ -256,14 +311,97 @@ class CollisionGuard:
             order = order[np.sort(first)]
         data.points, data.gaps = points[order], gaps[order]
 
+    def _sector_gaps(self, points: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+        """Smallest gap per sector of bearing around the base origin (inf where none)."""
+        out = np.full(_SECTORS, np.inf)
+        if len(points):
+            bearing = np.arctan2(points[:, 1], points[:, 0])
+            sector = np.floor((bearing + math.pi) * (_SECTORS / (2 * math.pi))).astype(np.int64) % _SECTORS
+            np.minimum.at(out, sector, gaps)
+        return out
+
+    def _track(self, data: _SourceData, now_s: float) -> None:
+        """Update a sensor's closing speed estimates with the message just stored."""
+        motion = data.motion
+        if motion is None:
+            motion = data.motion = _Motion([], [], np.zeros(_SECTORS), np.full(_SECTORS, -math.inf), [])
+        # A clock that went back (sim reset, bag loop) leaves nothing to compare with.
+        motion.history = [h for h in motion.history if now_s - _HISTORY_S <= h[0] < now_s]
+        gaps = self._sector_gaps(data.points, data.gaps)
+        # The newest earlier message at least _BASELINE_S old.
+        ref = next((h for h in reversed(motion.history) if now_s - h[0] >= _BASELINE_S), None)
+        if ref is not None:
+            t0, (x0, y0, a0), old = ref
+            x1, y1, a1 = self._pose
+            # Old base frame -> fixed frame -> present base frame.
+            c0, s0, c1, s1 = math.cos(a0), math.sin(a0), math.cos(a1), math.sin(a1)
+            wx = x0 + c0 * old[:, 0] - s0 * old[:, 1] - x1
+            wy = y0 + s0 * old[:, 0] + c0 * old[:, 1] - y1
+            moved = np.stack([c1 * wx + s1 * wy, -s1 * wx + c1 * wy], axis=1)
+            before = self._sector_gaps(moved, self.footprint.distance(moved))
+            with np.errstate(invalid='ignore'):
+                closing = (before - gaps) / (now_s - t0)
+            # Empty on either side, or a jump (a new obstacle in the sector, noise): counted as standing.
+            closing[~np.isfinite(closing) | (closing > self.params.max_obstacle_speed_mps)] = 0.0
+            motion.estimates = [*motion.estimates[-(_ESTIMATES - 1):], closing]
+            speed = np.median(np.stack(motion.estimates), axis=0)
+            closing_in = speed > _MIN_CLOSING_MPS
+            held = ~closing_in & (motion.held_until_s >= now_s)
+            motion.held_mps = np.where(closing_in, speed, np.where(held, motion.held_mps, 0.0))
+            motion.held_until_s = np.where(closing_in, now_s + _HOLD_S, motion.held_until_s)
+            speed = np.where(held, motion.held_mps, speed)
+            motion.closing = [(-math.pi + (i + 0.5) * (2 * math.pi / _SECTORS), float(gaps[i]), float(speed[i]))
+                              for i in np.flatnonzero((speed > _MIN_CLOSING_MPS) & np.isfinite(gaps))]
+        else:
+            motion.closing = []
+        motion.history.append((now_s, self._pose, data.points.astype(np.float64)))
+
+    def _integrate(self, now_s: float) -> None:
+        """Move the integrated pose on by the last output command since the last step."""
+        last, self._last_step_s = self._last_step_s, now_s
+        if last is None or not 0.0 < now_s - last <= _MAX_DT_S:
+            return
+        dt = now_s - last
+        vx, vy, wz = self._last_out
+        x, y, a = self._pose
+        mid = a + 0.5 * wz * dt       # midpoint heading: exact enough for one control period
+        self._pose = (x + (vx * math.cos(mid) - vy * math.sin(mid)) * dt,
+                      y + (vx * math.sin(mid) + vy * math.cos(mid)) * dt, a + wz * dt)
+
+    def _moving_scale(self, usable: list[tuple[str, _SourceData]], cmd: Cmd,
+                      horizon_s: float) -> tuple[float, str, str]:
+        """The largest scale of `cmd` that keeps gap / (robot's closing speed + obstacle's) >= horizon_s in
+        every sector where an obstacle closes in, the sensor and why (1.0, '', '' when none limits)."""
+        vx, vy, _ = cmd
+        best, best_source, why = 1.0, '', ''
+        for name, data in usable:
+            m = data.motion
+            if m is None:
+                continue
+            for centre, gap, v_obs in m.closing:
+                v_robot = vx * math.cos(centre) + vy * math.sin(centre)
+                if v_robot <= 0.0:
+                    continue     # moving away from it (or across): the static checks govern
+                scale = min(1.0, max(0.0, (gap / horizon_s - v_obs) / v_robot))
+                if scale < best:
+                    best, best_source = scale, name
+                    why = (f'approaching obstacle: {gap:.2f} m from the footprint at '
+                           f'{math.degrees(centre):.0f} deg closing at {v_obs:.2f} m/s')
+        return best, best_source, why
+
     # The control step.
 
     def step(self, now_s: float, cmd: Cmd) -> tuple[Cmd, GuardState]:
         """The command made safe and what the guard did. Never raises (an internal error is a stop)."""
         try:
-            return self._step(now_s, cmd)
+            if math.isfinite(now_s):
+                self._integrate(now_s)
+            out, state = self._step(now_s, cmd)
+            self._last_out = out
+            return out, state
         except Exception as exc:  # noqa: BLE001  # the last stage before the motors must still answer
             self.rejections['guard.internal_error'] += 1
+            self._last_out = _ZERO
             return _ZERO, GuardState(GuardAction.STOP, 0.0, math.nan, math.nan, '', f'internal error: {exc!r}')
 
     def _step(self, now_s: float, cmd: Cmd) -> tuple[Cmd, GuardState]:
@@ -307,6 +445,11 @@ class CollisionGuard:
                 scale, action, source = ratio, GuardAction.APPROACH, ttc_source
                 reason = (f'collision in {ttc:.2f} s at this command: scaled to keep '
                           f'{p.time_before_collision_s} s')
+            if p.moving_obstacles:
+                moving, moving_source, why = self._moving_scale(usable, (vx, vy, wz), p.time_before_collision_s)
+                if moving < scale:
+                    scale, action, source = moving, GuardAction.APPROACH, moving_source
+                    reason = f'{why}: scaled to keep {p.time_before_collision_s} s'
         state = GuardState(action, scale, nearest, bearing, source, reason, ttc)
         if scale >= 1.0:
             return (vx, vy, wz), state
