@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,14 @@ def test_demo_streams_the_clip_and_writes_its_picture(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     decisions = [json.loads(line) for line in (tmp_path / 'decisions.jsonl').read_text().splitlines()]
-    assert len(decisions) >= 390  # every frame decided but for rare best-effort losses
+    frames = int(re.search(r'streaming (\d+) frames', result.stdout).group(1))
+    received, skipped = map(int, re.search(r'camera_node diagnostics: received (\d+), skipped (\d+)',
+                                           result.stdout).groups())
+    # camera_node accounts for every frame it received: decided, or skipped by its latest-wins hand-over (a
+    # loaded machine cannot decide 80 frames a second) and counted. Its input is best-effort sensor QoS (the
+    # newest frame wins in DDS too), so a loaded machine also loses some on the way; most must arrive.
+    assert len(decisions) + skipped == received, (len(decisions), skipped, received)
+    assert received >= 0.9 * frames, (received, frames)
     keyframes = [d for d in decisions if d['keyframe']]
     assert 12 <= len(keyframes) <= 34  # 27 at real speed: people walking trigger, each empty room too
     assert {d['reason'] for d in keyframes} == {'first', 'change', 'max_interval'}
