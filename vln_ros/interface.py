@@ -71,6 +71,10 @@ STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabil
 GUARD_STATUS_QOS = STATUS_QOS
 # And the controller's (the console's e-stop pill, eval's view of the controller and its clock).
 CONTROLLER_STATUS_QOS = STATUS_QOS
+# Both latched states are published on every change and at least this often, so a reader (the console's page)
+# knows one unheard for longer than twice that is stale.
+GUARD_STATUS_PERIOD_S = 1.0
+CONTROLLER_STATUS_PERIOD_S = 1.0
 # cmd_vel: only the newest command matters to the robot.
 CMD_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 # The guard's zones for rviz: only the newest matters, and they are republished every GUARD_MARKER_PERIOD_S.

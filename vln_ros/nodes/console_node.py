@@ -55,8 +55,6 @@ CMD_TO_PAGES_PERIOD_S = 0.1  # cmd_vel comes at 50 Hz; the pages' velocity bars 
 LEVEL_NAMES = {0: 'ok', 1: 'warn', 2: 'error', 3: 'stale'}
 DIAGNOSTICS_PERIOD_S = 1.0   # a node's period until two of its messages have come (every node's default)
 PERIOD_SAMPLES = 4           # a node's period: the longest of its last intervals (an extra message never shortens it)
-GUARD_STATUS_PERIOD_S = 1.0  # controller_node publishes vln/guard_status on change and at 1 Hz
-ESTOP_PERIOD_S = 1.0         # controller_node publishes vln/controller_status on change and at 1 Hz
 
 
 def _level(value: Any) -> int:
@@ -68,14 +66,14 @@ def page_state(msg: ControllerStatus) -> dict[str, dict[str, Any]]:
     'estop' or 'estop_deadman'), and every field of the message under `controller_status`."""
     return {
         'estop': {'engaged': bool(msg.estop_engaged), 'reason': msg.estop_reason or 'released',
-                  'period_s': ESTOP_PERIOD_S},
+                  'period_s': interface.CONTROLLER_STATUS_PERIOD_S},
         'controller_status': {
             'mode': msg.mode, 'estop_engaged': bool(msg.estop_engaged), 'estop_reason': msg.estop_reason,
             'estop_asserted': bool(msg.estop_asserted), 'stop_reason': msg.stop_reason,
             'plan_age_s': float(msg.plan_age_s), 'stamp_s': stamp_seconds(msg.header.stamp),
             'limits': {'max_linear_x': float(msg.max_linear_x), 'max_linear_y': float(msg.max_linear_y),
                        'max_angular_z': float(msg.max_angular_z)},
-            'estop_timeout_s': float(msg.estop_timeout_s), 'period_s': ESTOP_PERIOD_S}}
+            'estop_timeout_s': float(msg.estop_timeout_s), 'period_s': interface.CONTROLLER_STATUS_PERIOD_S}}
 
 
 class ConsoleNode(Node):
@@ -156,7 +154,7 @@ class ConsoleNode(Node):
         self._server.publish('guard', {'action': msg.action, 'nearest_m': float(msg.nearest_m),
                                        'bearing_rad': float(msg.bearing_rad), 'source': msg.source,
                                        'reason': msg.reason[:200], 'scale': float(msg.scale),
-                                       'period_s': GUARD_STATUS_PERIOD_S})
+                                       'period_s': interface.GUARD_STATUS_PERIOD_S})
 
     def _on_controller_status(self, msg: ControllerStatus) -> None:
         for kind, data in page_state(msg).items():

@@ -28,7 +28,6 @@ from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
-from rclpy.time import Time
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
@@ -48,7 +47,7 @@ from vln_ros.core.controller_report import ControllerReport, ReportGate, report
 from vln_ros.core.stats import EventCounters, LatencyWindow
 from vln_ros.msg import ControllerStatus, WaypointArray
 from vln_ros.nodes import diagnostics
-from vln_ros.nodes.conversions import MalformedMessage, stamp_seconds, velocity_message, waypoint_count
+from vln_ros.nodes.conversions import MalformedMessage, stamp_seconds, time_msg, velocity_message, waypoint_count
 from vln_ros.nodes.guard_adapter import GuardAdapter
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
@@ -70,8 +69,6 @@ def plan_from_serialized(serialized: bytes) -> Plan:
     return plan_from_msg(msg)
 
 
-# The controller's latched status (vln/controller_status) is republished at least this often (on changes at once).
-CONTROLLER_STATUS_PERIOD_S = 1.0
 
 # How long a node on its way out waits for its last zero command to reach the subscribers (the base).
 FINAL_ZERO_ACK_S = 0.5
@@ -114,7 +111,7 @@ class ControllerNode(Node):
         self._cmd_type = TwistStamped if p.cmd_vel_stamped else Twist
         self._cmd_pub = self.create_publisher(self._cmd_type, interface.CMD_VEL, interface.CMD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
-        self._status_gate = ReportGate(CONTROLLER_STATUS_PERIOD_S)
+        self._status_gate = ReportGate(interface.CONTROLLER_STATUS_PERIOD_S)
         self._status_pub = self.create_publisher(ControllerStatus, interface.CONTROLLER_STATUS,
                                                  interface.CONTROLLER_STATUS_QOS)
         # The collision guard and its sensors' subscriptions (nodes/guard_adapter.py, shared with guard_node).
@@ -226,7 +223,7 @@ class ControllerNode(Node):
             estop_asserted=state.estop_asserted, stop_reason=state.stop_reason, plan_age_s=state.plan_age_s,
             max_linear_x=state.max_linear_x, max_linear_y=state.max_linear_y, max_angular_z=state.max_angular_z,
             estop_timeout_s=state.estop_timeout_s)
-        msg.header.stamp = Time(nanoseconds=round(now_s * 1e9)).to_msg()
+        msg.header.stamp = time_msg(now_s)
         msg.header.frame_id = self.params.base_frame
         return msg
 

@@ -12,6 +12,11 @@ def stamp_seconds(stamp: Any) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def time_msg(t_s: float) -> Any:
+    """builtin_interfaces/Time of t_s seconds, rounded to the nanosecond (3.9999999999 s is 4 s, not 3 s + 1e9 ns)."""
+    return Time(nanoseconds=round(t_s * 1e9)).to_msg()
+
+
 def velocity_message(vx: float, vy: float, wz: float, msg_type: type[Twist] | type[TwistStamped], stamp_s: float,
                      frame_id: str) -> Twist | TwistStamped:
     """A body-velocity command as the base takes it: a Twist, or a TwistStamped stamped stamp_s (the step's
@@ -22,7 +27,7 @@ def velocity_message(vx: float, vy: float, wz: float, msg_type: type[Twist] | ty
     if msg_type is Twist:
         return twist
     msg = TwistStamped(twist=twist)
-    msg.header.stamp = Time(nanoseconds=round(stamp_s * 1e9)).to_msg()
+    msg.header.stamp = time_msg(stamp_s)
     msg.header.frame_id = frame_id
     return msg
 

@@ -3,7 +3,7 @@
 Everything here is plumbing over vln_ros.core.guard: one subscription per enabled source (sensor-data QoS,
 as their drivers publish), each message fed to the guard with its receive time and header stamp, and the
 guard's state on the latched vln/guard_status (on a change of what it does and why, and every
-GUARD_STATUS_PERIOD_S). The owner runs every callback and its step on one single-threaded executor:
+interface.GUARD_STATUS_PERIOD_S). The owner runs every callback and its step on one single-threaded executor:
 CollisionGuard is not thread-safe, and this adapter adds no lock.
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable
 import numpy as np
 from geometry_msgs.msg import Point
 from rclpy.node import Node
-from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
@@ -24,10 +23,8 @@ from vln_ros.core.guard import CollisionGuard, GuardAction, GuardParams, GuardSt
 from vln_ros.core.guard_report import StatusGate, points_at_gap, rejection_counters, zone_outline
 from vln_ros.core.guard_sources import RejectReason
 from vln_ros.msg import GuardStatus
-from vln_ros.nodes.conversions import stamp_seconds
+from vln_ros.nodes.conversions import stamp_seconds, time_msg
 
-# The guard's latched status is republished at least this often (on changes at once).
-GUARD_STATUS_PERIOD_S = 1.0
 # The zones for rviz: a modest rate (they change only with the parameters; the nearest obstacle moves).
 GUARD_MARKER_PERIOD_S = 0.2
 MARKER_NS = 'vln_guard'
@@ -52,7 +49,7 @@ class GuardAdapter:
         self._base_frame = base_frame     # read per message: the owner's parameter snapshot may change
         self.guard = CollisionGuard(params)
         self.state: GuardState | None = None   # the newest step's (None: no step yet)
-        self._gate = StatusGate(GUARD_STATUS_PERIOD_S)
+        self._gate = StatusGate(interface.GUARD_STATUS_PERIOD_S)
         self._pub = node.create_publisher(GuardStatus, interface.GUARD_STATUS, interface.GUARD_STATUS_QOS)
         self._markers_pub = node.create_publisher(MarkerArray, interface.GUARD_MARKERS, interface.GUARD_MARKERS_QOS)
         node.create_timer(GUARD_MARKER_PERIOD_S, self._publish_markers)
@@ -113,7 +110,7 @@ class GuardAdapter:
             return
         msg = GuardStatus(action=state.action.value, nearest_m=state.nearest_m, bearing_rad=state.bearing_rad,
                           source=state.source, reason=state.reason, scale=state.scale)
-        msg.header.stamp = Time(nanoseconds=round(now_s * 1e9)).to_msg()
+        msg.header.stamp = time_msg(now_s)
         msg.header.frame_id = self._base_frame()
         self._pub.publish(msg)
 
@@ -121,7 +118,7 @@ class GuardAdapter:
         """Footprint, stop and slowdown zones (line strips) and the nearest obstacle (a sphere in the colour of
         the action; deleted when none is seen), in the base frame."""
         g, footprint = self.guard.params, self.guard.footprint
-        header = Header(frame_id=self._base_frame(), stamp=Time(nanoseconds=round(now_s * 1e9)).to_msg())
+        header = Header(frame_id=self._base_frame(), stamp=time_msg(now_s))
         markers = []
         for marker_id, (name, gap_m) in enumerate((('footprint', 0.0), ('stop', g.stop_margin_m),
                                                    ('slowdown', g.slowdown_margin_m))):

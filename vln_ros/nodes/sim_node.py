@@ -27,7 +27,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, LaserScan
 
@@ -35,6 +34,7 @@ from vln_ros import interface
 from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.core.schema import StartupError
 from vln_ros.nodes import diagnostics
+from vln_ros.nodes.conversions import time_msg
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
 from vln_ros.sim import api, scenes
@@ -49,11 +49,6 @@ __doc__ = f"{(__doc__ or '').rstrip()}\n{api.describe_routes()}\n"   # sim_node 
 MAX_LAG_S = 0.25
 DIAGNOSTICS_PERIOD_S = 1.0
 SLOW_RTF = 0.95          # /diagnostics warns below this share of the asked speed
-
-
-def _time_msg(t_s: float) -> Any:
-    """builtin_interfaces/Time of t_s, rounded to the nanosecond (3.9999999999 s is 4 s, not 3 s + 1e9 ns)."""
-    return Time(nanoseconds=round(t_s * 1e9)).to_msg()
 
 
 class SimNode(Node):
@@ -125,7 +120,7 @@ class SimNode(Node):
 
     def _step(self) -> None:
         out = self.sim.step()
-        stamp = _time_msg(out.t_s)
+        stamp = time_msg(out.t_s)
         self._clock_pub.publish(Clock(clock=stamp))
         if out.odom is not None:
             self._odom_pub.publish(self._odometry(stamp, *out.odom))
@@ -149,7 +144,7 @@ class SimNode(Node):
 
     def _image(self, stamp_s: float, bgr: Any) -> Image:
         msg = Image()
-        msg.header.stamp = _time_msg(stamp_s)
+        msg.header.stamp = time_msg(stamp_s)
         msg.header.frame_id = self.params.camera.frame_id
         msg.height, msg.width = bgr.shape[:2]
         msg.encoding, msg.step = 'bgr8', bgr.shape[1] * 3
@@ -159,7 +154,7 @@ class SimNode(Node):
     def _depth(self, stamp_s: float, depth: np.ndarray) -> tuple[Image, CameraInfo]:
         p = self.params.depth
         msg = Image()
-        msg.header.stamp = _time_msg(stamp_s)
+        msg.header.stamp = time_msg(stamp_s)
         msg.header.frame_id = p.frame_id
         msg.height, msg.width = depth.shape
         msg.encoding, msg.step = p.encoding, depth.shape[1] * depth.itemsize
@@ -179,7 +174,7 @@ class SimNode(Node):
     def _laser_scan(self, stamp_s: float, ranges: np.ndarray) -> LaserScan:
         p, geometry = self.params.laser, self._scan_geometry
         msg = LaserScan()
-        msg.header.stamp = _time_msg(stamp_s)
+        msg.header.stamp = time_msg(stamp_s)
         msg.header.frame_id = p.frame_id
         msg.angle_min, msg.angle_max = geometry.angle_min, geometry.angle_max
         msg.angle_increment = geometry.angle_increment
