@@ -8,9 +8,11 @@ import threading
 import time
 
 import pytest
-from conftest import node_starter, wait_for
+from conftest import call_service, node_starter, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from test_controller_guard import Laser, StatusWatch, free_ranges, obstacle_ranges
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -176,6 +178,26 @@ def test_the_zones_and_the_nearest_obstacle_reach_rviz_as_markers(graph, guard_n
     assert radii == pytest.approx([0.3, 0.35, 0.6])      # footprint, stop (0.05 m), slowdown (0.3 m)
     found = sphere()
     assert found is not None and found.pose.position.x == pytest.approx(0.32, abs=0.01)
+
+
+def test_a_live_change_of_a_margin_redraws_its_zone(graph, guard_node):
+    # The outlines are worked out once per footprint and margins (guard_adapter._zone_points): a change must show.
+    guard_node()
+    teleop = Teleop(graph)
+    arrays: list[MarkerArray] = []
+    teleop.node.create_subscription(MarkerArray, interface.GUARD_MARKERS, arrays.append,
+                                    interface.GUARD_MARKERS_QOS)
+
+    def stop_zone_radius() -> float | None:
+        lines = [m for m in arrays[-1].markers if m.type == Marker.LINE_STRIP] if arrays else []
+        return max(math.hypot(p.x, p.y) for p in lines[1].points) if len(lines) == 3 else None
+    assert wait_for(lambda: stop_zone_radius() is not None, 10.0)
+    assert stop_zone_radius() == pytest.approx(0.35)
+    client = teleop.node.create_client(SetParameters, '/guard_node/set_parameters')
+    reply = call_service(client, SetParameters.Request(parameters=[
+        Parameter('guard.stop_margin_m', value=0.2).to_parameter_msg()]), timeout_s=5.0)
+    assert reply.results[0].successful, reply
+    assert wait_for(lambda: stop_zone_radius() == pytest.approx(0.5), 5.0), stop_zone_radius()
 
 
 def test_with_the_guard_off_commands_pass_unchanged_and_no_sensor_is_needed(graph, guard_node):

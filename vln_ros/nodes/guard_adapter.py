@@ -49,6 +49,8 @@ class GuardAdapter:
         self._base_frame = base_frame     # read per message: the owner's parameter snapshot may change
         self.guard = CollisionGuard(params)
         self.state: GuardState | None = None   # the newest step's (None: no step yet)
+        # The zones' outlines change only with the parameters: (footprint, margins) -> their points.
+        self._outlines: tuple[tuple[object, ...], list[list[Point]]] | None = None
         self._gate = StatusGate(interface.GUARD_STATUS_PERIOD_S)
         self._pub = node.create_publisher(GuardStatus, interface.GUARD_STATUS, interface.GUARD_STATUS_QOS)
         self._markers_pub = node.create_publisher(MarkerArray, interface.GUARD_MARKERS, interface.GUARD_MARKERS_QOS)
@@ -117,15 +119,13 @@ class GuardAdapter:
     def markers(self, now_s: float) -> MarkerArray:
         """Footprint, stop and slowdown zones (line strips) and the nearest obstacle (a sphere in the colour of
         the action; deleted when none is seen), in the base frame."""
-        g, footprint = self.guard.params, self.guard.footprint
+        footprint = self.guard.footprint
         header = Header(frame_id=self._base_frame(), stamp=time_msg(now_s))
         markers = []
-        for marker_id, (name, gap_m) in enumerate((('footprint', 0.0), ('stop', g.stop_margin_m),
-                                                   ('slowdown', g.slowdown_margin_m))):
-            outline = zone_outline(footprint, gap_m)
+        for marker_id, (name, points) in enumerate(zip(('footprint', 'stop', 'slowdown'), self._zone_points(),
+                                                       strict=True)):
             markers.append(Marker(header=header, ns=MARKER_NS, id=marker_id, type=Marker.LINE_STRIP,
-                                  action=Marker.ADD, color=_color(name), frame_locked=True,
-                                  points=[Point(x=float(x), y=float(y)) for x, y in outline]))
+                                  action=Marker.ADD, color=_color(name), frame_locked=True, points=points))
             markers[-1].scale.x = 0.02 if name == 'footprint' else 0.01
             markers[-1].pose.orientation.w = 1.0
         state = self.state
@@ -140,6 +140,17 @@ class GuardAdapter:
             nearest.scale.x = nearest.scale.y = nearest.scale.z = 0.08
         markers.append(nearest)
         return MarkerArray(markers=markers)
+
+    def _zone_points(self) -> list[list[Point]]:
+        """The footprint's, the stop zone's and the slowdown zone's outlines, worked out again only when the
+        footprint or a margin changed (a polygon's take a bisection per bearing: not every marker period)."""
+        g = self.guard.params
+        key = (g.footprint, g.stop_margin_m, g.slowdown_margin_m)
+        if self._outlines is None or self._outlines[0] != key:
+            outlines = [zone_outline(self.guard.footprint, gap_m)
+                        for gap_m in (0.0, g.stop_margin_m, g.slowdown_margin_m)]
+            self._outlines = (key, [[Point(x=float(x), y=float(y)) for x, y in outline] for outline in outlines])
+        return self._outlines[1]
 
     def _publish_markers(self) -> None:
         self._markers_pub.publish(self.markers(self._now_s()))
