@@ -81,11 +81,17 @@ class Teleop:
         return wait_for(lambda: bool(self.out) and self.out[-1][1].linear.x == FORWARD_MPS, timeout_s)
 
 
-def test_commands_pass_unchanged_while_the_way_is_clear(graph, guard_node):
-    guard_node()
+def passing(graph, guard_node, **params) -> tuple[Laser, Teleop]:
+    """guard_node started with `params`, a clear scan and teleop driving it: once commands pass, (laser, teleop)."""
+    guard_node(**params)
     laser, teleop = Laser(graph), Teleop(graph)
     laser.send(free_ranges())
     assert teleop.passing(10.0)
+    return laser, teleop
+
+
+def test_commands_pass_unchanged_while_the_way_is_clear(graph, guard_node):
+    laser, teleop = passing(graph, guard_node)
     assert wait_for(lambda: teleop.diagnostics.get('guard_action') == 'free', 3.0), teleop.diagnostics
 
 
@@ -109,10 +115,7 @@ def test_an_obstacle_in_the_scan_makes_the_output_zero_and_clear_lets_it_pass_ag
 
 
 def test_a_silent_input_becomes_zero_within_its_timeout(graph, guard_node):
-    guard_node(input_timeout_s=0.3)
-    laser, teleop = Laser(graph), Teleop(graph)
-    laser.send(free_ranges())
-    assert teleop.passing(10.0)
+    laser, teleop = passing(graph, guard_node, input_timeout_s=0.3)
     teleop.send(None)
     t0 = time.monotonic()
     took = teleop.first_zero_after(t0, 3.0)
@@ -121,10 +124,7 @@ def test_a_silent_input_becomes_zero_within_its_timeout(graph, guard_node):
 
 
 def test_a_silent_laser_makes_the_output_zero(graph, guard_node):
-    guard_node(**{'guard.laser.timeout_s': 0.5})
-    laser, teleop = Laser(graph), Teleop(graph)
-    laser.send(free_ranges())
-    assert teleop.passing(10.0)
+    laser, teleop = passing(graph, guard_node, **{'guard.laser.timeout_s': 0.5})
     laser.send(None)
     t0 = time.monotonic()
     took = teleop.first_zero_after(t0, 3.0)
@@ -134,10 +134,7 @@ def test_a_silent_laser_makes_the_output_zero(graph, guard_node):
 
 
 def test_a_non_finite_input_is_counted_and_becomes_zero(graph, guard_node):
-    guard_node()
-    laser, teleop = Laser(graph), Teleop(graph)
-    laser.send(free_ranges())
-    assert teleop.passing(10.0)
+    laser, teleop = passing(graph, guard_node)
     teleop.send((math.nan, 0.0, 0.0))
     t0 = time.monotonic()
     assert teleop.first_zero_after(t0, 2.0) is not None
@@ -147,10 +144,7 @@ def test_a_non_finite_input_is_counted_and_becomes_zero(graph, guard_node):
 
 
 def test_bad_scans_are_counted_and_the_output_stays_zero(graph, guard_node):
-    guard_node()
-    laser, teleop = Laser(graph), Teleop(graph)
-    laser.send(free_ranges())
-    assert teleop.passing(10.0)
+    laser, teleop = passing(graph, guard_node)
     laser.send([math.nan] * len(free_ranges()))     # nothing measured: not evidence of free space
     t0 = time.monotonic()
     took = teleop.first_zero_after(t0, 2.0)
