@@ -186,7 +186,9 @@ def test_replay_file_problems_stop_start_up_with_the_fix(tmp_path, content, mess
 
 def test_lmdeploy_engine_config():
     assert engine_config_kwargs(LmdeployParams()) == {
-        'tp': 4, 'session_len': 8192, 'cache_max_entry_count': 0.8, 'max_batch_size': 4, 'eager_mode': False}
+        'tp': 4, 'session_len': 8192, 'cache_max_entry_count': 0.8, 'max_batch_size': 4,
+        'max_prefill_token_num': 8192, 'eager_mode': False}
+    assert engine_config_kwargs(LmdeployParams(max_prefill_token_num=2048))['max_prefill_token_num'] == 2048
     assert engine_config_kwargs(LmdeployParams(tp=2, executor='mp'))['distributed_executor_backend'] == 'mp'
     assert 'distributed_executor_backend' not in engine_config_kwargs(LmdeployParams(tp=1, executor='mp'))
     turbomind = engine_config_kwargs(LmdeployParams(engine='turbomind', eager_mode=True, executor='ray'))

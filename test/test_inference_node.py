@@ -286,12 +286,12 @@ def test_accepted_and_rejected_instructions_on_the_topic_in_any_order_keep_the_n
     refuses ('Logger severity cannot be changed between calls'): the node died on the second message."""
     node, probe = start(graph, tmp_path, FORWARD)
     for instruction in order:
-        before = len(probe.statuses) if instruction else node._pipeline.counters.totals().get('tasks_rejected', 0)
+        before = len(probe.statuses) if instruction else node.pipeline().counters.totals().get('tasks_rejected', 0)
         probe.instructions.publish(String(data=instruction))
         if instruction:
             assert wait_for(lambda before=before, instruction=instruction:
                             probe.statuses[before:] and probe.statuses[-1].instruction == instruction, 5.0)
         else:
             assert wait_for(lambda before=before:
-                            node._pipeline.counters.totals().get('tasks_rejected', 0) == before + 1, 5.0)
+                            node.pipeline().counters.totals().get('tasks_rejected', 0) == before + 1, 5.0)
     assert probe.set_task('still serving').accepted

@@ -310,9 +310,9 @@ def test_an_inference_node_takes_prompt_and_parser_settings_live(graph, tmp_path
     results = set_each(client, '/inference_node', history_steps=5, failure_threshold=7,
                        **{'parser.max_waypoints': 4, 'inference_timeout_s': 2.5})
     assert all(r.successful for r in results), results
-    assert node._pipeline._prompts.history_steps == 5 and node._pipeline._tasks.failure_threshold == 7
+    assert node.pipeline()._prompts.history_steps == 5 and node.pipeline()._tasks.failure_threshold == 7
     assert node.params.parser.max_waypoints == 4 and node.params.inference_timeout_s == 2.5
-    assert node._pipeline._prompts.schema['properties']['wp']['maxItems'] == 4  # the answer schema, rebuilt
+    assert node.pipeline()._prompts.schema['properties']['wp']['maxItems'] == 4  # the answer schema, rebuilt
     [crossed] = set_each(client, '/inference_node', history_steps=8)
     assert crossed.reason == 'history_steps (8) must not exceed history_max (6)'
     [fixed] = set_each(client, '/inference_node', backend='openai')

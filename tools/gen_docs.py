@@ -52,8 +52,11 @@ YAML_HEADER = """\
 """
 
 
-def yaml_scalar(value: bool | int | float | str) -> str:
-    """A value as YAML that rcl reads back with the same type (1.0 stays a double, '' a string)."""
+def yaml_scalar(value: bool | int | float | str | list[str]) -> str:
+    """A value as YAML that rcl reads back with the same type (1.0 stays a double, '' a string; an empty list is
+    read as unset, which the node takes as the model's default, the empty list)."""
+    if isinstance(value, list):
+        return '[' + ', '.join(yaml_scalar(v) for v in value) + ']'
     if isinstance(value, bool):
         return 'true' if value else 'false'
     if isinstance(value, int):

@@ -47,6 +47,13 @@ SET_TASK = 'vln/set_task'                       # inference_node, vln_ros/srv/Se
 STOP_TASK = 'vln/stop_task'                     # inference_node, std_srvs/Trigger
 RELEASE_ESTOP = 'vln/release_estop'             # controller_node, std_srvs/Trigger
 
+
+def robot_name(robot: str, name: str) -> str:
+    """A relative name of one robot served by a fleet's inference_node (its `robots` parameter):
+    `r1/vln/keyframe`. robot '' is the node's own namespace: the name as it is."""
+    return f'{robot}/{name}' if robot else name
+
+
 # -- QoS ----------------------------------------------------------------------------------------------
 # Camera frames, odometry and the guard's sensors: sensor-data QoS (best effort, depth 5): a sensor must never
 # wait for us, and a late message is worth less than the next one.

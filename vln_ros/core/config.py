@@ -20,7 +20,7 @@ import difflib
 import math
 import re
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,7 +37,7 @@ from vln_ros.core.schema import StartupError as StartupError
 from vln_ros.core.schema import StrictModel as StrictModel
 from vln_ros.core.schema import param as param
 
-ParamValue = bool | int | float | str
+ParamValue = bool | int | float | str | list[str]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class ParamSpec:
             return 'one of ' + ', '.join(self.choices)
         if self.type is bool:
             return 'true or false'
+        if self.type is list:
+            return 'list of strings'
         if self.minimum is None and self.maximum is None:
             return f'any {self.type.__name__}'
         low = '' if self.minimum is None else f'{self.minimum} {"<" if self.exclusive_minimum else "<="} '
@@ -70,6 +72,8 @@ class ParamSpec:
 
     def type_problem(self, value: object) -> str | None:
         """Why `value` cannot be this parameter whatever its size (ROS parameters are typed: 2 is not 2.0)."""
+        if self.type is list and type(value) is list and not all(type(v) is str for v in value):
+            return f"parameter '{self.name}' = {value!r} must hold only strings; allowed: {self.allowed()}"
         if type(value) is self.type:
             return None
         if self.type is float and type(value) is int:
@@ -89,7 +93,7 @@ def _bounds(info: FieldInfo) -> dict[str, Any]:
     return found
 
 
-_ROS_TYPES: tuple[type, ...] = (bool, int, float, str)  # what a ROS parameter can hold (arrays aside)
+_ROS_TYPES: tuple[type, ...] = (bool, int, float, str, list)  # what a ROS parameter can hold (list: of strings)
 
 
 def param_specs(model: type[BaseModel], prefix: str = '') -> list[ParamSpec]:
@@ -105,13 +109,17 @@ def param_specs(model: type[BaseModel], prefix: str = '') -> list[ParamSpec]:
         if typing.get_origin(annotation) is Literal:
             choices = tuple(str(c) for c in typing.get_args(annotation))
             annotation = str
+        default = info.default
+        if typing.get_origin(annotation) is tuple and typing.get_args(annotation) == (str, Ellipsis):
+            # A string array in ROS; a tuple in the (frozen, hashable) model.
+            annotation, default = list, list(info.default)
         if annotation not in _ROS_TYPES:
             raise TypeError(f'{dotted}: parameter type {annotation!r} is not a ROS parameter type')
         param_type = _ROS_TYPES[_ROS_TYPES.index(annotation)]  # typed `type`, as `annotation` is not
         bounds = _bounds(info)
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         specs.append(ParamSpec(
-            name=dotted, type=param_type, default=info.default, description=info.description or '',
+            name=dotted, type=param_type, default=default, description=info.description or '',
             unit=str(extra.get('unit', '')),
             minimum=bounds.get('ge', bounds.get('gt')), maximum=bounds.get('le', bounds.get('lt')),
             exclusive_minimum='gt' in bounds, exclusive_maximum='lt' in bounds, choices=choices,
@@ -434,6 +442,24 @@ class ParserParams(StrictModel):
         'closes)', dynamic=True)
 
 
+# One token of a ROS name (rmw's rule): letters, digits and underscores, not starting with a digit.
+_NAME_TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
+
+
+def check_robot_names(robots: Sequence[str]) -> None:
+    """Each robot namespace is a relative ROS namespace (`r1`, `site_a/r1`) and appears once: a duplicate
+    would make two pipelines answer one robot's keyframes, so it is refused, not merged. ValueError names the
+    bad one."""
+    seen: set[str] = set()
+    for robot in robots:
+        if not robot or not all(_NAME_TOKEN.fullmatch(token) for token in robot.split('/')):
+            raise ValueError(f'robots: {robot!r} is not a relative ROS namespace (tokens of letters, digits and '
+                             "underscores, not starting with a digit, separated by single '/'; no leading '/')")
+        if robot in seen:
+            raise ValueError(f'robots: {robot!r} is listed twice (each robot namespace once)')
+        seen.add(robot)
+
+
 class InferenceSettings(StrictModel):
     """inference_node: keyframe + instruction + history -> VLM -> plan.
 
@@ -474,6 +500,14 @@ class InferenceSettings(StrictModel):
     record_file: str = param('', 'Append every answer (stamp, prompt hash, text, latency, tokens) to this '
                              'JSONL file, for the replay backend; empty = off')
     diagnostics_period_s: float = param(1.0, 'Period of /diagnostics messages', 's', ge=0.1, le=60.0)
+    robots: tuple[str, ...] = param(
+        (), "Robot namespaces this one node serves through one backend (one engine), relative to the node's "
+        'namespace: each gets <robot>/vln/keyframe, <robot>/vln/waypoints, <robot>/vln/set_task, ... and its '
+        'own task, history and worker; the engine batches their requests (docs/nodes/inference_node.md). Empty '
+        "= the one robot of the node's own namespace (vln/keyframe, ...)")
+    max_active_robots: int = param(0, 'With robots: most robots with a running task at once; a new task on '
+                                   'another robot is refused, saying why on its task status. 0 = no cap',
+                                   ge=0, le=1024)
     parser: ParserParams = ParserParams()
 
     def backend_params(self) -> BackendParams:
@@ -484,6 +518,7 @@ class InferenceSettings(StrictModel):
     @model_validator(mode='after')
     def _consistent(self) -> InferenceSettings:
         self.backend_params().check_selected()
+        check_robot_names(self.robots)
         if self.history_steps > self.history_max:
             raise ValueError(f'history_steps ({self.history_steps}) must not exceed history_max '
                              f'({self.history_max})')

@@ -199,6 +199,12 @@ class InferencePipeline:
     def closed(self) -> bool:
         return self._slot.closed
 
+    @property
+    def running(self) -> bool:
+        """A task is running (what the fleet's cap on active robots counts)."""
+        with self._lock:
+            return self._tasks.running
+
     def set_params(self, params: InferenceParams) -> None:
         """A live change: prompt limits and history take effect with the next prompt, the failure threshold at
         once; everything else is read once per keyframe."""
@@ -243,6 +249,15 @@ class InferencePipeline:
             self._publish_status()
         self._wake.set()
         return TaskReply(True, task.task_id, f'task started: {task.instruction!r}')
+
+    def refuse_task(self, reason: str) -> TaskReply:
+        """A new task refused from outside the pipeline (a fleet's cap): nothing changes but the status's reason,
+        published at once (latched), so the robot's operator sees why rather than silence."""
+        with self._lock:
+            self.counters.add('tasks_rejected')
+            self._tasks.reason = reason
+            self._publish_status()
+        return TaskReply(False, '', f'rejected: {reason}')
 
     def stop_task(self, reason: str) -> tuple[bool, str]:
         with self._lock:

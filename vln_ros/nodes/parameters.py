@@ -55,7 +55,8 @@ from vln_ros.core.config import (
 M = TypeVar('M', bound=StrictModel)
 
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+              list: ParameterType.PARAMETER_STRING_ARRAY}
 # Parameters rclpy declares on every node itself (Node.__init__: TimeSource, TypeDescriptionService), and
 # the prefix of those it declares for a publisher or subscription created with QoS overriding options.
 ROS_OWN_PARAMETERS = ('use_sim_time', 'start_type_description_service')
@@ -132,9 +133,12 @@ def declare_params(node: Node, model: type[M], apply: Callable[[M], None] | None
     values: dict[str, object] = {}
     problems: list[str] = []
     for spec in specs:
+        # rclpy infers a type from the default, and an empty list reads as a byte array: a string array is
+        # declared by its type (no value unless overridden; None then means the model's default).
+        default: Any = Parameter.Type.STRING_ARRAY if spec.type is list else spec.default
         try:
-            values[spec.name] = node.declare_parameter(spec.name, spec.default,
-                                                       descriptor(spec, live=apply is not None)).value
+            declared = node.declare_parameter(spec.name, default, descriptor(spec, live=apply is not None)).value
+            values[spec.name] = spec.default if declared is None and spec.type is list else declared
         except (InvalidParameterValueException, InvalidParameterTypeException):
             # rclpy's own message lacks the allowed range; read the offending value back without the
             # descriptor's checks so the model can say exactly what is wrong.

@@ -2,8 +2,9 @@
 
 A backend turns a request (keyframe JPEG + prompt + optional JSON schema) into text, with latency and
 token counts. `cancel()` may be called from any thread and aborts the request in flight, which then
-raises BackendError('cancelled'). Timeouts are the caller's: it waits `inference_timeout_s` and then
-cancels, so a backend that hangs cannot hang the node.
+raises BackendError('cancelled'); cancel() is per client, and several robots sharing one model each use
+their own `client()`, so one robot's cancel never reaches another's request. Timeouts are the caller's: it
+waits `inference_timeout_s` and then cancels, so a backend that hangs cannot hang the node.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from vln_ros.core.schema import StartupError
 
 if TYPE_CHECKING:  # core/config imports the backends, and prompts imports config
     from vln_ros.core.prompts import Prompt
@@ -68,8 +71,20 @@ class Backend(abc.ABC):
     def cancel(self) -> None:
         """Abort the request in flight, if any (thread-safe, returns at once)."""
 
+    def client(self) -> Backend:
+        """Another client of this backend: one per robot when one inference_node serves several (parameter
+        `robots`). It shares the model (one engine batches all clients' requests) but has its own request in
+        flight, so its cancel() aborts only its own robot's request; its close() leaves the shared model to
+        this backend's. Call it for every robot (this object itself serves none then). A backend that cannot
+        be shared raises NotShareable."""
+        raise NotShareable(f'backend {type(self).__name__} cannot serve several robots from one inference_node')
+
     def close(self) -> None:  # noqa: B027 (optional: most backends hold nothing to release)
         """Release the model (bounded in time)."""
+
+
+class NotShareable(StartupError):
+    """The backend cannot serve several robots (inference_node's `robots`); the message says why and the fix."""
 
 
 class CancelFlag:

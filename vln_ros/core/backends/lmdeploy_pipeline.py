@@ -50,8 +50,13 @@ class LmdeployParams(BackendParams):
     session_len: int = param(8192, 'Most tokens (prompt, image and answer) of one request', 'tokens',
                              ge=1024, le=262_144)
     cache_max_entry_count: float = param(0.8, 'Share of free GPU memory given to the KV cache', gt=0.0, le=0.95)
-    max_batch_size: int = param(4, 'Most requests the engine batches (one plan at a time needs few)', ge=1,
-                                le=256)
+    max_batch_size: int = param(4, 'Most requests the engine batches (one plan at a time needs few; a fleet, '
+                                'parameter robots, one per robot: more wait in the engine. Measured: 64 '
+                                'served 32 robots, docs/gpu_latency.md)', ge=1, le=256)
+    max_prefill_token_num: int = param(8192, "Prefill budget: most prompt tokens the engine prefills in one step "
+                                       "(lmdeploy 0.18's default, what the fleet bench measured with: a "
+                                       'keyframe is about 220 tokens plus the image, so 8192 admits about 16 '
+                                       'robots at once; docs/gpu_latency.md)', 'tokens', ge=256, le=262_144)
     eager_mode: bool = param(False, 'Disable CUDA graphs (slower decoding, faster start, less memory)')
     weights: Literal['auto', 'fp8'] = param(
         'auto', "Weight format: auto = the checkpoint's; fp8 = quantize the linear layers to FP8 while loading "
@@ -78,7 +83,8 @@ def engine_config_kwargs(params: LmdeployParams) -> dict[str, Any]:
     """Keyword arguments of PytorchEngineConfig / TurbomindEngineConfig."""
     kwargs: dict[str, Any] = {'tp': params.tp, 'session_len': params.session_len,
                               'cache_max_entry_count': params.cache_max_entry_count,
-                              'max_batch_size': params.max_batch_size}
+                              'max_batch_size': params.max_batch_size,
+                              'max_prefill_token_num': params.max_prefill_token_num}
     if params.prefix_caching:
         kwargs['enable_prefix_caching'] = True
     if params.weights == 'fp8':
@@ -143,7 +149,8 @@ class LmdeployBackend(Backend):
         config_type = (lmdeploy.PytorchEngineConfig if engine_kind(self._params) == 'pytorch'
                        else lmdeploy.TurbomindEngineConfig)
         try:
-            config = config_type(**engine_config_kwargs(self._params), **(engine_extra or {}))
+            # engine_extra wins: the bench sets levers (the prefill budget too) over the parameters.
+            config = config_type(**{**engine_config_kwargs(self._params), **(engine_extra or {})})
         except TypeError as exc:  # a field this lmdeploy version does not know
             raise StartupError(f'lmdeploy {lmdeploy.__version__} rejects the engine config: {exc}') from None
         self.model_name = Path(params.model).name or params.model

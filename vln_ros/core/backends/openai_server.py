@@ -10,6 +10,7 @@ cancel() can close the stream between chunks.
 """
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -77,6 +78,7 @@ class OpenAIBackend(Backend):
         self._lock = threading.Lock()
         self._stream: Any = None
         self._cancelled = False
+        self._owns_client = True
 
     def _model(self) -> str:
         if not self._served_model:  # the server's first model (asked once, when first needed)
@@ -153,8 +155,19 @@ class OpenAIBackend(Backend):
             except Exception:  # closing a half-read stream from another thread may raise; it is closed
                 pass
 
+    def client(self) -> OpenAIBackend:
+        """Another client on the same HTTP connection pool (httpx's client is thread-safe), with its own stream
+        and cancel; its close() leaves the pool to this backend's."""
+        other = copy.copy(self)
+        other._lock = threading.Lock()
+        other._stream = None
+        other._cancelled = False
+        other._owns_client = False
+        return other
+
     def close(self) -> None:
-        self._client.close()
+        if self._owns_client:
+            self._client.close()
 
 
 register_backend(BackendSpec(

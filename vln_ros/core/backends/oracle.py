@@ -112,6 +112,10 @@ class OracleBackend(Backend):
     def cancel(self) -> None:
         self._cancel.cancel()
 
+    def client(self) -> OracleBackend:
+        """Each request is its own HTTP call: a client only needs its own cancel flag."""
+        return OracleBackend(self._params)
+
 
 register_backend(BackendSpec('oracle', "the simulator's ground truth (make eval; not a model)", OracleParams,
                              lambda section, params: OracleBackend(section)))

@@ -10,7 +10,16 @@ import threading
 import time
 from typing import Literal
 
-from vln_ros.core.backends.base import Answer, AnswerRecord, Backend, BackendError, CancelFlag, Request, load_records
+from vln_ros.core.backends.base import (
+    Answer,
+    AnswerRecord,
+    Backend,
+    BackendError,
+    CancelFlag,
+    NotShareable,
+    Request,
+    load_records,
+)
 from vln_ros.core.backends.registry import BackendSpec, model_name, register_backend
 from vln_ros.core.schema import BackendParams, StartupError, param
 
@@ -81,6 +90,11 @@ class ReplayBackend(Backend):
 
     def cancel(self) -> None:
         self._cancel.cancel()
+
+    def client(self) -> Backend:
+        # A recording is one robot's answers (in order, or keyed by that robot's keyframe stamps).
+        raise NotShareable("backend 'replay' cannot serve several robots: a recording holds one robot's answers; "
+                           'run one inference_node per robot (without robots), each with its own replay.file')
 
 
 register_backend(BackendSpec('replay', 'answers recorded by an earlier run', ReplayParams,

@@ -1,0 +1,170 @@
+"""One inference server for several robots, without a graph: the `robots` and `max_active_robots` parameters,
+the cap's refusal, a shared backend with a client per robot, and per-robot cancel. The same on a real graph:
+test/test_inference_fleet.py. No ROS."""
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from conftest import wait_for
+from fake_engine import FakeEngine
+from test_inference_node import recording
+
+from vln_ros.core.backends import make_backend
+from vln_ros.core.backends.base import NotShareable
+from vln_ros.core.backends.openai_server import OpenAIBackend, OpenAIParams
+from vln_ros.core.backends.oracle import OracleBackend, OracleParams
+from vln_ros.core.config import InferenceParams, ParameterError, validate_params
+from vln_ros.core.fleet import Fleet, SharedBackend, capacity_refusal
+from vln_ros.core.inference import InferencePipeline, Keyframe, PlanOut, StatusOut
+from vln_ros.core.tasks import State
+
+JPEG = cv2.imencode('.jpg', np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+NOW_NS = 1_700_000_000 * 10**9
+
+
+class Log:
+    def warning(self, message: str) -> None: ...
+
+    def error(self, message: str) -> None: ...
+
+
+class Robot:
+    """One robot's pipeline on a shared backend, with what it published."""
+
+    def __init__(self, shared: SharedBackend, params: InferenceParams) -> None:
+        self.plans: list[PlanOut] = []
+        self.statuses: list[StatusOut] = []
+        self.pipeline = InferencePipeline(params, self.plans.append, self.statuses.append, lambda: NOW_NS, Log())
+        self.pipeline.load(shared.client)
+        self.worker: threading.Thread | None = None
+
+    def answer_in_background(self, stamp_ns: int) -> None:
+        self.pipeline.receive(Keyframe(JPEG, stamp_ns, time.perf_counter()))
+        self.worker = threading.Thread(target=self.pipeline.work_once, kwargs={'timeout_s': 0.1})
+        self.worker.start()
+
+    def model_plans(self) -> list[PlanOut]:
+        return [p for p in self.plans if p.action not in ('new_task', 'stop')]
+
+
+def fleet_of(engine: FakeEngine, *robots: str, max_active_robots: int = 0) -> tuple[Fleet, dict[str, Robot]]:
+    params = InferenceParams(backend='openai', robots=robots, max_active_robots=max_active_robots)
+    shared = SharedBackend(lambda _p: engine, len(robots))
+    by_name = {robot: Robot(shared, params) for robot in robots}
+    return Fleet({r: robot.pipeline for r, robot in by_name.items()}, max_active_robots), by_name
+
+
+# -- parameters ---------------------------------------------------------------------------------------
+
+def test_without_robots_the_node_serves_its_own_namespace_and_caps_nothing():
+    params = InferenceParams()
+    assert params.robots == () and params.max_active_robots == 0
+
+
+def test_robot_namespaces_from_ros_are_kept_in_order():
+    params = validate_params(InferenceParams, {'backend': 'openai', 'robots': ['r1', 'site_a/r2', '_r3']})
+    assert params.robots == ('r1', 'site_a/r2', '_r3')
+
+
+def test_a_robot_listed_twice_is_refused_not_merged():
+    with pytest.raises(ParameterError, match=r"robots: 'r1' is listed twice"):
+        validate_params(InferenceParams, {'backend': 'openai', 'robots': ['r1', 'r2', 'r1']})
+
+
+@pytest.mark.parametrize('bad', ['', '1r', '/r1', 'r1/', 'r1//r2', 'r-1', 'r 1', '~/r1'])
+def test_a_robot_name_that_is_no_relative_ros_namespace_is_refused_by_name(bad):
+    with pytest.raises(ParameterError, match=f'robots: {bad!r} is not a relative ROS namespace'):
+        validate_params(InferenceParams, {'backend': 'openai', 'robots': ['r0', bad]})
+
+
+# -- the cap ------------------------------------------------------------------------------------------
+
+def test_the_cap_refuses_a_new_robot_with_the_count_and_the_robots_that_hold_it():
+    assert capacity_refusal('r3', ['r1', 'r2'], 2) == \
+        'server at capacity: 2 of 2 robots have active tasks (r1, r2)'
+
+
+def test_the_cap_lets_an_active_robot_switch_tasks_and_is_off_at_zero():
+    assert capacity_refusal('r1', ['r1', 'r2'], 2) is None
+    assert capacity_refusal('r3', ['r1'], 2) is None
+    assert capacity_refusal('r3', ['r1', 'r2', 'r4'], 0) is None
+
+
+def test_a_task_over_the_cap_is_refused_and_the_robots_status_says_why_until_a_place_frees():
+    fleet, robots = fleet_of(FakeEngine(), 'r1', 'r2', 'r3', max_active_robots=2)
+    assert fleet.set_task('r1', 'go').accepted and fleet.set_task('r2', 'go').accepted
+    reply = fleet.set_task('r3', 'go')
+    reason = 'server at capacity: 2 of 2 robots have active tasks (r1, r2)'
+    assert (reply.accepted, reply.message) == (False, f'rejected: {reason}')
+    status = robots['r3'].statuses[-1]
+    assert (status.state, status.reason) == (State.IDLE, reason)
+    assert not robots['r3'].pipeline.running and robots['r3'].pipeline.counters.totals()['tasks_rejected'] == 1
+    assert fleet.set_task('r1', 'switch').accepted  # holds its place
+    robots['r2'].pipeline.stop_task('done')
+    assert fleet.set_task('r3', 'go').accepted and fleet.active() == ['r1', 'r3']
+
+
+# -- one backend, a client per robot ------------------------------------------------------------------
+
+def test_every_robot_gets_its_own_client_of_one_engine_loaded_once():
+    loads = []
+    engine = FakeEngine()
+
+    def factory(params):
+        loads.append(params)
+        return engine
+
+    shared = SharedBackend(factory, 3)
+    clients = [shared.client(InferenceParams(backend='openai')) for _ in range(3)]
+    assert len(loads) == 1 and len({id(c) for c in clients}) == 3 and engine not in clients
+    for client in clients:
+        client.close()
+    assert not engine.closed
+    shared.close()
+    assert engine.closed
+
+
+def test_a_replay_recording_cannot_serve_two_robots_but_serves_one(tmp_path):
+    params = InferenceParams(backend='replay', robots=('r1', 'r2'), **{'replay': {'file': recording(tmp_path, 'x')}})
+    with pytest.raises(NotShareable, match="backend 'replay' cannot serve several robots"):
+        SharedBackend(make_backend, 2).client(params)
+    one = SharedBackend(make_backend, 1)
+    assert one.client(params) is one.backend
+
+
+def test_openai_and_oracle_clients_cancel_only_their_own_request():
+    openai = OpenAIBackend(OpenAIParams(), 'm', 5.0)
+    first, second = openai.client(), openai.client()
+    first.cancel()
+    assert first._cancelled and not second._cancelled and not openai._cancelled
+    first.close()
+    assert not openai._client.is_closed()  # the pool is the shared backend's
+    openai.close()
+    assert openai._client.is_closed()
+    oracle = OracleBackend(OracleParams())
+    a, b = oracle.client(), oracle.client()
+    started = b._cancel.start()
+    a.cancel()
+    assert not started.is_set()
+
+
+def test_a_task_switch_on_one_robot_never_cancels_anothers_request_in_flight():
+    engine = FakeEngine(0.5, 0.3)
+    fleet, robots = fleet_of(engine, 'r1', 'r2')
+    fleet.set_task('r1', 'go')
+    fleet.set_task('r2', 'go')
+    robots['r1'].answer_in_background(NOW_NS + 1)
+    robots['r2'].answer_in_background(NOW_NS + 2)
+    assert wait_for(lambda: len(engine.in_flight) == 2, 2.0)  # both at once: one engine batches them
+    fleet.set_task('r1', 'another way')  # a switch cancels r1's request
+    robots['r1'].pipeline.stop_task('stopped')
+    for robot in robots.values():
+        assert robot.worker is not None
+        robot.worker.join(3.0)
+    assert engine.cancelled == [0] and engine.answered == [(1, NOW_NS + 2)]
+    assert [p.stamp_ns for p in robots['r2'].model_plans()] == [NOW_NS + 2]
+    assert robots['r1'].model_plans() == []

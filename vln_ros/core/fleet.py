@@ -1,0 +1,69 @@
+"""One inference server, several robots: what inference_node needs beyond one InferencePipeline per robot. No ROS.
+
+With the parameter `robots` the node runs one InferencePipeline per robot namespace (its own task, history,
+counters, latest-wins slot, worker thread) and all of them ask one backend: `SharedBackend` loads it once and
+hands each robot its own client (Backend.client: the same engine, which batches the robots' requests, but
+each client's cancel() aborts only its own robot's request). `Fleet` routes the task services to a robot's
+pipeline and applies the cap on robots with a running task (max_active_robots): a new task over the cap is
+refused, and the reply and that robot's latched task status say why.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+from vln_ros.core.backends.base import Backend
+from vln_ros.core.config import InferenceParams
+from vln_ros.core.inference import InferencePipeline, TaskReply
+
+
+def capacity_refusal(robot: str, active: Sequence[str], max_active_robots: int) -> str | None:
+    """Why a new task on `robot` is refused, or None. `active`: the robots with a running task now. A robot
+    that already runs one may switch tasks (it holds its place); 0 = no cap."""
+    if max_active_robots == 0 or robot in active or len(active) < max_active_robots:
+        return None
+    return (f'server at capacity: {len(active)} of {max_active_robots} robots have active tasks '
+            f'({", ".join(active)})')
+
+
+class SharedBackend:
+    """One backend for all robots, loaded on the first robot's request for it (on the main thread: lmdeploy
+    installs signal handlers), then a client per robot. With one robot the backend itself serves it (any
+    backend will do); with more, a backend that cannot be shared raises NotShareable at start-up."""
+
+    def __init__(self, factory: Callable[[InferenceParams], Backend], robots: int) -> None:
+        self._factory = factory
+        self._robots = robots
+        self.backend: Backend | None = None
+
+    def client(self, params: InferenceParams) -> Backend:
+        if self.backend is None:
+            self.backend = self._factory(params)
+        return self.backend if self._robots == 1 else self.backend.client()
+
+    def close(self) -> None:
+        """After every pipeline's release(): clients leave the shared model alone, so close it here (with one
+        robot, that pipeline closed it)."""
+        if self.backend is not None and self._robots > 1:
+            self.backend.close()
+
+
+class Fleet:
+    """The robots' pipelines by namespace, and the cap on robots with a running task."""
+
+    def __init__(self, pipelines: Mapping[str, InferencePipeline], max_active_robots: int) -> None:
+        self.pipelines = dict(pipelines)
+        self.max_active_robots = max_active_robots
+        # Held from the count to the start, so that two robots asking at once cannot both take the last place.
+        self._admit = threading.Lock()
+
+    def active(self) -> list[str]:
+        return [robot for robot, pipeline in self.pipelines.items() if pipeline.running]
+
+    def set_task(self, robot: str, instruction: str) -> TaskReply:
+        pipeline = self.pipelines[robot]
+        with self._admit:
+            refusal = capacity_refusal(robot, self.active(), self.max_active_robots)
+            if refusal is not None:
+                return pipeline.refuse_task(refusal)
+            return pipeline.set_task(instruction)
