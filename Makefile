@@ -7,7 +7,7 @@ PY := .venv/bin/python
 # The demo, tests and benchmarks keep their ROS graph on this machine, large raw images included:
 # each sets that up itself through vln_ros/harness/local_graph.py (see config/fastdds_localhost_large_data.xml).
 
-.PHONY: install install-demo browser demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve gpu-fleet
+.PHONY: install install-demo browser demo demo-bag demo-keyframes eval lint test bench docs clean gpu-setup gpu-bench-setup gpu-model gpu-check gpu-bench gpu-serve gpu-fleet gpu-fleet-node
 
 install:
 	@tools/install.sh
@@ -115,6 +115,13 @@ FLEET_ARGS ?=
 gpu-fleet: gpu-model
 	$(GPU_ENV); $(GPU_PY) bench/gpu.py fleet --model $(MODEL) --tp $(TP) --executor $(EXECUTOR) --gpu $(GPU) \
 	  --out $(GPU_OUT) $(FLEET_ARGS)
+
+# The real inference_node serving NODE_ROBOTS namespaces through one engine, over ROS 2 (bench/gpu_fleet_node.py).
+NODE_ROBOTS ?= 16
+gpu-fleet-node: gpu-setup
+	@$(GPU_MODEL)
+	$(GPU_ENV); $(GPU_PY) bench/gpu.py fleet-node --model $(MODEL) --tp $(TP) --executor $(EXECUTOR) \
+	  --node-robots $(NODE_ROBOTS) --out $(GPU_OUT) $(FLEET_ARGS)
 
 # lmdeploy's OpenAI-compatible server on 127.0.0.1:PORT, in the foreground (its pid in GPU_OUT/server.pid):
 # the openai backend's base_url is http://127.0.0.1:$(PORT)/v1.

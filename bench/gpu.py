@@ -6,6 +6,7 @@
     python3 bench/gpu.py levers --model DIR [--engines bf16,bf16+prefix,fp8+prefix] [--out DIR]
     python3 bench/gpu.py fleet --model DIR [--quick] [--paths inprocess,server] [--weights bf16,fp8]
                                [--robots 1,4,8,16,32] [--max-batch-size 64 ...] [--profile-robots N] [--out DIR]
+    python3 bench/gpu.py fleet-node --model DIR [--node-robots 16] [--node-guided] [--point-s 10] [--out DIR]
 
 check: the real inference_node process, lmdeploy backend, keyframes over ROS 2. Verifies that it reports
 loading then idle, that plans are published for a task, that a task switch aborts the request in flight
@@ -31,6 +32,10 @@ per robot, answers per second, fairness (each robot's rate against the mean), er
 threads' CPU and the GPU's utilization (where the ceiling is); --profile-robots N adds a torch.profiler window
 at N robots (GPU kernel time against wall time). One engine load per (path, weights); what would not
 fit in --budget-s is skipped and said so. The summary table is printed at the end (bench/gpu_fleet.py).
+
+fleet-node: the real inference_node serving --node-robots namespaces through its one engine (parameter
+`robots`), driven over ROS 2 like model-paced camera_nodes (bench/gpu_fleet_node.py): per-robot plan rate and
+keyframe-to-plan latency, fairness, cross-talk, and a task switch on r1 that cancels only r1's request.
 
 Each prints one JSON object per line and writes them to --out (results.jsonl).
 """
@@ -177,6 +182,11 @@ def check(args: argparse.Namespace, results: Results) -> int:
         node.close()
     results.emit(check='gpu-check', ok=not failures, failures=failures)
     return 1 if failures else 0
+
+
+def fleet_node(args: argparse.Namespace, results: Results) -> int:
+    from gpu_fleet_node import fleet_node as run
+    return run(args, results)
 
 
 # -- bench ------------------------------------------------------------------------------------------------
@@ -653,7 +663,7 @@ def robot_keyframes(robots: int, size: int, per_robot: int = 3) -> list[list[byt
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('what', choices=('check', 'bench', 'levers', 'server', 'fleet'))
+    parser.add_argument('what', choices=('check', 'bench', 'levers', 'server', 'fleet', 'fleet-node'))
     parser.add_argument('--url', default='http://127.0.0.1:23333/v1', help='server: the OpenAI-compatible API')
     parser.add_argument('--model', type=Path, required=True)
     parser.add_argument('--tp', type=int, default=1)
@@ -689,6 +699,12 @@ def main() -> int:
                                help='in-process: the engine in a process of its own (the api_server always does)')
     fleet_options.add_argument('--profile-robots', type=int, default=0, metavar='N',
                                help='also a torch.profiler window at N robots (in-process, unguided)')
+    fleet_options.add_argument('--node-robots', type=int, default=16, help='fleet-node: robots on the one node')
+    fleet_options.add_argument('--node-tokens', type=int, default=ANSWER_TOKENS,
+                               help="fleet-node: the node's max_new_tokens (random weights run to it)")
+    fleet_options.add_argument('--node-backend', default='lmdeploy', choices=('lmdeploy', 'openai'),
+                               help='fleet-node: the engine in the node, or an OpenAI-compatible server at --url')
+    fleet_options.add_argument('--node-guided', action='store_true', help='fleet-node: guided JSON decoding')
     fleet_options.add_argument('--port', type=int, default=23333, help='the api_server started for --paths server')
     fleet_options.add_argument('--server-start-s', type=float, default=300.0, help='bound on the server start-up')
     fleet_options.add_argument('--budget-s', type=float, default=450.0,
@@ -703,7 +719,7 @@ def main() -> int:
     args.robots = [int(n) for n in args.robots.split(',')]
     results = Results(args.out)
     return {'check': check, 'bench': bench, 'levers': levers, 'server': server,
-            'fleet': fleet}[args.what](args, results)
+            'fleet': fleet, 'fleet-node': fleet_node}[args.what](args, results)
 
 
 def fleet_choices(option: str, value: str, allowed: tuple[str, ...]) -> list[str]:
