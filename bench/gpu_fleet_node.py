@@ -1,14 +1,15 @@
 """`bench/gpu.py fleet-node`: the real inference_node serving N robot namespaces through one lmdeploy engine
 (issue 25 shape (a), parameter `robots`), driven over ROS 2 as camera_nodes would drive it.
 
-Each robot's probe answers the node's keyframe requests (`rN/vln/keyframe_request`) at once with a keyframe of
-its own, stamped now, as a model-paced camera_node does, and keeps a 1 Hz keyframe meanwhile (a request is
-never waited for forever). Per robot: plans, keyframe stamp -> plan received (the node's whole path: slot, prompt,
-engine, parse, publish), answer rate, fairness over the robots; cross-talk: a plan on rN's topic that names a
-task of another robot. Then a task switch on r1 while the engine is busy: r1 publishes no plan of its old task
-afterwards, and every other robot keeps getting plans (cancel is per robot). Random weights answer nonsense,
-so most plans are stop plans of a parse failure: their latency is the model's all the same (max_new_tokens).
-"""
+Each robot's probe answers the node's keyframe requests (`rN/vln/keyframe_request`) at once with a keyframe of its
+own, stamped now, as a model-paced camera_node does; a robot sent nothing for FALLBACK_S gets a keyframe anyway
+(counted: a request is never waited for forever). A steady feed besides the requests would pace the robots itself:
+the slot would hold a keyframe as each answer ends, aged by up to the feed's period. Per robot: plans, keyframe
+stamp -> plan received (the node's whole path: slot, prompt, engine, parse, publish), answer rate, fairness over the
+robots; cross-talk: a plan on rN's topic that names a task of another robot. Then a task switch on r1 while the
+engine is busy: r1 publishes no plan of its old task afterwards, and every other robot keeps getting plans (cancel
+is per robot). Random weights answer nonsense, so most plans are stop plans of a parse failure: their latency is the
+model's all the same (max_new_tokens)."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,7 @@ from run import NodeUnderTest, scene
 from vln_ros import interface as ri
 
 INSTRUCTION = 'go down the corridor and stop at the red door'
+FALLBACK_S = 2.0
 
 
 class FleetNodeUnderTest(NodeUnderTest):
@@ -44,6 +46,8 @@ class FleetNodeUnderTest(NodeUnderTest):
         self.plans: dict[str, list[tuple[float, float, Any]]] = {r: [] for r in robots}  # (received, stamp, msg)
         self.states: dict[str, list[Any]] = {r: [] for r in robots}
         self.requests: dict[str, int] = dict.fromkeys(robots, 0)
+        self.fallbacks: dict[str, int] = dict.fromkeys(robots, 0)
+        self.last_sent: dict[str, float] = dict.fromkeys(robots, 0.0)
         self.tasks: dict[str, set[str]] = {r: set() for r in robots}
         self.keyframes: dict[str, Any] = {}
         self.set_task_clients: dict[str, Any] = {}
@@ -81,6 +85,7 @@ class FleetNodeUnderTest(NodeUnderTest):
     def send(self, robot: str) -> None:
         msg = self.CompressedImage(format='jpeg', data=self.jpegs[robot])
         msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.last_sent[robot] = time.monotonic()
         self.keyframes[robot].publish(msg)
 
     def start_task(self, robot: str, instruction: str) -> str:
@@ -94,12 +99,15 @@ class FleetNodeUnderTest(NodeUnderTest):
         return str(reply.task_id)
 
     def feed(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
-        """A 1 Hz keyframe to every robot besides the answers to requests, for `seconds` or until until()."""
+        """Requests are answered as they come; meanwhile, for `seconds` or until until(), a keyframe to each robot
+        that was sent none for FALLBACK_S."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds and not until():
             for robot in self.robots:
-                self.send(robot)
-            time.sleep(1.0)
+                if time.monotonic() - self.last_sent[robot] > FALLBACK_S:
+                    self.fallbacks[robot] += 1
+                    self.send(robot)
+            time.sleep(0.1)
 
     def window(self, start: float, end: float) -> dict[str, list[tuple[float, float, Any]]]:
         with self.plans_lock:
@@ -149,6 +157,7 @@ def fleet_node(args: argparse.Namespace, results: Any) -> int:
                'p50_s': round(percentile(ages, 50), 3), 'p99_s': round(percentile(ages, 99), 3),
                'stop_plans': sum(1 for r in robots for _, _, m in plans[r] if m.stop),
                'fairness': fair, 'cross_talk': cross, 'per_robot': per_robot,
+               'keyframe_requests': sum(node.requests.values()), 'fallback_keyframes': sum(node.fallbacks.values()),
                'slowest': sorted(((round(a, 3), r, m.action) for r in robots for _, a, m in plans[r]),
                                  reverse=True)[:5]}
         results.emit(name='fleet_node_keyframe_to_plan_s_p50', value=row['p50_s'], unit='s', row=row)
