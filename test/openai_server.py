@@ -1,7 +1,21 @@
 """A small OpenAI-compatible server on loopback for the openai backend's tests: answers
-/v1/chat/completions (streamed or not) from a list of recorded answers, and can be made slow, wrong or down."""
+/v1/chat/completions (streamed or not) from a list of recorded answers, and can be made slow, wrong or down.
+
+It can also imitate a continuously batching server (lmdeploy's api_server): with `batching(base_s,
+per_request_s)` each answer takes base_s + per_request_s * n seconds before its first byte, n being the number
+of requests in flight (received and not yet answered to the end, this one included). n is followed while the
+request waits: its progress runs at 1 / (base_s + per_request_s * n) per second with the n of each moment,
+so an answer alone takes base_s + per_request_s, one of four sent together base_s + 4 * per_request_s, and
+one that outlives the others speeds up when they end. A client hanging up is noticed only when the answer is
+written (lmdeploy aborts at once): it counts as in flight until then.
+
+From a shell, to run the api shape of a fleet here (docs/fleet.md):
+    python test/openai_server.py --port 23333 --base-s 0.3 --per-request-s 0.05
+answers every request with one plan (forward 0.5 m) until Ctrl-C."""
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import threading
 import time
@@ -9,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAIServer:
-    def __init__(self, answers: list[str], model: str = 'Qwen3-VL-8B-Instruct') -> None:
+    def __init__(self, answers: list[str], model: str = 'Qwen3-VL-8B-Instruct', port: int = 0) -> None:
         self.answers = list(answers)
         self.model = model
         self.delay_s = 0.0          # before the first byte of an answer
@@ -17,6 +31,13 @@ class FakeOpenAIServer:
         self.status = 200           # anything else: an error response
         self.garbage = False        # a 200 with a body that is not the protocol
         self.requests: list[dict] = []
+        self.repeat_last = False    # when the answers run out, give the last one again (not '')
+        self.base_s: float | None = None       # batching(): off while None
+        self.per_request_s = 0.0
+        self.in_flight = 0
+        self.most_in_flight = 0     # the largest n any request saw
+        self.batch_waits_s: list[float] = []   # each batched answer's wait, as the model worked it out
+        self._flight = threading.Condition()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,14 +61,19 @@ class FakeOpenAIServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
                 server.requests.append(body)
+                with server._in_flight():
+                    self._answer(body)
+
+            def _answer(self, body):
                 time.sleep(server.delay_s)
+                server._batch_wait()
                 if server.status != 200:
                     self._send(server.status, json.dumps({'error': {'message': 'injected failure'}}))
                     return
                 if server.garbage:
                     self._send(200, 'this is not JSON', 'text/plain')
                     return
-                text = server.answers.pop(0) if server.answers else ''
+                text = server._next_answer()
                 if not body.get('stream'):
                     self._send(200, json.dumps(server.completion(text)))
                     return
@@ -74,11 +100,53 @@ class FakeOpenAIServer:
                 self.wfile.write(b'data: ' + json.dumps(payload).encode() + b'\n\n')
                 self.wfile.flush()
 
-        self._httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self._httpd = ThreadingHTTPServer(('127.0.0.1', port), Handler)
         self._httpd.daemon_threads = True
         self.base_url = f'http://127.0.0.1:{self._httpd.server_address[1]}/v1'
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
+
+    def batching(self, base_s, per_request_s):
+        """Imitate continuous batching from now on: see the module's docstring."""
+        if base_s < 0.0 or per_request_s < 0.0:
+            raise ValueError(f'batching: base_s {base_s} and per_request_s {per_request_s} must be >= 0')
+        self.base_s, self.per_request_s = base_s, per_request_s
+
+    @contextlib.contextmanager
+    def _in_flight(self):
+        with self._flight:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self._flight.notify_all()
+        try:
+            yield
+        finally:
+            with self._flight:
+                self.in_flight -= 1
+                self._flight.notify_all()
+
+    def _batch_wait(self):
+        """Wait until this request's progress reaches 1 at 1 / (base_s + per_request_s * n) per second, n the
+        requests in flight at each moment (woken whenever n changes); bounded: each step waits at most what is
+        left at the current n."""
+        if self.base_s is None:
+            return
+        progress, started = 0.0, time.monotonic()
+        with self._flight:
+            while progress < 1.0:
+                n = self.in_flight
+                answer_s = self.base_s + self.per_request_s * n
+                if answer_s <= 0.0:
+                    break
+                since = time.monotonic()
+                self._flight.wait(timeout=(1.0 - progress) * answer_s)
+                progress += (time.monotonic() - since) / answer_s
+            self.batch_waits_s.append(time.monotonic() - started)
+
+    def _next_answer(self):
+        if len(self.answers) == 1 and self.repeat_last:
+            return self.answers[0]
+        return self.answers.pop(0) if self.answers else ''
 
     def completion(self, text):
         return {'id': 'c', 'object': 'chat.completion', 'created': 0, 'model': self.model,
@@ -94,3 +162,32 @@ class FakeOpenAIServer:
     def close(self):
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+FORWARD = '{"env": "a corridor", "act": "forward", "wp": [[0.5, 0.0, 0.0, 0.9]]}'
+
+
+def main():
+    parser = argparse.ArgumentParser(description='A fake OpenAI-compatible server imitating continuous batching '
+                                                 '(see the module docstring).')
+    parser.add_argument('--port', type=int, default=23333, help='TCP port on 127.0.0.1 (0 = any free one)')
+    parser.add_argument('--base-s', type=float, default=0.3, help='seconds of every answer')
+    parser.add_argument('--per-request-s', type=float, default=0.05,
+                        help='seconds more per request in flight (this one included)')
+    parser.add_argument('--answer', default=FORWARD, help='the text of every answer')
+    args = parser.parse_args()
+    server = FakeOpenAIServer([args.answer], port=args.port)
+    server.repeat_last = True
+    server.batching(args.base_s, args.per_request_s)
+    print(f'serving {server.base_url} (each answer {args.base_s} s + {args.per_request_s} s per request in '
+          'flight); Ctrl-C ends it', flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+if __name__ == '__main__':
+    main()

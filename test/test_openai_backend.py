@@ -105,6 +105,40 @@ def test_cancel_mid_stream(server):
     assert cancelled.value.reason == 'cancelled' and time.perf_counter() - started < 1.5
 
 
+def test_the_fake_server_imitating_batching_answers_four_robots_asking_together_slower_than_one_alone(server):
+    """test/openai_server.py's batching(base_s, per_request_s), for the api shape of a fleet here: each answer
+    takes base_s + per_request_s * n, n the requests in flight. Alone: 0.1 + 0.5 = 0.6 s; four asking together
+    (one backend each, as four robots' inference nodes): 0.1 + 4 * 0.5 = 2.1 s each, less a little for the
+    first ones arriving alone for a moment. Lower bounds with a wide gap between them: a loaded machine only
+    makes both longer."""
+    server.repeat_last = True
+    server.batching(0.1, 0.5)
+    started = time.perf_counter()
+    backend_for(server.base_url, served_model='m').generate(request())
+    alone_s = time.perf_counter() - started
+    assert alone_s >= 0.6 and server.most_in_flight == 1
+
+    backends = [backend_for(server.base_url, served_model='m') for _ in range(4)]
+    together = threading.Barrier(len(backends))
+    took_s: list[float] = []
+
+    def ask(backend) -> None:
+        together.wait(10.0)
+        sent = time.perf_counter()
+        backend.generate(request())
+        took_s.append(time.perf_counter() - sent)
+
+    threads = [threading.Thread(target=ask, args=(b,)) for b in backends]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20.0)
+    assert len(took_s) == 4 and server.most_in_flight == 4
+    assert min(took_s) >= 1.2 and min(took_s) > alone_s, (alone_s, took_s)
+    with pytest.raises(ValueError, match='per_request_s -1 must be >= 0'):
+        server.batching(0.1, -1)
+
+
 def test_without_the_openai_package_the_backend_names_the_fix(monkeypatch):
     """openai is an extra ('.[openai]'): a robot or GPU server without it only fails if it chooses it."""
     from vln_ros.core.config import StartupError
