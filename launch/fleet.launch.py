@@ -14,7 +14,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch import LaunchDescription
 from vln_ros import bringup
 
-ARGUMENTS = [a for a in bringup.launch_arguments(bringup.FleetArgs) if a.name in bringup.FLEET_ARGUMENTS]
+ARGUMENTS = bringup.declared_arguments(bringup.FleetArgs, bringup.FLEET_ARGUMENTS)
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -11,7 +11,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch import LaunchDescription
 from vln_ros import bringup
 
-ARGUMENTS = [a for a in bringup.launch_arguments(bringup.RobotArgs) if a.name in bringup.ROBOT_ARGUMENTS]
+ARGUMENTS = bringup.declared_arguments(bringup.RobotArgs, bringup.ROBOT_ARGUMENTS)
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -242,10 +242,8 @@ LAUNCH_FILES = {'vln.launch.py': bringup.launch_arguments(bringup.StackArgs),
                 'sim.launch.py': bringup.launch_arguments(bringup.SimArgs),
                 'guard.launch.py': [a for a in bringup.launch_arguments(bringup.StackArgs)
                                     if a.name in bringup.GUARD_ARGUMENTS],
-                'robot.launch.py': [a for a in bringup.launch_arguments(bringup.RobotArgs)
-                                    if a.name in bringup.ROBOT_ARGUMENTS],
-                'fleet.launch.py': [a for a in bringup.launch_arguments(bringup.FleetArgs)
-                                    if a.name in bringup.FLEET_ARGUMENTS]}
+                'robot.launch.py': bringup.declared_arguments(bringup.RobotArgs, bringup.ROBOT_ARGUMENTS),
+                'fleet.launch.py': bringup.declared_arguments(bringup.FleetArgs, bringup.FLEET_ARGUMENTS)}
 
 
 @pytest.mark.parametrize('launch_file', sorted(LAUNCH_FILES))

@@ -133,13 +133,10 @@ def render_parameter_table(model: type[BaseModel]) -> str:
 def render_launch_table() -> str:
     """vln.launch.py's arguments, then those replay.launch.py, sim.launch.py, robot.launch.py and
     fleet.launch.py add; a default one of them changes is given beside vln.launch.py's."""
-    def declared(model: type[bringup.StackArgs], names: tuple[str, ...]) -> list[bringup.Argument]:
-        return [a for a in bringup.launch_arguments(model) if a.name in names]
-
     variants = (('replay', bringup.launch_arguments(bringup.ReplayArgs)),
                 ('sim', bringup.launch_arguments(bringup.SimArgs)),
-                ('robot', declared(bringup.RobotArgs, bringup.ROBOT_ARGUMENTS)),
-                ('fleet', declared(bringup.FleetArgs, bringup.FLEET_ARGUMENTS)))
+                ('robot', bringup.declared_arguments(bringup.RobotArgs, bringup.ROBOT_ARGUMENTS)),
+                ('fleet', bringup.declared_arguments(bringup.FleetArgs, bringup.FLEET_ARGUMENTS)))
     stack = bringup.launch_arguments(bringup.StackArgs)
     rows = ['| argument | default | meaning |', '|---|---|---|']
     for base in stack:

@@ -320,6 +320,13 @@ def launch_arguments(model: type[StackArgs]) -> list[Argument]:
     return arguments
 
 
+def declared_arguments(model: type[StackArgs], names: tuple[str, ...]) -> list[Argument]:
+    """The launch arguments of a launch file that declares only `names` of its model, in that order (what
+    --show-args lists first comes first: fleet.launch.py's robots)."""
+    arguments = {a.name: a for a in launch_arguments(model)}
+    return [arguments[name] for name in names]
+
+
 def parse_args(model: type[StackArgs], values: dict[str, str]) -> StackArgs:
     """Launch argument values (text) -> the validated model; ValueError naming the bad argument."""
     try:
