@@ -2,12 +2,14 @@
 /v1/chat/completions (streamed or not) from a list of recorded answers, and can be made slow, wrong or down.
 
 It can also imitate a continuously batching server (lmdeploy's api_server): with `batching(base_s,
-per_request_s)` each answer takes base_s + per_request_s * n seconds before its first byte, n being the number
+per_request_s)` each answer takes base_s + per_request_s * n seconds before its first token, n being the number
 of requests in flight (received and not yet answered to the end, this one included). n is followed while the
 request waits: its progress runs at 1 / (base_s + per_request_s * n) per second with the n of each moment,
 so an answer alone takes base_s + per_request_s, one of four sent together base_s + 4 * per_request_s, and
-one that outlives the others speeds up when they end. A client hanging up is noticed only when the answer is
-written (lmdeploy aborts at once): it counts as in flight until then.
+one that outlives the others speeds up when they end. A streamed answer (the openai backend's) sends its
+headers at once and waits before its first chunk, as lmdeploy's api_server does; a client hanging up then
+(the backend's cancel) leaves the batch within HANG_UP_POLL_S, as lmdeploy aborts its request. A request that
+is not streamed waits before anything is sent; a hang-up is noticed only when its answer is written.
 
 From a shell, to run the api shape of a fleet here (docs/fleet.md):
     python test/openai_server.py --port 23333 --base-s 0.3 --per-request-s 0.05
@@ -17,9 +19,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import select
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HANG_UP_POLL_S = 0.05   # how often a batched streamed answer looks whether its client has hung up
+
+
+def hung_up(sock):
+    """The client closed its end (EOF waiting to be read, or the connection reset)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b''
+    except OSError:
+        return True
 
 
 class FakeOpenAIServer:
@@ -66,7 +81,12 @@ class FakeOpenAIServer:
 
             def _answer(self, body):
                 time.sleep(server.delay_s)
-                server._batch_wait()
+                # A streamed answer's headers go out at once and it waits in the batch before its first chunk, as
+                # lmdeploy's api_server does: the client can hang up (cancel) meanwhile.
+                batched_stream = (body.get('stream') and server.base_s is not None and server.status == 200
+                                  and not server.garbage)
+                if not batched_stream:
+                    server._batch_wait()
                 if server.status != 200:
                     self._send(server.status, json.dumps({'error': {'message': 'injected failure'}}))
                     return
@@ -81,6 +101,9 @@ class FakeOpenAIServer:
                 self.send_header('Content-Type', 'text/event-stream')
                 self.send_header('Connection', 'close')
                 self.end_headers()
+                self.close_connection = True
+                if batched_stream and not server._batch_wait(self.connection):
+                    return  # the client hung up while its answer waited: it leaves the batch now
                 try:
                     pieces = [text[i:i + 8] for i in range(0, len(text), 8)]
                     for i, piece in enumerate(pieces):
@@ -125,23 +148,26 @@ class FakeOpenAIServer:
                 self.in_flight -= 1
                 self._flight.notify_all()
 
-    def _batch_wait(self):
+    def _batch_wait(self, sock=None):
         """Wait until this request's progress reaches 1 at 1 / (base_s + per_request_s * n) per second, n the
         requests in flight at each moment (woken whenever n changes); bounded: each step waits at most what is
-        left at the current n."""
+        left at the current n. With the client's socket: False as soon as the client has hung up."""
         if self.base_s is None:
-            return
+            return True
         progress, started = 0.0, time.monotonic()
         with self._flight:
             while progress < 1.0:
-                n = self.in_flight
-                answer_s = self.base_s + self.per_request_s * n
+                answer_s = self.base_s + self.per_request_s * self.in_flight
                 if answer_s <= 0.0:
                     break
+                left_s = (1.0 - progress) * answer_s
                 since = time.monotonic()
-                self._flight.wait(timeout=(1.0 - progress) * answer_s)
+                self._flight.wait(timeout=left_s if sock is None else min(left_s, HANG_UP_POLL_S))
                 progress += (time.monotonic() - since) / answer_s
+                if sock is not None and hung_up(sock):
+                    return False
             self.batch_waits_s.append(time.monotonic() - started)
+        return True
 
     def _next_answer(self):
         if len(self.answers) == 1 and self.repeat_last:
