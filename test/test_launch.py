@@ -43,7 +43,8 @@ from vln_ros.msg import WaypointArray
 
 LAUNCH_FILES = {'vln.launch.py': bringup.StackArgs, 'replay.launch.py': bringup.ReplayArgs,
                 'camera.launch.py': bringup.StackArgs, 'sim.launch.py': bringup.SimArgs,
-                'guard.launch.py': bringup.StackArgs}
+                'guard.launch.py': bringup.StackArgs, 'robot.launch.py': bringup.RobotArgs,
+                'fleet.launch.py': bringup.FleetArgs}
 VENV_BIN = Path(sys.executable).parent
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 OUR_EXECUTABLES = ([n.executable for n in (*bringup.NODES, bringup.CONSOLE, bringup.GUARD)]
@@ -219,6 +220,80 @@ def test_no_process_gets_dds_transports_of_its_own_and_raw_image_nodes_say_what_
     assert bringup.transport_note(started, bringup.LARGE_DATA_ENV) is None
     assert bringup.transport_note(started, {'FASTDDS_DEFAULT_PROFILES_FILE': '/robot.xml'}) is None
     assert bringup.transport_note(bringup.stack(bringup.StackArgs(nodes='controller_node'), '/share'), {}) is None
+
+
+# -- a fleet: robot.launch.py on each robot, fleet.launch.py on the server --------------------------------
+
+def fleet(**values: str) -> list[bringup.Process]:
+    return bringup.processes(bringup.FleetArgs, values, '/share')
+
+
+def test_the_robot_launch_starts_the_robot_side_in_its_namespace_and_the_guard_only_when_asked():
+    def robot(**values: str) -> list[tuple[str, str]]:
+        started = bringup.processes(bringup.RobotArgs, {**values, **bringup.ROBOT_ONLY}, '/share')
+        return [(p.name, p.namespace) for p in started]
+
+    assert robot(namespace='r1') == [('camera_node', 'r1'), ('controller_node', 'r1')]
+    assert robot(namespace='/r1', guard='true') == [('camera_node', 'r1'), ('controller_node', 'r1'),
+                                                    ('guard_node', 'r1')]
+    assert [(p.name, p.namespace) for p in bringup.processes(bringup.StackArgs, {
+        'nodes': 'robot,guard_node', 'namespace': 'r1'}, '/share')] == robot(namespace='r1', guard='true')
+    with pytest.raises(ValueError, match=r"bad launch argument: namespace: .*robot namespace 'r-1' is not a ROS "):
+        robot(namespace='r-1')
+
+
+def test_the_engine_shape_is_one_inference_node_in_the_root_namespace_serving_every_robot():
+    (server,) = fleet(robots='r1, r2,/r3', model='/m', tp='2')
+    assert (server.name, server.namespace, server.remappings) == ('inference_node', '', ())
+    assert server.parameters == {'use_sim_time': False, 'model': '/m', 'lmdeploy.tp': 2, 'robots': ('r1', 'r2', 'r3')}
+    # launch_ros writes the dict to a parameter file (a string array); make demo's command line says it as YAML
+    assert server.launch_kwargs()['parameters'] == ['/share/config/vln.yaml', {
+        'use_sim_time': False, 'model': '/m', 'lmdeploy.tp': 2, 'robots': ['r1', 'r2', 'r3']}]
+    assert '-p' in server.command('x') and 'robots:=[r1, r2, r3]' in server.command('x')
+
+
+def test_the_api_shape_is_one_openai_inference_node_per_robot_namespace():
+    started = fleet(robots='r1,r2', shape='api', openai_url='http://gpu:8000/v1')
+    assert [(p.name, p.namespace) for p in started] == [('inference_node', 'r1'), ('inference_node', 'r2')]
+    for process in started:
+        assert process.parameters == {'use_sim_time': False, 'backend': 'openai',
+                                      'openai.base_url': 'http://gpu:8000/v1'}
+        assert '-r' in process.command('x') and f'__ns:=/{process.namespace}' in process.command('x')
+    # without openai_url, the parameter file's openai.base_url
+    assert all('openai.base_url' not in p.parameters for p in fleet(robots='r1', shape='api'))
+
+
+def test_a_fleet_with_the_robot_side_starts_each_robots_nodes_in_its_namespace():
+    started = fleet(robots='r1,r2', nodes='all', camera_topic='camera/image_raw')
+    assert [(p.name, p.namespace) for p in started] == [
+        ('camera_node', 'r1'), ('camera_node', 'r2'), ('inference_node', ''), ('controller_node', 'r1'),
+        ('controller_node', 'r2')]
+    # a relative camera topic stays relative: each camera_node reads its own robot's camera
+    assert started[0].remappings == (('image', 'camera/image_raw'), ('image/compressed', 'camera/image_raw/compressed'))
+    assert [p.namespace for p in fleet(robots='r1,r2', nodes='robot', shape='api')] == ['r1', 'r2', 'r1', 'r2']
+
+
+@pytest.mark.parametrize(('values', 'named'), [
+    ({'robots': ''}, r"robots: .*name at least one robot namespace"),
+    ({'robots': ' , '}, r"robots: .*name at least one robot namespace"),
+    ({'robots': 'r1,,r2'}, r"robots: .*robots 'r1,,r2': an empty name"),
+    ({'robots': 'r1,r2,'}, r"robots: .*robots 'r1,r2,': an empty name"),
+    ({'robots': 'r1,r2,r1'}, r"robots: .*'r1' is listed twice"),
+    ({'robots': 'r1,/r1'}, r"robots: .*'r1' is listed twice"),
+    ({'robots': 'r1,2r'}, r"robots: .*robot namespace '2r' is not a ROS namespace"),
+    ({'robots': 'dog-1'}, r"robots: .*robot namespace 'dog-1' is not a ROS namespace"),
+    ({'robots': 'site//r1'}, r"robots: .*robot namespace 'site//r1' is not a ROS namespace"),
+    ({'robots': 'r1/'}, r"robots: .*robot namespace 'r1/' is not a ROS namespace"),
+    ({'robots': 'r1', 'shape': 'both'}, r"shape: .*'engine' or 'api' \(got 'both'\)"),
+    ({'robots': 'r1', 'shape': 'api', 'backend': 'lmdeploy'}, r"shape: .*shape api with backend 'lmdeploy'"),
+    ({'robots': 'r1', 'shape': 'api', 'tp': '2'}, r"shape: .*shape api with tp 2: the api_server has the GPUs"),
+    ({'robots': 'r1', 'namespace': 'site'}, r"namespace: .*a fleet has no namespace of its own"),
+    ({'robots': 'r1', 'nodes': 'robots'}, r"nodes: .*expected all, robot, gpu"),
+    ({}, r"robots: Field required"),
+])
+def test_fleet_arguments_are_checked_naming_the_bad_value(values, named):
+    with pytest.raises(ValueError, match=f'bad launch argument: {named}'):
+        fleet(**values)
 
 
 # -- a bag through the processes bringup describes, started as `make demo` starts them ------------------

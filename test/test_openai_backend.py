@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 from openai_server import FakeOpenAIServer
 from test_inference_core import TYPICAL_ANSWER, request
 
@@ -103,6 +104,68 @@ def test_cancel_mid_stream(server):
     with pytest.raises(BackendError) as cancelled:
         backend.generate(request())
     assert cancelled.value.reason == 'cancelled' and time.perf_counter() - started < 1.5
+
+
+def test_the_fake_server_imitating_batching_answers_four_robots_asking_together_slower_than_one_alone(server):
+    """test/openai_server.py's batching(base_s, per_request_s), for the api shape of a fleet here: each answer
+    takes base_s + per_request_s * n, n the requests in flight. Alone: 0.1 + 0.5 = 0.6 s; four asking together
+    (one backend each, as four robots' inference nodes): up to 0.1 + 4 * 0.5 = 2.1 s each, less for the first
+    ones while they were alone. Compared as the server timed each wait (a client's own start-up, seconds on a
+    loaded machine, is not in it); the wall clock only as a lower bound."""
+    server.repeat_last = True
+    backend_for(server.base_url, served_model='m').generate(request())   # the first request of the process
+    server.batching(0.1, 0.5)
+    started = time.perf_counter()
+    backend_for(server.base_url, served_model='m').generate(request())
+    assert time.perf_counter() - started >= 0.6 and server.most_in_flight == 1
+    (alone_s,) = server.batch_waits_s
+
+    backends = [backend_for(server.base_url, served_model='m') for _ in range(4)]
+    together = threading.Barrier(len(backends))
+    took_s: list[float] = []
+
+    def ask(backend) -> None:
+        together.wait(10.0)
+        sent = time.perf_counter()
+        backend.generate(request())
+        took_s.append(time.perf_counter() - sent)
+
+    threads = [threading.Thread(target=ask, args=(b,)) for b in backends]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20.0)
+    assert len(took_s) == 4 and server.most_in_flight == 4 and min(took_s) >= 0.6
+    waits_s = server.batch_waits_s[1:]
+    assert len(waits_s) == 4 and min(waits_s) > alone_s + 0.3, (alone_s, waits_s)
+    with pytest.raises(ValueError, match='per_request_s -1 must be >= 0'):
+        server.batching(0.1, -1)
+
+
+def test_a_client_hanging_up_while_its_answer_waits_in_the_fake_batch_leaves_it_at_once(server):
+    """As lmdeploy aborts a request whose client hung up: a robot's cancelled request must not keep slowing the
+    others down for the rest of an answer nobody wants (here 5.5 s; the hang-up is seen within HANG_UP_POLL_S).
+    A streamed answer's headers come at once, before the wait, as from lmdeploy's api_server."""
+    import json
+    from urllib.parse import urlsplit
+
+    server.batching(0.5, 5.0)
+    url = urlsplit(server.base_url)
+    body = json.dumps({'model': 'm', 'stream': True}).encode()
+    client = socket.create_connection((url.hostname, url.port), timeout=5.0)
+    client.sendall(f'POST {url.path}/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: '
+                   f'application/json\r\nContent-Length: {len(body)}\r\n\r\n'.encode() + body)
+    head = b''
+    for _ in range(100):   # the headers, while the answer waits in the batch (each recv: 5 s at most)
+        chunk = client.recv(4096)
+        head += chunk
+        if not chunk or b'\r\n\r\n' in head:
+            break
+    assert head.startswith(b'HTTP/1.1 200') and server.in_flight == 1
+    client.shutdown(socket.SHUT_RDWR)   # what closing the stream does, from the server's side
+    client.close()
+    assert wait_for(lambda: server.in_flight == 0, 2.0), 'the request stayed in the batch after its client left'
+    assert server.batch_waits_s == [], 'it never finished its wait'
 
 
 def test_without_the_openai_package_the_backend_names_the_fix(monkeypatch):

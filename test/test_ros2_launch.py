@@ -241,7 +241,9 @@ LAUNCH_FILES = {'vln.launch.py': bringup.launch_arguments(bringup.StackArgs),
                                      if a.name in bringup.CAMERA_ARGUMENTS],
                 'sim.launch.py': bringup.launch_arguments(bringup.SimArgs),
                 'guard.launch.py': [a for a in bringup.launch_arguments(bringup.StackArgs)
-                                    if a.name in bringup.GUARD_ARGUMENTS]}
+                                    if a.name in bringup.GUARD_ARGUMENTS],
+                'robot.launch.py': bringup.declared_arguments(bringup.RobotArgs, bringup.ROBOT_ARGUMENTS),
+                'fleet.launch.py': bringup.declared_arguments(bringup.FleetArgs, bringup.FLEET_ARGUMENTS)}
 
 
 @pytest.mark.parametrize('launch_file', sorted(LAUNCH_FILES))
@@ -260,6 +262,9 @@ def test_show_args_lists_every_argument_with_its_description_and_default(tmp_pat
     ('vln.launch.py', ['tp:=four'], "tp: .*'four'"),
     ('replay.launch.py', ['bag:=run1', 'rate:=0'], r"rate: .*greater than 0 \(got '0'\)"),
     ('replay.launch.py', [], "missing required argument 'bag'"),
+    ('fleet.launch.py', ['robots:=r1,r2,r1', 'shape:=api'], r"robots: .*'r1' is listed twice \(each robot once\)"),
+    ('fleet.launch.py', [], "missing required argument 'robots'"),
+    ('robot.launch.py', ['namespace:=dog-1'], r"namespace: .*robot namespace 'dog-1' is not a ROS namespace"),
 ])
 def test_a_bad_argument_ends_the_launch_non_zero_naming_it_and_starts_nothing(launcher, launch_file, arguments,
                                                                                  named):
@@ -350,6 +355,66 @@ def test_the_ros2_cli_describes_calls_and_echoes_our_nodes(launcher, graph, tmp_
     assert echoed.returncode == 0, echoed
     assert 'instruction: go to the door' in echoed.stdout and 'state_name: active' in echoed.stdout, echoed.stdout
     stop_cleanly(launch, NODE_NAMES)
+
+
+# -- a fleet ---------------------------------------------------------------------------------------------
+
+def test_the_fleet_api_shape_brings_up_one_openai_inference_node_per_robot_and_plans_reach_only_their_robot(
+        launcher, graph, tmp_path):
+    """fleet.launch.py shape:=api with two robots against test/openai_server.py imitating a batching api_server:
+    an inference_node in each robot namespace asking that server, its topics there and nowhere else; a task and
+    a keyframe of r1 bring r1 a plan from the server, and r2 nothing."""
+    import cv2
+    import numpy as np
+    from openai_server import FORWARD, FakeOpenAIServer
+    from sensor_msgs.msg import CompressedImage
+
+    from vln_ros.srv import SetTask
+
+    server = FakeOpenAIServer([FORWARD])
+    server.repeat_last = True
+    server.batching(0.05, 0.05)
+    robots = ['/fleet_r1', '/fleet_r2']
+    watcher = graph.node('fleet_watcher')
+    plans: dict[str, list[WaypointArray]] = {robot: [] for robot in robots}
+    for robot in robots:
+        watcher.create_subscription(WaypointArray, f'{robot}/vln/waypoints', plans[robot].append,
+                                    QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    keyframes = watcher.create_publisher(CompressedImage, '/fleet_r1/vln/keyframe',
+                                         QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        launch = launcher('ros2', 'launch', bringup.PACKAGE, 'fleet.launch.py', 'robots:=fleet_r1,fleet_r2',
+                          'shape:=api', f'openai_url:={server.base_url}',
+                          f'params_file:={params_file(tmp_path / "p.yaml")}')
+        assert wait_for(lambda: all('inference_node' in nodes_on_graph(watcher, r) for r in robots)
+                        or launch.proc.poll() is not None, STARTUP_S), launch.output()[-4000:]
+        assert nodes_on_graph(watcher, '/') & {'inference_node'} == set(), 'no node of the fleet in the root'
+        for robot in robots:
+            assert get_parameters(watcher, f'{robot}/inference_node', ['backend', 'openai.base_url']) == [
+                'openai', server.base_url]
+        assert wait_for(lambda: watcher.count_subscribers('/fleet_r1/vln/keyframe') == 1, STARTUP_S)
+        topics = {name for name, _ in watcher.get_topic_names_and_types()}
+        assert {f'{r}/vln/{t}' for r in robots for t in ('waypoints', 'task_status', 'keyframe')} <= topics, topics
+        assert not {'/vln/waypoints', '/vln/keyframe'} & topics, topics
+
+        reply = call_service(watcher.create_client(SetTask, '/fleet_r1/vln/set_task'),
+                             SetTask.Request(instruction='go down the corridor'))
+        assert reply.accepted, reply
+        jpeg = CompressedImage(format='jpeg', data=cv2.imencode('.jpg', np.full((64, 64, 3), 90, np.uint8))[1]
+                               .tobytes())
+
+        def answered() -> bool:
+            stamp_ns = watcher.get_clock().now().nanoseconds
+            jpeg.header.stamp.sec, jpeg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+            keyframes.publish(jpeg)  # again until answered: the first may be published before it is matched
+            return any(p.action == 'forward' for p in plans['/fleet_r1']) or launch.proc.poll() is not None
+
+        assert wait_for(answered, 30.0, poll_s=0.5), ([p.action for p in plans['/fleet_r1']], launch.output()[-4000:])
+        assert server.requests, 'the plan came from the fake api_server'
+        assert plans['/fleet_r2'] == [], [p.action for p in plans['/fleet_r2']]
+        stop_cleanly(launch, ['inference_node'])
+    finally:
+        server.close()
 
 
 # -- how a launch ends -----------------------------------------------------------------------------------

@@ -134,22 +134,25 @@ def render_parameter_table(model: type[BaseModel]) -> str:
 
 
 def render_launch_table() -> str:
-    """vln.launch.py's arguments, then those replay.launch.py and sim.launch.py add; a default either one
-    changes is given beside vln.launch.py's."""
-    variants = (('replay', bringup.ReplayArgs), ('sim', bringup.SimArgs))
+    """vln.launch.py's arguments, then those replay.launch.py, sim.launch.py, robot.launch.py and
+    fleet.launch.py add; a default one of them changes is given beside vln.launch.py's."""
+    variants = (('replay', bringup.launch_arguments(bringup.ReplayArgs)),
+                ('sim', bringup.launch_arguments(bringup.SimArgs)),
+                ('robot', bringup.declared_arguments(bringup.RobotArgs, bringup.ROBOT_ARGUMENTS)),
+                ('fleet', bringup.declared_arguments(bringup.FleetArgs, bringup.FLEET_ARGUMENTS)))
     stack = bringup.launch_arguments(bringup.StackArgs)
     rows = ['| argument | default | meaning |', '|---|---|---|']
     for base in stack:
         changed = []
-        for label, model in variants:
-            own = next(a for a in bringup.launch_arguments(model) if a.name == base.name)
-            if own.default != base.default:
+        for label, arguments in variants:
+            own = next((a for a in arguments if a.name == base.name), None)
+            if own is not None and own.default != base.default:
                 changed.append(f'{label}: {_default(own.default)}')
         shown = _default(base.default) + (f' ({"; ".join(changed)})' if changed else '')
         rows.append(f'| `{base.name}` | {_cell(shown)} | {_cell(base.description)} |')
     names = {a.name for a in stack}
-    for label, model in variants:
-        for argument in bringup.launch_arguments(model):
+    for label, arguments in variants:
+        for argument in arguments:
             if argument.name in names:
                 continue
             shown = '(required)' if argument.default is None else _default(argument.default)

@@ -11,12 +11,13 @@ processes from it without launch (`Process.command`). Change the stack here, nev
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from vln_ros import interface as ri
 from vln_ros.core.config import InferenceParams, load_node_yaml
@@ -44,6 +45,8 @@ BACKENDS: tuple[str, ...] = get_args(InferenceParams.model_fields['backend'].ann
 # counts from the controller's start, and console_node (aiohttp, the page's files) starts later than the
 # controller; a start slower than this leaves the robot e-stopped until a release from the page.
 CONSOLE_ESTOP_TIMEOUT_S = 2.0
+# A parameter a launch sets: a scalar, or a string array (inference_node's robots).
+LaunchValue = bool | int | float | str | tuple[str, ...]
 
 
 class Side(str, Enum):
@@ -97,6 +100,15 @@ CAMERA_ARGUMENTS = ('namespace', 'params_file', 'use_sim_time', 'camera_topic')
 # guard.launch.py: guard_node alone, with these of vln.launch.py's arguments.
 GUARD_ONLY = {'nodes': GUARD.name}
 GUARD_ARGUMENTS = ('namespace', 'params_file', 'use_sim_time')
+# robot.launch.py: one robot's side (RobotArgs), with these arguments.
+ROBOT_ONLY = {'nodes': Side.ROBOT.value}
+ROBOT_ARGUMENTS = ('namespace', 'params_file', 'use_sim_time', 'camera_topic', 'console', 'rviz', 'guard')
+# fleet.launch.py: the server side of several robots (FleetArgs), with these arguments. No namespace (the robots
+# are the namespaces), no console or rviz2 (one each per robot, on the robot: robot.launch.py).
+FLEET_ARGUMENTS = ('robots', 'shape', 'nodes', 'params_file', 'use_sim_time', 'backend', 'model', 'tp',
+                   'openai_url', 'camera_topic')
+# One token of a ROS name (rmw's rule): letters, digits and underscores, not starting with a digit.
+_NAME_TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 RVIZ = NodeSpec('rviz2', 'rviz2', Side.ROBOT, raw_images=True, remappings=(
     (ri.IMAGE, CAMERA),
     # rviz2 picks an image transport from the topic's last name: its Keyframe display asks for
@@ -157,6 +169,10 @@ class StackArgs(BaseModel):
             raise ValueError(f"backend {value!r}: expected {', '.join(BACKENDS)} or empty (the parameter file's)")
         return value
 
+    def selection(self) -> str:
+        """The nodes to start here, as `select_nodes` reads them."""
+        return self.nodes
+
 
 class ReplayArgs(StackArgs):
     """The arguments of replay.launch.py: a bag played with vln_bag, and the stack on its /clock."""
@@ -187,6 +203,102 @@ class SimArgs(StackArgs):
                                                "simulator's ground truth (a perfect model, docs/eval.md)")
 
 
+def robot_namespace(name: str) -> str:
+    """A robot's namespace as given (`r1`, `/r1`, `site_a/r1`) -> relative (`r1`, `site_a/r1`): tokens of letters,
+    digits and underscores, not starting with a digit, separated by single '/'. ValueError naming the bad one."""
+    relative = name.strip()
+    relative = relative[1:] if relative.startswith('/') else relative
+    if not relative or not all(_NAME_TOKEN.fullmatch(token) for token in relative.split('/')):
+        raise ValueError(f"robot namespace {name!r} is not a ROS namespace (tokens of letters, digits and "
+                         "underscores, not starting with a digit, separated by single '/')")
+    return relative
+
+
+def robot_namespaces(text: str) -> tuple[str, ...]:
+    """`r1,r2,r3` -> ('r1', 'r2', 'r3'), each a relative ROS namespace, each once: a duplicate would start two
+    pipelines for one robot's keyframes (`/r1` and `r1` are the same robot). ValueError naming the bad one."""
+    names = [part.strip() for part in text.split(',')]
+    if not any(names):
+        raise ValueError(f'robots {text!r}: name at least one robot namespace, e.g. robots:=r1,r2')
+    robots: list[str] = []
+    for given in names:
+        if not given:
+            raise ValueError(f'robots {text!r}: an empty name (two commas, or one at an end)')
+        robot = robot_namespace(given)
+        if robot in robots:
+            raise ValueError(f'robots {text!r}: {robot!r} is listed twice (each robot once)')
+        robots.append(robot)
+    return tuple(robots)
+
+
+class RobotArgs(StackArgs):
+    """The arguments of robot.launch.py: one robot's side in its namespace (camera_node and controller_node, and
+    guard_node with guard:=true), for a robot of a fleet whose inference runs elsewhere (fleet.launch.py)."""
+
+    guard: bool = Field(False, description='Also start guard_node, the collision guard alone (cmd_vel_in -> '
+                                           'cmd_vel_out, its guard.* parameters from the parameter file), for a '
+                                           'base that teleop or a twist_mux also drives (guard.launch.py)')
+
+    @field_validator('namespace')
+    @classmethod
+    def _ros_namespace(cls, value: str) -> str:
+        return robot_namespace(value) if value.strip() else value
+
+    def selection(self) -> str:
+        return self.nodes + (f',{GUARD.name}' if self.guard else '')
+
+
+class FleetArgs(StackArgs):
+    """The arguments of fleet.launch.py: the server side of several robots, each in its namespace (each robot
+    runs robot.launch.py namespace:=<name>), in one of two shapes (docs/fleet.md)."""
+
+    robots: str = Field(description="Robot namespaces, comma separated (r1,r2,r3), each once; each robot runs "
+                                    'robot.launch.py namespace:=<name>; required')
+    shape: Literal['engine', 'api'] = Field(
+        'engine', description='engine: ONE inference_node (root namespace) serving every robot through one '
+                              'in-process engine (its parameter robots), batching across robots; api: one '
+                              'inference_node per robot namespace with the openai backend, against `lmdeploy '
+                              'serve api_server` or `lmdeploy serve proxy` (openai_url). docs/fleet.md says which, '
+                              'measured')
+    openai_url: str = Field('', description="Base URL the inference nodes' openai backend asks (parameter "
+                                            'openai.base_url), e.g. http://<proxy>:8000/v1; empty = the one in '
+                                            'the parameter file')
+    nodes: str = Field(Side.GPU.value, description='Nodes to start here: gpu (the inference side: one node, or one '
+                                                   'per robot with shape api), robot (camera_node and '
+                                                   'controller_node in each robot namespace, for robots simulated '
+                                                   'or tested on this machine), all, or a comma list of node names')
+
+    @field_validator('robots')
+    @classmethod
+    def _robot_namespaces(cls, value: str) -> str:
+        robot_namespaces(value)
+        return value
+
+    @field_validator('namespace')
+    @classmethod
+    def _no_namespace(cls, value: str) -> str:
+        if value.strip():
+            raise ValueError(f'namespace {value!r}: a fleet has no namespace of its own, its robots are the '
+                             'namespaces (robots:=...)')
+        return value
+
+    @field_validator('shape')
+    @classmethod
+    def _shape_fits(cls, value: str, info: ValidationInfo) -> str:
+        # backend and tp (StackArgs' fields) are validated before shape: a bad one is reported as itself
+        backend, tp = info.data.get('backend', ''), info.data.get('tp')
+        if value == 'api' and backend not in ('', 'openai'):
+            raise ValueError(f"shape api with backend {backend!r}: each robot's inference_node asks an api_server "
+                             '(backend openai); shape engine runs another backend in-process')
+        if value == 'api' and tp is not None:
+            raise ValueError(f'shape api with tp {tp}: the api_server has the GPUs (its --tp); tp is for shape '
+                             'engine')
+        return value
+
+    def robot_names(self) -> tuple[str, ...]:
+        return robot_namespaces(self.robots)
+
+
 @dataclass(frozen=True)
 class Argument:
     name: str
@@ -206,6 +318,13 @@ def launch_arguments(model: type[StackArgs]) -> list[Argument]:
             default = '' if info.default is None else str(info.default)
         arguments.append(Argument(name, default, info.description or ''))
     return arguments
+
+
+def declared_arguments(model: type[StackArgs], names: tuple[str, ...]) -> list[Argument]:
+    """The launch arguments of a launch file that declares only `names` of its model, in that order (what
+    --show-args lists first comes first: fleet.launch.py's robots)."""
+    arguments = {a.name: a for a in launch_arguments(model)}
+    return [arguments[name] for name in names]
 
 
 def parse_args(model: type[StackArgs], values: dict[str, str]) -> StackArgs:
@@ -240,7 +359,7 @@ class Process:
     name: str
     namespace: str = ''
     params_files: tuple[str, ...] = ()
-    parameters: dict[str, bool | int | float | str] = field(default_factory=dict)
+    parameters: dict[str, LaunchValue] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
     env: dict[str, str] = field(default_factory=dict)   # added to the inherited environment (none of ours)
     arguments: tuple[str, ...] = ()
@@ -249,11 +368,12 @@ class Process:
     def launch_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of launch_ros.actions.Node."""
         return {'package': self.package, 'executable': self.executable, 'name': self.name,
-                'namespace': self.namespace, 'parameters': [*self.params_files, dict(self.parameters)],
+                'namespace': self.namespace, 'parameters': [*self.params_files, {
+                    k: list(v) if isinstance(v, tuple) else v for k, v in self.parameters.items()}],
                 'remappings': list(self.remappings), 'additional_env': dict(self.env),
                 'arguments': list(self.arguments)}
 
-    def with_parameters(self, extra: dict[str, bool | int | float | str]) -> Process:
+    def with_parameters(self, extra: dict[str, LaunchValue]) -> Process:
         """This process with more parameters (they win over the parameter files, as in launch)."""
         return replace(self, parameters={**self.parameters, **extra})
 
@@ -266,10 +386,19 @@ class Process:
         for path in self.params_files:
             ros_args += ['--params-file', path]
         for key, value in self.parameters.items():
-            ros_args += ['-p', f'{key}:={_flag(value) if isinstance(value, bool) else value}']
+            ros_args += ['-p', f'{key}:={_param_text(value)}']
         for source, target in self.remappings:
             ros_args += ['-r', f'{source}:={target}']
         return [executable_path, *self.arguments, *ros_args]
+
+
+def _param_text(value: LaunchValue) -> str:
+    """A parameter value as `-p name:=<text>` reads it (YAML): true/false, a number, a string, [a, b]."""
+    if isinstance(value, bool):
+        return _flag(value)
+    if isinstance(value, tuple):
+        return f"[{', '.join(value)}]"
+    return str(value)
 
 
 def _remap(spec: NodeSpec, args: StackArgs) -> tuple[tuple[str, str], ...]:
@@ -277,7 +406,7 @@ def _remap(spec: NodeSpec, args: StackArgs) -> tuple[tuple[str, str], ...]:
 
 
 def node_process(spec: NodeSpec, args: StackArgs, share_dir: str) -> Process:
-    parameters: dict[str, bool | int | float | str] = {'use_sim_time': args.use_sim_time}
+    parameters: dict[str, LaunchValue] = {'use_sim_time': args.use_sim_time}
     if spec.name == 'inference_node':
         if args.backend:
             parameters['backend'] = args.backend
@@ -307,7 +436,7 @@ def _deadman_armed(params_file: str, namespace: str) -> bool:
 def stack(args: StackArgs, share_dir: str) -> list[Process]:
     """The node processes to start here (args.nodes), then the console and rviz2 if asked (neither is
     required: a console that cannot start, its port taken say, must not end the robot's launch)."""
-    processes = [node_process(spec, args, share_dir) for spec in select_nodes(args.nodes)]
+    processes = [node_process(spec, args, share_dir) for spec in select_nodes(args.selection())]
     if args.console:
         processes.append(replace(node_process(CONSOLE, args, share_dir), required=False))
     if args.rviz:
@@ -317,10 +446,30 @@ def stack(args: StackArgs, share_dir: str) -> list[Process]:
     return processes
 
 
+def fleet(args: FleetArgs, share_dir: str) -> list[Process]:
+    """fleet.launch.py's processes, in stack order. The inference side: shape engine, ONE inference_node in the
+    root namespace with `robots` (it serves <robot>/vln/... of each); shape api, one inference_node in each robot
+    namespace with the openai backend. The robot side (nodes:=robot or all): camera_node and controller_node in
+    each robot namespace, as robot.launch.py starts them there."""
+    robots = args.robot_names()
+    openai: dict[str, LaunchValue] = {'openai.base_url': args.openai_url} if args.openai_url else {}
+    processes: list[Process] = []
+    for spec in select_nodes(args.selection()):
+        if spec.side is Side.GPU and args.shape == 'engine':
+            processes.append(node_process(spec, args, share_dir).with_parameters({'robots': robots, **openai}))
+        elif spec.side is Side.GPU:
+            processes += [node_process(spec, args.model_copy(update={'namespace': robot}), share_dir)
+                          .with_parameters({'backend': 'openai', **openai}) for robot in robots]
+        else:
+            processes += [node_process(spec, args.model_copy(update={'namespace': robot}), share_dir)
+                          for robot in robots]
+    return processes
+
+
 def stack_outputs(args: StackArgs) -> list[str]:
     """Absolute names of the topics the nodes started here publish."""
     prefix = '/' + args.namespace.strip('/') if args.namespace.strip('/') else ''
-    topics = {t if t.startswith('/') else f'{prefix}/{t}' for n in select_nodes(args.nodes) for t in n.publishes}
+    topics = {t if t.startswith('/') else f'{prefix}/{t}' for n in select_nodes(args.selection()) for t in n.publishes}
     return sorted(topics)
 
 
@@ -344,6 +493,8 @@ def processes(model: type[StackArgs], values: dict[str, str], share_dir: str) ->
     """What a launch file starts for its argument values: the simulator when simulating, the stack, and the
     player when replaying."""
     args = parse_args(model, values)
+    if isinstance(args, FleetArgs):
+        return fleet(args, share_dir)
     return [*([simulator(args)] if isinstance(args, SimArgs) else []), *stack(args, share_dir),
             *([player(args)] if isinstance(args, ReplayArgs) else [])]
 
