@@ -634,10 +634,26 @@ def test_a_still_wall_seen_through_laser_noise_while_driving_at_it_slowly_is_not
     assert steps[-1][1] > 1.5             # it did drive up to the wall, slowed by the static approach
 
 
-def test_an_obstacle_closing_in_from_behind_does_not_stop_a_robot_driving_away_from_it():
+def test_an_obstacle_closing_in_from_behind_slower_than_the_robot_drives_away_does_not_stop_it():
     guard = laser_guard()
-    steps = list(drive([guard], (0.5, 0.0, 0.0), 2.0, lambda t: [(-4.0 + 1.2 * t, 0.0)]))
+    steps = list(drive([guard], (0.5, 0.0, 0.0), 6.0, lambda t: [(-1.5 + 0.4 * t, 0.0)]))
     assert all(out == (0.5, 0.0, 0.0) for *_, [(out, _)], _ in steps)
+
+
+@pytest.mark.parametrize('command_mps', [0.1, 0.3])
+def test_a_person_closing_in_from_behind_faster_than_the_robot_drives_away_has_it_at_rest_before_they_arrive(
+        command_mps):
+    # What the safety study saw: a person who had stopped for the robot walks on at 1.2 m/s once a drifting
+    # model drives it off slowly *away* from them; they yield only to a robot at rest (sim/people.py).
+    guard = laser_guard()
+    rest_at_gap = None
+    steps = list(drive([guard], (command_mps, 0.0, 0.0), 5.0, lambda t: [(-4.0 + 1.2 * t, 0.0)]))
+    for _t, _x, v, [(_out, state)], gap in steps:
+        if gap < YIELD_M:
+            break
+        if v < AT_REST_MPS and rest_at_gap is None and state.reason.startswith('approaching obstacle'):
+            rest_at_gap = gap
+    assert rest_at_gap is not None and rest_at_gap > YIELD_M, rest_at_gap
 
 
 @settings(max_examples=60, deadline=None)

@@ -32,7 +32,8 @@ few messages; where something closed in, its speed is held for _HOLD_S after it 
 still while a person who stopped for it steps round it). In the approach check the time before collision
 towards a sector becomes gap / (robot's closing speed + the obstacle's): when the obstacle alone would reach
 the footprint within time_before_collision_s, the command towards it goes to zero, so the robot stands still
-and a person can yield to it.
+and a person can yield to it. So does a command away from it slower than it closes in, when it would reach
+the robot within that time anyway (a person who stopped behind the robot walks on when it moves).
 
 Modules: guard_sources.py (sensor parameters, messages -> points),
 guard_footprint.py (the outline, gaps, exact times to collision), this one (GuardParams and the guard).
@@ -405,8 +406,14 @@ class CollisionGuard:
             for centre, gap, v_obs in m.closing:
                 v_robot = vx * math.cos(centre) + vy * math.sin(centre)
                 if v_robot <= 0.0:
-                    continue     # moving away from it (or across): the static checks govern
-                scale = min(1.0, max(0.0, (gap / horizon_s - v_obs) / v_robot))
+                    # Moving away from it (or across): slower than it closes in, it reaches the robot anyway,
+                    # and a robot at rest is what a person yields to (and it meets them slower): stop. Faster
+                    # away, or not within the horizon: the static checks govern.
+                    if v_obs + v_robot <= 0.0 or gap > (v_obs + v_robot) * horizon_s:
+                        continue
+                    scale = 0.0
+                else:
+                    scale = min(1.0, max(0.0, (gap / horizon_s - v_obs) / v_robot))
                 if scale < best:
                     best, best_source = scale, name
                     why = (f'approaching obstacle: {gap:.2f} m from the footprint at '
