@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import call_service, wait_for
 from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2, PointField
@@ -280,3 +281,18 @@ def test_a_point_cloud_or_a_depth_camera_stops_the_robot_as_a_laser_does(graph, 
     # (a depth image that overtakes the first CameraInfo is rejected: topics are not ordered among each other)
     assert not {k: v for k, v in robot.diagnostics.items()
                 if k.startswith('guard_rejected') and k != 'guard_rejected_depth_no_camera_info'}
+
+
+def test_the_controllers_odometry_reaches_its_guard_and_a_non_finite_twist_is_counted(graph, controller):  # noqa: F811
+    laser = Laser(graph)
+    robot = guarded_robot(graph, controller, laser)
+    odom = robot.node.create_publisher(Odometry, interface.ODOM, interface.SENSOR_QOS)
+    msg = Odometry()
+    msg.pose.pose.orientation.w = 1.0
+    msg.twist.twist.angular.z = math.inf
+
+    def counted() -> bool:
+        msg.header.stamp = robot.node.get_clock().now().to_msg()
+        odom.publish(msg)
+        return int(robot.diagnostics.get('guard_rejected_odometry_not_finite', '0')) >= 1
+    assert wait_for(counted, 5.0), robot.diagnostics

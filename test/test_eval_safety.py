@@ -140,3 +140,29 @@ def test_a_video_frame_has_the_people_where_their_tracks_put_them_at_that_time()
     assert pictures.people_at(r, -1.0) is pictures.NO_PEOPLE
     view = pictures.people_at(r, 0.7)
     assert view.positions.tolist() == [[1.5, 2.0], [4.0, 0.0]] and len(view) == 2
+
+
+def test_the_clutter_world_is_drawn_with_its_boxes_and_chairs_where_the_simulator_placed_them():
+    from vln_ros.sim import people, scenes
+    from vln_ros.sim.params import SimParams
+    from vln_ros.sim.world import SimWorld
+    plain, physical = scenes.generate(1), safety.physical_scene(1, 'clutter')
+    clutter = physical.landmarks[len(plain.landmarks):]
+    assert clutter and {m.name for m in clutter} <= {'box', 'chair'}
+    # The same boxes as the simulator's own reset of this world.
+    prepared = SimWorld(SimParams()).prepare(1, (), safety.WORLDS['clutter']['clutter'])
+    assert prepared.physical.landmarks == physical.landmarks
+    assert safety.physical_scene(1, 'people') == plain
+    drawn = pictures.path_map(physical, record(seed=1))
+    colours = {tuple(int(c) for c in bgr) for bgr in people.CLUTTER_BGR.values()}
+    assert any((drawn == bgr).all(axis=2).any() for bgr in colours)
+
+
+def test_a_study_with_clutter_and_people_draws_the_clutter_world_on_sheets_of_its_own(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(pictures, 'video', lambda rec, path, camera: 1)
+    written = safety.write_pictures(tmp_path, [result(True, 'people', ((0, 0),)), result(True, 'clutter', ((0, 0),))])
+    assert [p.name for p in written] == ['safety_paths_guard.png', 'safety_paths_guard_clutter.png',
+                                         'safety_video_seed_0.mp4']
+    with_clutter = cv2.imread(str(tmp_path / 'safety_paths_guard_clutter.png'))
+    without = cv2.imread(str(tmp_path / 'safety_paths_guard.png'))
+    assert with_clutter.shape == without.shape and cv2.absdiff(with_clutter, without).any()

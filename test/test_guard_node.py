@@ -11,6 +11,7 @@ import pytest
 from conftest import call_service, node_starter, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from test_controller_guard import Laser, StatusWatch, free_ranges, obstacle_ranges
@@ -199,3 +200,18 @@ def test_with_the_guard_off_commands_pass_unchanged_and_no_sensor_is_needed(grap
     teleop = Teleop(graph)
     assert teleop.passing(10.0)   # no laser publishes: a guard that is on would stop
     assert wait_for(lambda: teleop.diagnostics.get('guard_reason') == 'guard disabled', 3.0), teleop.diagnostics
+
+
+def test_odometry_on_odom_reaches_the_guard_and_a_non_finite_twist_is_counted(graph, guard_node):
+    # Optional for guard_node: it is what the moving-obstacle estimate takes the robot's own motion from.
+    laser, teleop = passing(graph, guard_node)
+    odom = teleop.node.create_publisher(Odometry, interface.ODOM, interface.SENSOR_QOS)
+    msg = Odometry()
+    msg.pose.pose.orientation.w = 1.0
+    msg.twist.twist.linear.x = math.nan
+
+    def counted() -> bool:
+        odom.publish(msg)
+        return int(teleop.diagnostics.get('guard_rejected_odometry_not_finite', '0')) >= 1
+    assert wait_for(counted, 5.0), teleop.diagnostics
+    assert teleop.passing(3.0)          # a bad twist is not a stop: the commands stand in for it

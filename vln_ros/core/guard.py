@@ -23,14 +23,17 @@ obstacle points of each sensor (guard_sources.py turns messages into base-frame 
 What it cannot see is what its sensors cannot: glass, thin legs below a laser's plane, drops (stairs,
 kerbs). Obstacles that move (`moving_obstacles`): per sensor and per 10 deg sector around the base, the
 nearest gap of each message is compared with the previous points moved into the robot's present frame by its
-own motion since (the guard's output commands, integrated), over at least _BASELINE_S; what the robot's motion
+own motion since, over at least _BASELINE_S: the measured twist integrated (odometry, on_odometry(), while it
+is fresh), else the guard's own output commands integrated (they run ahead of a lagging gait, so turning or
+braking beside a wall would read as the wall closing in); what the robot's motion
 does not explain is the obstacle's closing speed, kept as the median of the last _ESTIMATES estimates (a
 sector that empties or jumps faster than `max_obstacle_speed_mps` adds a zero, so an estimate decays within a
 few messages; where something closed in, its speed is held for _HOLD_S after it stops, so that the robot keeps
 still while a person who stopped for it steps round it). In the approach check the time before collision
 towards a sector becomes gap / (robot's closing speed + the obstacle's): when the obstacle alone would reach
 the footprint within time_before_collision_s, the command towards it goes to zero, so the robot stands still
-and a person can yield to it.
+and a person can yield to it. So does a command away from it slower than it closes in, when it would reach
+the robot within that time anyway (a person who stopped behind the robot walks on when it moves).
 
 Modules: guard_sources.py (sensor parameters, messages -> points),
 guard_footprint.py (the outline, gaps, exact times to collision), this one (GuardParams and the guard).
@@ -84,6 +87,8 @@ _MIN_CLOSING_MPS = 0.25
 _HOLD_S = 4.0
 # An integration interval longer than this is a pause in the control loop, not motion at the last command.
 _MAX_DT_S = 0.5
+# A measured twist (odometry) older than this is not the robot's motion any more: the commands are used again.
+_ODOM_FRESH_S = 0.25
 # Points solved exactly per round of the approach check (time_to_collision is vectorized over them).
 _SOLVE_BATCH = 256
 
@@ -230,6 +235,9 @@ class CollisionGuard:
         self._pose = (0.0, 0.0, 0.0)
         self._last_out: Cmd = _ZERO
         self._last_step_s: float | None = None
+        # The newest measured body twist (odometry) and when it arrived; preferred to _last_out while fresh.
+        self._measured: Cmd = _ZERO
+        self._measured_s = -math.inf
 
     def update_params(self, params: GuardParams) -> None:
         """A new snapshot while running (the node has already refused changes to fixed parameters)."""
@@ -250,6 +258,17 @@ class CollisionGuard:
     def on_depth(self, image: ImageLike, now_s: float, stamp_s: float | None = None) -> RejectReason | None:
         return self._receive('depth', lambda: depth_to_points(image, self._camera, self.params.depth),
                              now_s, stamp_s)
+
+    def on_odometry(self, twist: Cmd, now_s: float) -> bool:
+        """The robot's measured body twist (vx_mps, vy_mps, wz_radps in the base frame: odometry's twist),
+        arriving at now_s. While it is fresh the guard moves old obstacle points by it rather than by its own
+        commands. A non-finite one is ignored (False): the commands stand in until a good one arrives."""
+        vx, vy, wz = (float(v) for v in twist)
+        if not (math.isfinite(vx) and math.isfinite(vy) and math.isfinite(wz) and math.isfinite(now_s)):
+            self.rejections['odometry.not_finite'] += 1
+            return False
+        self._measured, self._measured_s = (vx, vy, wz), now_s
+        return True
 
     def on_camera_info(self, info: CameraInfoLike) -> RejectReason | None:
         """A depth camera's CameraInfo; a bad one is counted and leaves the depth images without a model."""
@@ -339,6 +358,10 @@ class CollisionGuard:
             wy = y0 + s0 * old[:, 0] + c0 * old[:, 1] - y1
             moved = np.stack([c1 * wx + s1 * wy, -s1 * wx + c1 * wy], axis=1)
             before = self._sector_gaps(moved, self.footprint.distance(moved))
+            # Each sector against its neighbours too: a wall seen at a grazing angle, or entering the field of
+            # view as the robot turns, is sampled by other beams each time; the same surface one sector over
+            # is not an obstacle that closed in.
+            before = np.minimum(before, np.minimum(np.roll(before, 1), np.roll(before, -1)))
             with np.errstate(invalid='ignore'):
                 closing = (before - gaps) / (now_s - t0)
             # Empty on either side, or a jump (a new obstacle in the sector, noise): counted as standing.
@@ -357,12 +380,14 @@ class CollisionGuard:
         motion.history.append((now_s, self._pose, data.points.astype(np.float64)))
 
     def _integrate(self, now_s: float) -> None:
-        """Move the integrated pose on by the last output command since the last step."""
+        """Move the integrated pose on since the last step: by the measured twist while it is fresh, else by
+        the last output command."""
         last, self._last_step_s = self._last_step_s, now_s
         if last is None or not 0.0 < now_s - last <= _MAX_DT_S:
             return
         dt = now_s - last
-        vx, vy, wz = self._last_out
+        fresh = 0.0 <= now_s - self._measured_s <= _ODOM_FRESH_S
+        vx, vy, wz = self._measured if fresh else self._last_out
         x, y, a = self._pose
         mid = a + 0.5 * wz * dt       # midpoint heading: exact enough for one control period
         self._pose = (x + (vx * math.cos(mid) - vy * math.sin(mid)) * dt,
@@ -381,13 +406,25 @@ class CollisionGuard:
             for centre, gap, v_obs in m.closing:
                 v_robot = vx * math.cos(centre) + vy * math.sin(centre)
                 if v_robot <= 0.0:
-                    continue     # moving away from it (or across): the static checks govern
-                scale = min(1.0, max(0.0, (gap / horizon_s - v_obs) / v_robot))
+                    # Moving away from it (or across): slower than it closes in, it reaches the robot anyway,
+                    # and a robot at rest is what a person yields to (and it meets them slower): stop. Faster
+                    # away, or not within the horizon: the static checks govern.
+                    if v_obs + v_robot <= 0.0 or gap > (v_obs + v_robot) * horizon_s:
+                        continue
+                    scale = 0.0
+                else:
+                    scale = min(1.0, max(0.0, (gap / horizon_s - v_obs) / v_robot))
                 if scale < best:
                     best, best_source = scale, name
                     why = (f'approaching obstacle: {gap:.2f} m from the footprint at '
                            f'{math.degrees(centre):.0f} deg closing at {v_obs:.2f} m/s')
         return best, best_source, why
+
+    def closing_obstacles(self) -> list[tuple[str, float, float, float]]:
+        """What the guard takes for obstacles closing in, as of the newest message of each source: (source,
+        bearing of the sector's centre [rad, CCW from x], its nearest gap [m], closing speed [m/s])."""
+        return [(name, *entry) for name, data in self._data.items() if data.motion is not None
+                for entry in data.motion.closing]
 
     # The control step.
 

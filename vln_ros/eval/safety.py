@@ -18,6 +18,7 @@ from typing import Any
 
 from vln_ros.eval import metrics
 from vln_ros.eval.stack import EvalOptions
+from vln_ros.sim.scene import Scene
 
 # The world: people walking on scripts timed to meet the robot, static clutter on and near the route.
 WORLDS: dict[str, dict[str, Any]] = {'empty': {}, 'clutter': {'clutter': 4},
@@ -155,9 +156,24 @@ def run_study(base: EvalOptions, study_rows: Sequence[Row], first_seed: int, run
     return results
 
 
+def physical_scene(seed: int, world: str) -> Scene:
+    """The scene of seed as the simulator built it for `world`: with its clutter (boxes, chairs) placed, as
+    sim/world.py's prepare() places them (seeded, deterministic), so that the pictures show what the robot met."""
+    from vln_ros.sim import people, scenes
+    from vln_ros.sim.params import BaseParams
+    settings = WORLDS[world]
+    scene = scenes.generate(seed)
+    count = int(settings.get('clutter', 0))
+    if not count:
+        return scene
+    walks = people.place_people(scene, tuple(settings.get('people', ())))
+    return people.with_clutter(scene, people.place_clutter(scene, count, BaseParams().radius_m, walks))
+
+
 def write_pictures(out: Path, results: Sequence[RowResult]) -> list[Path]:
-    """Paths from above with people's tracks and the guard's stops: one sheet with the guard, one without (the
-    people world at the lowest latency, else whatever ran first), and a video of the first guarded episode among
+    """Paths from above with people's tracks, clutter and the guard's stops: one sheet with the guard, one without
+    (the people world at the lowest latency, else whatever ran first; the clutter world, when it ran and was not
+    that one, on sheets of its own, named ..._clutter.png), and a video of the first guarded episode among
     people."""
     import cv2
 
@@ -167,16 +183,21 @@ def write_pictures(out: Path, results: Sequence[RowResult]) -> list[Path]:
         return []
     chosen_world = 'people' if any(r.row.world == 'people' for r in results) else results[0].row.world
     latency_s = min(r.row.latency_s for r in results)
+    sheets = [(chosen_world, '')]
+    if chosen_world != 'clutter' and any(r.row.world == 'clutter' for r in results):
+        sheets.append(('clutter', '_clutter'))
     written = []
-    for guard in (True, False):
-        picked = [r for r in results if r.row.guard == guard and r.row.world == chosen_world
-                  and r.row.latency_s == latency_s]
-        records = [x for r in picked for x in r.records]
-        scores = [s for r in picked for s in r.scores]
-        if records:
-            path = out / f"safety_paths_{'guard' if guard else 'no_guard'}.png"
-            cv2.imwrite(str(path), pictures.paths_sheet(records, scores).image)
-            written.append(path)
+    for world, suffix in sheets:
+        for guard in (True, False):
+            picked = [r for r in results if r.row.guard == guard and r.row.world == world
+                      and r.row.latency_s == latency_s]
+            records = [x for r in picked for x in r.records]
+            scores = [s for r in picked for s in r.scores]
+            if records:
+                path = out / f"safety_paths_{'guard' if guard else 'no_guard'}{suffix}.png"
+                drawn = [physical_scene(x.seed, world) for x in records]
+                cv2.imwrite(str(path), pictures.paths_sheet(records, scores, drawn).image)
+                written.append(path)
     guarded = [x for r in results if r.row.guard and r.row.world == chosen_world for x in r.records]
     if guarded:
         path = out / f'safety_video_seed_{guarded[0].seed}.mp4'

@@ -164,6 +164,8 @@ class ControllerNode(Node):
         stamp = stamp_seconds(msg.header.stamp) or now
         pose = pose_from_odometry(msg)
         accepted = self._controller.set_odometry(stamp, pose, now)
+        if self._guard is not None:
+            self._guard.on_odometry(msg)     # its twist: the robot's real motion for the moving-obstacle estimate
         if not accepted:
             self._counters.add('odometry_rejected')
             self.get_logger().warning(f'rejected odometry (non-finite, implausible or out of order): {pose}',

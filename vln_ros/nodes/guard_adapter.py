@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 from geometry_msgs.msg import Point
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
@@ -43,7 +44,9 @@ class GuardAdapter:
     """A CollisionGuard wired to its sensors' topics and to vln/guard_status on `node`."""
 
     def __init__(self, node: Node, params: GuardParams, now_s: Callable[[], float],
-                 base_frame: Callable[[], str]) -> None:
+                 base_frame: Callable[[], str], subscribe_odometry: bool = False) -> None:
+        """subscribe_odometry: listen to `odom` here (guard_node); controller_node, which has its own odometry
+        subscription, passes its messages to on_odometry() instead."""
         self._node = node
         self._now_s = now_s
         self._base_frame = base_frame     # read per message: the owner's parameter snapshot may change
@@ -70,6 +73,9 @@ class GuardAdapter:
                                      interface.SENSOR_QOS)
             self.topics.append(f'depth {node.resolve_topic_name(params.depth.topic)} + '
                                f'{node.resolve_topic_name(params.depth.camera_info_topic)}')
+        if on and subscribe_odometry:
+            # Optional: without it the guard estimates its own motion from the commands it lets through.
+            node.create_subscription(Odometry, interface.ODOM, self.on_odometry, interface.SENSOR_QOS)
 
     def describe(self) -> str:
         """The start-up log line's part about the guard."""
@@ -90,6 +96,11 @@ class GuardAdapter:
 
     def _on_depth(self, msg: Image) -> None:
         self._rejected('depth', self.guard.on_depth(msg, self._now_s(), stamp_seconds(msg.header.stamp)))
+
+    def on_odometry(self, msg: Odometry) -> None:
+        """The robot's measured twist (child frame: the base), for the guard's estimate of moving obstacles."""
+        t = msg.twist.twist
+        self.guard.on_odometry((t.linear.x, t.linear.y, t.angular.z), self._now_s())
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._rejected('camera_info', self.guard.on_camera_info(msg))

@@ -6,8 +6,10 @@ parameters and fail-safe rules as controller_node's last stage: an enabled, requ
 heard, is silent or sends bad data stops the robot). Between inputs, a timer at rate_hz re-checks the newest
 input against the newest sensor data, so an obstacle stops the robot within a period rather than at the next
 input; an input silent past input_timeout_s becomes zero (for zero_hold_s, then the node goes quiet), and a
-non-finite input is counted and becomes zero. With guard.enabled false, commands pass unchanged (still
-with the input timeout). State on vln/guard_status (latched), as controller_node's.
+non-finite input is counted and becomes zero. Odometry on `odom` is optional: its measured twist, while
+fresh, is the robot's own motion that the guard's estimate of moving obstacles takes out (without it, the
+commands it let through). With guard.enabled false, commands pass unchanged (still with the input
+timeout). State on vln/guard_status (latched), as controller_node's.
 
 Concurrency: one single-threaded executor runs the input, sensor and timer callbacks one at a time
 (CollisionGuard is not thread-safe; each callback is short).
@@ -54,7 +56,7 @@ class GuardNode(Node):
         self._pub = self.create_publisher(self._msg_type, interface.CMD_VEL_OUT, interface.CMD_QOS)
         self.create_subscription(self._msg_type, interface.CMD_VEL_IN, self._on_input, interface.CMD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
-        self._guard = GuardAdapter(self, p.guard, self._now, lambda: self.params.base_frame)
+        self._guard = GuardAdapter(self, p.guard, self._now, lambda: self.params.base_frame, subscribe_odometry=True)
         self.create_timer(1.0 / p.rate_hz, self._tick)
         diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
         guard = self._guard.describe() if p.guard.enabled else 'collision guard OFF (guard.enabled): commands pass'
