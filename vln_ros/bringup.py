@@ -11,7 +11,6 @@ processes from it without launch (`Process.command`). Change the stack here, nev
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
@@ -20,7 +19,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from vln_ros import interface as ri
-from vln_ros.core.config import InferenceParams, load_node_yaml
+from vln_ros.core.config import InferenceParams, is_relative_namespace, load_node_yaml
 from vln_ros.sim.api import DEFAULT_PORT, local_url
 
 PACKAGE = 'vln_ros'
@@ -107,8 +106,6 @@ ROBOT_ARGUMENTS = ('namespace', 'params_file', 'use_sim_time', 'camera_topic', '
 # are the namespaces), no console or rviz2 (one each per robot, on the robot: robot.launch.py).
 FLEET_ARGUMENTS = ('robots', 'shape', 'nodes', 'params_file', 'use_sim_time', 'backend', 'model', 'tp',
                    'openai_url', 'camera_topic')
-# One token of a ROS name (rmw's rule): letters, digits and underscores, not starting with a digit.
-_NAME_TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 RVIZ = NodeSpec('rviz2', 'rviz2', Side.ROBOT, raw_images=True, remappings=(
     (ri.IMAGE, CAMERA),
     # rviz2 picks an image transport from the topic's last name: its Keyframe display asks for
@@ -208,7 +205,7 @@ def robot_namespace(name: str) -> str:
     digits and underscores, not starting with a digit, separated by single '/'. ValueError naming the bad one."""
     relative = name.strip()
     relative = relative[1:] if relative.startswith('/') else relative
-    if not relative or not all(_NAME_TOKEN.fullmatch(token) for token in relative.split('/')):
+    if not is_relative_namespace(relative):
         raise ValueError(f"robot namespace {name!r} is not a ROS namespace (tokens of letters, digits and "
                          "underscores, not starting with a digit, separated by single '/')")
     return relative
