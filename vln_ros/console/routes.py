@@ -8,7 +8,9 @@ the assets, reloads and the WebSocket authenticate by the cookie. A token given 
 whatever cookie comes with it. Without one
 (loopback address, no token set) only loopback host names are answered (a DNS-rebinding guard), and a
 browser's WebSocket must come from the same origin (no other web site the operator visits can drive the
-robot). Every answer carries SECURITY_HEADERS.
+robot). The newest keyframe over HTTP (KEYFRAME_PATH, the page's first paint) is the page's own too: another
+origin's request (Origin, or a browser's Sec-Fetch-Site) is refused, and its answer may not be embedded by
+another site (Cross-Origin-Resource-Policy). Every answer carries SECURITY_HEADERS.
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ from yarl import URL
 
 COOKIE_PREFIX = 'vln_console_'   # + the port the browser used: cookies ignore ports, so two consoles on one
                                  # host (a fleet) keep a cookie each instead of overwriting one
+
+KEYFRAME_PATH = '/keyframe/latest.jpg'   # the newest keyframe, for the page's first paint (server.py serves it)
+KEYFRAME_STAMP_HEADER = 'X-Keyframe-Stamp'   # its stamp, seconds (the socket's images carry it in their first 8 bytes)
+SAME_PAGE_FETCH_SITES = ('same-origin', 'none')   # Sec-Fetch-Site of the page's own requests (none: typed in the bar)
 
 STATIC_DIR = Path(__file__).resolve().parent / 'static'
 CONTENT_TYPES = {'.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml',
@@ -59,6 +65,13 @@ def same_origin(request: web.Request) -> bool:
         return False
     return (theirs.host is not None and theirs.host.lower() == (ours.host or '').lower()
             and theirs.explicit_port == ours.explicit_port)
+
+
+def from_this_page(request: web.Request) -> bool:
+    """same_origin, and a browser's fetch metadata does not say another site or origin asked (an <img> of
+    another site's page sends no Origin header, but Sec-Fetch-Site)."""
+    site = request.headers.get('Sec-Fetch-Site')
+    return same_origin(request) and (site is None or site.lower() in SAME_PAGE_FETCH_SITES)
 
 
 def cookie_name(request: web.Request) -> str:
@@ -99,6 +112,9 @@ class Routes:
         if request.path == '/ws' and not same_origin(request):
             self._counts['refused_origin'] += 1
             return web.Response(status=403, text='403: WebSocket from another origin\n')
+        if request.path == KEYFRAME_PATH and not from_this_page(request):
+            self._counts['refused_origin'] += 1
+            return web.Response(status=403, text='403: the keyframe from another origin or site\n')
         response: web.StreamResponse = await handler(request)
         if not response.prepared:
             response.headers.update(SECURITY_HEADERS)

@@ -1,7 +1,9 @@
 """The operator console's web server: no ROS. aiohttp on its own asyncio loop in a background thread.
 
-Routes: GET / (the page), GET /static/<file> (its assets), GET /ws (the WebSocket); every one passes the
-guard of routes.py (token, or loopback host names only; a browser's WebSocket from the same origin only).
+Routes: GET / (the page), GET /static/<file> (its assets), GET /ws (the WebSocket), GET /keyframe/latest.jpg
+(the newest image, its stamp in a header: the page paints it while its socket is still opening); every one passes
+the guard of routes.py (token, or loopback host names only; a browser's WebSocket and keyframe request from the
+same origin only).
 
 To the pages: images as binary frames (8-byte little-endian float64 stamp_s, then the JPEG), state as JSON
 text frames `{"type": kind, ..., "age_s": s}` (age_s: how long the server had held that state when it sent it, on
@@ -49,7 +51,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from vln_ros.console.control import Control, Lost, Verdict
 from vln_ros.console.messages import Estop, Instruction, RobotCommand, StopTask, Unreadable, parse
-from vln_ros.console.routes import Routes, is_loopback
+from vln_ros.console.routes import KEYFRAME_PATH, KEYFRAME_STAMP_HEADER, Routes, is_loopback
 from vln_ros.core.config import ConsoleParams
 from vln_ros.core.tasks import MAX_INSTRUCTION_CHARS
 
@@ -281,6 +283,7 @@ class ConsoleServer:
         app.router.add_get('/', self._routes.serve_index)
         app.router.add_get('/static/{name}', self._routes.serve_static)
         app.router.add_get('/ws', self._serve_socket)
+        app.router.add_get(KEYFRAME_PATH, self._serve_keyframe)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, p.address or None, p.port)
@@ -322,6 +325,20 @@ class ConsoleServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- the newest keyframe over HTTP ------------------------------------------------------------------------
+    async def _serve_keyframe(self, request: web.Request) -> web.Response:
+        """The newest image as a JPEG, its stamp (s) in KEYFRAME_STAMP_HEADER; 204 before the first. The page asks
+        for it while its socket worker starts and connects: the first paint waits for neither, nor for the next
+        keyframe (console_first_image_s). no-store: SECURITY_HEADERS."""
+        with self._lock:
+            image = self._image
+        if image is None:
+            return web.Response(status=204)
+        frame = image[1]
+        return web.Response(body=frame[STAMP.size:], content_type='image/jpeg',
+                            headers={KEYFRAME_STAMP_HEADER: repr(STAMP.unpack_from(frame)[0]),
+                                     'Cross-Origin-Resource-Policy': 'same-origin'})
 
     # -- the WebSocket ---------------------------------------------------------------------------------------
     async def _serve_socket(self, request: web.Request) -> web.WebSocketResponse:

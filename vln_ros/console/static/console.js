@@ -23,6 +23,7 @@
     connected: false, connects: 0, page: null,
     imagesReceived: 0, imagesShown: 0, imagesDroppedInPage: 0,
     lastImageStamp: null, lastImageShownAt: null, lastImageLatencyS: null, firstImageShownAt: null,
+    firstImageSource: null,   // 'http' (keyframe/latest.jpg, asked for at once) or 'socket'
     planCount: 0, statusCount: 0, kinds: {}, last: {}, replies: [], stale: {},
     hasControl: false, controlHeld: false, viewers: 0, estopEngaged: null, estopClickedAt: null,
     send: (msg) => send(msg),
@@ -158,16 +159,41 @@
     if (!(buf instanceof ArrayBuffer) || buf.byteLength < 9) return;
     vc.imagesReceived += 1;
     const stamp = new DataView(buf).getFloat64(0, true);
-    const blob = new Blob([new Uint8Array(buf, 8)], { type: 'image/jpeg' });
-    if (decoding) {
-      if (waiting) vc.imagesDroppedInPage += 1;
-      waiting = { stamp, blob };
-      return;
-    }
-    showImage(stamp, blob);
+    // the socket's first image is the server's newest: often the one fetched over HTTP already
+    if (vc.imagesReceived === 1 && fetched !== null && Object.is(stamp, fetched.stamp)) return;
+    offerImage(stamp, new Blob([new Uint8Array(buf, 8)], { type: 'image/jpeg' }), 'socket');
   }
 
-  function showImage(stamp, blob) {
+  function offerImage(stamp, blob, source) {
+    if (decoding) {
+      if (waiting) vc.imagesDroppedInPage += 1;
+      waiting = { stamp, blob, source };
+      return;
+    }
+    showImage(stamp, blob, source);
+  }
+
+  // [first image] The server's newest keyframe over HTTP, asked for as this script starts: the first paint
+  // waits neither for the socket's worker and connection nor for the next keyframe (console_first_image_s).
+  // Authenticated by the session cookie, as the assets; dropped when the socket has brought an image already.
+  let fetched = null;   // {stamp, blob} of that image, once it came
+  function fetchFirstImage() {
+    fetch(new URL('keyframe/latest.jpg', location.href).pathname, { cache: 'no-store', credentials: 'same-origin' })
+      .then(async (r) => {
+        if (r.status !== 200) return;   // 204: no keyframe yet; the socket brings the first
+        const stamp = Number(r.headers.get('X-Keyframe-Stamp'));
+        fetched = { stamp, blob: new Blob([await r.blob()], { type: 'image/jpeg' }) };
+        if (ready) showFetched();   // else init() shows it, before what the socket said meanwhile
+      })
+      .catch(() => {});   // the socket's images come anyway
+  }
+
+  function showFetched() {
+    if (fetched === null || vc.imagesReceived > 0) return;   // the socket's image is as new or newer
+    offerImage(fetched.stamp, fetched.blob, 'http');
+  }
+
+  function showImage(stamp, blob, source) {
     decoding = true;
     const img = $('image');
     const url = URL.createObjectURL(blob);
@@ -180,7 +206,10 @@
         vc.imagesShown += 1;
         vc.lastImageStamp = stamp;
         vc.lastImageShownAt = now;
-        if (vc.firstImageShownAt === null) vc.firstImageShownAt = now;   // the console bench's first image
+        if (vc.firstImageShownAt === null) {   // the console bench's first image
+          vc.firstImageShownAt = now;
+          vc.firstImageSource = source;
+        }
         vc.lastImageLatencyS = now - stamp;
         img.dataset.stamp = String(stamp);
         img.dataset.shown = String(vc.imagesShown);
@@ -191,7 +220,7 @@
       if (waiting) {
         const next = waiting;
         waiting = null;
-        showImage(next.stamp, next.blob);
+        showImage(next.stamp, next.blob, next.source);
       }
     };
     img.onload = () => done(true);
@@ -523,11 +552,13 @@
     drawPlan([]);
     setConnection(open ? 'connected' : 'connecting', open ? 'connected' : 'connecting…');
     updateButtons();
+    showFetched();
     early.splice(0).forEach(fromWorker);
   }
 
-  // The socket first, from <head>: the worker's start-up and the connection overlap the page's parsing and
-  // first layout (the first image waited for them: console_first_image_s).
+  // The newest image and the socket first, from <head>: the image's request, the worker's start-up and the
+  // connection overlap the page's parsing and first layout (console_first_image_s).
+  fetchFirstImage();
   startWorker();
   connect();
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
