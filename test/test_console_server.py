@@ -3,6 +3,7 @@ server on 127.0.0.1 (port 0), aiohttp's client, a fake Commands that records its
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import struct
@@ -276,11 +277,14 @@ def test_port_taken() -> None:
         server.stop()
 
 
-# -- the newest keyframe over HTTP (the page's first paint) ------------------------------------------------------
-KEYFRAME = '/keyframe/latest.jpg'
+# -- the page's first image: the newest keyframe in the page's own answer -----------------------------------------
+def in_page(image: bytes) -> str:
+    """How the page's answer carries an image (a data: URL in the <img>)."""
+    return 'data:image/jpeg;base64,' + base64.b64encode(image).decode('ascii')
 
 
-def test_the_keyframe_route_refuses_a_request_without_the_token_or_its_cookie(make_server: Make) -> None:
+def test_the_page_carries_the_newest_keyframe_only_to_a_request_with_the_token_or_its_cookie(
+        make_server: Make) -> None:
     token = 'k3yframe-Token'
     server, _, url = make_server(token=token)
     server.publish_image(jpeg(1), 5.0)
@@ -289,65 +293,43 @@ def test_the_keyframe_route_refuses_a_request_without_the_token_or_its_cookie(ma
     async def body() -> None:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             for query in ('', '?token=wrong', '?token=' + token[:-1]):
-                async with http.get(base(url) + KEYFRAME + query) as r:
-                    assert r.status == 401 and r.content_type != 'image/jpeg', query
-            async with http.get(base(url) + KEYFRAME, headers={'Authorization': 'Bearer nope'}) as r:
-                assert r.status == 401
+                async with http.get(base(url) + '/' + query) as r:
+                    assert r.status == 401 and in_page(jpeg(1)) not in await r.text(), query
+            async with http.get(base(url) + '/', headers={'Authorization': 'Bearer nope'}) as r:
+                assert r.status == 401 and in_page(jpeg(1)) not in await r.text()
             http.cookie_jar.update_cookies({f'vln_console_{port + 1}': token}, URL(base(url)))   # another console's
-            async with http.get(base(url) + KEYFRAME) as r:
-                assert r.status == 401
+            async with http.get(base(url) + '/') as r:
+                assert r.status == 401 and in_page(jpeg(1)) not in await r.text()
             http.cookie_jar.update_cookies({f'vln_console_{port}': 'wrong'}, URL(base(url)))
-            async with http.get(base(url) + KEYFRAME) as r:
-                assert r.status == 401
-            # the page's way: its first load sets the cookie, which then suffices
-            async with http.get(base(url) + f'/?token={token}') as r:
-                assert r.status == 200
-            async with http.get(base(url) + KEYFRAME) as r:
-                assert r.status == 200 and await r.read() == jpeg(1)
+            async with http.get(base(url) + '/') as r:
+                assert r.status == 401 and in_page(jpeg(1)) not in await r.text()
+            async with http.get(base(url) + f'/?token={token}') as r:   # the first load; the cookie then suffices
+                assert r.status == 200 and in_page(jpeg(1)) in await r.text()
+            async with http.get(base(url) + '/') as r:
+                assert r.status == 200 and in_page(jpeg(1)) in await r.text()
         assert server.stats()['refused_token'] == 6
 
     asyncio.run(body())
 
 
-def test_the_keyframe_route_serves_the_newest_image_with_its_stamp_uncached_and_nothing_before_the_first(
+def test_the_page_carries_the_newest_keyframe_with_its_stamp_uncached_and_no_image_before_the_first(
         make_server: Make) -> None:
     server, _, url = make_server()
 
     async def body() -> None:
         async with aiohttp.ClientSession() as http:
-            async with http.get(base(url) + KEYFRAME) as r:
-                assert r.status == 204 and await r.read() == b''
+            async with http.get(base(url) + '/') as r:
+                page = await r.text()
+                assert r.status == 200 and '<img id="image" alt="camera image (keyframe)">' in page
+                assert 'data:image' not in page and '{{' not in page
             server.publish_image(jpeg(1), 10.25)
             server.publish_image(jpeg(2, size=3000), 11.5)
-            async with http.get(base(url) + KEYFRAME) as r:
-                assert r.status == 200 and await r.read() == jpeg(2, size=3000)
-                assert r.content_type == 'image/jpeg' and float(r.headers['X-Keyframe-Stamp']) == 11.5
-                assert r.headers['Cache-Control'] == 'no-store'
-                assert r.headers['Cross-Origin-Resource-Policy'] == 'same-origin'
-                assert "default-src 'self'" in r.headers['Content-Security-Policy']
-        assert server.stats()['images_sent'] == 0   # HTTP is no page's socket: its counters stay the socket's
-
-    asyncio.run(body())
-
-
-def test_the_keyframe_route_answers_this_origin_only_and_loopback_host_names_without_a_token(
-        make_server: Make) -> None:
-    server, _, url = make_server()
-    server.publish_image(jpeg(3), 1.0)
-
-    async def body() -> None:
-        async with aiohttp.ClientSession() as http:
-            refusals = ({'Host': 'evil.example:80'}, {'Origin': 'http://evil.example'},
-                        {'Origin': 'http://localhost:1'}, {'Sec-Fetch-Site': 'cross-site'},
-                        {'Sec-Fetch-Site': 'same-site'}, {'Sec-Fetch-Site': 'same-origin', 'Origin': 'null'})
-            for headers in refusals:
-                async with http.get(base(url) + KEYFRAME, headers=headers) as r:
-                    assert r.status == 403 and await r.read() != jpeg(3), headers
-            for headers in ({}, {'Origin': base(url)}, {'Sec-Fetch-Site': 'same-origin'}, {'Sec-Fetch-Site': 'none'}):
-                async with http.get(base(url) + KEYFRAME, headers=headers) as r:
-                    assert r.status == 200 and await r.read() == jpeg(3), headers
-        stats = server.stats()
-        assert stats['refused_host'] == 1 and stats['refused_origin'] == len(refusals) - 1
+            async with http.get(base(url) + '/') as r:
+                page = await r.text()
+                assert r.status == 200 and r.headers['Cache-Control'] == 'no-store'
+                assert f'src="{in_page(jpeg(2, size=3000))}" data-stamp="11.5" data-source="page"' in page
+                assert in_page(jpeg(1)) not in page
+        assert server.stats()['images_sent'] == 0   # the page's answer is no socket's: its counters stay the socket's
 
     asyncio.run(body())
 
@@ -375,10 +357,10 @@ def real_jpeg(shade: int, width: int = 64, height: int = 48) -> bytes:
     return bytes(cv2.imencode('.jpg', np.full((height, width, 3), shade, np.uint8))[1].tobytes())
 
 
-def test_the_page_paints_the_newest_keyframe_over_http_before_its_socket_brings_any(browser: Any) -> None:
+def test_the_page_shows_the_keyframe_its_own_answer_carried_before_its_socket_brings_any(browser: Any) -> None:
     """A real browser: with the socket's handshake held, the page still shows the keyframe the server had when it
-    loaded (console_first_image_s no longer waits for the worker, the socket and the next keyframe); once the
-    socket opens, its newer images replace it."""
+    answered (console_first_image_s no longer waits for the script, the worker, the socket and the next
+    keyframe); once the socket opens, its newer images replace it."""
     server = HeldSocketServer(ConsoleParams(address='127.0.0.1', port=0), FakeCommands(), lambda line: None)
     url = server.start()
     try:
@@ -389,14 +371,14 @@ def test_the_page_paints_the_newest_keyframe_over_http_before_its_socket_brings_
         page = browser.execute_script('const v = window.vlnConsole; return {source: v.firstImageSource, '
                                       'stamp: v.lastImageStamp, received: v.imagesReceived, connected: v.connected,'
                                       ' width: document.getElementById("image").naturalWidth}')
-        assert page == {'source': 'http', 'stamp': 1234.5, 'received': 0, 'connected': False, 'width': 64}
+        assert page == {'source': 'page', 'stamp': 1234.5, 'received': 0, 'connected': False, 'width': 64}
         assert server.held.is_set() and server.stats()['viewers'] == 0   # the socket was asked for, and held
         server.opened.set()
         server.publish_image(real_jpeg(160, width=80), 1240.0)
         newer = 'const v = window.vlnConsole; return v.connected && v.lastImageStamp === 1240 && ' \
                 'document.getElementById("image").naturalWidth === 80'
         assert wait_until(lambda: browser.execute_script(newer), 10.0)
-        assert browser.execute_script('return window.vlnConsole.firstImageSource') == 'http'
+        assert browser.execute_script('return window.vlnConsole.firstImageSource') == 'page'
     finally:
         server.opened.set()
         server.stop()

@@ -8,12 +8,12 @@ the assets, reloads and the WebSocket authenticate by the cookie. A token given 
 whatever cookie comes with it. Without one
 (loopback address, no token set) only loopback host names are answered (a DNS-rebinding guard), and a
 browser's WebSocket must come from the same origin (no other web site the operator visits can drive the
-robot). The newest keyframe over HTTP (KEYFRAME_PATH, the page's first paint) is the page's own too: another
-origin's request (Origin, or a browser's Sec-Fetch-Site) is refused, and its answer may not be embedded by
-another site (Cross-Origin-Resource-Policy). Every answer carries SECURITY_HEADERS.
+robot). The page's answer carries the newest keyframe (its first paint): behind the same guard, uncached.
+Every answer carries SECURITY_HEADERS.
 """
 from __future__ import annotations
 
+import base64
 import hmac
 import ipaddress
 from collections.abc import Callable
@@ -25,10 +25,6 @@ from yarl import URL
 
 COOKIE_PREFIX = 'vln_console_'   # + the port the browser used: cookies ignore ports, so two consoles on one
                                  # host (a fleet) keep a cookie each instead of overwriting one
-
-KEYFRAME_PATH = '/keyframe/latest.jpg'   # the newest keyframe, for the page's first paint (server.py serves it)
-KEYFRAME_STAMP_HEADER = 'X-Keyframe-Stamp'   # its stamp, seconds (the socket's images carry it in their first 8 bytes)
-SAME_PAGE_FETCH_SITES = ('same-origin', 'none')   # Sec-Fetch-Site of the page's own requests (none: typed in the bar)
 
 STATIC_DIR = Path(__file__).resolve().parent / 'static'
 CONTENT_TYPES = {'.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml',
@@ -67,34 +63,34 @@ def same_origin(request: web.Request) -> bool:
             and theirs.explicit_port == ours.explicit_port)
 
 
-def from_this_page(request: web.Request) -> bool:
-    """same_origin, and a browser's fetch metadata does not say another site or origin asked (an <img> of
-    another site's page sends no Origin header, but Sec-Fetch-Site)."""
-    site = request.headers.get('Sec-Fetch-Site')
-    return same_origin(request) and (site is None or site.lower() in SAME_PAGE_FETCH_SITES)
-
-
 def cookie_name(request: web.Request) -> str:
     """The session cookie's name for the port the browser asked for (a tunnel's or a proxy's port included)."""
     return f'{COOKIE_PREFIX}{request.url.port or 0}'
 
 
+NewestImage = Callable[[], 'tuple[float, bytes] | None']   # (stamp_s, JPEG) of the newest keyframe, or None
+FIRST_IMAGE_TIMING = 'first-keyframe'   # the page image's Element Timing name: console.js reads when it came
+
+
 class Routes:
     """The guard (an aiohttp middleware) and the handlers of GET / and GET /static/<file> (loop thread only).
-    counts: the server's counters; the guard adds its refusals to them."""
+    counts: the server's counters; the guard adds its refusals to them. newest_image: the page's first image."""
 
-    def __init__(self, token: str, counts: dict[str, int]) -> None:
+    def __init__(self, token: str, counts: dict[str, int], newest_image: NewestImage = lambda: None) -> None:
         self._token = token
         self._counts = counts
+        self._newest_image = newest_image
         self._assets: dict[str, tuple[bytes, str]] = {}
-        self._index = ''
+        self._index = ('', '')   # the page before and after its first image's attributes
 
     def load(self) -> None:
         for path in STATIC_DIR.iterdir():
             if path.is_file() and path.suffix in CONTENT_TYPES:
                 self._assets[path.name] = (path.read_bytes(), CONTENT_TYPES[path.suffix])
         # the assets authenticate by the cookie the page's own answer sets: no token in their URLs
-        self._index = (STATIC_DIR / 'index.html').read_text(encoding='utf-8').replace('{{QUERY}}', '')
+        before, after = (STATIC_DIR / 'index.html').read_text(encoding='utf-8').replace('{{QUERY}}', '').split(
+            '{{FIRST_IMAGE}}')
+        self._index = (before, after)
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
@@ -112,9 +108,6 @@ class Routes:
         if request.path == '/ws' and not same_origin(request):
             self._counts['refused_origin'] += 1
             return web.Response(status=403, text='403: WebSocket from another origin\n')
-        if request.path == KEYFRAME_PATH and not from_this_page(request):
-            self._counts['refused_origin'] += 1
-            return web.Response(status=403, text='403: the keyframe from another origin or site\n')
         response: web.StreamResponse = await handler(request)
         if not response.prepared:
             response.headers.update(SECURITY_HEADERS)
@@ -137,7 +130,16 @@ class Routes:
         return (auth[7:].strip() if auth[:7].lower() == 'bearer ' else ''), False
 
     async def serve_index(self, request: web.Request) -> web.Response:
-        return web.Response(text=self._index, content_type='text/html', charset='utf-8')
+        """The page, with the newest keyframe in it (a data: URL, its stamp in data-stamp): shown as the page is
+        parsed, before its script, its socket and the next keyframe (console_first_image_s; a request of its
+        own for the image waited 0.1-0.3 s for this server under load). About 4/3 of a keyframe's bytes more."""
+        image = self._newest_image()
+        first = ''
+        if image is not None:
+            stamp_s, jpeg = image
+            first = (f' src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode("ascii")}" '
+                     f'data-stamp="{stamp_s!r}" data-source="page" elementtiming="{FIRST_IMAGE_TIMING}"')
+        return web.Response(text=first.join(self._index), content_type='text/html', charset='utf-8')
 
     async def serve_static(self, request: web.Request) -> web.Response:
         asset = self._assets.get(request.match_info['name'])

@@ -1,9 +1,8 @@
 """The operator console's web server: no ROS. aiohttp on its own asyncio loop in a background thread.
 
-Routes: GET / (the page), GET /static/<file> (its assets), GET /ws (the WebSocket), GET /keyframe/latest.jpg
-(the newest image, its stamp in a header: the page paints it while its socket is still opening); every one passes
-the guard of routes.py (token, or loopback host names only; a browser's WebSocket and keyframe request from the
-same origin only).
+Routes: GET / (the page, with the newest image in it: shown before its socket is open), GET /static/<file> (its
+assets), GET /ws (the WebSocket); every one passes the guard of routes.py (token, or loopback host names only; a
+browser's WebSocket from the same origin only).
 
 To the pages: images as binary frames (8-byte little-endian float64 stamp_s, then the JPEG), state as JSON
 text frames `{"type": kind, ..., "age_s": s}` (age_s: how long the server had held that state when it sent it, on
@@ -51,7 +50,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from vln_ros.console.control import Control, Lost, Verdict
 from vln_ros.console.messages import Estop, Instruction, RobotCommand, StopTask, Unreadable, parse
-from vln_ros.console.routes import KEYFRAME_PATH, KEYFRAME_STAMP_HEADER, Routes, is_loopback
+from vln_ros.console.routes import Routes, is_loopback
 from vln_ros.core.config import ConsoleParams
 from vln_ros.core.tasks import MAX_INSTRUCTION_CHARS
 
@@ -154,7 +153,7 @@ class ConsoleServer:
         self._counts = {'images_published': 0, 'images_sent': 0, 'images_skipped': 0, 'refused_token': 0,
                         'refused_host': 0, 'refused_origin': 0, 'refused_full': 0, 'replaced': 0, 'commands': 0,
                         'commands_refused': 0, 'bad_messages': 0, 'estops': 0, 'control_lost': 0}
-        self._routes = Routes(self._token, self._counts)
+        self._routes = Routes(self._token, self._counts, self._newest_image)
         self._command_pool = ThreadPoolExecutor(2, thread_name_prefix='console_cmd')
         self._safety_pool = ThreadPoolExecutor(2, thread_name_prefix='console_estop')   # estop, control_lost
 
@@ -283,7 +282,6 @@ class ConsoleServer:
         app.router.add_get('/', self._routes.serve_index)
         app.router.add_get('/static/{name}', self._routes.serve_static)
         app.router.add_get('/ws', self._serve_socket)
-        app.router.add_get(KEYFRAME_PATH, self._serve_keyframe)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, p.address or None, p.port)
@@ -326,19 +324,14 @@ class ConsoleServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- the newest keyframe over HTTP ------------------------------------------------------------------------
-    async def _serve_keyframe(self, request: web.Request) -> web.Response:
-        """The newest image as a JPEG, its stamp (s) in KEYFRAME_STAMP_HEADER; 204 before the first. The page asks
-        for it while its socket worker starts and connects: the first paint waits for neither, nor for the next
-        keyframe (console_first_image_s). no-store: SECURITY_HEADERS."""
+    # -- the page's first image ------------------------------------------------------------------------------
+    def _newest_image(self) -> tuple[float, bytes] | None:
+        """(stamp_s, JPEG) of the newest image, or None before the first (any thread)."""
         with self._lock:
             image = self._image
         if image is None:
-            return web.Response(status=204)
-        frame = image[1]
-        return web.Response(body=frame[STAMP.size:], content_type='image/jpeg',
-                            headers={KEYFRAME_STAMP_HEADER: repr(STAMP.unpack_from(frame)[0]),
-                                     'Cross-Origin-Resource-Policy': 'same-origin'})
+            return None
+        return STAMP.unpack_from(image[1])[0], image[1][STAMP.size:]
 
     # -- the WebSocket ---------------------------------------------------------------------------------------
     async def _serve_socket(self, request: web.Request) -> web.WebSocketResponse:
