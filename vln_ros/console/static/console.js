@@ -203,7 +203,8 @@
       observer.observe({ type: 'element', buffered: true });
     } else {
       const onLoad = (e) => {
-        if (e.target.id !== 'image') return;
+        // only the page's own image (a socket image's load reaches this listener before its onload)
+        if (e.target.id !== 'image' || e.target.dataset.source !== 'page') return;
         document.removeEventListener('load', onLoad, true);
         pageImageShown(Date.now() / 1000);
       };
