@@ -501,7 +501,9 @@ def bench_keyframe_pacing(seconds: float = 15.0, rates: tuple[int, ...] = (10, 3
 def bench_console(images: int = 60, estops: int = 5) -> None:
     """The operator console in headless Chromium: console_node and controller_node in their own processes,
     keyframes (JPEG, stamped now) at 10 Hz and forward plans from this process. console_first_image_s: the page
-    starts loading (its navigation start) -> first image shown, on the page's own clock (chromedriver's time
+    starts loading (its navigation start) -> first image shown (loaded: the newest keyframe in the page's own
+    answer, or the socket's when that came first: which is printed, with when it was painted), on the page's
+    own clock (chromedriver's time
     before the navigation starts is printed apart: it is the test browser's, not the console's, and under load
     it was 0.1-0.6 s of the 1.06 s a run once gave); console_image_latency_ms_p50: keyframe stamp -> shown on
     the page (one clock: this machine's); console_estop_to_zero_ms: e-stop click (the page's time) -> the first
@@ -557,15 +559,33 @@ def bench_console(images: int = 60, estops: int = 5) -> None:
             while shown is None:  # the page's own record of when it showed its first image
                 # >= 1 and the page's first time: the second image can come before this poll sees the first
                 # (imagesShown === 1 then waited for ever: the bench hung in 3 of 4 runs).
-                shown = d.execute_script('const v = window.vlnConsole || {}; return v.imagesShown >= 1 ? '
-                                         '[v.firstImageShownAt, performance.timeOrigin / 1000] : null')
+                # and, when the page's answer carried an image, its Element Timing (it comes after the paint and
+                # may move the first image earlier than a socket image that loaded meanwhile)
+                shown = d.execute_script('const v = window.vlnConsole || {}; return v.imagesShown >= 1 && '
+                                         'v.pageImage !== null && (!v.pageImage || v.firstImagePaintedAt !== null) ? '
+                                         '[v.firstImageShownAt, performance.timeOrigin / 1000, v.firstImageSource]'
+                                         ' : null')
                 if shown is None and time.monotonic() > deadline:
                     raise RuntimeError(f'the console page showed no image within {PAGE_DEADLINE_S} s')
                 time.sleep(0.005)
-            shown_at, navigation_start = shown
+            shown_at, navigation_start, source = shown
             after_navigation_s = shown_at - navigation_start
             print(f'# console: driver.get -> navigation start {navigation_start - loaded:.3f} s (the test browser\'s);'
-                  f' navigation start -> first image shown {after_navigation_s:.3f} s', file=sys.stderr)
+                  f' navigation start -> first image shown {after_navigation_s:.3f} s (from the {source})',
+                  file=sys.stderr)
+            # where the time went, in ms since the navigation start (the page's resource timing)
+            steps = d.execute_script(
+                "const r = performance.getEntriesByType('resource'); const at = (s, k) => { "
+                "const e = r.find((x) => x.name.includes(s)); return e ? Math.round(e[k]) : null; }; "
+                "const n = performance.getEntriesByType('navigation')[0] || {}; return {"
+                "page_answered: Math.round(n.responseEnd || 0), script_answered: at('console.js', 'responseEnd'), "
+                "script_started: Math.round(window.vlnConsole.scriptStartedMs), "
+                "dom_ready: Math.round(n.domContentLoadedEventStart || 0), "
+                "style_answered: at('console.css', 'responseEnd'), "
+                "first_paint: Math.round((performance.getEntriesByType('paint')[0] || {}).startTime || 0), "
+                "image_painted: window.vlnConsole.firstImagePaintedAt === null ? null : "
+                "Math.round(window.vlnConsole.firstImagePaintedAt * 1000 - performance.timeOrigin)}")
+            print(f'# console: first image, step by step (ms since the navigation start): {steps}', file=sys.stderr)
             emit('console_first_image_s', after_navigation_s, 's')
             second.driver.get(url)
             proc.cpu_percent(None)

@@ -3,6 +3,7 @@ server on 127.0.0.1 (port 0), aiohttp's client, a fake Commands that records its
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import struct
@@ -12,7 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
+import cv2
+import numpy as np
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from vln_ros.console.server import ConsoleServer
@@ -270,6 +274,113 @@ def test_port_taken() -> None:
         server = ConsoleServer(ConsoleParams(port=port), FakeCommands(), print)
         with pytest.raises(OSError, match=str(port)):
             server.start()
+        server.stop()
+
+
+# -- the page's first image: the newest keyframe in the page's own answer -----------------------------------------
+def in_page(image: bytes) -> str:
+    """How the page's answer carries an image (a data: URL in the <img>)."""
+    return 'data:image/jpeg;base64,' + base64.b64encode(image).decode('ascii')
+
+
+def test_the_page_carries_the_newest_keyframe_only_to_a_request_with_the_token_or_its_cookie(
+        make_server: Make) -> None:
+    token = 'k3yframe-Token'
+    server, _, url = make_server(token=token)
+    server.publish_image(jpeg(1), 5.0)
+    port = URL(url).port
+
+    async def body() -> None:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            for query in ('', '?token=wrong', '?token=' + token[:-1]):
+                async with http.get(base(url) + '/' + query) as r:
+                    assert r.status == 401 and in_page(jpeg(1)) not in await r.text(), query
+            async with http.get(base(url) + '/', headers={'Authorization': 'Bearer nope'}) as r:
+                assert r.status == 401 and in_page(jpeg(1)) not in await r.text()
+            http.cookie_jar.update_cookies({f'vln_console_{port + 1}': token}, URL(base(url)))   # another console's
+            async with http.get(base(url) + '/') as r:
+                assert r.status == 401 and in_page(jpeg(1)) not in await r.text()
+            http.cookie_jar.update_cookies({f'vln_console_{port}': 'wrong'}, URL(base(url)))
+            async with http.get(base(url) + '/') as r:
+                assert r.status == 401 and in_page(jpeg(1)) not in await r.text()
+            async with http.get(base(url) + f'/?token={token}') as r:   # the first load; the cookie then suffices
+                assert r.status == 200 and in_page(jpeg(1)) in await r.text()
+            async with http.get(base(url) + '/') as r:
+                assert r.status == 200 and in_page(jpeg(1)) in await r.text()
+        assert server.stats()['refused_token'] == 6
+
+    asyncio.run(body())
+
+
+def test_the_page_carries_the_newest_keyframe_with_its_stamp_uncached_and_no_image_before_the_first(
+        make_server: Make) -> None:
+    server, _, url = make_server()
+
+    async def body() -> None:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base(url) + '/') as r:
+                page = await r.text()
+                assert r.status == 200 and '<img id="image" alt="camera image (keyframe)">' in page
+                assert 'data:image' not in page and '{{' not in page
+            server.publish_image(jpeg(1), 10.25)
+            server.publish_image(jpeg(2, size=3000), 11.5)
+            async with http.get(base(url) + '/') as r:
+                page = await r.text()
+                assert r.status == 200 and r.headers['Cache-Control'] == 'no-store'
+                assert f'src="{in_page(jpeg(2, size=3000))}" data-stamp="11.5" data-source="page"' in page
+                assert in_page(jpeg(1)) not in page
+        assert server.stats()['images_sent'] == 0   # the page's answer is no socket's: its counters stay the socket's
+
+    asyncio.run(body())
+
+
+class HeldSocketServer(ConsoleServer):
+    """Holds every WebSocket handshake until `opened` is set (bounded): whatever image the page shows meanwhile
+    came over HTTP."""
+
+    HOLD_LIMIT_S = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened = threading.Event()
+        self.held = threading.Event()   # a page asked for its socket
+
+    async def _serve_socket(self, request: web.Request) -> web.WebSocketResponse:
+        self.held.set()
+        deadline = time.monotonic() + self.HOLD_LIMIT_S
+        while not self.opened.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return await super()._serve_socket(request)
+
+
+def real_jpeg(shade: int, width: int = 64, height: int = 48) -> bytes:
+    return bytes(cv2.imencode('.jpg', np.full((height, width, 3), shade, np.uint8))[1].tobytes())
+
+
+def test_the_page_shows_the_keyframe_its_own_answer_carried_before_its_socket_brings_any(browser: Any) -> None:
+    """A real browser: with the socket's handshake held, the page still shows the keyframe the server had when it
+    answered (console_first_image_s no longer waits for the script, the worker, the socket and the next
+    keyframe); once the socket opens, its newer images replace it."""
+    server = HeldSocketServer(ConsoleParams(address='127.0.0.1', port=0), FakeCommands(), lambda line: None)
+    url = server.start()
+    try:
+        server.publish_image(real_jpeg(90, width=64), 1234.5)
+        browser.get(url)
+        shown = 'const v = window.vlnConsole || {}; return v.firstImageShownAt !== null && v.imagesShown > 0'
+        assert wait_until(lambda: browser.execute_script(shown), 10.0)
+        page = browser.execute_script('const v = window.vlnConsole; return {source: v.firstImageSource, '
+                                      'stamp: v.lastImageStamp, received: v.imagesReceived, connected: v.connected,'
+                                      ' width: document.getElementById("image").naturalWidth}')
+        assert page == {'source': 'page', 'stamp': 1234.5, 'received': 0, 'connected': False, 'width': 64}
+        assert server.held.is_set() and server.stats()['viewers'] == 0   # the socket was asked for, and held
+        server.opened.set()
+        server.publish_image(real_jpeg(160, width=80), 1240.0)
+        newer = 'const v = window.vlnConsole; return v.connected && v.lastImageStamp === 1240 && ' \
+                'document.getElementById("image").naturalWidth === 80'
+        assert wait_until(lambda: browser.execute_script(newer), 10.0)
+        assert browser.execute_script('return window.vlnConsole.firstImageSource') == 'page'
+    finally:
+        server.opened.set()
         server.stop()
 
 

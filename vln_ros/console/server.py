@@ -1,7 +1,8 @@
 """The operator console's web server: no ROS. aiohttp on its own asyncio loop in a background thread.
 
-Routes: GET / (the page), GET /static/<file> (its assets), GET /ws (the WebSocket); every one passes the
-guard of routes.py (token, or loopback host names only; a browser's WebSocket from the same origin only).
+Routes: GET / (the page, with the newest image in it: shown before its socket is open), GET /static/<file> (its
+assets), GET /ws (the WebSocket); every one passes the guard of routes.py (token, or loopback host names only; a
+browser's WebSocket from the same origin only).
 
 To the pages: images as binary frames (8-byte little-endian float64 stamp_s, then the JPEG), state as JSON
 text frames `{"type": kind, ..., "age_s": s}` (age_s: how long the server had held that state when it sent it, on
@@ -152,7 +153,7 @@ class ConsoleServer:
         self._counts = {'images_published': 0, 'images_sent': 0, 'images_skipped': 0, 'refused_token': 0,
                         'refused_host': 0, 'refused_origin': 0, 'refused_full': 0, 'replaced': 0, 'commands': 0,
                         'commands_refused': 0, 'bad_messages': 0, 'estops': 0, 'control_lost': 0}
-        self._routes = Routes(self._token, self._counts)
+        self._routes = Routes(self._token, self._counts, self._newest_image)
         self._command_pool = ThreadPoolExecutor(2, thread_name_prefix='console_cmd')
         self._safety_pool = ThreadPoolExecutor(2, thread_name_prefix='console_estop')   # estop, control_lost
 
@@ -322,6 +323,15 @@ class ConsoleServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- the page's first image ------------------------------------------------------------------------------
+    def _newest_image(self) -> tuple[float, bytes] | None:
+        """(stamp_s, JPEG) of the newest image, or None before the first (any thread)."""
+        with self._lock:
+            image = self._image
+        if image is None:
+            return None
+        return STAMP.unpack_from(image[1])[0], image[1][STAMP.size:]
 
     # -- the WebSocket ---------------------------------------------------------------------------------------
     async def _serve_socket(self, request: web.Request) -> web.WebSocketResponse:

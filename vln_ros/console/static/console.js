@@ -3,6 +3,7 @@
 'use strict';
 
 (() => {
+  const scriptStartedMs = performance.now();   // for the console bench's breakdown of the first image
   const $ = (id) => document.getElementById(id);
   // [token] The server answered ?token= with an HttpOnly session cookie (routes.py): take the token out of the
   // address bar and the history entry; the assets, a reload and the socket authenticate by the cookie.
@@ -23,6 +24,10 @@
     connected: false, connects: 0, page: null,
     imagesReceived: 0, imagesShown: 0, imagesDroppedInPage: 0,
     lastImageStamp: null, lastImageShownAt: null, lastImageLatencyS: null, firstImageShownAt: null,
+    firstImageSource: null,   // 'page' (in the page's own answer) or 'socket'
+    firstImagePaintedAt: null,   // the page's image on the screen (Element Timing; it waits for the stylesheet)
+    pageImage: null,             // whether the page's own answer carried an image (known once the page is parsed)
+    scriptStartedMs,          // when this script started, ms since the page's navigation start
     planCount: 0, statusCount: 0, kinds: {}, last: {}, replies: [], stale: {},
     hasControl: false, controlHeld: false, viewers: 0, estopEngaged: null, estopClickedAt: null,
     send: (msg) => send(msg),
@@ -151,6 +156,7 @@
 
   // Images: newest wins in the page too (one decoding at a time, a newer one replaces the waiting one).
   let decoding = false;
+  let pageImageStamp = null;   // the stamp of the image the page's own answer carried
   let waiting = null;
   let shownUrl = null;
 
@@ -158,6 +164,8 @@
     if (!(buf instanceof ArrayBuffer) || buf.byteLength < 9) return;
     vc.imagesReceived += 1;
     const stamp = new DataView(buf).getFloat64(0, true);
+    // the socket's first image is the server's newest: often the one the page's answer carried already
+    if (vc.imagesReceived === 1 && Object.is(stamp, pageImageStamp)) return;
     const blob = new Blob([new Uint8Array(buf, 8)], { type: 'image/jpeg' });
     if (decoding) {
       if (waiting) vc.imagesDroppedInPage += 1;
@@ -167,23 +175,68 @@
     showImage(stamp, blob);
   }
 
+  // [first image] The page's own answer carries the server's newest keyframe (<img data-source="page">, a
+  // data: URL): shown as the page is parsed, before this script, the socket's worker, the socket and the next
+  // keyframe. This script is async (the page is parsed and painted without waiting for it), so that image may
+  // have loaded before it runs: Element Timing (Chromium) says when it loaded (the moment a socket image's
+  // onload marks) and when it was painted; elsewhere its load event, or init() if it came before this script.
+  const hasElementTiming = () => (PerformanceObserver.supportedEntryTypes || []).includes('element');
+  // Element Timing reports after the paint: a socket image may have loaded meanwhile, later than this one.
+  function pageImageShown(atS, paintedAtS) {
+    const img = $('image');
+    if (img && vc.imagesShown === 0 && img.dataset.source === 'page') shown(img, Number(img.dataset.stamp), 'page', atS);
+    if (vc.firstImageShownAt === null || atS < vc.firstImageShownAt) {
+      vc.firstImageShownAt = atS;
+      vc.firstImageSource = 'page';
+    }
+    if (paintedAtS !== undefined) vc.firstImagePaintedAt = paintedAtS;
+  }
+  function watchPageImage() {
+    if (hasElementTiming()) {
+      const observer = new PerformanceObserver((list) => {
+        const e = list.getEntries().find((x) => x.identifier === 'first-keyframe');
+        if (!e) return;
+        observer.disconnect();
+        const at = (ms) => (performance.timeOrigin + ms) / 1000;
+        pageImageShown(at(e.loadTime || e.renderTime), e.renderTime ? at(e.renderTime) : undefined);
+      });
+      observer.observe({ type: 'element', buffered: true });
+    } else {
+      const onLoad = (e) => {
+        // only the page's own image (a socket image's load reaches this listener before its onload)
+        if (e.target.id !== 'image' || e.target.dataset.source !== 'page') return;
+        document.removeEventListener('load', onLoad, true);
+        pageImageShown(Date.now() / 1000);
+      };
+      document.addEventListener('load', onLoad, true);   // load does not bubble: caught on its way down
+    }
+  }
+
+  function shown(img, stamp, source, atS) {
+    const now = atS === undefined ? Date.now() / 1000 : atS;
+    vc.imagesShown += 1;
+    vc.lastImageStamp = stamp;
+    vc.lastImageShownAt = now;
+    if (vc.firstImageShownAt === null) {   // the console bench's first image
+      vc.firstImageShownAt = now;
+      vc.firstImageSource = source;
+    }
+    vc.lastImageLatencyS = now - stamp;
+    img.dataset.stamp = String(stamp);
+    img.dataset.shown = String(vc.imagesShown);
+  }
+
   function showImage(stamp, blob) {
     decoding = true;
     const img = $('image');
     const url = URL.createObjectURL(blob);
+    img.dataset.source = 'socket';
     const done = (ok) => {
       img.onload = img.onerror = null;
       if (ok) {
         if (shownUrl) URL.revokeObjectURL(shownUrl);
         shownUrl = url;
-        const now = Date.now() / 1000;
-        vc.imagesShown += 1;
-        vc.lastImageStamp = stamp;
-        vc.lastImageShownAt = now;
-        if (vc.firstImageShownAt === null) vc.firstImageShownAt = now;   // the console bench's first image
-        vc.lastImageLatencyS = now - stamp;
-        img.dataset.stamp = String(stamp);
-        img.dataset.shown = String(vc.imagesShown);
+        shown(img, stamp, 'socket');
       } else {
         URL.revokeObjectURL(url);
       }
@@ -523,11 +576,18 @@
     drawPlan([]);
     setConnection(open ? 'connected' : 'connecting', open ? 'connected' : 'connecting…');
     updateButtons();
+    const img = $('image');
+    if (img.dataset.source === 'page') pageImageStamp = Number(img.dataset.stamp);
+    vc.pageImage = img.dataset.source === 'page';
+    if (img.complete && img.naturalWidth > 0 && !hasElementTiming()) {
+      pageImageShown(Date.now() / 1000);   // loaded before this script ran, where no Element Timing says when
+    }
     early.splice(0).forEach(fromWorker);
   }
 
-  // The socket first, from <head>: the worker's start-up and the connection overlap the page's parsing and
-  // first layout (the first image waited for them: console_first_image_s).
+  // The socket first, from <head> (async: the page is parsed and its image shown without waiting for this
+  // script): the worker's start-up and the connection overlap the page's parsing and first layout.
+  watchPageImage();
   startWorker();
   connect();
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
