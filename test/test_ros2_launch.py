@@ -359,11 +359,14 @@ def test_the_ros2_cli_describes_calls_and_echoes_our_nodes(launcher, graph, tmp_
 
 # -- a fleet ---------------------------------------------------------------------------------------------
 
-def test_the_fleet_api_shape_brings_up_one_openai_inference_node_per_robot_and_plans_reach_only_their_robot(
-        launcher, graph, tmp_path):
-    """fleet.launch.py shape:=api with two robots against test/openai_server.py imitating a batching api_server:
-    an inference_node in each robot namespace asking that server, its topics there and nowhere else; a task and
-    a keyframe of r1 bring r1 a plan from the server, and r2 nothing."""
+@pytest.mark.parametrize('shape', ['api', 'engine'])
+def test_each_fleet_shape_serves_both_robots_namespaces_and_plans_reach_only_their_robot(
+        launcher, graph, tmp_path, shape):
+    """fleet.launch.py with two robots against test/openai_server.py imitating a batching api_server. shape api:
+    an inference_node in each robot namespace asking that server; shape engine: ONE inference_node in the root
+    serving both namespaces (parameter robots) through one backend (here the openai one, shared). Either way
+    the robots' topics are in their namespaces and nowhere else; a task and a keyframe of r1 bring r1 a plan
+    from the server, and r2 nothing."""
     import cv2
     import numpy as np
     from openai_server import FORWARD, FakeOpenAIServer
@@ -384,14 +387,20 @@ def test_the_fleet_api_shape_brings_up_one_openai_inference_node_per_robot_and_p
                                          QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
     try:
         launch = launcher('ros2', 'launch', bringup.PACKAGE, 'fleet.launch.py', 'robots:=fleet_r1,fleet_r2',
-                          'shape:=api', f'openai_url:={server.base_url}',
+                          f'shape:={shape}', 'backend:=openai', f'openai_url:={server.base_url}',
                           f'params_file:={params_file(tmp_path / "p.yaml")}')
-        assert wait_for(lambda: all('inference_node' in nodes_on_graph(watcher, r) for r in robots)
+        servers = robots if shape == 'api' else ['/']
+        assert wait_for(lambda: all('inference_node' in nodes_on_graph(watcher, r) for r in servers)
                         or launch.proc.poll() is not None, STARTUP_S), launch.output()[-4000:]
-        assert nodes_on_graph(watcher, '/') & {'inference_node'} == set(), 'no node of the fleet in the root'
-        for robot in robots:
-            assert get_parameters(watcher, f'{robot}/inference_node', ['backend', 'openai.base_url']) == [
-                'openai', server.base_url]
+        if shape == 'api':
+            assert nodes_on_graph(watcher, '/') & {'inference_node'} == set(), 'no node of the fleet in the root'
+            for robot in robots:
+                assert get_parameters(watcher, f'{robot}/inference_node', ['backend', 'openai.base_url']) == [
+                    'openai', server.base_url]
+        else:
+            assert not any('inference_node' in nodes_on_graph(watcher, r) for r in robots), 'one node, in the root'
+            assert get_parameters(watcher, '/inference_node', ['backend', 'openai.base_url', 'robots']) == [
+                'openai', server.base_url, ['fleet_r1', 'fleet_r2']]
         assert wait_for(lambda: watcher.count_subscribers('/fleet_r1/vln/keyframe') == 1, STARTUP_S)
         topics = {name for name, _ in watcher.get_topic_names_and_types()}
         assert {f'{r}/vln/{t}' for r in robots for t in ('waypoints', 'task_status', 'keyframe')} <= topics, topics
