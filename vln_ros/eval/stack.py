@@ -183,6 +183,7 @@ class EvalStack:
         self.group = ProcessGroup(log_dir)
         self.observer: EvalObserver | None = None      # the first robot's (the clock of every wait)
         self.observers: list[EvalObserver] = []        # one per robot
+        self.fleet_tasks: list[str] = []               # each robot's task id in the last fleet episode
         self.controller = controller_params(options.params_file)
         self.limits = VelocityLimits.of(self.controller).as_dict()
 
@@ -412,6 +413,7 @@ class EvalStack:
             if not reply.accepted:
                 raise RuntimeError(f'{name}: set_task refused the instruction: {reply.message}')
             tasks.append((reply.task_id, obs.now()))
+        self.fleet_tasks = [task_id for task_id, _ in tasks]
         budget = BUDGET_MIN_S + BUDGET_S_PER_M * max(r.shortest_path_m for r in scene.robots)
         started_s = min(t for _, t in tasks)
 
