@@ -740,33 +740,22 @@ def bench_fleet(episodes: int = 3) -> None:
     pace). fleet_cross_talk: plans (vln/waypoints) or task statuses that reached one robot's namespace carrying
     another robot's task id; must be 0."""
     from vln_ros.eval import metrics
-    from vln_ros.eval.stack import EvalOptions, EvalStack
+    from vln_ros.eval import run as eval_run
+    from vln_ros.eval.stack import EvalOptions
 
-    rates, rtf, successes, robots_done, cross_talk, robot_collisions = [], [], 0, 0, 0, 0
-    with EvalStack(EvalOptions(robots=4), OUT / 'fleet' / 'logs') as stack:
-        stack.start()
-        for seed in range(episodes):
-            records = stack.run_fleet_episode(seed)
-            for record in records:
-                sent = [c[0] for c in record.commands if record.task_started_s <= c[0] <= record.task_ended_s]
-                if len(sent) > 1:
-                    rates.append((len(sent) - 1) / (sent[-1] - sent[0]))
-                score = metrics.score(record, stack.limits)
-                successes += bool(score['success'])
-                robots_done += 1
-                robot_collisions += record.robot_collisions
-                if math.isfinite(record.real_time_factor):
-                    rtf.append(record.real_time_factor)
-            for obs, own in zip(stack.observers, stack.fleet_tasks, strict=True):
-                others = set(stack.fleet_tasks) - {own}
-                with obs.lock:
-                    cross_talk += sum(1 for p in obs.heard.plans if p.task_id in others)
-                    cross_talk += sum(1 for _, status in obs.heard.statuses if status.task_id in others)
+    records, scores = eval_run.run_set(EvalOptions(robots=4), list(range(episodes)), OUT / 'fleet', 'fleet',
+                                       quiet=True)
+    rates = []
+    for record in records:
+        sent = [c[0] for c in record.commands if record.task_started_s <= c[0] <= record.task_ended_s]
+        if len(sent) > 1:
+            rates.append((len(sent) - 1) / (sent[-1] - sent[0]))
+    summary = metrics.summarise(scores)
     emit('fleet_cmd_vel_rate_hz_min', min(rates, default=math.nan), 'Hz')
-    emit('fleet_cross_talk', cross_talk, 'count')
-    emit('fleet_sr_0p5s', 100 * successes / max(robots_done, 1), '%')
-    emit('fleet_robot_collisions', robot_collisions, 'count')
-    emit('fleet_real_time_factor_min', min(rtf, default=math.nan), 'ratio')
+    emit('fleet_cross_talk', summary['cross_talk'], 'count')
+    emit('fleet_sr_0p5s', 100 * summary['sr'], '%')
+    emit('fleet_robot_collisions', summary['robot_collisions'], 'count')
+    emit('fleet_real_time_factor_min', summary['real_time_factor_min'], 'ratio')
 
 
 def bench_safety_study(episodes: int = 3, worlds: tuple[str, ...] = ('empty', 'clutter', 'people'),

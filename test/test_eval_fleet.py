@@ -35,7 +35,7 @@ def record(index: int, at: tuple[float, float]) -> metrics.EpisodeRecord:
         route_length_m=own.route_length_m, shortest_path_m=own.route_length_m,
         goal=[own.goal.x, own.goal.y, own.goal.yaw], task_started_s=0.0, task_ended_s=5.0, end_state='arrived',
         end_reason='arrived', trajectory=trajectory, commands=[], plans=[], collisions=0, min_clearance_m=0.3,
-        robot=f'r{index + 1}', robot_index=index, fleet_size=4, robot_collisions=1)
+        robot=f'r{index + 1}', robot_index=index, fleet_size=4, robot_collisions=1, cross_talk=index)
 
 
 def test_a_follower_is_scored_against_its_own_goal_behind_the_leader_not_the_scenes():
@@ -46,7 +46,8 @@ def test_a_follower_is_scored_against_its_own_goal_behind_the_leader_not_the_sce
     scene_goal = scenes.generate(0).goal
     at_scene_goal = metrics.score(record(2, (scene_goal.x, scene_goal.y)), {})
     assert not at_scene_goal['success'] and at_scene_goal['navigation_error_m'] > 2 * fleet.MIN_SPACING_M - 1e-6
-    assert metrics.summarise([at_own_goal, at_scene_goal])['robot_collisions'] == 2
+    summary = metrics.summarise([at_own_goal, at_scene_goal])
+    assert summary['robot_collisions'] == 2 and summary['cross_talk'] == 4   # counted, never hidden
     table = episode_table([at_own_goal]).splitlines()
     assert table[0].startswith('| seed | robot |') and table[2].startswith('| 0 | r3 | success |')
     assert math.isfinite(at_own_goal['ndtw'])

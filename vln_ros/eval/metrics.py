@@ -84,6 +84,7 @@ class EpisodeRecord:
     robot_index: int = 0                    # its place in the queue (vln_ros/sim/fleet.py), the leader 0
     fleet_size: int = 1                     # how many robots shared the world
     robot_collisions: int = 0               # contacts with other robots (collisions: walls, landmarks, clutter)
+    cross_talk: int = 0                     # plans or task statuses in its namespace with another robot's task id
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -283,6 +284,7 @@ def score(r: EpisodeRecord, limits: dict[str, float], scene: Scene | None = None
         'plans': len(task_plans), 'limit_violations': limit_violations(r.commands, limits),
         'answer_faults': sum(1 for a in r.answers if a.get('fault')),
         'real_time_factor': r.real_time_factor, 'robot': r.robot, 'robot_collisions': r.robot_collisions,
+        'cross_talk': r.cross_talk,
     }
 
 
@@ -318,6 +320,7 @@ def summarise(scores: list[dict[str, Any]]) -> dict[str, Any]:
         'real_time_factor_min': min((s['real_time_factor'] for s in scores
                                      if math.isfinite(s['real_time_factor'])), default=math.nan),
         'robot_collisions': sum(s.get('robot_collisions', 0) for s in scores),
+        'cross_talk': sum(s.get('cross_talk', 0) for s in scores),
     }
 
 

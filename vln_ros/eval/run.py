@@ -137,7 +137,7 @@ COLUMNS = (('episodes', 'n', '{:d}'), ('sr', 'SR %', 'rate'), ('sr_3m', 'SR 3 m 
            ('stop_and_go', 'stop&go', '{:.1f}'), ('plan_age_s_p50', 'plan age p50 s', '{:.2f}'),
            ('plan_age_s_p99', 'p99 s', '{:.2f}'), ('keyframe_to_plan_s_p50', 'kf->plan s', '{:.2f}'),
            ('limit_violations', 'limit viol.', '{:d}'), ('real_time_factor_min', 'RTF min', '{:.2f}'))
-FLEET_COLUMNS = (*COLUMNS, ('robot_collisions', 'robot coll.', '{:d}'))
+FLEET_COLUMNS = (*COLUMNS, ('robot_collisions', 'robot coll.', '{:d}'), ('cross_talk', 'cross talk', '{:d}'))
 FAMILY_COLUMNS = tuple(c for c in COLUMNS if c[0] in (
     'episodes', 'sr', 'sr_3m', 'os', 'spl', 'navigation_error_geodesic_m', 'ndtw', 'time_to_goal_s', 'collision_rate'))
 TABLE_NOTE = ('SR: stopped (the model said arrived) within 1 m of the goal, SR 3 m: within 3 m, OS: came within 1 m '

@@ -183,7 +183,6 @@ class EvalStack:
         self.group = ProcessGroup(log_dir)
         self.observer: EvalObserver | None = None      # the first robot's (the clock of every wait)
         self.observers: list[EvalObserver] = []        # one per robot
-        self.fleet_tasks: list[str] = []               # each robot's task id in the last fleet episode
         self.controller = controller_params(options.params_file)
         self.limits = VelocityLimits.of(self.controller).as_dict()
 
@@ -413,7 +412,6 @@ class EvalStack:
             if not reply.accepted:
                 raise RuntimeError(f'{name}: set_task refused the instruction: {reply.message}')
             tasks.append((reply.task_id, obs.now()))
-        self.fleet_tasks = [task_id for task_id, _ in tasks]
         budget = BUDGET_MIN_S + BUDGET_S_PER_M * max(r.shortest_path_m for r in scene.robots)
         started_s = min(t for _, t in tasks)
 
@@ -434,8 +432,12 @@ class EvalStack:
                 'timeout', f'no end in {budget:.0f} s', started_s + budget)
             episode = self.sim.episode(timeout_s=30.0, robot=name)
             start = scene.robots[i]
+            others = {other for other, _ in tasks} - {task_id}
             with obs.lock:
                 plans = [p for p in obs.heard.plans if p.task_id == task_id]
+                # nothing of another robot may reach this one: its plans, or its task's states
+                cross_talk = (sum(1 for p in obs.heard.plans if p.task_id in others)
+                              + sum(1 for _, status in obs.heard.statuses if status.task_id in others))
             records.append(EpisodeRecord(
                 seed=seed, instruction=scene.instruction, language=scene.language, kind=scene.kind,
                 route_length_m=start.route_length_m, shortest_path_m=start.shortest_path_m, goal=list(start.goal),
@@ -446,5 +448,5 @@ class EvalStack:
                 person_collisions=episode.person_collisions if i == 0 else 0,
                 min_clearance_people_m=episode.min_clearance_people_m if i == 0 else math.inf,
                 people_tracks=episode.people_tracks if i == 0 else [], robot=name, robot_index=i,
-                fleet_size=len(names), robot_collisions=episode.robot_collisions))
+                fleet_size=len(names), robot_collisions=episode.robot_collisions, cross_talk=cross_talk))
         return records
