@@ -12,7 +12,7 @@ import pytest
 from vln_ros.sim import fleet, scenes
 from vln_ros.sim.api import FaultRequest, OracleRequest, ResetRequest
 from vln_ros.sim.params import SimParams, robot_names
-from vln_ros.sim.render import NO_ROBOTS, RobotsView, render
+from vln_ros.sim.render import NO_ROBOTS, RobotsView, depth_image, render
 from vln_ros.sim.service import SimService
 from vln_ros.sim.world import SimWorld
 
@@ -77,6 +77,20 @@ def test_each_robots_camera_draws_the_other_robot_and_not_itself():
     assert changed[:, seen.shape[1] // 2].any()                         # in the middle column: it is straight ahead
     assert not changed[:, :5].any() and not changed[:, -5:].any()       # and only there
     assert np.array_equal(world.others_of('r1'), [[follower.base.pose.x, follower.base.pose.y]])
+
+
+def test_each_robots_depth_camera_measures_the_other_robot_ahead():
+    params = SimParams.model_validate({**TWO, 'depth': {'enabled': True, 'encoding': '32FC1'}})
+    service = SimService(params, lambda scene, pose, people, robots=NO_ROBOTS: None)
+    leader, follower = service.world.robots
+    depth = service.depth_frame(follower)
+    middle = depth[:, depth.shape[1] // 2]
+    gap = math.hypot(leader.base.pose.x - follower.base.pose.x, leader.base.pose.y - follower.base.pose.y)
+    low = middle[int(depth.shape[0] * 0.55)]       # just below the optical axis: the leader's body (0.55 m tall)
+    assert low == pytest.approx(gap - 0.3, abs=0.05)
+    pose = follower.base.pose
+    alone = depth_image(service.world.physical, pose, service.depth_camera)[:, depth.shape[1] // 2]
+    assert alone[int(depth.shape[0] * 0.55)] > gap + 0.5                # without the leader: the floor further on
 
 
 def test_the_side_channel_answers_for_the_robot_it_names_and_refuses_one_it_does_not_have():

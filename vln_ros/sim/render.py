@@ -225,14 +225,16 @@ def _draw_robots(image: np.ndarray, scene: Scene, pose: Pose2D, camera: CameraSp
     image[:, columns] = view
 
 
-def depth_image(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView = NO_PEOPLE) -> np.ndarray:
+def depth_image(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView = NO_PEOPLE,
+                robots: RobotsView = NO_ROBOTS) -> np.ndarray:
     """What a depth camera at `pose` (camera.height_m up, level, along pose.yaw) measures: (H, W) float32, each
     pixel's depth along the optical axis in metres (z of the optical frame), FAR_M where nothing is nearer;
-    the same walls, boxes, floor, ceiling and people as render() draws."""
-    return _depth(scene, pose, camera, people, np.arange(camera.width))
+    the same walls, boxes, floor, ceiling, people and other robots as render() draws."""
+    return _depth(scene, pose, camera, people, np.arange(camera.width), robots)
 
 
-def _depth(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView, columns: np.ndarray) -> np.ndarray:
+def _depth(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView, columns: np.ndarray,
+           robots: RobotsView = NO_ROBOTS) -> np.ndarray:
     """depth_image() of the given columns only, (H, len(columns))."""
     optics, geo = _optics(camera), _geometry(scene)
     c, s = math.cos(pose.yaw), math.sin(pose.yaw)
@@ -258,6 +260,11 @@ def _depth(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView, c
         d = _people_depth(people.positions, pose, dx, dy)[0].astype(np.float32)[None, :]
         z = camera.height_m - z_per_depth * d
         inside = (z >= 0.0) & (z <= PERSON_HEIGHT_M) & (d < depth)
+        depth = np.where(inside, np.broadcast_to(d, depth.shape), depth)
+    if len(robots):
+        d = _people_depth(robots.positions, pose, dx, dy, robots.radius_m)[0].astype(np.float32)[None, :]
+        z = camera.height_m - z_per_depth * d
+        inside = (z >= 0.0) & (z <= ROBOT_HEIGHT_M) & (d < depth)
         depth = np.where(inside, np.broadcast_to(d, depth.shape), depth)
     return depth
 

@@ -25,7 +25,7 @@ from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.sim import api, geodesic, scenes
 from vln_ros.sim.laser import Laser
 from vln_ros.sim.params import SimParams
-from vln_ros.sim.render import CameraSpec, RobotsView, depth_image, encode_depth
+from vln_ros.sim.render import NO_ROBOTS, CameraSpec, RobotsView, depth_image, encode_depth
 from vln_ros.sim.scene import Scene
 from vln_ros.sim.world import Capture, Prepared, SimRobot, SimWorld
 
@@ -123,11 +123,14 @@ class SimService:
                 self._rtf_window.pop(0)
 
     def depth_frame(self, robot: SimRobot | None = None) -> np.ndarray:
-        """The depth camera's image now (of the first robot unless told), encoded as params.depth.encoding says.
-        Other robots are not in it (the camera and the laser see them)."""
-        d, pose = self.params.depth, (robot or self.world.robots[0]).base.pose
+        """The depth camera's image now (of the first robot unless told), with the other robots in it, encoded as
+        params.depth.encoding says."""
+        r = robot or self.world.robots[0]
+        d, pose = self.params.depth, r.base.pose
+        others = RobotsView(self.world.others_of(r.name), self.params.base.radius_m) if len(self.world.robots) > 1 \
+            else NO_ROBOTS
         at = Pose2D(pose.x + d.mount.x_m * math.cos(pose.yaw), pose.y + d.mount.x_m * math.sin(pose.yaw), pose.yaw)
-        metres = depth_image(self.world.physical, at, self.depth_camera, self.world.people_view())
+        metres = depth_image(self.world.physical, at, self.depth_camera, self.world.people_view(), others)
         return encode_depth(metres, d.encoding, d.range_max_m)
 
     def idle(self, wait_s: float) -> None:
