@@ -32,15 +32,18 @@ demo: install-demo
 
 # Closed loop (README, "Evaluation"): EPISODES seeded episodes in the simulator through the three node
 # processes, scored (SR, SPL, waiting, ...). The oracle stands in for the model unless BACKEND=lmdeploy or
-# openai; STUDY=latency, faults or safety runs a study; EVAL_ARGS passes more (vln_eval --help).
+# openai; STUDY=latency, faults or safety runs a study; ROBOTS=N puts N robots in one world, each with its own
+# stack; EVAL_ARGS passes more (vln_eval --help).
 EPISODES ?= 20
 LATENCY ?= 0.5
 STUDY ?=
+ROBOTS ?=
 EVAL_ARGS ?=
 eval: install-demo
 	$(PY) -m vln_ros.eval.run --episodes $(EPISODES) --latency $(LATENCY) \
 	  $(if $(filter-out replay,$(BACKEND)),--backend $(BACKEND)) $(if $(filter lmdeploy,$(BACKEND)),--model $(MODEL) \
-	  --param lmdeploy.tp:=$(TP)) $(if $(STUDY),--study $(STUDY)) --out $(or $(OUT),eval_out) $(EVAL_ARGS)
+	  --param lmdeploy.tp:=$(TP)) $(if $(STUDY),--study $(STUDY)) $(if $(ROBOTS),--robots $(ROBOTS)) \
+	  --out $(or $(OUT),eval_out) $(EVAL_ARGS)
 
 # Remake demo/corridor and demo/corridor_answers.jsonl from vln_ros/demo/corridor.py (they are committed).
 demo-bag: install-demo

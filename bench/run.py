@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -751,6 +752,32 @@ def bench_closed_loop(episodes: int = 20, studies: int = 4) -> None:
             emit('sim_real_time_factor', summary['real_time_factor_min'], 'ratio')
 
 
+def bench_fleet(episodes: int = 3) -> None:
+    """Four robots' stacks on one graph (make eval ROBOTS=4: one sim_node, a camera_node, inference_node with the
+    oracle at 0.5 s and controller_node per namespace r1..r4). fleet_cmd_vel_rate_hz_min: the slowest controller's
+    cmd_vel rate during its tasks, counted by the simulator's base in simulated time (the controllers' timers run
+    on /clock: the rate the robot gets, whatever the simulation's pace; fleet_real_time_factor_min says that
+    pace). fleet_cross_talk: plans (vln/waypoints) or task statuses that reached one robot's namespace carrying
+    another robot's task id; must be 0."""
+    from vln_ros.eval import metrics
+    from vln_ros.eval import run as eval_run
+    from vln_ros.eval.stack import EvalOptions
+
+    records, scores = eval_run.run_set(EvalOptions(robots=4), list(range(episodes)), OUT / 'fleet', 'fleet',
+                                       quiet=True)
+    rates = []
+    for record in records:
+        sent = [c[0] for c in record.commands if record.task_started_s <= c[0] <= record.task_ended_s]
+        if len(sent) > 1:
+            rates.append((len(sent) - 1) / (sent[-1] - sent[0]))
+    summary = metrics.summarise(scores)
+    emit('fleet_cmd_vel_rate_hz_min', min(rates, default=math.nan), 'Hz')
+    emit('fleet_cross_talk', summary['cross_talk'], 'count')
+    emit('fleet_sr_0p5s', 100 * summary['sr'], '%')
+    emit('fleet_robot_collisions', summary['robot_collisions'], 'count')
+    emit('fleet_real_time_factor_min', summary['real_time_factor_min'], 'ratio')
+
+
 def bench_safety_study(episodes: int = 3, worlds: tuple[str, ...] = ('empty', 'clutter', 'people'),
                        models: tuple[str, ...] = ('oracle', 'drifting')) -> None:
     """make eval STUDY=safety, reduced (the full study is 540 episodes, hours): guard on and off x worlds x
@@ -844,7 +871,9 @@ BENCHES: dict[str, list[Callable[..., None]]] = {
     # the guard's study reduced: 2 x 3 x 2 rows x 3 episodes, about 40 minutes
     'safety': [bench_guard, bench_guard_reaction, bench_safety_study],
     # about 25 minutes: 80 closed-loop episodes
-    'eval': [bench_closed_loop, bench_sim_people]}
+    'eval': [bench_closed_loop, bench_sim_people],
+    # about 5 minutes: 3 episodes of 4 robots in one world
+    'fleet': [bench_fleet]}
 
 # --smoke (test/test_bench.py, in `make test`): every benchmark once, as short as it still runs its whole path,
 # so a broken benchmark fails CI. Its figures mean nothing; only that each group runs to the end and prints.
@@ -867,6 +896,7 @@ SMOKE: dict[str, dict[str, object]] = {
     'bench_safety_study': {'episodes': 1, 'worlds': ('people',), 'models': ('oracle',)},
     'bench_closed_loop': {'episodes': 1, 'studies': 1},
     'bench_sim_people': {'seconds': 6.0},
+    'bench_fleet': {'episodes': 1},
 }
 SMOKE_ARGS: dict[str, dict[str, object]] = {}   # main() sets it to SMOKE under --smoke
 PAGE_STEP_DEADLINE_S = 10.0   # one step on the console page (control taken, Release enabled, released)

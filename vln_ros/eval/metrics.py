@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vln_ros.core.control import Pose2D
-from vln_ros.sim import geodesic, scenes
+from vln_ros.sim import fleet, geodesic, scenes
 from vln_ros.sim.instructions import FAMILIES
 from vln_ros.sim.scene import SUCCESS_RADIUS_M, Scene
 
@@ -80,6 +80,11 @@ class EpisodeRecord:
     min_clearance_people_m: float = math.inf
     people_tracks: list[list[float]] = field(default_factory=list)   # [t, person_index, x, y]
     guard_stops: list[list[float]] = field(default_factory=list)     # [t, x, y]: the guard began a stop there
+    robot: str = ''                         # several robots in one world (make eval ROBOTS=N): whose episode
+    robot_index: int = 0                    # its place in the queue (vln_ros/sim/fleet.py), the leader 0
+    fleet_size: int = 1                     # how many robots shared the world
+    robot_collisions: int = 0               # contacts with other robots (collisions: walls, landmarks, clutter)
+    cross_talk: int = 0                     # plans or task statuses in its namespace with another robot's task id
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -212,7 +217,9 @@ def scene_of(r: EpisodeRecord, scene: Scene | None = None) -> Scene:
     """The episode's scene: `scene`, or generated again from the record's seed. ValueError when its goal is
     not the record's (e.g. the generator changed since the record was made): its walls would score another
     episode."""
-    scene = scenes.generate(r.seed) if scene is None else scene
+    if scene is None:   # a robot of a fleet has its own start, goal and route in the seed's scene
+        scene = scenes.generate(r.seed)
+        scene = fleet.staggered(scene, r.fleet_size)[r.robot_index] if r.fleet_size > 1 else scene
     if math.hypot(scene.goal.x - r.goal[0], scene.goal.y - r.goal[1]) > 1e-6:
         raise ValueError(f'seed {r.seed}: the scene has its goal at ({scene.goal.x:.3f}, {scene.goal.y:.3f}), '
                          f'the record at ({r.goal[0]:.3f}, {r.goal[1]:.3f})')
@@ -276,7 +283,8 @@ def score(r: EpisodeRecord, limits: dict[str, float], scene: Scene | None = None
         'keyframe_to_plan_s_p50': _percentile(latencies, 50), 'keyframe_to_plan_s_p99': _percentile(latencies, 99),
         'plans': len(task_plans), 'limit_violations': limit_violations(r.commands, limits),
         'answer_faults': sum(1 for a in r.answers if a.get('fault')),
-        'real_time_factor': r.real_time_factor,
+        'real_time_factor': r.real_time_factor, 'robot': r.robot, 'robot_collisions': r.robot_collisions,
+        'cross_talk': r.cross_talk,
     }
 
 
@@ -311,6 +319,8 @@ def summarise(scores: list[dict[str, Any]]) -> dict[str, Any]:
         'limit_violations': sum(s['limit_violations'] for s in scores),
         'real_time_factor_min': min((s['real_time_factor'] for s in scores
                                      if math.isfinite(s['real_time_factor'])), default=math.nan),
+        'robot_collisions': sum(s.get('robot_collisions', 0) for s in scores),
+        'cross_talk': sum(s.get('cross_talk', 0) for s in scores),
     }
 
 

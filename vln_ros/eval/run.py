@@ -4,7 +4,7 @@
              [--backend oracle|lmdeploy|openai] [--model M] [--param name:=value] [--oracle name:=value]
              [--no-compensation] [--baseline] [--study latency|faults|safety] [--speed 1.0]
              [--safety-episodes 0.5:20,2:10] [--worlds empty,clutter,people] [--models oracle,drifting,mirrored]
-             [--guard on,off]
+             [--guard on,off] [--robots N]
     vln_eval --tables eval_out/results.json     (the markdown tables of a finished run, as docs/eval.md has them)
 
 sim_node (a quadruped in generated indoor scenes, on simulated time) and camera_node, inference_node and
@@ -22,6 +22,9 @@ premature 'arrived', with and without arrived_confirmations 2, drift into a wall
 faults in the loop (inference node killed, camera frozen, odometry lost); --study safety (eval/safety.py): the
 collision guard on and off x worlds {empty, clutter, people} x models {oracle, drifting, mirrored} at 0.5 s
 and 2 s latency (--safety-episodes, --worlds, --models and --guard choose fewer).
+--robots N (make eval ROBOTS=N): N robots in one world (namespaces r1..rN, a queue on the scene's route, each
+with a goal of its own: vln_ros/sim/fleet.py), each with its own camera_node, inference_node and controller_node;
+an episode row per robot, success per robot, and contacts between robots counted apart (robot coll.).
 Exit code 0 when every episode ran and no velocity command broke the limits; 1 otherwise; 2 when it could
 not start.
 """
@@ -47,6 +50,7 @@ from vln_ros.core.config import ControllerParams
 from vln_ros.eval import metrics, safety
 from vln_ros.eval.stack import EvalOptions, EvalStack
 from vln_ros.harness.run_setup import begin_run
+from vln_ros.sim.params import MAX_ROBOTS
 
 LATENCIES_S = (0.2, 0.5, 1.0, 2.0, 5.0, 8.0)
 MODES = ('compensation', 'no_compensation', 'baseline')
@@ -97,20 +101,22 @@ def run_set(options: EvalOptions, seeds: list[int], out: Path, label: str, fault
     with EvalStack(options, out / 'logs' / label.replace(' ', '_').replace("'", '')) as stack:
         stack.start()
         for i, seed in enumerate(seeds):
-            record = stack.run_episode(seed, fault=fault)
-            result = metrics.score(record, stack.limits)
-            if fault:
-                result['fault_outcome'] = fault_outcome(record, stop_bound_s(fault, stack.controller))
-            records.append(record)
-            scores.append(result)
-            if not quiet:
-                print(progress_line(label, i + 1, len(seeds), result), flush=True)
+            episode = stack.run_fleet_episode(seed) if options.robots > 1 else [stack.run_episode(seed, fault=fault)]
+            for record in episode:
+                result = metrics.score(record, stack.limits)
+                if fault:
+                    result['fault_outcome'] = fault_outcome(record, stop_bound_s(fault, stack.controller))
+                records.append(record)
+                scores.append(result)
+                if not quiet:
+                    print(progress_line(label, i + 1, len(seeds), result), flush=True)
     return records, scores
 
 
 def progress_line(label: str, done: int, total: int, r: dict[str, Any]) -> str:
     verdict = 'success' if r['success'] else r['end_state']
-    line = (f"[{label} {done}/{total}] seed {r['seed']} ({r['kind']}, {r['language']}): {verdict}, "
+    robot = f" {r['robot']}" if r.get('robot') else ''
+    line = (f"[{label} {done}/{total}] seed {r['seed']}{robot} ({r['kind']}, {r['language']}): {verdict}, "
             f"error {r['navigation_error_m']:.2f} m, SPL {r['spl']:.2f}, {r['episode_time_s']:.1f} s, "
             f"collisions {r['collisions']}, waiting {100 * r['waiting_ratio']:.0f} %, "
             f"keyframe->plan {r['keyframe_to_plan_s_p50']:.2f} s, RTF {r['real_time_factor']:.2f}")
@@ -131,6 +137,7 @@ COLUMNS = (('episodes', 'n', '{:d}'), ('sr', 'SR %', 'rate'), ('sr_3m', 'SR 3 m 
            ('stop_and_go', 'stop&go', '{:.1f}'), ('plan_age_s_p50', 'plan age p50 s', '{:.2f}'),
            ('plan_age_s_p99', 'p99 s', '{:.2f}'), ('keyframe_to_plan_s_p50', 'kf->plan s', '{:.2f}'),
            ('limit_violations', 'limit viol.', '{:d}'), ('real_time_factor_min', 'RTF min', '{:.2f}'))
+FLEET_COLUMNS = (*COLUMNS, ('robot_collisions', 'robot coll.', '{:d}'), ('cross_talk', 'cross talk', '{:d}'))
 FAMILY_COLUMNS = tuple(c for c in COLUMNS if c[0] in (
     'episodes', 'sr', 'sr_3m', 'os', 'spl', 'navigation_error_geodesic_m', 'ndtw', 'time_to_goal_s', 'collision_rate'))
 TABLE_NOTE = ('SR: stopped (the model said arrived) within 1 m of the goal, SR 3 m: within 3 m, OS: came within 1 m '
@@ -159,6 +166,17 @@ def table(rows: list[tuple[str, dict[str, Any]]], columns: tuple[tuple[str, str,
     return '\n'.join(lines)
 
 
+def episode_table(scores: list[dict[str, Any]]) -> str:
+    """Markdown: a row per robot per episode (several robots in one world)."""
+    lines = ['| seed | robot | result | NE m | SPL | time s | coll. | robot coll. | kf->plan s |', '|' + '---|' * 9]
+    for r in scores:
+        verdict = 'success' if r['success'] else r['end_state']
+        lines.append(f"| {r['seed']} | {r.get('robot', '') or '-'} | {verdict} | {r['navigation_error_m']:.2f} | "
+                     f"{r['spl']:.2f} | {r['episode_time_s']:.1f} | {r['collisions']} | "
+                     f"{r.get('robot_collisions', 0)} | {r['keyframe_to_plan_s_p50']:.2f} |")
+    return '\n'.join(lines)
+
+
 def run_label(options: EvalOptions, reported: str = '') -> str:
     """A run's name in tables: the oracle by its simulated latency, a real backend by its model (its latency is
     what the model took, wall-clock, and is measured, not chosen): the name its plans carried (reported), else
@@ -170,7 +188,8 @@ def run_label(options: EvalOptions, reported: str = '') -> str:
         model = reported or options.model or params.get(f'{options.backend}.served_model', '') or 'served model'
         name = f'{options.backend} {Path(model).name or model}'
     return name + (' baseline' if options.controller == 'baseline' else '') + \
-        ('' if options.latency_compensation else ' no compensation')
+        ('' if options.latency_compensation else ' no compensation') + \
+        (f', {options.robots} robots' if options.robots > 1 else '')
 
 
 def reported_model(records: list[metrics.EpisodeRecord]) -> str:
@@ -215,7 +234,7 @@ def write_pictures(out: Path, records: list[metrics.EpisodeRecord], scores: list
     (out / 'episodes').mkdir(parents=True, exist_ok=True)
     for record, result in zip(records, scores, strict=True):
         image = pictures.top_down(record, result)
-        path = out / 'episodes' / f'seed_{record.seed}.png'
+        path = out / 'episodes' / (f'seed_{record.seed}' + (f'_{record.robot}' if record.robot else '') + '.png')
         cv2.imwrite(str(path), image)
     if records:
         cv2.imwrite(str(out / 'paths.png'), pictures.paths_sheet(records, scores).image)
@@ -261,6 +280,8 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument('--models', default=','.join(safety.MODELS), help='--study safety: models to run')
     parser.add_argument('--guard', default=','.join(safety.GUARD), help='--study safety: on, off or on,off')
     parser.add_argument('--speed', type=float, default=1.0, help='simulated seconds per wall second (default 1)')
+    parser.add_argument('--robots', type=int, default=1,
+                        help='robots in one world, namespaces r1..rN, each with its own stack (default 1)')
     parser.add_argument('--video-seed', type=int, default=None, help='the episode made into a video (the first)')
     parser.add_argument('--out', type=Path, default=Path('eval_out'), help='output folder (default eval_out)')
     parser.add_argument('--tables', type=Path, metavar='RESULTS_JSON',
@@ -281,6 +302,10 @@ def _main(argv: list[str] | None) -> int:
         parser.error('--episodes must be at least 1')
     if args.backend != 'oracle' and args.study:
         parser.error('studies use the oracle (they vary its latency and faults)')
+    if not 1 <= args.robots <= MAX_ROBOTS:
+        parser.error(f'--robots {args.robots}: from 1 to {MAX_ROBOTS}')
+    if args.robots > 1 and (args.study or args.baseline):
+        parser.error(f'--robots {args.robots}: one configuration of the stack only (no --study, no --baseline)')
     if args.backend != 'oracle' and args.speed != 1.0:
         parser.error(f'--speed {args.speed:g}: a real backend runs at --speed 1 only (its latency is wall-clock: '
                      'a faster simulation would make the model look slower by that factor)')
@@ -292,7 +317,7 @@ def _main(argv: list[str] | None) -> int:
     options = EvalOptions(backend=args.backend, model=args.model, latency_s=args.latency,
                           oracle=tuple(args.oracle), inference_params=tuple(args.param), sim_params=tuple(args.sim),
                           speed=args.speed, latency_compensation=not args.no_compensation,
-                          controller='baseline' if args.baseline else 'vln')
+                          controller='baseline' if args.baseline else 'vln', robots=args.robots)
     if begin_run('vln_eval', args.out) is None:
         return 2
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
@@ -371,11 +396,17 @@ def _main(argv: list[str] | None) -> int:
         label = run_label(options)
         records, scores = run_set(options, seeds, args.out, label)
         label = run_label(options, reported_model(records))    # the name the model's plans carried
+        if options.robots > 1:   # a row per robot besides the run's: the fleet's success, robot by robot
+            by_robot = metrics.summarise_by(scores, 'robot')
+            results['robot_table'] = table(list(by_robot.items()), FLEET_COLUMNS, 'robot')
+            results['episode_table'] = episode_table(scores)
         record_run(label, options, records, scores)
         pictured = (records, scores)
 
     written = write_pictures(args.out, *pictured, args.video_seed) if pictured else []
     print('\n' + results['table'] + '\n\n' + TABLE_NOTE)
+    if 'robot_table' in results:
+        print('\nby robot:\n' + results['robot_table'] + '\n\nepisodes:\n' + results['episode_table'])
     if not args.study:    # a study's runs keep theirs in results.json
         print(f"\nby instruction family ({results['runs'][-1]['label']}):\n" + results['runs'][-1]['family_table'])
     per_run = 'as many episodes per run as the table says' if args.study == 'safety' else \

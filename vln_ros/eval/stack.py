@@ -8,6 +8,11 @@ live model) answering. Then, per episode: the simulator gets a new scene through
 observer waits for a keyframe of it, the instruction goes to vln/set_task as an operator's would, and the
 run ends when the task ends (arrived, stopped, failed) or its time budget runs out. The processes stay up
 between episodes, as a robot's stack would between errands; the clock never goes back.
+
+With `robots` N > 1 (make eval ROBOTS=N) one sim_node holds N robots in namespaces r1..rN (vln_ros/sim/fleet.py:
+a queue on the scene's route, each with a goal of its own) and each namespace gets its own camera_node,
+inference_node (the oracle asking for that robot's ground truth) and controller_node, and an observer of its own;
+every robot gets the scene's instruction at once, and an episode ends when every robot's task has ended.
 """
 from __future__ import annotations
 
@@ -58,6 +63,11 @@ class EvalOptions:
     clutter: int = 0                        # ... and static obstacles on and near the route
     speed: float = 1.0                      # simulated seconds per wall second
     params_file: Path = REPO / bringup.PARAMS_FILE
+    robots: int = 1                         # > 1: that many robots in one world, namespaces r1..rN
+
+    def robot_names(self) -> tuple[str, ...]:
+        """The robots' namespaces; () for the single robot in the root namespace."""
+        return tuple(f'r{i + 1}' for i in range(self.robots)) if self.robots > 1 else ()
 
 
 def controller_params(params_file: Path) -> ControllerParams:
@@ -76,14 +86,16 @@ class Heard:
 class EvalObserver(Observer):
     """The observer node on simulated time: keyframes, plans and task states as they arrive; set and stop tasks."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str = '') -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import CompressedImage
         from std_srvs.srv import Trigger
 
         from vln_ros.msg import ControllerStatus, GuardStatus, TaskStatus, WaypointArray
 
-        super().__init__('vln_eval_observer', sim_time=True)
+        super().__init__('vln_eval_observer', sim_time=True, namespace=namespace)
+        # /diagnostics is one topic for every robot: a robot's observer keeps its own nodes' statuses only
+        self._diagnostics_prefix = f'/{namespace}/' if namespace else ''
         self.heard = Heard()
         # node name -> the simulated time its last typed status (controller_node: vln/controller_status, 1 Hz)
         # or, for nodes without a periodic typed message (camera_node; inference_node, whose task status comes
@@ -116,6 +128,8 @@ class EvalObserver(Observer):
     def _on_diagnostics(self, msg: Any) -> None:
         stamp = stamp_seconds(msg.header.stamp)
         for status in msg.status:
+            if not status.name.startswith(self._diagnostics_prefix):
+                continue
             name = status.name.rsplit('/', 1)[-1]
             if name != CONTROLLER:   # its typed status says it
                 self.clocks[name] = stamp
@@ -135,6 +149,16 @@ class EvalObserver(Observer):
     def stop_task(self) -> Any:
         from std_srvs.srv import Trigger
         return call_service(self._stop_task, Trigger.Request(), SERVICE_TIMEOUT_S)
+
+
+def task_end(obs: EvalObserver, task_id: str) -> tuple[str, str, float] | None:
+    """How the task ended, as its status said: ('arrived' | 'stopped' | 'failed', reason, when); None yet."""
+    with obs.lock:
+        for received, status in reversed(obs.heard.statuses):
+            if status.task_id == task_id and status.state_name in ('stopped', 'failed'):
+                arrived = status.state_name == 'stopped' and 'arrived' in status.reason
+                return ('arrived' if arrived else status.state_name), status.reason, received
+    return None
 
 
 def guard_stops(times_s: list[float], trajectory: list[list[float]]) -> list[list[float]]:
@@ -157,7 +181,8 @@ class EvalStack:
         self.port = free_port()
         self.sim = SimClient.on_port(self.port)
         self.group = ProcessGroup(log_dir)
-        self.observer: EvalObserver | None = None
+        self.observer: EvalObserver | None = None      # the first robot's (the clock of every wait)
+        self.observers: list[EvalObserver] = []        # one per robot
         self.controller = controller_params(options.params_file)
         self.limits = VelocityLimits.of(self.controller).as_dict()
 
@@ -178,6 +203,9 @@ class EvalStack:
             'controller_node': {'latency_compensation': o.latency_compensation,
                                 **parameter_pairs(o.controller_params)},
         }
+        names = o.robot_names()
+        if names:
+            return self._fleet_commands(values, extra, names)
         out = {}
         for p in bringup.processes(bringup.SimArgs, values, str(REPO)):
             p = p.with_parameters(extra.get(p.name, {}))
@@ -185,6 +213,26 @@ class EvalStack:
                 out[p.name] = [*self._baseline_command(), *p.command('x')[1:]]
             else:
                 out[p.name] = p.command(executable(p.executable))
+        return out
+
+    def _fleet_commands(self, values: dict[str, str], extra: dict[str, dict[str, Any]],
+                        names: tuple[str, ...]) -> dict[str, list[str]]:
+        """One sim_node with every robot, and per robot (namespace) the stack: processes named <robot>_<node>."""
+        if self.options.controller == 'baseline':
+            raise ValueError('the baseline controller runs with one robot only')
+        out = {}
+        for p in bringup.processes(bringup.SimArgs, values, str(REPO)):
+            if p.name == bringup.SIM_EXECUTABLE:
+                p = p.with_parameters({**extra['sim_node'], 'robots': ','.join(names)})
+                out[p.name] = p.command(executable(p.executable))
+        for name in names:
+            for p in bringup.processes(bringup.SimArgs, {**values, 'namespace': name}, str(REPO)):
+                if p.name == bringup.SIM_EXECUTABLE:
+                    continue
+                own = {'oracle.robot': name} if p.name == 'inference_node' and self.options.backend == 'oracle' \
+                    else {}
+                p = p.with_parameters({**extra.get(p.name, {}), **own})
+                out[f'{name}_{p.name}'] = p.command(executable(p.executable))
         return out
 
     def _baseline_command(self) -> list[str]:
@@ -201,7 +249,8 @@ class EvalStack:
             time.sleep(0.1)
         for name, command in commands.items():
             self.group.start(name, command)
-        self.observer = EvalObserver()
+        self.observers = [EvalObserver(name) for name in self.options.robot_names() or ('',)]
+        self.observer = self.observers[0]
         while not self._stack_up():
             self._check_alive(deadline, 'the stack')
             time.sleep(0.1)
@@ -210,12 +259,15 @@ class EvalStack:
         """Every node is on the graph and subscribed: keyframes reach the inference node (and the observer),
         its keyframe requests the camera, plans the controller. (Keyframes themselves come only once a task
         asks for them: model-paced keyframes.)"""
-        assert self.observer is not None
-        node = self.observer.node
+        return bool(self.observers) and all(self._robot_up(obs) for obs in self.observers)
+
+    @staticmethod
+    def _robot_up(observer: EvalObserver) -> bool:
+        node = observer.node
         return (node.count_publishers(ri.WAYPOINTS) > 0 and node.count_subscribers(ri.KEYFRAME) >= 2
                 and node.count_publishers(ri.KEYFRAME_REQUEST) > 0 and node.count_subscribers(ri.KEYFRAME_REQUEST) > 0
                 and node.count_subscribers(ri.WAYPOINTS) >= 2 and node.count_publishers(ri.CMD_VEL) > 0
-                and self.observer.set_task_client.service_is_ready())
+                and observer.set_task_client.service_is_ready())
 
     def _check_alive(self, deadline: float, what: str) -> None:
         dead = self.group.dead()
@@ -239,9 +291,9 @@ class EvalStack:
 
     def stop(self) -> dict[str, int]:
         """SIGINT to every process (what launch does on Ctrl-C); their exit codes."""
-        if self.observer is not None:
-            self.observer.close()
-            self.observer = None
+        for observer in self.observers:
+            observer.close()
+        self.observers, self.observer = [], None
         return self.group.stop()
 
     def logs(self) -> str:
@@ -293,12 +345,7 @@ class EvalStack:
         faults: dict[str, Any] = {}
 
         def ended() -> tuple[str, str, float] | None:
-            with obs.lock:
-                for received, status in reversed(heard.statuses):
-                    if status.task_id == task_id and status.state_name in ('stopped', 'failed'):
-                        arrived = status.state_name == 'stopped' and 'arrived' in status.reason
-                        return ('arrived' if arrived else status.state_name), status.reason, received
-            return None
+            return task_end(obs, task_id)
 
         if fault:
             # In-loop faults: inject, then watch FAULT_WATCH_S; the robot must stop by itself and touch nothing.
@@ -344,3 +391,62 @@ class EvalStack:
             person_collisions=getattr(episode, 'person_collisions', 0),
             min_clearance_people_m=getattr(episode, 'min_clearance_people_m', math.inf),
             people_tracks=getattr(episode, 'people_tracks', []), guard_stops=guard_stops(stops_s, episode.trajectory))
+
+    def run_fleet_episode(self, seed: int) -> list[EpisodeRecord]:
+        """One episode of seed with every robot (robots > 1): the scene's instruction to each at once; over when
+        every task has ended or the budget of the longest route has run out. A record per robot, the leader first."""
+        assert self.observer is not None
+        o, names, lead = self.options, self.options.robot_names(), self.observer
+        world: dict[str, Any] = {'people': list(o.people), 'clutter': o.clutter} if o.people or o.clutter else {}
+        scene = self.sim.call(RESET, ResetRequest(seed=seed, **world))
+        reset_s = scene.now_s
+        if not self._wait_sim(lambda: lead.now() > reset_s + NEW_SCENE_SETTLE_S, 20.0, 'frames of the new scene'):
+            raise RuntimeError(f'simulated time did not pass the reset of seed {seed}:\n' + self.logs())
+        if not self._wait_sim(lambda: all(obs.clocks_after(STACK_NODES, reset_s) for obs in self.observers), 20.0,
+                              "the nodes' clocks"):
+            raise RuntimeError("the nodes are not on the simulated clock "
+                               f"({[obs.clocks for obs in self.observers]}):\n" + self.logs())
+        tasks = []
+        for name, obs in zip(names, self.observers, strict=True):
+            reply = obs.set_task(scene.instruction)
+            if not reply.accepted:
+                raise RuntimeError(f'{name}: set_task refused the instruction: {reply.message}')
+            tasks.append((reply.task_id, obs.now()))
+        budget = BUDGET_MIN_S + BUDGET_S_PER_M * max(r.shortest_path_m for r in scene.robots)
+        started_s = min(t for _, t in tasks)
+
+        def all_ended() -> bool:
+            return all(task_end(obs, task_id) is not None
+                       for obs, (task_id, _) in zip(self.observers, tasks, strict=True))
+
+        self._wait_sim(all_ended, budget, 'the tasks')
+        ends = [task_end(obs, task_id) for obs, (task_id, _) in zip(self.observers, tasks, strict=True)]
+        for obs, end in zip(self.observers, ends, strict=True):
+            if end is None:
+                obs.stop_task()
+        self._wait_sim(lambda: False, SETTLE_S, 'the robots to settle')
+        records = []
+        for i, (name, obs, (task_id, task_s), end) in enumerate(
+                zip(names, self.observers, tasks, ends, strict=True)):
+            end_state, end_reason, ended_s = end if end is not None else (
+                'timeout', f'no end in {budget:.0f} s', started_s + budget)
+            episode = self.sim.episode(timeout_s=30.0, robot=name)
+            start = scene.robots[i]
+            others = {other for other, _ in tasks} - {task_id}
+            with obs.lock:
+                plans = [p for p in obs.heard.plans if p.task_id == task_id]
+                # nothing of another robot may reach this one: its plans, or its task's states
+                cross_talk = (sum(1 for p in obs.heard.plans if p.task_id in others)
+                              + sum(1 for _, status in obs.heard.statuses if status.task_id in others))
+            records.append(EpisodeRecord(
+                seed=seed, instruction=scene.instruction, language=scene.language, kind=scene.kind,
+                route_length_m=start.route_length_m, shortest_path_m=start.shortest_path_m, goal=list(start.goal),
+                task_started_s=task_s, task_ended_s=ended_s, end_state=end_state, end_reason=end_reason,
+                trajectory=episode.trajectory, commands=episode.commands, plans=plans,
+                collisions=episode.collisions, min_clearance_m=episode.min_clearance_m,
+                answers=[a.model_dump() for a in episode.answers], real_time_factor=episode.real_time_factor,
+                person_collisions=episode.person_collisions if i == 0 else 0,
+                min_clearance_people_m=episode.min_clearance_people_m if i == 0 else math.inf,
+                people_tracks=episode.people_tracks if i == 0 else [], robot=name, robot_index=i,
+                fleet_size=len(names), robot_collisions=episode.robot_collisions, cross_talk=cross_talk))
+        return records

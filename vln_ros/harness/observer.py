@@ -29,9 +29,10 @@ POLL_S = 0.02
 
 
 class Observer:
-    """A node named `name` in its own spinning context; `sim_time`: on the simulated clock (/clock)."""
+    """A node named `name` in its own spinning context; `sim_time`: on the simulated clock (/clock); `namespace`:
+    its relative names (topics, vln/set_task) are that robot's."""
 
-    def __init__(self, name: str, sim_time: bool = False) -> None:
+    def __init__(self, name: str, sim_time: bool = False, namespace: str = '') -> None:
         from rclpy.node import Node
         from rclpy.parameter import Parameter
 
@@ -41,7 +42,8 @@ class Observer:
         self.lock = threading.RLock()
         self.graph: SpinningGraph = SpinningGraph()
         overrides = [Parameter('use_sim_time', Parameter.Type.BOOL, True)] if sim_time else []
-        self.node = self.graph.add(Node(name, context=self.graph.context, parameter_overrides=overrides))
+        self.node = self.graph.add(Node(name, context=self.graph.context, parameter_overrides=overrides,
+                                        namespace=namespace or None))
         self._set_task: Client[Any, Any] | None = None
 
     def subscribe(self, msg_type: type[Msg], topic: str, qos: QoSProfile | int,

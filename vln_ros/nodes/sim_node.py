@@ -12,6 +12,10 @@ Ground truth stays off the ROS graph, on an HTTP side channel (api_address:api_p
 the stack can read it by accident: make eval starts and scores episodes through it, and the oracle backend
 asks it what a perfect model would answer. vln_ros/sim/api.py is the one home of its routes, models, server
 and client; vln_ros/sim/service.py is the simulator this node steps and serves, without ROS.
+
+With `robots` (e.g. r1,r2) the one world has several robots, each with its own topics under its name (r1/odom,
+r1/camera/image_raw, r1/scan, r1/cmd_vel, ...), its own start and goal (vln_ros/sim/fleet.py), and the others in its
+camera and laser; /clock and the side channel stay one (per-robot data there by a robot field or ?robot=).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, LaserScan
 
@@ -40,7 +46,7 @@ from vln_ros.nodes.runner import run_node
 from vln_ros.sim import api, scenes
 from vln_ros.sim.laser import scan_geometry
 from vln_ros.sim.params import SimParams
-from vln_ros.sim.render import CameraSpec, intrinsics, render
+from vln_ros.sim.render import NO_ROBOTS, CameraSpec, intrinsics, render
 from vln_ros.sim.service import SimService
 
 __doc__ = f"{(__doc__ or '').rstrip()}\n{api.describe_routes()}\n"   # sim_node --help prints them
@@ -51,6 +57,14 @@ DIAGNOSTICS_PERIOD_S = 1.0
 SLOW_RTF = 0.95          # /diagnostics warns below this share of the asked speed
 
 
+@dataclass
+class _RobotIO:
+    image: Publisher
+    odom: Publisher
+    scan: Publisher | None
+    depth: tuple[Publisher, Publisher] | None
+
+
 class SimNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__('sim_node', **node_kwargs)
@@ -59,20 +73,13 @@ class SimNode(Node):
         self.params: SimParams = declare_params(self, SimParams, cli_args=node_kwargs.get('cli_args'))
         p = self.params
         camera = CameraSpec(width=p.camera.width, height=p.camera.height, hfov_deg=p.camera.hfov_deg)
-        self.sim = SimService(p, lambda scene, pose, people: render(scene, pose, camera, people),
+        self.sim = SimService(p, lambda scene, pose, people, robots=NO_ROBOTS: render(scene, pose, camera, people,
+                                                                                      robots),
                               self.get_logger().info)
         self.world = self.sim.world
         self._clock_pub = self.create_publisher(Clock, interface.CLOCK, 10)
-        self._image_pub = self.create_publisher(Image, interface.SIM_CAMERA, interface.SENSOR_QOS)
-        self._odom_pub = self.create_publisher(Odometry, interface.ODOM, interface.SENSOR_QOS)
         self._scan_geometry = scan_geometry(p.laser.fov_deg, p.laser.step_deg)
-        self._scan_pub = (self.create_publisher(LaserScan, interface.SCAN, interface.SENSOR_QOS)
-                          if p.laser.enabled else None)
-        # The depth image and its CameraInfo as a depth camera driver publishes them: sensor data, the same stamp.
-        self._depth_pubs = ((self.create_publisher(Image, interface.GUARD_DEPTH, interface.SENSOR_QOS),
-                             self.create_publisher(CameraInfo, interface.GUARD_DEPTH_INFO, interface.SENSOR_QOS))
-                            if p.depth.enabled else None)
-        self.create_subscription(Twist, interface.CMD_VEL, self._on_cmd_vel, interface.CMD_QOS)
+        self._robots = [self._robot_io(name) for name in self.world.names]
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         diagnostics.start_timer(self, DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self._stopping = threading.Event()
@@ -91,16 +98,33 @@ class SimNode(Node):
             f'{p.camera.width}x{p.camera.height} at {p.camera.rate_hz} Hz on '
             f'{self.resolve_topic_name(interface.SIM_CAMERA)}; side channel http://{p.api_address}:{p.api_port}')
 
+    def _robot_io(self, name: str) -> _RobotIO:
+        """One robot's publishers and cmd_vel subscription, under its name ('': the node's own namespace)."""
+        p = self.params
+
+        def topic(relative: str) -> str:
+            return f'{name}/{relative}' if name else relative
+
+        io = _RobotIO(
+            image=self.create_publisher(Image, topic(interface.SIM_CAMERA), interface.SENSOR_QOS),
+            odom=self.create_publisher(Odometry, topic(interface.ODOM), interface.SENSOR_QOS),
+            scan=(self.create_publisher(LaserScan, topic(interface.SCAN), interface.SENSOR_QOS)
+                  if p.laser.enabled else None),
+            # The depth image and its CameraInfo as a depth camera driver publishes them: sensor data, one stamp.
+            depth=((self.create_publisher(Image, topic(interface.GUARD_DEPTH), interface.SENSOR_QOS),
+                    self.create_publisher(CameraInfo, topic(interface.GUARD_DEPTH_INFO), interface.SENSOR_QOS))
+                   if p.depth.enabled else None))
+        self.create_subscription(Twist, topic(interface.CMD_VEL),
+                                 lambda msg: self.world.command(msg.linear.x, msg.linear.y, msg.angular.z, name),
+                                 interface.CMD_QOS)
+        return io
+
     def destroy_node(self) -> None:
         self._stopping.set()
         if self._loop.is_alive():   # not when start-up failed
             self._loop.join(timeout=2.0)
         self._server.stop()
         super().destroy_node()
-
-    # -- cmd_vel ---------------------------------------------------------------------------------------
-    def _on_cmd_vel(self, msg: Twist) -> None:
-        self.world.command(msg.linear.x, msg.linear.y, msg.angular.z)
 
     # -- the physics thread --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -119,19 +143,20 @@ class SimNode(Node):
                 self.get_logger().error(f'simulation step failed: {exc!r}', throttle_duration_sec=2.0)
 
     def _step(self) -> None:
-        out = self.sim.step()
-        stamp = time_msg(out.t_s)
+        outs = self.sim.step_all()
+        stamp = time_msg(outs[0].t_s)
         self._clock_pub.publish(Clock(clock=stamp))
-        if out.odom is not None:
-            self._odom_pub.publish(self._odometry(stamp, *out.odom))
-        for stamp_s, image in out.frames:
-            self._image_pub.publish(self._image(stamp_s, image))
-        if out.scan is not None and self._scan_pub is not None:
-            self._scan_pub.publish(self._laser_scan(*out.scan))
-        if out.depth is not None and self._depth_pubs is not None:
-            image, info = self._depth(*out.depth)
-            self._depth_pubs[0].publish(image)
-            self._depth_pubs[1].publish(info)
+        for io, out in zip(self._robots, outs, strict=True):
+            if out.odom is not None:
+                io.odom.publish(self._odometry(stamp, *out.odom))
+            for stamp_s, image in out.frames:
+                io.image.publish(self._image(stamp_s, image))
+            if out.scan is not None and io.scan is not None:
+                io.scan.publish(self._laser_scan(*out.scan))
+            if out.depth is not None and io.depth is not None:
+                image, info = self._depth(*out.depth)
+                io.depth[0].publish(image)
+                io.depth[1].publish(info)
 
     def _publish_diagnostics(self) -> None:
         rtf, episode = self.sim.real_time_factor(), self.world.episode_counts()

@@ -17,6 +17,7 @@ import json
 import math
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -70,6 +71,19 @@ class ResetRequest(ApiRequest):
                          description='Static obstacles (boxes, chairs) on and near the route; it stays passable')
 
 
+ROBOT_FIELD = Field('', max_length=64, description="which robot (sim_node's robots parameter); '' the first")
+
+
+class RobotStart(ApiReply):
+    """One robot's place in a new episode (several robots: vln_ros/sim/fleet.py's queue)."""
+
+    robot: str
+    start: list[float]        # [x, y, yaw] (m, m, rad), world frame
+    goal: list[float]
+    route_length_m: float     # its own route, start to goal
+    shortest_path_m: float
+
+
 class ResetReply(ApiReply):
     seed: int
     instruction: str
@@ -81,6 +95,7 @@ class ResetReply(ApiReply):
     goal: list[float]
     now_s: float              # simulated time of the reset
     describe: str
+    robots: list[RobotStart] = Field(default_factory=list)   # every robot, the first (the fields above) too
 
 
 class OracleRecord(ApiReply):
@@ -109,6 +124,8 @@ class EpisodeReply(ApiReply):
     commands: list[list[float]]     # [t, vx, vy, wz] as received on cmd_vel
     answers: list[OracleRecord]
     real_time_factor: float         # nan until the simulator has run a moment
+    robot: str = ''                 # whose episode this is ('' with one robot)
+    robot_collisions: int = 0       # contacts with other robots, counted apart
 
 
 class StatusReply(ApiReply):
@@ -124,6 +141,7 @@ class FaultRequest(ApiRequest):
 
     camera_frozen: bool | None = None
     odom_lost: bool | None = None
+    robot: str = ROBOT_FIELD
 
 
 class FaultReply(ApiReply):
@@ -159,6 +177,7 @@ def check_fault_shares(*shares: float) -> None:
 
 class OracleRequest(OracleSettings):
     stamp_ns: int = Field(ge=0, description='capture stamp of the keyframe (ns of simulated time)')
+    robot: str = ROBOT_FIELD
 
 
 class OracleReply(ApiReply):
@@ -191,8 +210,10 @@ class Route(Generic[RequestT, ReplyT]):
 RESET = Route('POST', '/reset', ResetRequest, ResetReply,
               'a new episode: the scene of seed n, the robot at its start', '{"seed": n}')
 EPISODE: Route[Any, EpisodeReply] = Route('GET', '/episode', None, EpisodeReply,
-                                          'the episode so far: true trajectory, commands received, collisions...')
-STATUS: Route[Any, StatusReply] = Route('GET', '/status', None, StatusReply, 'simulated time, real-time factor')
+                                          'the episode so far: true trajectory, commands received, collisions... '
+                                          '(?robot=name: that robot\'s)')
+STATUS: Route[Any, StatusReply] = Route('GET', '/status', None, StatusReply, 'simulated time, real-time factor '
+                                        '(?robot=name: that robot\'s speed)')
 FAULT = Route('POST', '/fault', FaultRequest, FaultReply, 'faults in the loop',
               '{"camera_frozen": b, "odom_lost": b}')
 ORACLE = Route('POST', '/oracle', OracleRequest, OracleReply,
@@ -213,19 +234,21 @@ class Simulator(Protocol):
 
     def reset(self, request: ResetRequest) -> ResetReply: ...
 
-    def episode(self) -> EpisodeReply: ...
+    def episode(self, robot: str = '') -> EpisodeReply: ...
 
-    def status(self) -> StatusReply: ...
+    def status(self, robot: str = '') -> StatusReply: ...
 
     def fault(self, request: FaultRequest) -> FaultReply: ...
 
     def oracle(self, request: OracleRequest) -> OracleReply: ...
 
 
-def _handlers(sim: Simulator) -> dict[str, Callable[[Any], ApiReply]]:
-    """Each route's path -> its call on the simulator (the request model, or None for a GET)."""
-    return {RESET.path: sim.reset, EPISODE.path: lambda _: sim.episode(), STATUS.path: lambda _: sim.status(),
-            FAULT.path: sim.fault, ORACLE.path: sim.oracle}
+def _handlers(sim: Simulator) -> dict[str, Callable[[Any, str], ApiReply]]:
+    """Each route's path -> its call on the simulator (the request model, or None for a GET; a GET's ?robot=)."""
+    return {RESET.path: lambda body, _: sim.reset(body),
+            EPISODE.path: lambda _, robot: sim.episode(robot) if robot else sim.episode(),
+            STATUS.path: lambda _, robot: sim.status(robot) if robot else sim.status(),
+            FAULT.path: lambda body, _: sim.fault(body), ORACLE.path: lambda body, _: sim.oracle(body)}
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -310,7 +333,7 @@ def make_app(sim: Simulator) -> web.Application:
                 except ValidationError as exc:
                     return _json_response(400, ErrorReply(error=validation_message(exc)))
             try:
-                reply = await _in_daemon_thread(lambda: call(body))
+                reply = await _in_daemon_thread(lambda: call(body, request.query.get('robot', '')))
             except LookupError as exc:
                 return _json_response(409, ErrorReply(error=str(exc)))
             except TimeoutError as exc:
@@ -406,6 +429,10 @@ class SimApiError(RuntimeError):
         self.error = error
 
 
+def _robot_query(robot: str) -> str:
+    return urllib.parse.urlencode({'robot': robot})
+
+
 class SimClient:
     """The side channel of the simulator at url, synchronous (urllib). OSError when it cannot be reached,
     SimApiError when it refuses, pydantic's ValidationError (a ValueError) when a reply is not what it should be."""
@@ -441,14 +468,20 @@ class SimClient:
               clutter: int = 0) -> ResetReply:
         return self.call(RESET, ResetRequest(seed=seed, people=people or [], clutter=clutter), timeout_s)
 
-    def episode(self, timeout_s: float | None = None) -> EpisodeReply:
+    def episode(self, timeout_s: float | None = None, robot: str = '') -> EpisodeReply:
+        if robot:
+            return EPISODE.reply.model_validate(self.send('GET', f'{EPISODE.path}?{_robot_query(robot)}',
+                                                          None, timeout_s))
         return self.call(EPISODE, None, timeout_s)
 
-    def status(self, timeout_s: float | None = None) -> StatusReply:
+    def status(self, timeout_s: float | None = None, robot: str = '') -> StatusReply:
+        if robot:
+            return STATUS.reply.model_validate(self.send('GET', f'{STATUS.path}?{_robot_query(robot)}', None,
+                                                         timeout_s))
         return self.call(STATUS, None, timeout_s)
 
-    def fault(self, camera_frozen: bool | None = None, odom_lost: bool | None = None) -> FaultReply:
-        return self.call(FAULT, FaultRequest(camera_frozen=camera_frozen, odom_lost=odom_lost))
+    def fault(self, camera_frozen: bool | None = None, odom_lost: bool | None = None, robot: str = '') -> FaultReply:
+        return self.call(FAULT, FaultRequest(camera_frozen=camera_frozen, odom_lost=odom_lost, robot=robot))
 
     def oracle(self, request: OracleRequest, timeout_s: float | None = None) -> OracleReply:
         return self.call(ORACLE, request, timeout_s)

@@ -3,8 +3,9 @@
 
 Each beam is a ray in the laser's plane from its mount on the robot (mount.x_m forward of the base origin, on the
 centre line, level, at mount.z_m above the floor); every beam is intersected with every segment at once (numpy,
-beams x segments), the nearest hit wins. Walls go from floor to ceiling and landmark boxes (4 segments each) are
-seen when they are taller than the laser's plane (every generated box is: they all reach above the camera).
+beams x segments), the nearest hit wins; other robots of the same simulator are cylinders, like people. Walls go
+from floor to ceiling and landmark boxes (4 segments each) are seen when they are taller than the laser's plane
+(every generated box is: they all reach above the camera).
 Doors are drawn on walls, so the laser sees the wall. Not seen: the robot itself, the floor and the ceiling.
 
 The ranges follow REP 117: +inf where a beam has no return within range_max_m, -inf where the surface is nearer
@@ -119,23 +120,28 @@ class Laser:
         x_m = self.params.mount.x_m
         return pose.x + x_m * math.cos(pose.yaw), pose.y + x_m * math.sin(pose.yaw)
 
-    def true_ranges(self, scene: Scene, pose: Pose2D, people_xy: np.ndarray | None = None) -> np.ndarray:
+    def true_ranges(self, scene: Scene, pose: Pose2D, people_xy: np.ndarray | None = None,
+                    robots_xy: np.ndarray | None = None, robot_radius_m: float = 0.0) -> np.ndarray:
         """The exact distances (N,), inf without a hit at any distance; people_xy (P, 2) are people standing
-        there (vertical cylinders of PERSON_RADIUS_M, taller than any laser plane)."""
+        there (vertical cylinders of PERSON_RADIUS_M, taller than any laser plane); robots_xy (K, 2) other robots
+        (cylinders of robot_radius_m: a quadruped's body is as high as the laser's plane)."""
         world = pose.yaw + self._angles
         directions = np.stack([np.cos(world), np.sin(world)], axis=1)
         ox, oy = self.origin(pose)
         ranges = true_ranges(ox, oy, directions, self._segments_of(scene))
         if people_xy is not None and len(people_xy):
             ranges = np.minimum(ranges, circle_ranges(ox, oy, directions, people_xy, PERSON_RADIUS_M))
+        if robots_xy is not None and len(robots_xy):
+            ranges = np.minimum(ranges, circle_ranges(ox, oy, directions, robots_xy, robot_radius_m))
         return ranges
 
     def scan(self, scene: Scene, pose: Pose2D, rng: np.random.Generator,
-             people_xy: np.ndarray | None = None) -> np.ndarray:
+             people_xy: np.ndarray | None = None, robots_xy: np.ndarray | None = None,
+             robot_radius_m: float = 0.0) -> np.ndarray:
         """The measured ranges (N,) as float32, REP 117: +inf no return within range_max_m, -inf nearer than
         range_min_m, otherwise the true range with bounded noise, within [range_min_m, range_max_m]."""
         p = self.params
-        truth = self.true_ranges(scene, pose, people_xy)
+        truth = self.true_ranges(scene, pose, people_xy, robots_xy, robot_radius_m)
         measured = truth
         if p.noise_m > 0.0:
             noise = np.clip(rng.standard_normal(len(truth)), -NOISE_CUTOFF, NOISE_CUTOFF) * p.noise_m

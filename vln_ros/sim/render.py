@@ -49,6 +49,9 @@ _CAP: BGR = (25, 25, 25)
 _TROUSERS: BGR = (70, 55, 45)
 _SKIN: BGR = (140, 170, 215)
 _WAIST_M, _NECK_M = 0.85, 1.45
+_ROBOT_BODY: BGR = (45, 45, 50)
+_ROBOT_BAND: BGR = (40, 200, 240)   # a yellow stripe: another robot reads as a machine, not a person or a box
+ROBOT_HEIGHT_M = 0.55               # a quadruped's back
 
 
 @dataclass(frozen=True)
@@ -172,24 +175,66 @@ def _cast(segments: np.ndarray, ox: float, oy: float, dx: np.ndarray, dy: np.nda
     return np.where(hit, t, np.inf), u
 
 
+@dataclass(frozen=True)
+class RobotsView:
+    """Other robots at one instant, as a camera draws them: centres (K, 2) of dark cylinders of radius_m."""
+
+    positions: np.ndarray
+    radius_m: float = 0.3
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+NO_ROBOTS = RobotsView(np.zeros((0, 2)))
+
+
 def render(scene: Scene, pose: Pose2D, camera: CameraSpec = DEFAULT_CAMERA,
-           people: PeopleView = NO_PEOPLE) -> np.ndarray:
+           people: PeopleView = NO_PEOPLE, robots: RobotsView = NO_ROBOTS) -> np.ndarray:
     """The camera picture (BGR uint8, height x width x 3) from `pose`, looking along pose.yaw, level, with the
-    people standing where `people` says (vertical cylinders, sim/people.py)."""
+    people standing where `people` says (vertical cylinders, sim/people.py) and the other robots where `robots`
+    says (low dark cylinders with a light band, in front of or behind the people as their depths say)."""
     image = _render_scene(scene, pose, camera)
     if len(people):
         _draw_people(image, scene, pose, camera, people)
+    if len(robots):
+        _draw_robots(image, scene, pose, camera, people, robots)
     return image
 
 
-def depth_image(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView = NO_PEOPLE) -> np.ndarray:
+def _draw_robots(image: np.ndarray, scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView,
+                 robots: RobotsView) -> None:
+    """Paint the robots over the picture where they are nearer than the scene and the people."""
+    optics = _optics(camera)
+    c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+    dx, dy = c + s * optics.a, s - c * optics.a
+    d, _ = _people_depth(robots.positions, pose, dx, dy, robots.radius_m)
+    columns = np.flatnonzero(np.isfinite(d))
+    if not len(columns):
+        return
+    behind = _depth(scene, pose, camera, people, columns)
+    dc = d[columns].astype(np.float32)[None, :]
+    z = camera.height_m - optics.b[:, None].astype(np.float32) * dc
+    inside = (z >= 0.0) & (z <= ROBOT_HEIGHT_M) & (dc < behind)
+    bands = np.broadcast_to(np.array([_ROBOT_BODY, _ROBOT_BAND], np.float32), (len(columns), 2, 3))
+    colours = _fogged(bands, np.broadcast_to(d[columns, None], (len(columns), 2)))
+    band = ((z >= ROBOT_HEIGHT_M - 0.12) & (z <= ROBOT_HEIGHT_M - 0.06)).astype(np.int32)
+    pixels = colours[np.arange(len(columns))[None, :], band]
+    view = image[:, columns]
+    view[inside] = np.clip(pixels[inside], 0, 255).astype(np.uint8)
+    image[:, columns] = view
+
+
+def depth_image(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView = NO_PEOPLE,
+                robots: RobotsView = NO_ROBOTS) -> np.ndarray:
     """What a depth camera at `pose` (camera.height_m up, level, along pose.yaw) measures: (H, W) float32, each
     pixel's depth along the optical axis in metres (z of the optical frame), FAR_M where nothing is nearer;
-    the same walls, boxes, floor, ceiling and people as render() draws."""
-    return _depth(scene, pose, camera, people, np.arange(camera.width))
+    the same walls, boxes, floor, ceiling, people and other robots as render() draws."""
+    return _depth(scene, pose, camera, people, np.arange(camera.width), robots)
 
 
-def _depth(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView, columns: np.ndarray) -> np.ndarray:
+def _depth(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView, columns: np.ndarray,
+           robots: RobotsView = NO_ROBOTS) -> np.ndarray:
     """depth_image() of the given columns only, (H, len(columns))."""
     optics, geo = _optics(camera), _geometry(scene)
     c, s = math.cos(pose.yaw), math.sin(pose.yaw)
@@ -216,6 +261,11 @@ def _depth(scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView, c
         z = camera.height_m - z_per_depth * d
         inside = (z >= 0.0) & (z <= PERSON_HEIGHT_M) & (d < depth)
         depth = np.where(inside, np.broadcast_to(d, depth.shape), depth)
+    if len(robots):
+        d = _people_depth(robots.positions, pose, dx, dy, robots.radius_m)[0].astype(np.float32)[None, :]
+        z = camera.height_m - z_per_depth * d
+        inside = (z >= 0.0) & (z <= ROBOT_HEIGHT_M) & (d < depth)
+        depth = np.where(inside, np.broadcast_to(d, depth.shape), depth)
     return depth
 
 
@@ -238,12 +288,14 @@ def encode_depth(depth_m: np.ndarray, encoding: str, range_max_m: float) -> np.n
     raise ValueError(f'depth encoding {encoding!r} is neither 32FC1 nor 16UC1')
 
 
-def _people_depth(centres: np.ndarray, pose: Pose2D, dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each column's depth to the nearest person's cylinder (inf where it sees none) and which person (W,)."""
+def _people_depth(centres: np.ndarray, pose: Pose2D, dx: np.ndarray, dy: np.ndarray,
+                  radius_m: float = PERSON_RADIUS_M) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's depth to the nearest cylinder of radius_m (a person's unless told; inf where it sees none)
+    and which one (W,)."""
     a2 = dx * dx + dy * dy                                                # the rays are not unit: t is depth
     mx, my = pose.x - centres[:, 0], pose.y - centres[:, 1]
     b = dx[:, None] * mx + dy[:, None] * my                               # (W, P)
-    disc = b * b - a2[:, None] * (mx * mx + my * my - PERSON_RADIUS_M ** 2)
+    disc = b * b - a2[:, None] * (mx * mx + my * my - radius_m ** 2)
     root = np.sqrt(np.maximum(disc, 0.0))
     near = (-b - root) / a2[:, None]
     hit = (disc >= 0.0) & (near > 1e-6)

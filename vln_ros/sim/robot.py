@@ -89,6 +89,8 @@ class Base:
     def __init__(self, scene: Scene, params: BaseParams | None = None) -> None:
         self.params = params or BaseParams()
         self._obstacles = _Obstacles(scene)
+        # The other robots' centres (K, 2), bodies of the same radius: the world sets them before each step.
+        self.neighbours: np.ndarray = np.zeros((0, 2))
         self.reset(scene.start)
 
     def reset(self, pose: Pose2D) -> None:
@@ -106,12 +108,21 @@ class Base:
         self._clearance = self._min_clearance = clearance
         self._contact_clearance: float | None = None    # the clearance when the current contact began
         self._collisions = 0
+        self._robot_gap = math.inf                      # body to the nearest other robot's body
+        self._robot_contact_gap: float | None = None    # that gap when the current robot contact began
+        self._robot_collisions = 0
         self._distance = 0.0
         self.nonfinite_commands = 0
 
     def clearance_at(self, x: float, y: float) -> float:
         """Distance from the body circle centred at (x, y) to the nearest obstacle (negative: overlapping)."""
         return self._obstacles.distance(x, y) - self.params.radius_m
+
+    def robot_gap_at(self, x: float, y: float) -> float:
+        """Distance from the body circle centred at (x, y) to the nearest other robot's (negative: overlapping)."""
+        if not len(self.neighbours):
+            return math.inf
+        return float(np.hypot(self.neighbours[:, 0] - x, self.neighbours[:, 1] - y).min()) - 2 * self.params.radius_m
 
     def command(self, vx: float, vy: float, wz: float, t_s: float) -> None:
         """The newest velocity command (body frame), received at t_s. Clamped to the hardware limits; a
@@ -158,6 +169,16 @@ class Base:
                 self._contact_clearance = self._clearance
             self._velocity = ZERO
             return
+        gap = self.robot_gap_at(pose.x, pose.y)
+        if gap < 0.0 and gap < self._robot_gap:   # into another robot: refused, counted apart; moving apart is not
+            if self._robot_contact_gap is None:
+                self._robot_collisions += 1
+                self._robot_contact_gap = min(self._robot_gap, 0.0)
+            self._velocity = ZERO
+            return
+        self._robot_gap = gap
+        if self._robot_contact_gap is not None and gap > self._robot_contact_gap + CONTACT_RELEASE_M:
+            self._robot_contact_gap = None
         self._distance += math.hypot(pose.x - self._pose.x, pose.y - self._pose.y)
         self._pose, self._velocity, self._clearance = pose, velocity, clearance
         self._min_clearance = min(self._min_clearance, clearance)
@@ -178,6 +199,11 @@ class Base:
     def collisions(self) -> int:
         """Contact events since reset (counted when a contact begins)."""
         return self._collisions
+
+    @property
+    def robot_collisions(self) -> int:
+        """Contacts with other robots since reset, counted apart from walls' (counted when a contact begins)."""
+        return self._robot_collisions
 
     @property
     def in_contact(self) -> bool:

@@ -25,10 +25,9 @@ from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.sim import api, geodesic, scenes
 from vln_ros.sim.laser import Laser
 from vln_ros.sim.params import SimParams
-from vln_ros.sim.people import PeopleView
-from vln_ros.sim.render import CameraSpec, depth_image, encode_depth
+from vln_ros.sim.render import NO_ROBOTS, CameraSpec, RobotsView, depth_image, encode_depth
 from vln_ros.sim.scene import Scene
-from vln_ros.sim.world import Capture, Prepared, SimWorld
+from vln_ros.sim.world import Capture, Prepared, SimRobot, SimWorld
 
 ORACLE_WAIT_S = 120.0     # an /oracle request waits at most this long (wall) for its simulated latency
 RESET_WAIT_S = 10.0       # a reset waits at most this long (wall) for the physics thread to take it
@@ -46,10 +45,11 @@ class StepOut:
 
 
 class SimService:
-    """Implements api.Simulator. render_frame(scene, pose, people) draws a camera picture (sim/render.py's in sim_node);
-    clock is wall time in seconds (for the real-time factor)."""
+    """Implements api.Simulator. render_frame(scene, pose, people) draws a camera picture (sim/render.py's in sim_node),
+    called with robots=RobotsView(...) as well where the simulator has several robots; clock is wall time in seconds
+    (for the real-time factor)."""
 
-    def __init__(self, params: SimParams, render_frame: Callable[[Scene, Pose2D, PeopleView], Any],
+    def __init__(self, params: SimParams, render_frame: Callable[..., Any],
                  log: Callable[[str], object] = lambda _: None, clock: Callable[[], float] = time.monotonic,
                  reset_wait_s: float = RESET_WAIT_S) -> None:
         self.params = params
@@ -58,9 +58,10 @@ class SimService:
         self._render = render_frame
         self._log = log
         self._clock = clock
-        self._pending: list[tuple[Capture, Any]] = []          # physics thread only
+        names = self.world.names
+        self._pending: list[list[tuple[Capture, Any]]] = [[] for _ in names]     # per robot; physics thread only
         self.laser = Laser(params.laser) if params.laser.enabled else None
-        self._laser_rng = np.random.default_rng((params.seed, LASER_STREAM))   # physics thread only
+        self._laser_rngs = [self._laser_stream(params.seed, i) for i in range(len(names))]   # physics thread only
         self._next_scan_s = 0.0                                # physics thread only
         d = params.depth
         self.depth_camera = CameraSpec(width=d.width, height=d.height, hfov_deg=d.hfov_deg, height_m=d.mount.z_m)
@@ -69,38 +70,67 @@ class SimService:
         self._rtf_lock = threading.Lock()
         self._rtf_window: list[tuple[float, float]] = []       # (wall, sim) samples of the last seconds
 
+    @staticmethod
+    def _laser_stream(seed: int, robot: int) -> np.random.Generator:
+        """The laser noise of one robot: the first robot's stream is what it was with one robot."""
+        return np.random.default_rng((seed, LASER_STREAM) if robot == 0 else (seed, LASER_STREAM, robot))
+
     # -- the physics thread --------------------------------------------------------------------------------
     def step(self) -> StepOut:
-        """Apply the resets asked for, advance one physics step, render a capture, hand out what is due."""
+        """Apply the resets asked for, advance one physics step, render a capture, hand out what is due (the first
+        robot's; step_all() has every robot's)."""
+        return self.step_all()[0]
+
+    def step_all(self) -> list[StepOut]:
+        """step() for every robot, in the order of world.names."""
         self._apply_resets()
-        t, odom, capture = self.world.step()
-        if capture is not None:  # rendered at capture, published once its latency has passed
-            self._pending.append((capture, self._render(self.world.physical, capture.pose, self.world.people_view())))
-        scan = None
-        if self.laser is not None and t >= self._next_scan_s - 1e-9:   # no latency: published at its stamp
+        t, dues = self.world.step_all()
+        scan_due = self.laser is not None and t >= self._next_scan_s - 1e-9     # no latency: published at its stamp
+        if scan_due:
             self._next_scan_s = max(self._next_scan_s + 1.0 / self.params.laser.rate_hz, t)
-            scan = (t, self.laser.scan(self.world.physical, self.world.base.pose, self._laser_rng,
-                                       self.world.crowd.positions))
-        depth = None
-        if self.params.depth.enabled and t >= self._next_depth_s - 1e-9:   # no latency, like the laser
+        depth_due = self.params.depth.enabled and t >= self._next_depth_s - 1e-9   # no latency, like the laser
+        if depth_due:
             self._next_depth_s = max(self._next_depth_s + 1.0 / self.params.depth.rate_hz, t)
-            depth = (t, self.depth_frame())
-        due = []
-        while self._pending and self._pending[0][0].due_s <= t + 1e-9:
-            taken, image = self._pending.pop(0)
-            due.append((taken.stamp_s, image))
+        several = len(self.world.robots) > 1
+        outs = []
+        for i, (robot, due_now) in enumerate(zip(self.world.robots, dues, strict=True)):
+            others = RobotsView(self.world.others_of(robot.name), self.params.base.radius_m) if several else None
+            pending = self._pending[i]
+            if due_now.capture is not None:  # rendered at capture, published once its latency has passed
+                view = self.world.people_view()
+                picture = (self._render(self.world.physical, due_now.capture.pose, view, robots=others) if several
+                           else self._render(self.world.physical, due_now.capture.pose, view))
+                pending.append((due_now.capture, picture))
+            scan = None
+            if scan_due and self.laser is not None:
+                scan = (t, self.laser.scan(self.world.physical, robot.base.pose, self._laser_rngs[i],
+                                           self.world.crowd.positions, None if others is None else others.positions,
+                                           self.params.base.radius_m))
+            depth = (t, self.depth_frame(robot)) if depth_due else None
+            frames = []
+            while pending and pending[0][0].due_s <= t + 1e-9:
+                taken, image = pending.pop(0)
+                frames.append((taken.stamp_s, image))
+            outs.append(StepOut(t, due_now.odom, frames, scan, depth))
+        self._note_rtf(t)
+        return outs
+
+    def _note_rtf(self, t: float) -> None:
         now = self._clock()
         with self._rtf_lock:
             self._rtf_window.append((now, t))
             while len(self._rtf_window) > 2 and now - self._rtf_window[0][0] > RTF_WINDOW_S:
                 self._rtf_window.pop(0)
-        return StepOut(t, odom, due, scan, depth)
 
-    def depth_frame(self) -> np.ndarray:
-        """The depth camera's image now, encoded as params.depth.encoding says."""
-        d, pose = self.params.depth, self.world.base.pose
+    def depth_frame(self, robot: SimRobot | None = None) -> np.ndarray:
+        """The depth camera's image now (of the first robot unless told), with the other robots in it, encoded as
+        params.depth.encoding says."""
+        r = robot or self.world.robots[0]
+        d, pose = self.params.depth, r.base.pose
+        others = RobotsView(self.world.others_of(r.name), self.params.base.radius_m) if len(self.world.robots) > 1 \
+            else NO_ROBOTS
         at = Pose2D(pose.x + d.mount.x_m * math.cos(pose.yaw), pose.y + d.mount.x_m * math.sin(pose.yaw), pose.yaw)
-        metres = depth_image(self.world.physical, at, self.depth_camera, self.world.people_view())
+        metres = depth_image(self.world.physical, at, self.depth_camera, self.world.people_view(), others)
         return encode_depth(metres, d.encoding, d.range_max_m)
 
     def idle(self, wait_s: float) -> None:
@@ -129,9 +159,11 @@ class SimService:
         if not done.set_running_or_notify_cancel():
             return
         try:
-            self._pending.clear()     # frames of the old episode are never published
+            for pending in self._pending:
+                pending.clear()       # frames of the old episode are never published
             scene = self.world.reset(prepared.scene.seed, prepared=prepared)
-            self._laser_rng = np.random.default_rng((scene.seed, LASER_STREAM))   # an episode's scans repeat
+            # an episode's scans repeat
+            self._laser_rngs = [self._laser_stream(scene.seed, i) for i in range(len(self._pending))]
             done.set_result((scene, self.world.t_s))
         except Exception as exc:  # noqa: BLE001 - the caller gets it (a bad seed), the loop goes on
             done.set_exception(exc)
@@ -156,31 +188,40 @@ class SimService:
             raise TimeoutError(f'the simulation did not take the reset in {self.reset_wait_s:g} s') from None
         self._log(f'episode: {scenes.describe(scene)}: "{scene.instruction}"')
         shortest = geodesic.path_length(geodesic.shortest_path(scene, self.params.base.radius_m))
+        robots = [api.RobotStart(robot=r.name, start=[r.scene.start.x, r.scene.start.y, r.scene.start.yaw],
+                                 goal=[r.scene.goal.x, r.scene.goal.y, r.scene.goal.yaw],
+                                 route_length_m=r.scene.route_length_m,
+                                 shortest_path_m=shortest if r.scene is scene else
+                                 geodesic.path_length(geodesic.shortest_path(r.scene, self.params.base.radius_m)))
+                  for r in self.world.robots]
+        first = self.world.robots[0].scene
         return api.ResetReply(seed=scene.seed, instruction=scene.instruction, language=scene.language,
-                              kind=scene.kind, route_length_m=scene.route_length_m, shortest_path_m=shortest,
-                              start=[scene.start.x, scene.start.y, scene.start.yaw],
-                              goal=[scene.goal.x, scene.goal.y, scene.goal.yaw], now_s=now_s,
-                              describe=scenes.describe(scene))
+                              kind=scene.kind, route_length_m=first.route_length_m,
+                              shortest_path_m=robots[0].shortest_path_m,
+                              start=[first.start.x, first.start.y, first.start.yaw],
+                              goal=[first.goal.x, first.goal.y, first.goal.yaw], now_s=now_s,
+                              describe=scenes.describe(scene), robots=robots)
 
-    def episode(self) -> api.EpisodeReply:
-        return api.EpisodeReply.model_validate({**self.world.episode(), 'real_time_factor': self.real_time_factor()})
+    def episode(self, robot: str = '') -> api.EpisodeReply:
+        return api.EpisodeReply.model_validate({**self.world.episode(robot),
+                                                'real_time_factor': self.real_time_factor()})
 
-    def status(self) -> api.StatusReply:
+    def status(self, robot: str = '') -> api.StatusReply:
         w = self.world
-        v = w.base.velocity
+        v = w.robot(robot).base.velocity
         return api.StatusReply(now_s=w.t_s, real_time_factor=self.real_time_factor(), seed=w.log.seed,
                                speed_mps=math.hypot(v.vx, v.vy), yaw_rate=v.wz)
 
     def fault(self, request: api.FaultRequest) -> api.FaultReply:
-        w = self.world
+        r = self.world.robot(request.robot)
         if request.camera_frozen is not None:
-            w.camera_frozen = request.camera_frozen
+            r.camera_frozen = request.camera_frozen
         if request.odom_lost is not None:
-            w.odom_lost = request.odom_lost
-        return api.FaultReply(camera_frozen=w.camera_frozen, odom_lost=w.odom_lost, now_s=w.t_s)
+            r.odom_lost = request.odom_lost
+        return api.FaultReply(camera_frozen=r.camera_frozen, odom_lost=r.odom_lost, now_s=self.world.t_s)
 
     def oracle(self, request: api.OracleRequest) -> api.OracleReply:
         """LookupError: not a frame of this episode; TimeoutError: simulated time stalled."""
-        answer = self.world.oracle_answer(request.stamp_ns * 1e-9, request.model_dump(exclude={'stamp_ns'}),
-                                          ORACLE_WAIT_S)
+        answer = self.world.oracle_answer(request.stamp_ns * 1e-9, request.model_dump(exclude={'stamp_ns', 'robot'}),
+                                          ORACLE_WAIT_S, request.robot)
         return api.OracleReply.model_validate(answer)

@@ -43,6 +43,8 @@ class OracleParams(BackendParams):
     """The simulator's ground-truth answers (backend: oracle; make eval). Not a model: see docs/eval.md."""
 
     url: str = param(DEFAULT_URL, "The simulator's HTTP side channel (sim_node's api_port)")
+    robot: str = param('', "Whose ground truth: one of sim_node's robots (its robots parameter, e.g. r2); "
+                       'empty: the first (the only one, usually)')
     latency_s: float = param(0.5, 'Each answer takes this long in simulated time, like a model', 's',
                              ge=0.0, le=60.0)
     noise_m: float = param(0.0, 'Gaussian noise (standard deviation) on each waypoint step', 'm', ge=0.0, le=1.0)
@@ -63,8 +65,8 @@ class OracleParams(BackendParams):
         return self
 
     def request_settings(self) -> dict[str, float]:
-        """What /oracle takes besides the stamp (sim/api.py's OracleSettings)."""
-        return {k: v for k, v in self.model_dump().items() if k != 'url'}
+        """What /oracle takes besides the stamp and the robot (sim/api.py's OracleSettings)."""
+        return {k: v for k, v in self.model_dump().items() if k not in ('url', 'robot')}
 
 
 class OracleBackend(Backend):
@@ -77,7 +79,8 @@ class OracleBackend(Backend):
     def generate(self, request: Request) -> Answer:
         started = time.perf_counter()
         try:
-            body = OracleRequest(stamp_ns=request.stamp_ns, **self._params.request_settings())
+            body = OracleRequest(stamp_ns=request.stamp_ns, robot=self._params.robot,
+                                 **self._params.request_settings())
         except ValidationError as exc:   # e.g. a stamp before the epoch
             raise BackendError('refused', validation_message(exc)) from None
         cancelled = self._cancel.start()
