@@ -16,7 +16,7 @@ def test_a_fleet_run_starts_one_simulator_with_every_robot_and_a_stack_per_names
     commands = EvalStack(EvalOptions(robots=3), tmp_path).commands()
     assert sorted(commands) == sorted(['sim_node'] + [f'r{i}_{node}' for i in (1, 2, 3) for node in
                                                       ('camera_node', 'inference_node', 'controller_node')])
-    assert 'robots:=r1,r2,r3' in commands['sim_node']
+    assert 'robots:=[r1, r2, r3]' in commands['sim_node']
     for i in (1, 2, 3):
         for node in ('camera_node', 'inference_node', 'controller_node'):
             assert f'__ns:=/r{i}' in commands[f'r{i}_{node}']

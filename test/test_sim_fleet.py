@@ -16,7 +16,7 @@ from vln_ros.sim.render import NO_ROBOTS, RobotsView, depth_image, render
 from vln_ros.sim.service import SimService
 from vln_ros.sim.world import SimWorld
 
-TWO = {'seed': 0, 'robots': 'r1,r2'}
+TWO = {'seed': 0, 'robots': ['r1', 'r2']}
 
 
 def test_one_robot_keeps_the_scene_exactly_and_an_empty_robots_parameter_is_the_single_robot():
@@ -30,7 +30,7 @@ def test_one_robot_keeps_the_scene_exactly_and_an_empty_robots_parameter_is_the_
 def test_four_robots_start_apart_on_the_route_free_of_walls_and_each_walks_as_far_to_a_goal_of_its_own(seed):
     scene = scenes.generate(seed)
     own = fleet.staggered(scene, 4)
-    world = SimWorld(SimParams(seed=seed, robots='r1,r2,r3,r4'))
+    world = SimWorld(SimParams(seed=seed, robots=('r1', 'r2', 'r3', 'r4')))
     assert [r.scene for r in world.robots] == own and own[0].goal == scene.goal
     for i, a in enumerate(own):
         assert world.robots[i].base.clearance_at(a.start.x, a.start.y) >= 0.0
@@ -113,9 +113,10 @@ def test_the_side_channel_answers_for_the_robot_it_names_and_refuses_one_it_does
 
 
 @pytest.mark.parametrize(('robots', 'message'), [
-    ('r1,r1', "robots: 'r1,r1' names a robot twice"),
-    ('r1,2x', "robots: '2x' is not a namespace name"),
-    (','.join(f'r{i}' for i in range(9)), 'robots: 9 robots; at most 8'),
+    (('r1', 'r1'), "robots: 'r1' is listed twice"),
+    (('r1', '2x'), "robots: '2x' is not a relative ROS namespace"),
+    (('r1', '/r2'), "robots: '/r2' is not a relative ROS namespace"),
+    (tuple(f'r{i}' for i in range(9)), 'robots: 9 robots; at most 8'),
 ])
 def test_a_bad_robots_parameter_is_refused_naming_it(robots, message):
     with pytest.raises(ValueError, match=message.replace('(', '\\(')):

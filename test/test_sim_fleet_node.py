@@ -20,7 +20,7 @@ def test_two_robots_in_one_sim_node_each_move_only_with_their_own_cmd_vel(graph)
 
     port = free_port()
     proc = subprocess.Popen([executable('sim_node'), '--ros-args', '-p', f'api_port:={port}', '-p', 'seed:=1',
-                             '-p', 'robots:=r1,r2', '-p', 'camera.width:=160', '-p', 'camera.height:=120'],
+                             '-p', 'robots:=[r1, r2]', '-p', 'camera.width:=160', '-p', 'camera.height:=120'],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = graph.node('sim_fleet_test')
     odom: dict[str, list[Odometry]] = {'r1': [], 'r2': []}

@@ -20,7 +20,7 @@ import difflib
 import math
 import re
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +35,8 @@ from vln_ros.core.schema import BackendParams as BackendParams
 from vln_ros.core.schema import ParameterError as ParameterError
 from vln_ros.core.schema import StartupError as StartupError
 from vln_ros.core.schema import StrictModel as StrictModel
+from vln_ros.core.schema import check_robot_names as check_robot_names
+from vln_ros.core.schema import is_relative_namespace as is_relative_namespace
 from vln_ros.core.schema import param as param
 
 ParamValue = bool | int | float | str | list[str]
@@ -440,30 +442,6 @@ class ParserParams(StrictModel):
         'decides); plan_first = act, wp, env (with guided_json the plan is published from the stream as soon '
         'as its waypoints are complete, 13 of 48 tokens earlier: docs/gpu_latency.md; unguided, when the answer '
         'closes)', dynamic=True)
-
-
-# One token of a ROS name (rmw's rule): letters, digits and underscores, not starting with a digit.
-_NAME_TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
-
-
-def is_relative_namespace(name: str) -> bool:
-    """`r1`, `site_a/r1`: tokens of letters, digits and underscores, not starting with a digit, separated by
-    single '/', no leading '/'. The one rule for robot namespaces (the `robots` parameter, fleet launch files)."""
-    return bool(name) and all(_NAME_TOKEN.fullmatch(token) for token in name.split('/'))
-
-
-def check_robot_names(robots: Sequence[str]) -> None:
-    """Each robot namespace is a relative ROS namespace (`r1`, `site_a/r1`) and appears once: a duplicate
-    would make two pipelines answer one robot's keyframes, so it is refused, not merged. ValueError names the
-    bad one."""
-    seen: set[str] = set()
-    for robot in robots:
-        if not is_relative_namespace(robot):
-            raise ValueError(f'robots: {robot!r} is not a relative ROS namespace (tokens of letters, digits and '
-                             "underscores, not starting with a digit, separated by single '/'; no leading '/')")
-        if robot in seen:
-            raise ValueError(f'robots: {robot!r} is listed twice (each robot namespace once)')
-        seen.add(robot)
 
 
 class InferenceSettings(StrictModel):

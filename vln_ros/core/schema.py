@@ -6,6 +6,8 @@ imports them, never the other way round. config.py re-exports everything here.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,3 +42,27 @@ class BackendParams(StrictModel):
     def check_selected(self) -> None:
         """Raise ValueError (the message names the parameter) when these settings cannot run as the chosen
         backend; called only for the backend the `backend` parameter selects."""
+
+
+# One token of a ROS name (rmw's rule): letters, digits and underscores, not starting with a digit.
+_NAME_TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
+
+
+def is_relative_namespace(name: str) -> bool:
+    """`r1`, `site_a/r1`: tokens of letters, digits and underscores, not starting with a digit, separated by
+    single '/', no leading '/'. The one rule for robot namespaces (the `robots` parameter, fleet launch files)."""
+    return bool(name) and all(_NAME_TOKEN.fullmatch(token) for token in name.split('/'))
+
+
+def check_robot_names(robots: Sequence[str]) -> None:
+    """Each robot namespace is a relative ROS namespace (`r1`, `site_a/r1`) and appears once: a duplicate
+    would make two pipelines answer one robot's keyframes, so it is refused, not merged. ValueError names the
+    bad one."""
+    seen: set[str] = set()
+    for robot in robots:
+        if not is_relative_namespace(robot):
+            raise ValueError(f'robots: {robot!r} is not a relative ROS namespace (tokens of letters, digits and '
+                             "underscores, not starting with a digit, separated by single '/'; no leading '/')")
+        if robot in seen:
+            raise ValueError(f'robots: {robot!r} is listed twice (each robot namespace once)')
+        seen.add(robot)

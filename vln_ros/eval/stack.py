@@ -223,7 +223,7 @@ class EvalStack:
         out = {}
         for p in bringup.processes(bringup.SimArgs, values, str(REPO)):
             if p.name == bringup.SIM_EXECUTABLE:
-                p = p.with_parameters({**extra['sim_node'], 'robots': ','.join(names)})
+                p = p.with_parameters({**extra['sim_node'], 'robots': names})
                 out[p.name] = p.command(executable(p.executable))
         for name in names:
             for p in bringup.processes(bringup.SimArgs, {**values, 'namespace': name}, str(REPO)):

@@ -5,12 +5,12 @@ One model, like the stack's nodes (vln_ros/core/config.py): the node declares it
 """
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import field_validator, model_validator
 
-from vln_ros.core.schema import StrictModel, param
+from vln_ros.core.schema import StrictModel, check_robot_names, param
 from vln_ros.sim import api
 
 
@@ -101,21 +101,16 @@ class BaseParams(StrictModel):
     cmd_timeout_s: float = param(0.5, 'No cmd_vel for this long: the base stops by itself', 's', gt=0.0, le=10.0)
 
 
-ROBOT_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')   # one namespace token (ROS names)
 MAX_ROBOTS = 8
 
 
-def robot_names(robots: str) -> tuple[str, ...]:
-    """The robots parameter's names ('r1,r2' -> ('r1', 'r2')); () for ''. ValueError naming the bad one."""
-    names = tuple(n.strip() for n in robots.split(',')) if robots.strip() else ()
-    for name in names:
-        if not ROBOT_NAME.fullmatch(name):
-            raise ValueError(f'robots: {name!r} is not a namespace name (a letter, then letters, digits or _)')
-    if len(set(names)) != len(names):
-        raise ValueError(f'robots: {robots!r} names a robot twice')
-    if len(names) > MAX_ROBOTS:
-        raise ValueError(f'robots: {len(names)} robots; at most {MAX_ROBOTS}')
-    return names
+def robot_names(robots: Sequence[str]) -> tuple[str, ...]:
+    """The robots parameter's names, checked: the one rule for robot namespaces (core/config.check_robot_names:
+    relative, each once) and at most MAX_ROBOTS in one world. ValueError naming the bad one."""
+    check_robot_names(robots)
+    if len(robots) > MAX_ROBOTS:
+        raise ValueError(f'robots: {len(robots)} robots; at most {MAX_ROBOTS}')
+    return tuple(robots)
 
 
 class SimParams(StrictModel):
@@ -133,11 +128,11 @@ class SimParams(StrictModel):
     depth: DepthParams = DepthParams()
     odom: OdomParams = OdomParams()
     base: BaseParams = BaseParams()
-    robots: str = param('', 'Several robots in one scene, one per namespace, comma-separated (r1,r2: topics r1/odom, '
-                        'r2/odom, ...; vln_ros/sim/fleet.py); empty: one robot on the node\'s own topics')
+    robots: tuple[str, ...] = param(
+        (), 'Several robots in one scene, one per namespace (["r1", "r2"]: topics r1/odom, r2/odom, ...; '
+        "vln_ros/sim/fleet.py); empty: one robot on the node's own topics")
 
     @field_validator('robots')
     @classmethod
-    def _robot_names(cls, value: str) -> str:
-        robot_names(value)
-        return value
+    def _robot_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return robot_names(value)
