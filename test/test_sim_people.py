@@ -232,6 +232,43 @@ def test_a_person_walking_towards_a_standing_robot_stops_short_of_it_waits_then_
     assert abs(crowd.positions[0][1]) == pytest.approx(1.0 - PERSON_RADIUS_M - people.WALL_MARGIN_M)
 
 
+def test_a_person_steps_round_a_robot_on_the_side_away_from_it_and_never_sideways_into_it():
+    """The safety study's contact with the guard on (2026-12-04): a person who had waited beside a robot at rest
+    stepped aside TOWARDS it (the side was chosen by the walls alone, left where equal). They walk along -x; the
+    robot stands 0.2 m to their left (y -0.2), the corridor leaves room either side: they step right (+y), and no
+    step of theirs ever touches the robot."""
+    person = PersonScript('towards', sample_polyline([(6.0, 0.0), (-3.0, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
+    wide = Scene(seed=0, walls=(Wall(-10.0, 2.0, 10.0, 2.0, GREY), Wall(-10.0, -2.0, 10.0, -2.0, GREY)), doors=(),
+                 landmarks=(), start=Pose2D(-10.0, 0.0, 0.0), goal=Pose2D(10.0, 0.0, 0.0),
+                 route=((-10.0, 0.0), (10.0, 0.0)), instruction='', language='en', kind='test')
+    crowd = Crowd([person], wide)
+    sides = []
+    for i in range(1500):
+        crowd.step(0.01, i * 0.01, (0.0, -0.2), 0.3, 0.0)  # robot at rest, 0.2 m to their left
+        sides.append(float(crowd.positions[0][1]))
+    assert crowd.collisions == 0 and crowd.min_clearance_m > 0.0
+    assert min(sides) == 0.0 and max(sides) == pytest.approx(people.SIDESTEP_M)   # to their right, away from it
+    assert crowd.positions[0][0] == pytest.approx(-3.0)
+
+
+def test_a_person_who_stepped_aside_walks_round_a_corner_of_their_way_without_a_jump():
+    """The study's other contact: 0.8 m aside across the heading swung to the other side at a corner of their
+    walk (a 1.1 m jump in one 10 ms step, onto the robot). The offset is fixed on the floor: every step is at most
+    their walking speed times dt."""
+    person = PersonScript('towards', sample_polyline([(4.0, 0.0), (0.0, 0.0), (0.0, -6.0)], 0.1), 0.0, 1.0,
+                          RED_SHIRT)
+    crowd = Crowd([person])
+    robot = (2.5, 0.0)                                     # at rest in their way on the first leg
+    previous = crowd.positions[0].copy()
+    biggest = 0.0
+    for i in range(1500):
+        crowd.step(0.01, i * 0.01, robot, 0.3, 0.0)
+        biggest = max(biggest, float(np.hypot(*(crowd.positions[0] - previous))))
+        previous = crowd.positions[0].copy()
+    assert crowd.positions[0][1] < -3.0, crowd.positions[0]   # round the robot, then round the corner
+    assert biggest <= 1.0 * 0.01 * math.sqrt(2) + 1e-6, biggest
+
+
 def test_a_person_does_not_wait_for_a_moving_robot_so_driving_into_them_is_a_collision():
     person = PersonScript('towards', sample_polyline([(4.0, 0.0), (-3.0, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
     crowd = Crowd([person])

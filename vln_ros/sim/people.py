@@ -50,6 +50,7 @@ YIELD_M = 0.5                         # a person pauses while the robot's body i
 LANE_MARGIN_M = 0.05                  # their way: the lane their body sweeps, this much wider each side
 AT_REST_MPS = 0.05                    # a robot slower than this is at rest: people wait for it (not for a moving one)
 PATIENCE_S = 3.0                      # after waiting this long, a person steps aside to walk round the robot
+CONTACT_MARGIN_M = 0.05               # a step aside that would end nearer the robot's body than this waits
 SIDESTEP_M = 0.8                      # as far as that (less where a wall is nearer), then walks on beside their way
 WALL_MARGIN_M = 0.1                   # a person's path keeps this off the walls, beyond their radius
 STEP_OUT_M = 1.0
@@ -129,8 +130,11 @@ class Crowd:
         self.min_clearance_m = math.inf
         self._contact = np.zeros(len(self.scripts), bool)
         self._waited_s = np.zeros(len(self.scripts))
-        self._aside_m = np.zeros(len(self.scripts))        # how far each has stepped aside (left of their way: +)
-        self._aside_goal_m = np.zeros(len(self.scripts))
+        # How far each has stepped aside, as a fixed offset on the floor (x, y), and where the step ends. Fixed in
+        # the world, not across their heading: at a corner of their walk an offset across the heading would swing
+        # round with it (0.8 m left becomes 0.8 m right of the old line: a 1.1 m jump in one step).
+        self._aside = np.zeros((len(self.scripts), 2))
+        self._aside_goal = np.zeros((len(self.scripts), 2))
 
     def __len__(self) -> int:
         return len(self.scripts)
@@ -147,16 +151,20 @@ class Crowd:
             if episode_s < s.start_s:
                 continue
             x, y, heading = self._where(i)
-            if self._aside_m[i] != self._aside_goal_m[i]:          # stepping aside
-                move = math.copysign(min(s.speed_mps * dt_s, abs(self._aside_goal_m[i] - self._aside_m[i])),
-                                     self._aside_goal_m[i] - self._aside_m[i])
-                self._aside_m[i] += move
+            todo = self._aside_goal[i] - self._aside[i]
+            if todo.any():                                         # stepping aside
+                left_m = float(np.hypot(todo[0], todo[1]))
+                step = todo * min(1.0, s.speed_mps * dt_s / left_m)
+                # Never sideways into the robot: they wait instead (a robot may have moved beside them).
+                if _gap_m(x + step[0], y + step[1], rx, ry, robot_radius_m) < CONTACT_MARGIN_M:
+                    continue
+                self._aside[i] = self._aside_goal[i] if left_m <= s.speed_mps * dt_s else self._aside[i] + step
             elif self.arc_m[i] >= s.length_m:
                 continue
             elif robot_speed_mps <= AT_REST_MPS and _in_the_way(rx - x, ry - y, heading, robot_radius_m):
                 self._waited_s[i] += dt_s      # a robot at rest in their way: they wait, then step round it
-                if self._waited_s[i] >= PATIENCE_S and self._aside_goal_m[i] == self._aside_m[i]:
-                    self._aside_goal_m[i] = self._aside_m[i] + self._room_aside(x, y, heading)
+                if self._waited_s[i] >= PATIENCE_S:
+                    self._aside_goal[i] = self._aside[i] + self._room_aside(x, y, heading, (rx, ry))
                     self._waited_s[i] = 0.0
                 continue
             else:
@@ -167,18 +175,21 @@ class Crowd:
 
     def _where(self, i: int) -> tuple[float, float, float]:
         x, y, heading = self.scripts[i].at(self.arc_m[i])
-        aside = self._aside_m[i]
-        return x - aside * math.sin(heading), y + aside * math.cos(heading), heading
+        return x + float(self._aside[i, 0]), y + float(self._aside[i, 1]), heading
 
-    def _room_aside(self, x: float, y: float, heading: float) -> float:
-        """SIDESTEP_M to the side with more room (left on open floor), less where a wall is nearer."""
-        if self.scene is None:
-            return SIDESTEP_M
+    def _room_aside(self, x: float, y: float, heading: float, robot_xy: tuple[float, float]) -> np.ndarray:
+        """The step round a robot (x, y on the floor): SIDESTEP_M to the side away from the robot's centre, less
+        where a wall is nearer; to the other side only where that has more than twice the room. Open floor: away
+        from the robot (left when it is dead ahead)."""
         here = np.array([x, y])
         left = np.array([-math.sin(heading), math.cos(heading)])
-        room_left = _free_along(self.scene, here, left, SIDESTEP_M)
-        room_right = _free_along(self.scene, here, -left, SIDESTEP_M)
-        return room_left if room_left >= room_right else -room_right
+        away = -1.0 if float(np.dot(np.asarray(robot_xy) - here, left)) > 0.0 else 1.0
+        if self.scene is None:
+            return away * SIDESTEP_M * left
+        room_away = _free_along(self.scene, here, away * left, SIDESTEP_M)
+        room_toward = _free_along(self.scene, here, -away * left, SIDESTEP_M)
+        side, room = (away, room_away) if room_away * 2.0 >= room_toward else (-away, room_toward)
+        return side * room * left
 
     def observe(self, robot_xy: tuple[float, float], robot_radius_m: float) -> None:
         """Count a contact when one begins (it ends once the bodies are 0.05 m apart) and keep the clearance."""
@@ -195,6 +206,11 @@ class Crowd:
 def _index(arc: np.ndarray, s: float, side: Literal['left', 'right'] = 'left') -> int:
     """The index where s falls in the increasing arc, within [0, len(arc) - 1]."""
     return int(np.clip(np.searchsorted(arc, s, side=side), 0, len(arc) - 1))
+
+
+def _gap_m(x: float, y: float, rx: float, ry: float, robot_radius_m: float) -> float:
+    """Body to body, a person at (x, y) and the robot at (rx, ry)."""
+    return math.hypot(x - rx, y - ry) - robot_radius_m - PERSON_RADIUS_M
 
 
 def _in_the_way(dx: float, dy: float, heading: float, robot_radius_m: float) -> bool:
