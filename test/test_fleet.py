@@ -14,7 +14,7 @@ from fake_engine import FakeEngine
 from test_inference_node import recording
 
 from vln_ros.core.backends import make_backend
-from vln_ros.core.backends.base import NotShareable
+from vln_ros.core.backends.base import BackendError, NotShareable
 from vln_ros.core.backends.openai_server import OpenAIBackend, OpenAIParams
 from vln_ros.core.backends.oracle import OracleBackend, OracleParams
 from vln_ros.core.config import InferenceParams, ParameterError, validate_params
@@ -137,14 +137,36 @@ def test_a_replay_recording_cannot_serve_two_robots_but_serves_one(tmp_path):
 
 
 def test_openai_and_oracle_clients_cancel_only_their_own_request():
-    openai = OpenAIBackend(OpenAIParams(), 'm', 5.0)
+    from openai_server import FORWARD, FakeOpenAIServer
+    from test_inference_core import request
+    server = FakeOpenAIServer([FORWARD])
+    server.repeat_last = True
+    server.batching(1.0, 0.0)      # both requests wait in the fake batch for 1 s
+    openai = OpenAIBackend(OpenAIParams(base_url=server.base_url, served_model='m'), 'm', 5.0)
     first, second = openai.client(), openai.client()
-    first.cancel()
-    assert first._cancelled and not second._cancelled and not openai._cancelled
-    first.close()
-    assert not openai._client.is_closed()  # the pool is the shared backend's
-    openai.close()
-    assert openai._client.is_closed()
+    outcome: dict[str, object] = {}
+
+    def ask(name: str, client: OpenAIBackend) -> None:
+        try:
+            outcome[name] = client.generate(request()).text
+        except BackendError as exc:
+            outcome[name] = exc.reason
+
+    try:
+        threads = [threading.Thread(target=ask, args=pair) for pair in (('first', first), ('second', second))]
+        for thread in threads:
+            thread.start()
+        assert wait_for(lambda: server.in_flight == 2, 3.0)
+        first.cancel()
+        for thread in threads:
+            thread.join(5.0)
+        assert outcome == {'first': 'cancelled', 'second': FORWARD}
+        first.close()
+        assert not openai._client.is_closed()  # the pool is the shared backend's
+        openai.close()
+        assert openai._client.is_closed()
+    finally:
+        server.close()
     oracle = OracleBackend(OracleParams())
     a, b = oracle.client(), oracle.client()
     started = b._cancel.start()

@@ -106,6 +106,25 @@ def test_cancel_mid_stream(server):
     assert cancelled.value.reason == 'cancelled' and time.perf_counter() - started < 1.5
 
 
+@pytest.mark.parametrize('headers', ['at_once', 'with_the_answer'])
+def test_cancel_before_the_first_chunk_ends_the_request_at_once(server, headers):
+    """lmdeploy's api_server sends a streamed answer's headers at once and the first chunk only when the batch
+    gets to it; a server or proxy may also hold the headers until the answer starts. A task switch in either
+    wait must not hold the robot's next request until inference_timeout_s (found by the fleet work:
+    generate() returned 8 s after the cancel, at the timeout)."""
+    if headers == 'at_once':
+        server.batching(5.0, 0.0)    # headers now, the answer after 5 s
+    else:
+        server.delay_s = 5.0         # nothing at all for 5 s
+    backend = backend_for(server.base_url, timeout_s=8.0, served_model='m')
+    threading.Timer(0.5, backend.cancel).start()
+    started = time.perf_counter()
+    with pytest.raises(BackendError) as cancelled:
+        backend.generate(request())
+    assert cancelled.value.reason == 'cancelled' and time.perf_counter() - started < 1.5, \
+        time.perf_counter() - started
+
+
 def test_the_fake_server_imitating_batching_answers_four_robots_asking_together_slower_than_one_alone(server):
     """test/openai_server.py's batching(base_s, per_request_s), for the api shape of a fleet here: each answer
     takes base_s + per_request_s * n, n the requests in flight. Alone: 0.1 + 0.5 = 0.6 s; four asking together

@@ -7,6 +7,11 @@ field `mm_processor_kwargs` that lmdeploy's api_server reads (0.18: protocol.py 
 to the HF processor's size by lmdeploy/vl/model/base.py); without it the server would use the processor's
 default budget (16 M pixels for Qwen3-VL). Answers are streamed so that time to first token is measured and
 cancel() can close the stream between chunks.
+
+Each request runs on a thread of its own, and generate() waits for it or for cancel(): a server (or a proxy) may
+hold the response's headers until the batch gets to the request, and a read blocked there cannot be
+interrupted, so a cancel must not wait for it (it did, until inference_timeout_s). The abandoned request ends
+by itself: its stream is closed as soon as it opens, or the HTTP timeout ends it.
 """
 from __future__ import annotations
 
@@ -61,6 +66,17 @@ def extra_body(request: Request) -> dict[str, Any]:
     return body
 
 
+class _Call:
+    """One request: set by its thread (stream, answer or error, finished) or by cancel() (cancelled, finished)."""
+
+    def __init__(self) -> None:
+        self.finished = threading.Event()
+        self.cancelled = False
+        self.stream: Any = None
+        self.answer: Answer | None = None
+        self.error: BackendError | None = None
+
+
 class OpenAIBackend(Backend):
     def __init__(self, params: OpenAIParams, model_name: str, timeout_s: float) -> None:
         try:  # here, not at the top: core/config imports this module (backends/registry.py)
@@ -76,9 +92,9 @@ class OpenAIBackend(Backend):
         self._served_model = params.served_model
         self.model_name = params.served_model or model_name
         self._lock = threading.Lock()
-        self._stream: Any = None
-        self._cancelled = False
+        self._call: _Call | None = None     # the request in flight, if any
         self._owns_client = True
+        self._bound_s = timeout_s + params.connect_timeout_s + 5.0   # generate()'s own bound on a request
 
     def _model(self) -> str:
         if not self._served_model:  # the server's first model (asked once, when first needed)
@@ -90,10 +106,37 @@ class OpenAIBackend(Backend):
         return self._served_model
 
     def generate(self, request: Request) -> Answer:
+        call = _Call()
+        with self._lock:
+            self._call = call
+        threading.Thread(target=self._request, args=(call, request), name='openai_request', daemon=True).start()
+        finished = call.finished.wait(self._bound_s)
+        with self._lock:
+            if self._call is call:
+                self._call = None
+        if call.cancelled:
+            raise BackendError('cancelled')
+        if not finished:
+            raise BackendError('timeout', f'no answer from {self._params.base_url} in {self._bound_s:.0f} s')
+        if call.error is not None:
+            raise call.error
+        assert call.answer is not None
+        return call.answer
+
+    def _request(self, call: _Call, request: Request) -> None:
+        """The request, on its own thread: its answer or BackendError into call, then call.finished."""
+        try:
+            call.answer = self._stream_answer(call, request)
+        except BackendError as exc:
+            call.error = exc
+        except Exception as exc:  # noqa: BLE001 - a bug here must still end generate(), as a counted error
+            call.error = BackendError('error', repr(exc)[:200])
+        finally:
+            call.finished.set()
+
+    def _stream_answer(self, call: _Call, request: Request) -> Answer:
         import httpx
         import openai
-        with self._lock:
-            self._cancelled = False
         started = time.perf_counter()
         first_token_s = None
         parts: list[str] = []
@@ -108,9 +151,10 @@ class OpenAIBackend(Backend):
                 response_format=openai.omit if fmt is None else fmt,  # omit: the field is not sent at all
                 extra_body=extra_body(request))
             with self._lock:
-                self._stream = stream
-                if self._cancelled:
-                    raise BackendError('cancelled')
+                call.stream = stream
+            if call.cancelled:   # cancelled while the headers were awaited: hang up now
+                stream.close()
+                raise BackendError('cancelled')
             for chunk in stream:
                 chunks += 1
                 if chunk.usage is not None:
@@ -120,7 +164,7 @@ class OpenAIBackend(Backend):
                         if first_token_s is None:
                             first_token_s = time.perf_counter() - started
                         parts.append(choice.delta.content)
-                        if request.on_chunk is not None:  # the server counts tokens only at the end: pieces here
+                        if request.on_chunk is not None and not call.cancelled:  # counted only at the end: pieces
                             request.on_chunk(choice.delta.content, len(parts))
                     finish_reason = choice.finish_reason or finish_reason
         except BackendError:
@@ -128,16 +172,13 @@ class OpenAIBackend(Backend):
         except openai.APITimeoutError as exc:
             raise BackendError('timeout', str(exc)) from None
         except openai.APIConnectionError as exc:
-            raise BackendError('cancelled' if self._cancelled else 'unavailable',
+            raise BackendError('cancelled' if call.cancelled else 'unavailable',
                                f'{self._params.base_url}: {exc}') from None
         except openai.APIStatusError as exc:
             raise BackendError(f'http_{exc.status_code}', str(exc)[:200]) from None
         except (openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
-            raise BackendError('cancelled' if self._cancelled else 'error', repr(exc)[:200]) from None
-        finally:
-            with self._lock:
-                self._stream = None
-        if self._cancelled:
+            raise BackendError('cancelled' if call.cancelled else 'error', repr(exc)[:200]) from None
+        if call.cancelled:
             raise BackendError('cancelled')
         if chunks == 0:  # not even an empty completion: whatever answered does not speak the protocol
             raise BackendError('bad_response', f'{self._params.base_url} sent no completion chunks')
@@ -147,11 +188,15 @@ class OpenAIBackend(Backend):
 
     def cancel(self) -> None:
         with self._lock:
-            self._cancelled = True
-            stream = self._stream
+            call = self._call
+            if call is None:
+                return
+            call.cancelled = True
+            stream = call.stream
+        call.finished.set()   # generate() returns now, whatever the request's thread is blocked in
         if stream is not None:
             try:
-                stream.close()  # the reading thread then fails in its next read
+                stream.close()  # the request's thread then fails in its next read
             except Exception:  # closing a half-read stream from another thread may raise; it is closed
                 pass
 
@@ -160,8 +205,7 @@ class OpenAIBackend(Backend):
         and cancel; its close() leaves the pool to this backend's."""
         other = copy.copy(self)
         other._lock = threading.Lock()
-        other._stream = None
-        other._cancelled = False
+        other._call = None
         other._owns_client = False
         return other
 
