@@ -68,6 +68,18 @@ class Results:
     def __init__(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.file = (out / 'results.jsonl').open('a')
+        self.failures: list[str] = []   # the checks expect() saw fail
+
+    def expect(self, ok: bool, what: str) -> None:
+        """A check's row; a failed one is kept for verdict()."""
+        self.emit(check=what, ok=bool(ok))
+        if not ok:
+            self.failures.append(what)
+
+    def verdict(self, name: str) -> int:
+        """The closing row of a run of checks, and its exit code."""
+        self.emit(check=name, ok=not self.failures, failures=self.failures)
+        return 1 if self.failures else 0
 
     def emit(self, **row) -> None:
         line = json.dumps(row)
@@ -105,12 +117,7 @@ def check(args: argparse.Namespace, results: Results) -> int:
 
     from vln_ros.harness import local_graph
     print(f'# {local_graph.use_private_domain().describe()}', file=sys.stderr, flush=True)
-    failures: list[str] = []
-
-    def expect(ok: bool, what: str) -> None:
-        results.emit(check=what, ok=bool(ok))
-        if not ok:
-            failures.append(what)
+    expect = results.expect
 
     # Answers of random weights are whitespace under guided decoding: every request runs to max_new_tokens,
     # which makes it long enough to be caught in flight by a task switch.
@@ -180,8 +187,7 @@ def check(args: argparse.Namespace, results: Results) -> int:
         expect(not leftovers, f'none of its {len(children)} child processes left behind ({leftovers})')
     finally:
         node.close()
-    results.emit(check='gpu-check', ok=not failures, failures=failures)
-    return 1 if failures else 0
+    return results.verdict('gpu-check')
 
 
 def fleet_node(args: argparse.Namespace, results: Results) -> int:

@@ -119,13 +119,7 @@ def fleet_node(args: argparse.Namespace, results: Any) -> int:
     from vln_ros.harness import local_graph
     print(f'# {local_graph.use_private_domain().describe()}', flush=True)
     robots = [f'r{i + 1}' for i in range(args.node_robots)]
-    failures: list[str] = []
-
-    def expect(ok: bool, what: str) -> None:
-        results.emit(check=what, ok=bool(ok))
-        if not ok:
-            failures.append(what)
-
+    expect = results.expect
     started = time.monotonic()
     backend = (('backend:=lmdeploy', f'model:={args.model}', f'lmdeploy.tp:={args.tp}',
                 f'lmdeploy.executor:={args.executor}', f'lmdeploy.max_batch_size:={args.max_batch_size}')
@@ -181,5 +175,4 @@ def fleet_node(args: argparse.Namespace, results: Any) -> int:
         expect(not quiet, f'the other robots kept getting plans after r1 switched (none for {quiet})')
     finally:
         node.close()
-    results.emit(check='gpu-fleet-node', ok=not failures, failures=failures)
-    return 1 if failures else 0
+    return results.verdict('gpu-fleet-node')
