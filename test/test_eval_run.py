@@ -102,3 +102,19 @@ def test_make_eval_runs_through_the_openai_backend_is_labelled_by_the_served_mod
     assert score['success'] == (score['navigation_error_geodesic_m'] <= 1.0)
     assert run['summary']['episodes'] == 1
     assert '| openai Fake-VL-1B | 1 |' in (tmp_path / 'tables.md').read_text()
+
+
+def test_the_tables_of_a_safety_study_say_how_its_rows_were_seeded_and_carry_the_safety_table():
+    """A safety study's rows each run their own number of episodes: its tables.md said '20 episodes per run
+    (seeds 0-19)' over rows of 5 (the default seeds, never used), and left the safety table out."""
+    summary = {'episodes': 5, 'sr': 1.0, 'sr_ci95': (0.566, 1.0)}
+    safety_table = '| guard | world | model |\n|---|---|---|\n| on | people | oracle |'
+    results = {'seeds': '0 onwards, as many as each row runs', 'wall_s': 681.0, 'safety_table': safety_table,
+               'runs': [{'label': 'guard people oracle 0.5s', 'summary': summary, 'by_family': {}}],
+               'made': {'date': '2026-12-04 06:04 UTC', 'machine': 'x86_64, 2 cores, load 0.6 at the start',
+                        'command': 'vln_eval --study safety --safety-episodes 0.5:5'}}
+    text = eval_run.markdown(results)
+    assert '`vln_eval --study safety --safety-episodes 0.5:5`, seeds 0 onwards, as many as each row runs, 681 s' \
+        in text, text
+    assert 'episodes per run' not in text
+    assert 'Safety:\n\n' + safety_table + '\n' in text, text

@@ -211,9 +211,13 @@ def markdown(results: dict[str, Any]) -> str:
     (tables.md) and docs/eval.md, so the docs cannot drift from a run by hand."""
     made = results.get('made', {})
     rows = [(run['label'], run['summary']) for run in results['runs']]
-    parts = [f"{made.get('date', '?')}, {made.get('machine', '?')}: `{made.get('command', '?')}`, "
-             f"{len(results['seeds'])} episodes per run (seeds {results['seeds'][0]}-{results['seeds'][-1]}), "
+    seeds = results['seeds']   # a safety study's rows each run their own number: a sentence says so
+    episodes = f'seeds {seeds}' if isinstance(seeds, str) else \
+        f'{len(seeds)} episodes per run (seeds {seeds[0]}-{seeds[-1]})'
+    parts = [f"{made.get('date', '?')}, {made.get('machine', '?')}: `{made.get('command', '?')}`, {episodes}, "
              f"{results.get('wall_s', math.nan):.0f} s", '', table(rows), '', TABLE_NOTE]
+    if 'safety_table' in results:
+        parts += ['', 'Safety:', '', results['safety_table']]
     for run in results['runs']:
         parts += ['', f"By instruction family ({run['label']}):", '',
                   table(list(run['by_family'].items()), FAMILY_COLUMNS, 'family')]
@@ -374,10 +378,11 @@ def _main(argv: list[str] | None) -> int:
             results['safety_not_run'] = missing
         safety_rows = [r for r in safety_rows if safety.available(r.world)]
         safety_results: list[safety.RowResult] = []
+        results['seeds'] = f'{args.first_seed} onwards, as many as each row runs'   # before tables.md is first written
         for row in safety_rows:   # one at a time, so results.json has each row as soon as it ran
             safety_results += safety.run_study(options, [row], args.first_seed, safety_set, safety_row)
-        results['seeds'] = f'{args.first_seed} onwards, as many as each row runs'
         (args.out / 'results.json').write_text(json.dumps(results, indent=1, default=str))
+        (args.out / 'tables.md').write_text(markdown(results))
         written = safety.write_pictures(args.out, safety_results)
         print('\n' + results['safety_table'] + '\n\n' + json.dumps(results['safety_figures']))
         print(f"pictures: {', '.join(str(p) for p in written)}")
