@@ -205,21 +205,39 @@ def render(scene: Scene, pose: Pose2D, camera: CameraSpec = DEFAULT_CAMERA,
 def _draw_robots(image: np.ndarray, scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView,
                  robots: RobotsView) -> None:
     """Paint the robots over the picture where they are nearer than the scene and the people."""
+    seen = _bodies_in_view(scene, pose, camera, robots.positions, robots.radius_m, ROBOT_HEIGHT_M, people)
+    if seen is None:
+        return
+    columns, d, _, z, inside = seen
+    bands = np.broadcast_to(np.array([_ROBOT_BODY, _ROBOT_BAND], np.float32), (len(columns), 2, 3))
+    colours = _fogged(bands, np.broadcast_to(d[:, None], (len(columns), 2)))
+    band = ((z >= ROBOT_HEIGHT_M - 0.12) & (z <= ROBOT_HEIGHT_M - 0.06)).astype(np.int32)
+    _paint(image, columns, inside, colours[np.arange(len(columns))[None, :], band])
+
+
+def _bodies_in_view(scene: Scene, pose: Pose2D, camera: CameraSpec, centres: np.ndarray, radius_m: float,
+                    height_m: float, occluders: PeopleView
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Upright cylinders (centres (K, 2), radius_m, height_m: people or robots) as the camera sees them: the
+    columns where one is nearest (C,), its depth there (C,) and which one (C,), each row's height on it (H, C),
+    and which of those pixels it covers, nothing of the scene or the occluders being nearer (H, C); None when
+    none is in view."""
     optics = _optics(camera)
     c, s = math.cos(pose.yaw), math.sin(pose.yaw)
     dx, dy = c + s * optics.a, s - c * optics.a
-    d, _ = _people_depth(robots.positions, pose, dx, dy, robots.radius_m)
+    d, who = _people_depth(centres, pose, dx, dy, radius_m)
     columns = np.flatnonzero(np.isfinite(d))
     if not len(columns):
-        return
-    behind = _depth(scene, pose, camera, people, columns)
+        return None
+    behind = _depth(scene, pose, camera, occluders, columns)
     dc = d[columns].astype(np.float32)[None, :]
     z = camera.height_m - optics.b[:, None].astype(np.float32) * dc
-    inside = (z >= 0.0) & (z <= ROBOT_HEIGHT_M) & (dc < behind)
-    bands = np.broadcast_to(np.array([_ROBOT_BODY, _ROBOT_BAND], np.float32), (len(columns), 2, 3))
-    colours = _fogged(bands, np.broadcast_to(d[columns, None], (len(columns), 2)))
-    band = ((z >= ROBOT_HEIGHT_M - 0.12) & (z <= ROBOT_HEIGHT_M - 0.06)).astype(np.int32)
-    pixels = colours[np.arange(len(columns))[None, :], band]
+    inside = (z >= 0.0) & (z <= height_m) & (dc < behind)
+    return columns, d[columns], who[columns], z, inside
+
+
+def _paint(image: np.ndarray, columns: np.ndarray, inside: np.ndarray, pixels: np.ndarray) -> None:
+    """Set the covered pixels (inside, (H, C)) of those columns to pixels (H, C, 3)."""
     view = image[:, columns]
     view[inside] = np.clip(pixels[inside], 0, 255).astype(np.uint8)
     image[:, columns] = view
@@ -306,26 +324,16 @@ def _people_depth(centres: np.ndarray, pose: Pose2D, dx: np.ndarray, dy: np.ndar
 
 def _draw_people(image: np.ndarray, scene: Scene, pose: Pose2D, camera: CameraSpec, people: PeopleView) -> None:
     """Paint the people over the picture where they are nearer than what it shows: trousers, shirt, head."""
-    optics = _optics(camera)
-    c, s = math.cos(pose.yaw), math.sin(pose.yaw)
-    dx, dy = c + s * optics.a, s - c * optics.a
-    d, who = _people_depth(people.positions, pose, dx, dy)
-    columns = np.flatnonzero(np.isfinite(d))
-    if not len(columns):
+    seen = _bodies_in_view(scene, pose, camera, people.positions, PERSON_RADIUS_M, PERSON_HEIGHT_M, NO_PEOPLE)
+    if seen is None:
         return
-    behind = _depth(scene, pose, camera, NO_PEOPLE, columns)
-    dc = d[columns].astype(np.float32)[None, :]
-    z = camera.height_m - optics.b[:, None].astype(np.float32) * dc
-    inside = (z >= 0.0) & (z <= PERSON_HEIGHT_M) & (dc < behind)
-    shirts = np.array(people.bgr, np.float32)[who[columns]]                        # (C, 3)
+    columns, d, who, z, inside = seen
+    shirts = np.array(people.bgr, np.float32)[who]                                  # (C, 3)
     bands = np.stack([np.broadcast_to(np.asarray(_TROUSERS, np.float32), shirts.shape), shirts,
                       np.broadcast_to(np.asarray(_SKIN, np.float32), shirts.shape)], axis=1)   # (C, 3, 3)
-    colours = _fogged(bands, np.broadcast_to(d[columns, None], (len(columns), 3)))
+    colours = _fogged(bands, np.broadcast_to(d[:, None], (len(columns), 3)))
     band = (z >= _WAIST_M).astype(np.int32) + (z >= _NECK_M)
-    pixels = colours[np.arange(len(columns))[None, :], band]                       # (H, C, 3)
-    view = image[:, columns]
-    view[inside] = np.clip(pixels[inside], 0, 255).astype(np.uint8)
-    image[:, columns] = view
+    _paint(image, columns, inside, colours[np.arange(len(columns))[None, :], band])                 # (H, C, 3)
 
 
 def _render_scene(scene: Scene, pose: Pose2D, camera: CameraSpec) -> np.ndarray:
