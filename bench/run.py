@@ -839,7 +839,7 @@ def bench_sim_people(seconds: float = 20.0, people: int = 4, clutter: int = 12) 
 
     params = SimParams.model_validate({'seed': 0, 'depth': {'enabled': True}})
     camera = CameraSpec(width=params.camera.width, height=params.camera.height, hfov_deg=params.camera.hfov_deg)
-    service = SimService(params, lambda scene, pose, view: render(scene, pose, camera, view))
+    service = SimService(params, lambda scene, pose, view, robots: render(scene, pose, camera, view, robots))
     service.world.reset(0, tuple(scripts), clutter)
     steps = max(1, round(seconds * params.physics_rate_hz))
     t0 = time.perf_counter()

@@ -265,7 +265,7 @@ def test_a_reset_asked_while_a_frame_is_rendered_never_lets_that_frame_out():
     resetting: list[threading.Thread] = []
     service: SimService
 
-    def render_frame(scene, pose, people):
+    def render_frame(scene, pose, people, _robots):
         if not resetting:   # the first capture: a reset comes in from the side channel while it is rendered
             thread = threading.Thread(target=lambda: replies.append(service.reset(api.ResetRequest(seed=7))))
             resetting.append(thread)
@@ -286,7 +286,7 @@ def test_a_reset_asked_while_a_frame_is_rendered_never_lets_that_frame_out():
 def test_the_simulator_serves_every_route_through_the_real_app_without_ros():
     from vln_ros.sim.service import SimService
 
-    service = SimService(SimParams(seed=1), lambda scene, pose, people: scene.seed)
+    service = SimService(SimParams(seed=1), lambda scene, pose, people, _robots: scene.seed)
     stamps: list[tuple[float, int]] = []
     stopping = threading.Event()
 
@@ -320,7 +320,7 @@ def test_the_simulator_serves_every_route_through_the_real_app_without_ros():
 def test_a_reset_the_physics_thread_never_takes_is_a_timeout():
     from vln_ros.sim.service import SimService
 
-    service = SimService(SimParams(), lambda scene, pose, people: None, reset_wait_s=0.05)
+    service = SimService(SimParams(), lambda scene, pose, people, _robots: None, reset_wait_s=0.05)
     with pytest.raises(TimeoutError, match='did not take the reset'):
         service.reset(api.ResetRequest(seed=3))
     service.step()                                          # the abandoned reset is not applied later

@@ -12,7 +12,7 @@ import pytest
 from vln_ros.sim import fleet, scenes
 from vln_ros.sim.api import FaultRequest, OracleRequest, ResetRequest
 from vln_ros.sim.params import SimParams, robot_names
-from vln_ros.sim.render import NO_ROBOTS, RobotsView, depth_image, render
+from vln_ros.sim.render import RobotsView, depth_image, render
 from vln_ros.sim.service import SimService
 from vln_ros.sim.world import SimWorld
 
@@ -54,7 +54,7 @@ def test_a_robot_driven_into_the_one_ahead_stops_at_its_body_and_the_contact_is_
 
 
 def test_each_robots_laser_sees_the_other_robot_ahead_at_its_true_distance():
-    service = SimService(SimParams.model_validate(TWO), lambda scene, pose, people, robots=NO_ROBOTS: None)
+    service = SimService(SimParams.model_validate(TWO), lambda scene, pose, people, _robots: None)
     outs = service.step_all()
     assert [o.scan is not None for o in outs] == [True, True]
     leader, follower = service.world.robots
@@ -81,7 +81,7 @@ def test_each_robots_camera_draws_the_other_robot_and_not_itself():
 
 def test_each_robots_depth_camera_measures_the_other_robot_ahead():
     params = SimParams.model_validate({**TWO, 'depth': {'enabled': True, 'encoding': '32FC1'}})
-    service = SimService(params, lambda scene, pose, people, robots=NO_ROBOTS: None)
+    service = SimService(params, lambda scene, pose, people, _robots: None)
     leader, follower = service.world.robots
     depth = service.depth_frame(follower)
     middle = depth[:, depth.shape[1] // 2]
@@ -94,7 +94,7 @@ def test_each_robots_depth_camera_measures_the_other_robot_ahead():
 
 
 def test_the_side_channel_answers_for_the_robot_it_names_and_refuses_one_it_does_not_have():
-    service = SimService(SimParams.model_validate(TWO), lambda scene, pose, people, robots=NO_ROBOTS: None)
+    service = SimService(SimParams.model_validate(TWO), lambda scene, pose, people, _robots: None)
     for _ in range(5):
         service.step_all()
     stamp_ns = round(service.world.t_s * 1e9)
@@ -129,7 +129,7 @@ def test_the_oracle_backend_asks_for_the_ground_truth_of_its_own_robot_over_the_
     from vln_ros.core.prompts import Prompt
     from vln_ros.sim.api import ApiServer, SimApiError, SimClient
 
-    service = SimService(SimParams.model_validate(TWO), lambda scene, pose, people, robots=NO_ROBOTS: None)
+    service = SimService(SimParams.model_validate(TWO), lambda scene, pose, people, _robots: None)
     for _ in range(5):
         service.step_all()
     server = ApiServer(service, port=0)

@@ -118,7 +118,7 @@ def test_contradictory_ranges_fail_naming_both_parameters():
 def test_the_simulator_sweeps_at_rate_hz_of_simulated_time_stamped_when_taken_from_the_true_pose():
     from vln_ros.sim.service import SimService
 
-    service = SimService(SimParams(seed=1), lambda scene, pose, people: None)
+    service = SimService(SimParams(seed=1), lambda scene, pose, people, _robots: None)
     scans = []
     for _ in range(200):                                       # 2 s of simulated time at 100 Hz
         out = service.step()
@@ -137,5 +137,6 @@ def test_the_simulator_sweeps_at_rate_hz_of_simulated_time_stamped_when_taken_fr
 def test_a_disabled_laser_sweeps_nothing():
     from vln_ros.sim.service import SimService
 
-    service = SimService(SimParams.model_validate({'laser': {'enabled': False}}), lambda scene, pose, people: None)
+    service = SimService(SimParams.model_validate({'laser': {'enabled': False}}),
+                         lambda scene, pose, people, _robots: None)
     assert all(service.step().scan is None for _ in range(50))

@@ -318,7 +318,7 @@ def test_a_robot_driving_into_a_person_counts_a_person_collision_not_a_wall_one(
 def test_a_reset_with_people_and_clutter_through_the_service_places_them_from_the_seed():
     from vln_ros.sim.service import SimService
 
-    service = SimService(SimParams(seed=1), lambda scene, pose, view: (scene, len(view)))
+    service = SimService(SimParams(seed=1), lambda scene, pose, view, _robots: (scene, len(view)))
     replies: list[api.ResetReply] = []
     request = api.ResetRequest(seed=6, people=['crossing', 'overtaking'], clutter=3)
     thread = threading.Thread(target=lambda: replies.append(service.reset(request)))
@@ -367,7 +367,7 @@ def test_the_guard_reads_the_depth_image_as_points_on_the_walls_boxes_and_people
     from vln_ros.sim.service import SimService
 
     params = SimParams.model_validate({'seed': 2, 'depth': {'enabled': True, 'encoding': encoding}})
-    service = SimService(params, lambda scene, pose, view: None)
+    service = SimService(params, lambda scene, pose, view, _robots: None)
     world = service.world
     start = world.scene.start
     ahead = (start.x + 1.5 * math.cos(start.yaw), start.y + 1.5 * math.sin(start.yaw))
@@ -388,10 +388,10 @@ def test_the_guard_reads_the_depth_image_as_points_on_the_walls_boxes_and_people
 def test_the_depth_camera_publishes_at_its_rate_only_when_enabled():
     from vln_ros.sim.service import SimService
 
-    off = SimService(SimParams(seed=1), lambda scene, pose, view: None)
+    off = SimService(SimParams(seed=1), lambda scene, pose, view, _robots: None)
     assert all(off.step().depth is None for _ in range(50))
     on = SimService(SimParams.model_validate({'seed': 1, 'depth': {'enabled': True, 'rate_hz': 10.0}}),
-                    lambda scene, pose, view: None)
+                    lambda scene, pose, view, _robots: None)
     taken = [out.depth for out in (on.step() for _ in range(200)) if out.depth is not None]
     assert 19 <= len(taken) <= 21 and taken[-1][1].shape == (120, 160)
 

@@ -46,7 +46,7 @@ from vln_ros.nodes.runner import run_node
 from vln_ros.sim import api, scenes
 from vln_ros.sim.laser import scan_geometry
 from vln_ros.sim.params import SimParams
-from vln_ros.sim.render import NO_ROBOTS, CameraSpec, intrinsics, render
+from vln_ros.sim.render import CameraSpec, intrinsics, render
 from vln_ros.sim.service import SimService
 
 __doc__ = f"{(__doc__ or '').rstrip()}\n{api.describe_routes()}\n"   # sim_node --help prints them
@@ -73,8 +73,7 @@ class SimNode(Node):
         self.params: SimParams = declare_params(self, SimParams, cli_args=node_kwargs.get('cli_args'))
         p = self.params
         camera = CameraSpec(width=p.camera.width, height=p.camera.height, hfov_deg=p.camera.hfov_deg)
-        self.sim = SimService(p, lambda scene, pose, people, robots=NO_ROBOTS: render(scene, pose, camera, people,
-                                                                                      robots),
+        self.sim = SimService(p, lambda scene, pose, people, robots: render(scene, pose, camera, people, robots),
                               self.get_logger().info)
         self.world = self.sim.world
         self._clock_pub = self.create_publisher(Clock, interface.CLOCK, 10)

@@ -25,6 +25,7 @@ from vln_ros.core.control import Pose2D, Twist2D
 from vln_ros.sim import api, geodesic, scenes
 from vln_ros.sim.laser import Laser
 from vln_ros.sim.params import SimParams
+from vln_ros.sim.people import PeopleView
 from vln_ros.sim.render import NO_ROBOTS, CameraSpec, RobotsView, depth_image, encode_depth
 from vln_ros.sim.scene import Scene
 from vln_ros.sim.world import Capture, Prepared, SimRobot, SimWorld
@@ -45,11 +46,11 @@ class StepOut:
 
 
 class SimService:
-    """Implements api.Simulator. render_frame(scene, pose, people) draws a camera picture (sim/render.py's in sim_node),
-    called with robots=RobotsView(...) as well where the simulator has several robots; clock is wall time in seconds
-    (for the real-time factor)."""
+    """Implements api.Simulator. render_frame(scene, pose, people, robots) draws a camera picture (sim/render.py's in
+    sim_node; robots: the other robots, NO_ROBOTS with one); clock is wall time in seconds (for the real-time
+    factor)."""
 
-    def __init__(self, params: SimParams, render_frame: Callable[..., Any],
+    def __init__(self, params: SimParams, render_frame: Callable[[Scene, Pose2D, PeopleView, RobotsView], Any],
                  log: Callable[[str], object] = lambda _: None, clock: Callable[[], float] = time.monotonic,
                  reset_wait_s: float = RESET_WAIT_S) -> None:
         self.params = params
@@ -91,21 +92,17 @@ class SimService:
         depth_due = self.params.depth.enabled and t >= self._next_depth_s - 1e-9   # no latency, like the laser
         if depth_due:
             self._next_depth_s = max(self._next_depth_s + 1.0 / self.params.depth.rate_hz, t)
-        several = len(self.world.robots) > 1
         outs = []
         for i, (robot, due_now) in enumerate(zip(self.world.robots, dues, strict=True)):
-            others = RobotsView(self.world.others_of(robot.name), self.params.base.radius_m) if several else None
+            others = self._others(robot)
             pending = self._pending[i]
             if due_now.capture is not None:  # rendered at capture, published once its latency has passed
-                view = self.world.people_view()
-                picture = (self._render(self.world.physical, due_now.capture.pose, view, robots=others) if several
-                           else self._render(self.world.physical, due_now.capture.pose, view))
-                pending.append((due_now.capture, picture))
+                pending.append((due_now.capture, self._render(self.world.physical, due_now.capture.pose,
+                                                              self.world.people_view(), others)))
             scan = None
             if scan_due and self.laser is not None:
                 scan = (t, self.laser.scan(self.world.physical, robot.base.pose, self._laser_rngs[i],
-                                           self.world.crowd.positions, None if others is None else others.positions,
-                                           self.params.base.radius_m))
+                                           self.world.crowd.positions, others.positions, others.radius_m))
             depth = (t, self.depth_frame(robot)) if depth_due else None
             frames = []
             while pending and pending[0][0].due_s <= t + 1e-9:
@@ -114,6 +111,12 @@ class SimService:
             outs.append(StepOut(t, due_now.odom, frames, scan, depth))
         self._note_rtf(t)
         return outs
+
+    def _others(self, robot: SimRobot) -> RobotsView:
+        """The other robots as `robot`'s camera, depth camera and laser see them (NO_ROBOTS with one robot)."""
+        if len(self.world.robots) == 1:
+            return NO_ROBOTS
+        return RobotsView(self.world.others_of(robot.name), self.params.base.radius_m)
 
     def _note_rtf(self, t: float) -> None:
         now = self._clock()
@@ -127,8 +130,7 @@ class SimService:
         params.depth.encoding says."""
         r = robot or self.world.robots[0]
         d, pose = self.params.depth, r.base.pose
-        others = RobotsView(self.world.others_of(r.name), self.params.base.radius_m) if len(self.world.robots) > 1 \
-            else NO_ROBOTS
+        others = self._others(r)
         at = Pose2D(pose.x + d.mount.x_m * math.cos(pose.yaw), pose.y + d.mount.x_m * math.sin(pose.yaw), pose.yaw)
         metres = depth_image(self.world.physical, at, self.depth_camera, self.world.people_view(), others)
         return encode_depth(metres, d.encoding, d.range_max_m)
