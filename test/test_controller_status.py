@@ -157,3 +157,15 @@ def test_a_subscriber_that_comes_late_gets_the_controllers_latched_status(graph)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_stop_for_something_wrong_is_counted_once_when_it_begins_and_a_normal_stop_not_at_all():
+    from vln_ros.core.controller_report import stop_counter
+    controller, reason = following(ControllerParams(plan_timeout_s=2.0))
+    assert reason is StopReason.NONE
+    steps = [controller.step(t, 0.02).reason for t in (3.5, 3.52, 3.54)]   # the plan of t = 1 s is now stale
+    assert steps == [StopReason.PLAN_STALE] * 3
+    counted = [stop_counter(a, b) for a, b in zip([reason, *steps], steps, strict=False)]
+    assert counted == ['stops_plan_stale', None, None]
+    assert stop_counter(StopReason.NONE, StopReason.PLAN_DONE) is None   # as planned: nothing wrong
+    assert stop_counter(StopReason.PLAN_STALE, StopReason.INFERENCE_SILENT) == 'stops_inference_silent'

@@ -70,6 +70,16 @@ def report(controller: Controller, reason: StopReason, now_s: float, plan_stamp_
         estop_timeout_s=controller.params.estop_timeout_s)
 
 
+def stop_counter(previous: StopReason, current: StopReason) -> str | None:
+    """The counter of a stop that begins at this step: `stops_<reason>` when the controller starts stopping for
+    something wrong (a stale plan, a silent inference node, ...) that it was not stopping for at the step before;
+    None otherwise. Stops are counted once each, not per control step: the count says how often the robot was
+    stopped, e.g. by a server too slow for plan_timeout_s (issue 25), which the stop reason alone forgets."""
+    if current.is_fault and current is not previous:
+        return f'stops_{current.value}'
+    return None
+
+
 class ReportGate:
     """Decides which reports are published: on a change of ControllerReport.key(), and every period_s."""
 

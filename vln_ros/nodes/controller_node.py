@@ -43,7 +43,7 @@ from vln_ros.core.control import (
     Waypoint,
     check_waypoint_count,
 )
-from vln_ros.core.controller_report import ControllerReport, ReportGate, report
+from vln_ros.core.controller_report import ControllerReport, ReportGate, report, stop_counter
 from vln_ros.core.stats import EventCounters, LatencyWindow
 from vln_ros.msg import ControllerStatus, WaypointArray
 from vln_ros.nodes import diagnostics
@@ -205,6 +205,8 @@ class ControllerNode(Node):
         self._last_now = now
         # Every command, plans from the stream included, passes the guard (the last stage) inside the step.
         command = self._controller.step(now, dt, self._guard.guard if self._guard is not None else None)
+        if (counter := stop_counter(self._last_reason, command.reason)) is not None:
+            self._counters.add(counter)
         self._last_command, self._last_reason = command.twist, command.reason
         if command.publish:
             self._cmd_pub.publish(self._message(command.twist, now))
@@ -269,7 +271,8 @@ class ControllerNode(Node):
         }
         for name in ('plans_received', 'commands_published', 'odometry_rejected', 'estop_engagements'):
             values[name] = totals.get(name, 0)
-        values.update({k: v for k, v in sorted(totals.items()) if k.startswith(('plans_rejected_', 'estop_qos'))})
+        values.update({k: v for k, v in sorted(totals.items())
+                       if k.startswith(('plans_rejected_', 'estop_qos', 'stops_'))})
         if self._guard is not None:
             values.update(self._guard.diagnostics_values())
         slow = len(self._periods) and self._periods.percentile_ms(50) > 1.1e3 * nominal
