@@ -47,6 +47,7 @@ class FakeOpenAIServer:
         self.garbage = False        # a 200 with a body that is not the protocol
         self.requests: list[dict] = []
         self.repeat_last = False    # when the answers run out, give the last one again (not '')
+        self.hang_up_after_chunks: int | None = None   # a streamed answer's connection dropped after n chunks
         self.base_s: float | None = None       # batching(): off while None
         self.per_request_s = 0.0
         self.in_flight = 0
@@ -107,6 +108,9 @@ class FakeOpenAIServer:
                 try:
                     pieces = [text[i:i + 8] for i in range(0, len(text), 8)]
                     for i, piece in enumerate(pieces):
+                        if i == server.hang_up_after_chunks:   # gone mid-answer, as a killed server is
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
                         last = i == len(pieces) - 1
                         self._event(server.chunk({'content': piece}, 'stop' if last else None))
                         time.sleep(server.token_delay_s)

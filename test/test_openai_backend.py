@@ -78,6 +78,14 @@ def test_server_failures_become_backend_errors(server, setup, reason):
     assert failed.value.reason == reason
 
 
+@pytest.mark.parametrize('chunks', [0, 2])
+def test_a_server_gone_mid_answer_is_unavailable_not_a_bad_or_partial_answer(server, chunks):
+    server.hang_up_after_chunks = chunks   # its connection closes before the answer's last chunk
+    with pytest.raises(BackendError) as failed:
+        backend_for(server.base_url, served_model='m').generate(request())
+    assert failed.value.reason == 'unavailable' and 'mid-answer' in failed.value.detail
+
+
 def test_slow_server_times_out(server):
     server.delay_s = 3.0
     started = time.perf_counter()

@@ -176,10 +176,18 @@ class OpenAIBackend(Backend):
                                f'{self._params.base_url}: {exc}') from None
         except openai.APIStatusError as exc:
             raise BackendError(f'http_{exc.status_code}', str(exc)[:200]) from None
+        except httpx.TransportError as exc:   # the connection broke mid-answer: the server went away
+            raise BackendError('cancelled' if call.cancelled else 'unavailable',
+                               f'{self._params.base_url}: connection lost mid-answer ({exc!r:.120})') from None
         except (openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
             raise BackendError('cancelled' if call.cancelled else 'error', repr(exc)[:200]) from None
         if call.cancelled:
             raise BackendError('cancelled')
+        if not finish_reason and stream.response.headers.get('content-type', '').startswith('text/event-stream'):
+            # An answer stream that ends before its last chunk (every answer's last chunk has a finish_reason):
+            # the server went away mid-answer (killed, restarted) and its end of the connection ended the body.
+            raise BackendError('unavailable', f'{self._params.base_url}: the answer stream ended after {chunks} '
+                                              'chunks, before its end (connection lost mid-answer)')
         if chunks == 0:  # not even an empty completion: whatever answered does not speak the protocol
             raise BackendError('bad_response', f'{self._params.base_url} sent no completion chunks')
         return Answer(''.join(parts), time.perf_counter() - started,
