@@ -79,6 +79,9 @@ class Log:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str]] = []
 
+    def info(self, message: str) -> None:
+        self.lines.append(('info', message))
+
     def warning(self, message: str) -> None:
         self.lines.append(('warning', message))
 
@@ -89,8 +92,10 @@ class Log:
 class Harness:
     """A pipeline with a fixed ROS clock; records what it publishes (in order) and what it logs."""
 
-    def __init__(self, scripted: Backend | None = None, **params: object) -> None:
-        """scripted: the backend; None: the one the parameters choose (make_backend)."""
+    def __init__(self, scripted: Backend | None = None, outage: inference.BackendOutage | None = None,
+                 **params: object) -> None:
+        """scripted: the backend; None: the one the parameters choose (make_backend). outage: shared with
+        other harnesses (robots of one server)."""
         params.setdefault('backend', 'openai')
         self.params = InferenceParams(**params)
         self.now_ns = NOW_NS
@@ -99,7 +104,7 @@ class Harness:
         self.log = Log()
         self.asks: list[KeyframeAsk] = []
         self.pipeline = InferencePipeline(self.params, self.plans.append, self.statuses.append,
-                                          lambda: self.now_ns, self.log, self.asks.append)
+                                          lambda: self.now_ns, self.log, self.asks.append, outage)
         self.pipeline.load(make_backend if scripted is None else lambda _p: scripted)
 
     def keyframe(self, age_s: float = 0.0, data: bytes = JPEG) -> Keyframe:
@@ -309,6 +314,47 @@ def test_one_failed_answer_warns_with_the_error():
     assert (health.level, health.message) == (
         Level.WARN, '1 failed answer(s) in a row: unavailable: connection refused')
     assert h.log.lines == [('warning', 'backend failed (unavailable: connection refused): stop plan')]
+
+
+def test_a_server_outage_is_one_warning_and_one_line_when_it_answers_again_not_a_line_per_failed_request():
+    down = BackendError('unavailable', 'connection refused')
+    h = Harness(ScriptedBackend(*[down] * 20, FORWARD, down, FORWARD))
+    h.pipeline.set_task('go')
+    for _ in range(21):
+        h.answer()
+    assert h.totals()['backend_failures_unavailable'] == 20 and h.model_plans()[-1].action == 'forward'
+    assert sum(1 for p in h.model_plans() if p.stop) == 20   # every failure still stops the robot
+    assert [line[0] for line in h.log.lines] == ['warning', 'info']
+    assert h.log.lines[0][1] == 'backend failed (unavailable: connection refused): stop plan'
+    assert h.log.lines[1][1].startswith('backend answers again after 20 failed requests in ')
+    h.answer()
+    h.answer()   # a second outage is logged again
+    assert [line[0] for line in h.log.lines] == ['warning', 'info', 'warning', 'info']
+
+
+def test_a_long_outage_is_recalled_once_a_reminder_period():
+    outage = inference.BackendOutage(reminder_s=10.0)
+    log = Log()
+    for now_s in (0.0, 1.0, 9.0, 10.5, 12.0, 21.0):
+        outage.failed(BackendError('timeout', 'slow'), now_s, log)
+    assert [message.split(':')[0] for _, message in log.lines] == [
+        'backend failed (timeout', 'backend still failing', 'backend still failing']
+    assert log.lines[1][1].startswith('backend still failing: 4 failed requests in 10 s, the last (timeout: slow)')
+
+
+def test_robots_sharing_a_server_log_its_outage_once():
+    outage = inference.BackendOutage()
+    down = BackendError('unavailable', 'connection refused')
+    robots = [Harness(ScriptedBackend(down, down, FORWARD), outage) for _ in range(3)]  # as inference_node does
+    for h in robots:
+        h.pipeline.set_task('go')
+    for h in robots * 2:
+        h.answer()
+    for h in robots:
+        h.answer()
+    lines = [line for h in robots for line in h.log.lines]
+    assert [kind for kind, _ in lines] == ['warning', 'info']
+    assert lines[1][1].startswith('backend answers again after 6 failed requests')
 
 
 def test_slow_backend_times_out_into_a_stop_plan_and_the_next_request_is_served():

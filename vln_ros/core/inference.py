@@ -77,9 +77,47 @@ class Level(enum.Enum):
 class Log(Protocol):
     """What the pipeline logs through (rclpy's logger, or `logging`): one call site per severity."""
 
+    def info(self, message: str) -> object: ...
+
     def warning(self, message: str) -> object: ...
 
     def error(self, message: str) -> object: ...
+
+
+class BackendOutage:
+    """Failed requests in a row are one outage in the log (a server down, restarting, or too slow for
+    inference_timeout_s): a warning at the first, one line when an answer comes again (how many failed, for how
+    long), and a reminder every OUTAGE_REMINDER_S while it lasts; not a line per failed request, which a robot
+    whose keyframes keep coming would make several times a second. Each failure is still counted
+    (backend_failures_<reason>) and answered by a stop plan. A fleet's pipelines share one (they share the
+    server), so a server restart under N robots is one warning and one recovery line, not N of each.
+    Thread-safe: the robots' worker threads report to it."""
+
+    def __init__(self, reminder_s: float = 60.0) -> None:
+        self.reminder_s = reminder_s
+        self._lock = threading.Lock()
+        self._started_s: float | None = None   # time.monotonic() of the outage's first failure; None: no outage
+        self._reminded_s = 0.0
+        self.failures = 0                      # failed requests of the outage so far
+
+    def failed(self, error: BackendError, now_s: float, log: Log) -> None:
+        with self._lock:
+            self.failures += 1
+            if self._started_s is None:
+                self._started_s = self._reminded_s = now_s
+                log.warning(f'backend failed ({error}): stop plan')
+            elif now_s - self._reminded_s >= self.reminder_s:
+                self._reminded_s = now_s
+                log.warning(f'backend still failing: {self.failures} failed requests in '
+                            f'{now_s - self._started_s:.0f} s, the last ({error}); robots stop until it answers')
+
+    def answered(self, now_s: float, log: Log) -> None:
+        with self._lock:
+            if self._started_s is None:
+                return
+            log.info(f'backend answers again after {self.failures} failed requests in '
+                     f'{now_s - self._started_s:.1f} s')
+            self._started_s, self.failures = None, 0
 
 
 @dataclass(frozen=True)
@@ -143,10 +181,12 @@ class Health:
 class InferencePipeline:
     def __init__(self, params: InferenceParams, publish_plan: Callable[[PlanOut], None],
                  publish_status: Callable[[StatusOut], None], clock_ns: Callable[[], int], log: Log,
-                 request_keyframe: Callable[[KeyframeAsk], None] | None = None) -> None:
+                 request_keyframe: Callable[[KeyframeAsk], None] | None = None,
+                 outage: BackendOutage | None = None) -> None:
         """publish_plan/publish_status: called with the pipeline's lock held (keep them short, never block).
         clock_ns: the ROS clock (keyframe ages, stamps of stop plans). request_keyframe: publishes a keyframe
-        request (model-paced keyframes; None: keyframes come unasked); called from the worker thread."""
+        request (model-paced keyframes; None: keyframes come unasked); called from the worker thread.
+        outage: what logs the backend's failures (a fleet's pipelines share one; None: one of its own)."""
         self.params = params
         self._publish_plan_cb, self._publish_status_cb = publish_plan, publish_status
         self._clock_ns, self._log = clock_ns, log
@@ -167,8 +207,8 @@ class InferencePipeline:
         self._request_keyframe = request_keyframe
         self._asker = KeyframeAsker()
         self._output_tokens = NumberWindow()
-        self._throttles = {name: Throttle() for name in ('stale', 'not_jpeg', 'rejected', 'backend', 'parse',
-                                                         'internal')}
+        self._throttles = {name: Throttle() for name in ('stale', 'not_jpeg', 'rejected', 'parse', 'internal')}
+        self._outage = outage if outage is not None else BackendOutage()
         self._pending: concurrent.futures.Future[Answer] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='inference_backend')
         self._backend: Backend | None = None
@@ -432,12 +472,12 @@ class InferencePipeline:
             if error.reason == 'cancelled':  # only a switch, stop or shutdown cancels; each publishes its own stop
                 return None
             self._tasks.failed('backend', str(error), latency)
-            if self._throttles['backend'].ready(time.monotonic(), LOG_THROTTLE_S):
-                self._log.warning(f'backend failed ({error}): stop plan')
+            self._outage.failed(error, time.monotonic(), self._log)
             plan = PlanOut(keyframe.stamp_ns, task_id, instruction, f'(no plan: backend {error.reason})',
                            STOP_ACTION, True, (), latency, self.model_name)
         else:
             assert parsed is not None and answer is not None
+            self._outage.answered(time.monotonic(), self._log)
             for adjustment in parsed.adjustments:
                 self.counters.add('answers_' + adjustment)
             if parsed.rejection is not None:

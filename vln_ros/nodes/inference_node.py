@@ -47,6 +47,7 @@ from vln_ros.core.fleet import Fleet, SharedBackend
 from vln_ros.core.inference import (
     CANCEL_GRACE_S,
     Answered,
+    BackendOutage,
     InferencePipeline,
     Keyframe,
     Level,
@@ -82,7 +83,7 @@ class RobotPort:
         self._logger = node.get_logger().get_child(robot.replace('/', '.')) if robot else node.get_logger()
         self.pipeline = InferencePipeline(node.params, self._publish_plan, self._publish_status,
                                           lambda: node.get_clock().now().nanoseconds, self._logger,
-                                          self._request_keyframe)
+                                          self._request_keyframe, node.outage)
         self.pipeline.load(backend_factory)
         self.keyframe_topic, self.waypoints_topic = name(interface.KEYFRAME), name(interface.WAYPOINTS)
         self.instruction_topic, self.stop_service = name(interface.INSTRUCTION), name(interface.STOP_TASK)
@@ -213,6 +214,8 @@ class InferenceNode(Node):
         robots = list(p.robots) or ['']
         # One backend for every robot (one engine batches their requests), each robot with its own client.
         self._shared = SharedBackend(backend_factory, len(robots))
+        # The robots share the server, so its outage (a restart, an overload) is logged once, not per robot.
+        self.outage = BackendOutage()
         self.get_logger().info(f'loading backend {p.backend!r}, model {p.model!r}'
                                + (f' for {len(robots)} robots: {", ".join(robots)}' if p.robots else ''))
         engine = p.backend_params()
