@@ -484,6 +484,37 @@ def test_live_parameters_reach_the_prompt_and_the_failure_threshold():
     assert '->' not in backend.requests[-1].prompt.user
 
 
+def test_after_close_a_request_that_ends_anyway_publishes_nothing():
+    """Ctrl-C while the server fails: the request ends in a failure after close() (its cancel came too late),
+    and must not publish a stop plan on the node being destroyed."""
+    started, release = threading.Event(), threading.Event()
+
+    class FailsLate(Backend):
+        model_name = 'fails-late'
+
+        def generate(self, request):
+            started.set()
+            release.wait(5.0)
+            raise BackendError('unavailable', 'connection lost mid-answer')
+
+        def cancel(self) -> None:   # too late: the failure is on its way
+            pass
+
+    h = Harness(FailsLate())
+    h.pipeline.set_task('go')
+    h.keyframe()
+    worker = threading.Thread(target=h.pipeline.work_once, kwargs={'timeout_s': 1.0})
+    worker.start()
+    assert started.wait(5.0)
+    plans, statuses = len(h.plans), len(h.statuses)
+    h.pipeline.close()
+    release.set()
+    worker.join(5.0)
+    assert not worker.is_alive()
+    assert (len(h.plans), len(h.statuses), h.asks[-1:]) == (plans, statuses, h.asks[-1:])
+    assert h.totals().get('internal_errors', 0) == 0
+
+
 def test_close_ends_the_worker_loop_and_release_closes_the_backend():
     backend = ScriptedBackend((FORWARD, 30.0))
     h = Harness(backend)

@@ -335,13 +335,13 @@ class InferencePipeline:
             if self._throttles['internal'].ready(time.monotonic(), LOG_THROTTLE_S):
                 self._log.error(f'inference step failed: {exc!r}')
             with self._lock:
-                if self._tasks.running:
+                if self._tasks.running and not self.closed:
                     self._publish_stop(STOP_ACTION, f'internal error: {exc!r:.80}')
             return None
 
     def _ask(self, ask: KeyframeAsk | None) -> None:
         """Publish what the asker says, if anything (and if a camera listens: request_keyframe given)."""
-        if ask is None or self._request_keyframe is None:
+        if ask is None or self._request_keyframe is None or self.closed:
             return
         if ask.wanted:
             self.counters.add('keyframe_requests')
@@ -370,7 +370,7 @@ class InferencePipeline:
             if parsed is None:
                 return
             with self._lock:
-                if self._tasks.is_current(task_id):
+                if self._tasks.is_current(task_id) and not self.closed:
                     early.append(PlanOut(keyframe.stamp_ns, task_id, instruction, parsed.environment, parsed.action,
                                          False, parsed.waypoints, time.perf_counter() - keyframe.received_s,
                                          self.model_name, from_stream=True))
@@ -386,7 +386,11 @@ class InferencePipeline:
 
         parsed = parse_answer(answer.text, p.parser) if answer is not None else None
         with self._lock:
-            if not self._tasks.is_current(task_id):
+            if self.closed:   # shutting down: the node's publishers may be gone already; counted, not published
+                if error is not None:
+                    self.counters.add('backend_failures_' + error.reason)
+                plan = None
+            elif not self._tasks.is_current(task_id):
                 self.counters.add('answers_discarded_old_task')
                 plan = None
             else:
@@ -569,7 +573,9 @@ class InferencePipeline:
 
     # -- shutdown ------------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Wake and end the worker loop (work_once returns at once) and abort the request in flight."""
+        """Wake and end the worker loop (work_once returns at once) and abort the request in flight. From now on
+        nothing is published: a request that ends anyway (a backend deaf to the cancel, a server that failed at
+        that moment) would publish on a node being destroyed, and its worker die with a traceback."""
         self._slot.close()
         self._wake.set()
         self._cancel_backend()
