@@ -187,3 +187,21 @@ def test_diagnostics_carry_one_status_per_robot_with_its_latency(graph):
     for robot, name in zip(('r1', 'r2'), names, strict=True):
         assert seen[name]['robot'] == robot and float(seen[name]['latency_ms_p50']) >= 200
         assert (seen[name]['requests'], seen[name]['active_robots']) == ('1', '2')
+
+
+def test_an_answer_that_comes_after_ctrl_c_shut_the_context_down_ends_quietly(graph):
+    """rclpy's SIGINT handler shuts the context down at once, before the node is destroyed: a robot's request
+    that ends then (its server failing, an answer) has nothing to publish on. Its worker must neither log an
+    internal error nor die with a traceback on the way out; the failure is still counted."""
+    engine = FakeEngine(1.0, 1.0)
+    node, probes = start(graph, engine)
+    probes['r1'].set_task('go')
+    probes['r1'].send_keyframe(offset_ns=1)
+    assert wait_for(lambda: 0 in engine.in_flight, 5.0)
+    totals = node.fleet.pipelines['r1'].counters.totals
+    graph.executor.shutdown(timeout_sec=2.0)
+    graph.context.handle.shutdown()   # what the signal handler does: the context only, the nodes stay
+    assert wait_for(lambda: 'answers_json' in totals() or not node._ports['r1'].worker.is_alive(), 10.0), totals()
+    assert wait_for(lambda: totals().get('keyframe_requests', 0) >= 2 or not node._ports['r1'].worker.is_alive(),
+                    10.0), totals()   # the worker went on to its next turn
+    assert node._ports['r1'].worker.is_alive() and totals().get('internal_errors', 0) == 0, totals()

@@ -131,11 +131,18 @@ class RobotPort:
     def _work(self) -> None:
         while not self.pipeline.closed:
             answered = self.pipeline.work_once(timeout_s=0.5)
-            if answered is not None and self._debug_pub.get_subscription_count() > 0:
+            if answered is not None and self._publishing() and self._debug_pub.get_subscription_count() > 0:
                 self._publish_debug_image(answered)
 
     # -- core outputs -> messages (plans and status: called with the pipeline's lock held) ------------
+    def _publishing(self) -> bool:
+        """False once the context is shut down: rclpy's SIGINT handler does that before the node is destroyed,
+        and a request ending then (an answer, a failure) must not kill its worker with the publish's error."""
+        return self.node.context.ok()
+
     def _publish_plan(self, plan: PlanOut) -> None:
+        if not self._publishing():
+            return
         header = _header(plan.stamp_ns, self.node.params.base_frame)
         msg = WaypointArray(header=header, task_id=plan.task_id, instruction=plan.instruction,
                             environment=plan.environment, action=plan.action, stop=plan.stop,
@@ -167,11 +174,15 @@ class RobotPort:
         self._marker_pub.publish(markers)
 
     def _request_keyframe(self, ask: KeyframeAsk) -> None:
+        if not self._publishing():
+            return
         msg = KeyframeRequest(sequence=ask.sequence, wanted=ask.wanted, any_frame=ask.any_frame)
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self._request_pub.publish(msg)
 
     def _publish_status(self, s: StatusOut) -> None:
+        if not self._publishing():
+            return
         c = s.counters
         status = TaskStatus(state=int(s.state), state_name=state_name(s.state), reason=s.reason)
         status.header.stamp = self.node.get_clock().now().to_msg()
