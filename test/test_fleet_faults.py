@@ -167,13 +167,14 @@ def started_fleet(graph, processes, base_url: str, shape: str = 'engine') -> dic
     return robots
 
 
+@pytest.mark.parametrize('shape', ['engine', 'api'])
 def test_an_overloaded_server_stops_every_robot_by_its_plan_timeout_counted_and_they_go_on_when_it_recovers(
-        graph, processes):
+        graph, processes, shape):
     server = FakeOpenAIServer([LONG_PLAN])
     server.repeat_last = True
     server.batching(0.1, 0.05)
     try:
-        robots = started_fleet(graph, processes, server.base_url)
+        robots = started_fleet(graph, processes, server.base_url, shape)
         before = {r: w.answers() for r, w in robots.items()}
         # Saturated: each answer now takes 0.1 + 2 x 1.5 s with both robots asking, longer than the plan timeout.
         server.per_request_s = 1.5
