@@ -328,8 +328,21 @@ def test_a_server_outage_is_one_warning_and_one_line_when_it_answers_again_not_a
     assert h.log.lines[0][1] == 'backend failed (unavailable: connection refused): stop plan'
     assert h.log.lines[1][1].startswith('backend answers again after 20 failed requests in ')
     h.answer()
-    h.answer()   # a second outage is logged again
-    assert [line[0] for line in h.log.lines] == ['warning', 'info', 'warning', 'info']
+    h.answer()   # a second outage, right after the first: counted, not logged
+    assert [line[0] for line in h.log.lines] == ['warning', 'info']
+    assert h.totals()['backend_failures_unavailable'] == 21
+
+
+def test_failures_between_answers_are_not_logged_each_but_a_later_outage_is():
+    outage, log = inference.BackendOutage(gap_s=5.0), Log()
+    down = BackendError('http_400', 'prompt too long')
+    for now_s in (0.0, 0.5, 1.0, 1.5, 2.0):   # one robot's requests fail, another's are answered between them
+        outage.failed(down, now_s, log)
+        outage.answered(now_s + 0.1, log)
+    assert [kind for kind, _ in log.lines] == ['warning', 'info']
+    outage.failed(down, 9.0, log)
+    outage.answered(9.5, log)
+    assert [kind for kind, _ in log.lines] == ['warning', 'info', 'warning', 'info']
 
 
 def test_a_long_outage_is_recalled_once_a_reminder_period():

@@ -87,17 +87,21 @@ class Log(Protocol):
 class BackendOutage:
     """Failed requests in a row are one outage in the log (a server down, restarting, or too slow for
     inference_timeout_s): a warning at the first, one line when an answer comes again (how many failed, for how
-    long), and a reminder every OUTAGE_REMINDER_S while it lasts; not a line per failed request, which a robot
-    whose keyframes keep coming would make several times a second. Each failure is still counted
+    long), and a reminder every reminder_s while it lasts; not a line per failed request, which a robot whose
+    keyframes keep coming would make several times a second. Each failure is still counted
     (backend_failures_<reason>) and answered by a stop plan. A fleet's pipelines share one (they share the
-    server), so a server restart under N robots is one warning and one recovery line, not N of each.
+    server), so a server restart under N robots is one warning and one recovery line, not N of each. Outages
+    that begin within gap_s of the last one logged are counted, not logged: one robot whose every request fails
+    (its own bad input) between others' answers must not log each failure as a new outage.
     Thread-safe: the robots' worker threads report to it."""
 
-    def __init__(self, reminder_s: float = 60.0) -> None:
-        self.reminder_s = reminder_s
+    def __init__(self, reminder_s: float = 60.0, gap_s: float = LOG_THROTTLE_S) -> None:
+        self.reminder_s, self.gap_s = reminder_s, gap_s
         self._lock = threading.Lock()
         self._started_s: float | None = None   # time.monotonic() of the outage's first failure; None: no outage
         self._reminded_s = 0.0
+        self._logged = False                   # this outage's start was logged (so its end is too)
+        self._logged_s: float | None = None    # when the last outage's start was logged
         self.failures = 0                      # failed requests of the outage so far
 
     def failed(self, error: BackendError, now_s: float, log: Log) -> None:
@@ -105,7 +109,10 @@ class BackendOutage:
             self.failures += 1
             if self._started_s is None:
                 self._started_s = self._reminded_s = now_s
-                log.warning(f'backend failed ({error}): stop plan')
+                self._logged = self._logged_s is None or not 0.0 <= now_s - self._logged_s < self.gap_s
+                if self._logged:
+                    self._logged_s = now_s
+                    log.warning(f'backend failed ({error}): stop plan')
             elif now_s - self._reminded_s >= self.reminder_s:
                 self._reminded_s = now_s
                 log.warning(f'backend still failing: {self.failures} failed requests in '
@@ -115,8 +122,9 @@ class BackendOutage:
         with self._lock:
             if self._started_s is None:
                 return
-            log.info(f'backend answers again after {self.failures} failed requests in '
-                     f'{now_s - self._started_s:.1f} s')
+            if self._logged:
+                log.info(f'backend answers again after {self.failures} failed requests in '
+                         f'{now_s - self._started_s:.1f} s')
             self._started_s, self.failures = None, 0
 
 
