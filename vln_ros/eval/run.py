@@ -6,6 +6,8 @@
              [--safety-episodes 0.5:20,2:10] [--worlds empty,clutter,people] [--models oracle,drifting,mirrored]
              [--guard on,off] [--robots N]
     vln_eval --tables eval_out/results.json     (the markdown tables of a finished run, as docs/eval.md has them)
+    vln_eval --merge OUT RUN [RUN ...]          (runs made in pieces, put together: eval/merge.py)
+    vln_eval --study safety --jobs N            (the study as shards, N vln_eval processes at once, then merged)
 
 sim_node (a quadruped in generated indoor scenes, on simulated time) and camera_node, inference_node and
 controller_node, each its own process (vln_ros/eval/stack.py), in a private ROS domain nobody else on this
