@@ -216,3 +216,29 @@ def test_nan_and_infinite_figures_survive_the_merge(tmp_path: Path):
     results, _, _ = merge.merge([a], MADE)
     assert math.isnan(results['safety_figures']['sr_people_0p5s'])
     assert results['runs'][0]['safety']['min_clearance_people_m'] == math.inf
+
+
+def test_an_interrupted_pool_stops_every_child_it_started(tmp_path: Path, monkeypatch):
+    """Ctrl-C (or SIGTERM, raised as KeyboardInterrupt) while children run: none is left behind."""
+    started = []
+    real_popen = merge.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    real_sleep, ticks = merge.time.sleep, []
+
+    def interrupt(seconds: float) -> None:   # the first sleep is the pool's; later ones are Popen.wait's
+        ticks.append(seconds)
+        if len(ticks) == 1:
+            raise KeyboardInterrupt
+        real_sleep(seconds)
+
+    monkeypatch.setattr(merge.subprocess, 'Popen', popen)
+    monkeypatch.setattr(merge.time, 'sleep', interrupt)   # the pool's first tick, with both children running
+    forever = [sys.executable, '-c', 'import threading; threading.Event().wait()']
+    with pytest.raises(KeyboardInterrupt):
+        merge.run_shards([('a', forever), ('b', forever), ('c', forever)], tmp_path, jobs=2)
+    assert len(started) == 2
+    assert all(child.poll() is not None for child in started)
