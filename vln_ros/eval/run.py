@@ -6,6 +6,8 @@
              [--safety-episodes 0.5:20,2:10] [--worlds empty,clutter,people] [--models oracle,drifting,mirrored]
              [--guard on,off] [--robots N]
     vln_eval --tables eval_out/results.json     (the markdown tables of a finished run, as docs/eval.md has them)
+    vln_eval --merge OUT RUN [RUN ...]          (runs made in pieces, put together: eval/merge.py)
+    vln_eval --study safety --jobs N            (the study as shards, N vln_eval processes at once, then merged)
 
 sim_node (a quadruped in generated indoor scenes, on simulated time) and camera_node, inference_node and
 controller_node, each its own process (vln_ros/eval/stack.py), in a private ROS domain nobody else on this
@@ -230,6 +232,21 @@ def _plain(record: metrics.EpisodeRecord) -> dict[str, Any]:
     return data
 
 
+def plain_options(options: EvalOptions) -> dict[str, str]:
+    """A run's options as results.json keeps them (and eval/merge.py compares them)."""
+    return {k: str(v) for k, v in asdict(options).items()}
+
+
+def run_entry(label: str, options: dict[str, str], records: list[metrics.EpisodeRecord],
+              scores: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """One run as results.json keeps it: its summary, families and episodes (a run's and a merge's, alike)."""
+    summary = metrics.summarise(scores)
+    by_family = metrics.summarise_by(scores, 'kind')
+    episodes = [{'score': s, 'record': _plain(r)} for r, s in zip(records, scores, strict=True)]
+    return {'label': label, 'options': options, 'summary': summary, 'by_family': by_family,
+            'family_table': table(list(by_family.items()), FAMILY_COLUMNS, 'family'), 'episodes': episodes, **extra}
+
+
 def write_pictures(out: Path, records: list[metrics.EpisodeRecord], scores: list[dict[str, Any]],
                    video_seed: int | None) -> list[Path]:
     from vln_ros.eval import pictures
@@ -290,8 +307,17 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument('--out', type=Path, default=Path('eval_out'), help='output folder (default eval_out)')
     parser.add_argument('--tables', type=Path, metavar='RESULTS_JSON',
                         help="print a finished run's tables in markdown (what docs/eval.md has) and exit")
+    parser.add_argument('--merge', nargs='+', type=Path, metavar=('OUT', 'RUN'),
+                        help='merge runs (their folders or results.json: shards of one study) into OUT and exit')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='--study safety: run it as shards, this many vln_eval processes at once (default 1)')
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.merge:
+        from vln_ros.eval import merge
+        if len(args.merge) < 2:
+            parser.error('--merge OUT RUN [RUN ...]: at least one run to merge')
+        return merge.merge_main(args.merge[0], args.merge[1:], provenance(argv))
     if args.tables:
         try:
             print(markdown(json.loads(args.tables.read_text())), end='')
@@ -322,6 +348,15 @@ def _main(argv: list[str] | None) -> int:
                           oracle=tuple(args.oracle), inference_params=tuple(args.param), sim_params=tuple(args.sim),
                           speed=args.speed, latency_compensation=not args.no_compensation,
                           controller='baseline' if args.baseline else 'vln', robots=args.robots)
+    if args.jobs != 1:
+        if args.jobs < 1 or args.study != 'safety':
+            parser.error(f'--jobs {args.jobs}: at least 1, and with --study safety only')
+        from vln_ros.eval import merge
+        passed = [f'--speed={args.speed}', *(f'--{name}={item}' for name in ('oracle', 'sim', 'param')
+                                             for item in getattr(args, name)),
+                  *(['--no-compensation'] if args.no_compensation else [])]
+        return merge.jobs_main(args.out, [r for r in safety_rows if safety.available(r.world)], args.first_seed,
+                               args.jobs, merge.child_command(passed), provenance(argv))
     if begin_run('vln_eval', args.out) is None:
         return 2
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
@@ -332,14 +367,10 @@ def _main(argv: list[str] | None) -> int:
 
     def record_run(label: str, run_options: EvalOptions, records: list[metrics.EpisodeRecord],
                    scores: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        summary = metrics.summarise(scores)
-        by_family = metrics.summarise_by(scores, 'kind')
+        entry = run_entry(label, plain_options(run_options), records, scores, **extra)
+        summary: dict[str, Any] = entry['summary']
         rows.append((label, summary))
-        episodes = [{'score': s, 'record': _plain(r)} for r, s in zip(records, scores, strict=True)]
-        results['runs'].append({'label': label, 'options': {k: str(v) for k, v in asdict(run_options).items()},
-                                'summary': summary, 'by_family': by_family,
-                                'family_table': table(list(by_family.items()), FAMILY_COLUMNS, 'family'),
-                                'episodes': episodes, **extra})
+        results['runs'].append(entry)
         results['table'] = table(rows)
         results['table_note'] = TABLE_NOTE
         results['wall_s'] = time.monotonic() - began
