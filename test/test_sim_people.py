@@ -342,6 +342,24 @@ def test_a_reset_with_people_and_clutter_through_the_service_places_them_from_th
     assert frames and all(scene is world.physical and n == 2 for _, (scene, n) in frames)
 
 
+@pytest.mark.parametrize(('asked', 'placed'), [(0, 0), (2, 2), (12, 6)])
+def test_the_reset_reply_says_how_much_clutter_and_how_many_people_it_placed_fewer_where_the_scene_has_no_room(
+        asked, placed):
+    """Seed 0 has room for 6 items beside one crossing person's walk: a caller asking for 12 learns it got 6."""
+    from vln_ros.sim.service import SimService
+
+    service = SimService(SimParams(seed=1), lambda scene, pose, view, _robots: None)
+    replies: list[api.ResetReply] = []
+    request = api.ResetRequest(seed=0, people=['crossing'], clutter=asked)
+    thread = threading.Thread(target=lambda: replies.append(service.reset(request)))
+    thread.start()
+    while thread.is_alive():      # bounded: placing takes seconds, then the reset raises after reset_wait_s untaken
+        service.step()
+    assert replies and (replies[0].clutter, replies[0].people) == (placed, 1)
+    assert len(service.world.physical.landmarks) - len(service.world.scene.landmarks) == placed
+    assert api.ResetReply.model_validate_json(replies[0].model_dump_json()).clutter == placed   # it travels
+
+
 # -- the depth camera as the guard reads it ----------------------------------------------------------------------------
 def guard_points(service, encoding: str) -> np.ndarray:
     """The guard's own depth source (core/guard_sources.py, its default depth settings) reading the simulator's

@@ -89,6 +89,11 @@ class Prepared:
     physical: Scene
     scripts: tuple[people.PersonScript, ...]
 
+    @property
+    def clutter(self) -> int:
+        """How many boxes and chairs were placed (can be fewer than asked: sim/people.py)."""
+        return len(self.physical.landmarks) - len(self.scene.landmarks)
+
 
 class SimWorld:
     """Thread-safe: the node's physics loop steps it, its executor feeds commands, HTTP threads query it."""
