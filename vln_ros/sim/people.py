@@ -18,8 +18,10 @@ The rule that keeps people honest: a person waits while a robot at rest (slower 
 that is, in the lane their body sweeps (LANE_MARGIN_M wider each side) at most YIELD_M ahead of them, body to body,
 as people stop for a robot standing in their way; after PATIENCE_S they step SIDESTEP_M aside (to the side with more
 room) and walk on round it. They do not wait for a moving robot (people expect it to stop for them). So a person
-never walks into a robot at rest, and a contact with a person is one a moving robot made; the robot is not stopped by
-a person's body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
+never walks into a robot at rest, and a contact with a person is one a moving robot made; the robot is not stopped
+by a person's body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
+Several robots: every one counts alike (a person waits for any at rest in their way, steps round the nearest, away
+from it and the other robots at rest within OTHERS_NEAR_M, never sideways into any); contacts are counted per robot.
 
 Clutter: boxes and chairs, CLUTTER_SIZES_M, drawn, seen and hit like landmarks (they are landmarks of the physical
 scene, counted in `collisions`), on the route or beside it, off the people's walks; an item is kept only while a robot
