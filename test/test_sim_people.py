@@ -342,6 +342,24 @@ def test_a_reset_with_people_and_clutter_through_the_service_places_them_from_th
     assert frames and all(scene is world.physical and n == 2 for _, (scene, n) in frames)
 
 
+@pytest.mark.parametrize(('asked', 'placed'), [(0, 0), (2, 2), (12, 6)])
+def test_the_reset_reply_says_how_much_clutter_and_how_many_people_it_placed_fewer_where_the_scene_has_no_room(
+        asked, placed):
+    """Seed 0 has room for 6 items beside one crossing person's walk: a caller asking for 12 learns it got 6."""
+    from vln_ros.sim.service import SimService
+
+    service = SimService(SimParams(seed=1), lambda scene, pose, view, _robots: None)
+    replies: list[api.ResetReply] = []
+    request = api.ResetRequest(seed=0, people=['crossing'], clutter=asked)
+    thread = threading.Thread(target=lambda: replies.append(service.reset(request)))
+    thread.start()
+    while thread.is_alive():      # bounded: placing takes seconds, then the reset raises after reset_wait_s untaken
+        service.step()
+    assert replies and (replies[0].clutter, replies[0].people) == (placed, 1)
+    assert len(service.world.physical.landmarks) - len(service.world.scene.landmarks) == placed
+    assert api.ResetReply.model_validate_json(replies[0].model_dump_json()).clutter == placed   # it travels
+
+
 # -- the depth camera as the guard reads it ----------------------------------------------------------------------------
 def guard_points(service, encoding: str) -> np.ndarray:
     """The guard's own depth source (core/guard_sources.py, its default depth settings) reading the simulator's
@@ -402,3 +420,52 @@ def test_depth_beyond_range_max_is_inf_in_metres_and_zero_in_millimetres():
     assert render.encode_depth(depth, '16UC1', 80.0).tolist() == [[1234, 9000, 0]]   # 70 m does not fit in mm
     with pytest.raises(ValueError, match="depth encoding 'mono8'"):
         render.encode_depth(depth, 'mono8', 8.0)
+
+
+# -- several robots --------------------------------------------------------------------------------------------------
+def test_a_second_robot_at_rest_in_a_persons_lane_is_waited_for_stepped_round_and_never_walked_into():
+    """People looked at the first robot only: one walking down the corridor went straight through the second."""
+    person = PersonScript('towards', sample_polyline([(8.0, 0.0), (-3.0, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
+    crowd = Crowd([person], corridor())
+    robots = [(14.0, 0.0), (2.0, 0.0)]                  # the first behind them, the second at rest in their lane
+    track = []
+    for i in range(2000):
+        crowd.step(0.01, i * 0.01, robots, 0.3, [0.0, 0.0])
+        track.append(crowd.positions[0].copy())
+    gaps = np.hypot(*(np.array(track) - robots[1]).T) - 0.3 - PERSON_RADIUS_M
+    assert gaps.min() > 0.0 and crowd.collisions == 0
+    assert crowd.positions[0] == pytest.approx([-3.0, 1.0 - PERSON_RADIUS_M - people.WALL_MARGIN_M])   # round it
+    assert list(crowd.collisions_by_robot) == [0, 0]
+    assert crowd.min_clearance_by_robot_m[1] == pytest.approx(gaps.min())
+
+
+def test_a_person_stepping_round_one_robot_never_steps_sideways_into_another():
+    """They walk along -x into a robot at rest 0.1 m to their right and step left, away from it (-y), where a second
+    robot stands, one under way (no one waits for a moving robot, so it does not choose their side): the step stops
+    short of it."""
+    person = PersonScript('towards', sample_polyline([(6.0, 0.0), (-3.0, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
+    crowd = Crowd([person])
+    robots = [(0.0, 0.1), (1.05, -1.2)]
+    for i in range(1500):
+        crowd.step(0.01, i * 0.01, robots, 0.3, [0.0, 0.5])
+    assert crowd.collisions == 0 and crowd.min_clearance_by_robot_m.min() >= people.CONTACT_MARGIN_M - 0.02
+    assert crowd.positions[0][1] < -0.3                                    # they did step aside, part of the way
+
+
+def test_in_a_world_of_two_robots_people_meet_both_and_each_robots_contacts_with_them_are_its_own():
+    world = SimWorld(SimParams(seed=0, robots=('r1', 'r2')))
+    r2 = world.robot('r2').base.pose
+    across = np.array([-math.sin(r2.yaw), math.cos(r2.yaw)])
+    a, b = np.array([r2.x, r2.y]) + 3.0 * across, np.array([r2.x, r2.y]) - 3.0 * across
+    world.crowd = Crowd([PersonScript('crossing', sample_polyline([tuple(a), tuple(b)], 0.1), 0.0, 1.2, RED_SHIRT)])
+    track = []
+    for _ in range(1200):                                  # 12 s, both robots at rest
+        world.step_all()
+        track.append(world.crowd.positions[0].copy())
+    gaps = np.hypot(*(np.array(track) - [r2.x, r2.y]).T) - 0.3 - PERSON_RADIUS_M
+    assert gaps.min() > 0.0                                # waited for r2, stepped round it
+    assert np.hypot(*(track[-1] - b)) < 1.0                # and walked on to (beside) the end of their way
+    one, two = world.episode('r1'), world.episode('r2')
+    assert one['person_collisions'] == two['person_collisions'] == 0
+    assert two['min_clearance_people_m'] == pytest.approx(gaps.min())
+    assert one['min_clearance_people_m'] > two['min_clearance_people_m']

@@ -85,6 +85,8 @@ class EpisodeRecord:
     fleet_size: int = 1                     # how many robots shared the world
     robot_collisions: int = 0               # contacts with other robots (collisions: walls, landmarks, clutter)
     cross_talk: int = 0                     # plans or task statuses in its namespace with another robot's task id
+    clutter_placed: int = 0                 # boxes and chairs the simulator placed (its reset reply; fewer than
+                                            # asked where the scene had no room), recorded, not scored
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -390,7 +390,8 @@ class EvalStack:
             # people's fields come with the simulator's people (h-people); absent, the world has none
             person_collisions=getattr(episode, 'person_collisions', 0),
             min_clearance_people_m=getattr(episode, 'min_clearance_people_m', math.inf),
-            people_tracks=getattr(episode, 'people_tracks', []), guard_stops=guard_stops(stops_s, episode.trajectory))
+            people_tracks=getattr(episode, 'people_tracks', []), guard_stops=guard_stops(stops_s, episode.trajectory),
+            clutter_placed=scene.clutter)
 
     def run_fleet_episode(self, seed: int) -> list[EpisodeRecord]:
         """One episode of seed with every robot (robots > 1): the scene's instruction to each at once; over when
@@ -445,8 +446,9 @@ class EvalStack:
                 trajectory=episode.trajectory, commands=episode.commands, plans=plans,
                 collisions=episode.collisions, min_clearance_m=episode.min_clearance_m,
                 answers=[a.model_dump() for a in episode.answers], real_time_factor=episode.real_time_factor,
-                person_collisions=episode.person_collisions if i == 0 else 0,
-                min_clearance_people_m=episode.min_clearance_people_m if i == 0 else math.inf,
+                # each robot's own contacts with people (the people meet every robot); their tracks once
+                person_collisions=episode.person_collisions, min_clearance_people_m=episode.min_clearance_people_m,
                 people_tracks=episode.people_tracks if i == 0 else [], robot=name, robot_index=i,
-                fleet_size=len(names), robot_collisions=episode.robot_collisions, cross_talk=cross_talk))
+                fleet_size=len(names), robot_collisions=episode.robot_collisions, cross_talk=cross_talk,
+                clutter_placed=scene.clutter))
         return records

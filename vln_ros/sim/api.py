@@ -96,6 +96,10 @@ class ResetReply(ApiReply):
     now_s: float              # simulated time of the reset
     describe: str
     robots: list[RobotStart] = Field(default_factory=list)   # every robot, the first (the fields above) too
+    # What the reset placed, so a caller can check it got the world it asked for: clutter can be fewer than asked
+    # where the scene has no room (sim/people.py); people, one per script asked.
+    clutter: int = 0
+    people: int = 0
 
 
 class OracleRecord(ApiReply):

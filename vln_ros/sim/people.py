@@ -18,8 +18,10 @@ The rule that keeps people honest: a person waits while a robot at rest (slower 
 that is, in the lane their body sweeps (LANE_MARGIN_M wider each side) at most YIELD_M ahead of them, body to body,
 as people stop for a robot standing in their way; after PATIENCE_S they step SIDESTEP_M aside (to the side with more
 room) and walk on round it. They do not wait for a moving robot (people expect it to stop for them). So a person
-never walks into a robot at rest, and a contact with a person is one a moving robot made; the robot is not stopped by
-a person's body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
+never walks into a robot at rest, and a contact with a person is one a moving robot made; the robot is not stopped
+by a person's body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
+Several robots: every one counts alike (a person waits for any at rest in their way, steps round the nearest, away
+from it and the other robots at rest within OTHERS_NEAR_M, never sideways into any); contacts are counted per robot.
 
 Clutter: boxes and chairs, CLUTTER_SIZES_M, drawn, seen and hit like landmarks (they are landmarks of the physical
 scene, counted in `collisions`), on the route or beside it, off the people's walks; an item is kept only while a robot
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from vln_ros.sim import geodesic
 from vln_ros.sim.geometry import distance_to_landmarks, distance_to_walls, sample_polyline
@@ -51,6 +54,7 @@ LANE_MARGIN_M = 0.05                  # their way: the lane their body sweeps, t
 AT_REST_MPS = 0.05                    # a robot slower than this is at rest: people wait for it (not for a moving one)
 PATIENCE_S = 3.0                      # after waiting this long, a person steps aside to walk round the robot
 CONTACT_MARGIN_M = 0.05               # a step aside that would end nearer the robot's body than this waits
+OTHERS_NEAR_M = 2.0                   # other robots at rest this near count in which way to step (several robots)
 SIDESTEP_M = 0.8                      # as far as that (less where a wall is nearer), then walks on beside their way
 WALL_MARGIN_M = 0.1                   # a person's path keeps this off the walls, beyond their radius
 STEP_OUT_M = 1.0
@@ -128,7 +132,9 @@ class Crowd:
         self.positions = np.array([s.path[0] for s in self.scripts], float).reshape(-1, 2)
         self.collisions = 0
         self.min_clearance_m = math.inf
-        self._contact = np.zeros(len(self.scripts), bool)
+        self._contact = np.zeros((len(self.scripts), 0), bool)    # (P, R): who touches which robot now
+        self.collisions_by_robot = np.zeros(0, int)                  # (R,): contacts each robot made
+        self.min_clearance_by_robot_m = np.zeros(0)                  # (R,)
         self._waited_s = np.zeros(len(self.scripts))
         # How far each has stepped aside, as a fixed offset on the floor (x, y), and where the step ends. Fixed in
         # the world, not across their heading: at a corner of their walk an offset across the heading would swing
@@ -142,11 +148,19 @@ class Crowd:
     def view(self) -> PeopleView:
         return PeopleView(self.positions.copy(), tuple(s.bgr for s in self.scripts)) if self.scripts else NO_PEOPLE
 
-    def step(self, dt_s: float, episode_s: float, robot_xy: tuple[float, float], robot_radius_m: float,
-             robot_speed_mps: float) -> None:
+    def step(self, dt_s: float, episode_s: float, robots_xy: ArrayLike, robot_radius_m: float,
+             robot_speeds_mps: ArrayLike) -> None:
         """Walk each person dt_s (unless they wait for, or step round, a robot at rest in their way), then count
-        contacts and clearance."""
-        rx, ry = robot_xy
+        contacts and clearance. robots_xy: one robot's (x, y) or every robot's (R, 2); robot_speeds_mps: its speed
+        or theirs (R,). Every robot counts: a person waits for any at rest in their way, steps round the nearest of
+        those, and never steps sideways into any."""
+        xy = np.asarray(robots_xy, float).reshape(-1, 2)
+        speeds = np.asarray(robot_speeds_mps, float).reshape(-1)
+        if len(speeds) != len(xy):
+            raise ValueError(f'{len(speeds)} robot speeds for {len(xy)} robots')
+        robots = [(float(x), float(y)) for x, y in xy]
+        # Only robots at rest can be in a person's way (people do not wait for a moving one): a short list.
+        resting = [r for r, v in zip(robots, speeds.tolist(), strict=True) if v <= AT_REST_MPS]
         for i, s in enumerate(self.scripts):
             if episode_s < s.start_s:
                 continue
@@ -155,23 +169,25 @@ class Crowd:
             if todo.any():                                         # stepping aside
                 left_m = float(np.hypot(todo[0], todo[1]))
                 step = todo * min(1.0, s.speed_mps * dt_s / left_m)
-                # Never sideways into the robot: they wait instead (a robot may have moved beside them).
-                if _gap_m(x + step[0], y + step[1], rx, ry, robot_radius_m) < CONTACT_MARGIN_M:
+                # Never sideways into a robot: they wait instead (a robot may have moved beside them).
+                if any(_gap_m(x + step[0], y + step[1], rx, ry, robot_radius_m) < CONTACT_MARGIN_M
+                       for rx, ry in robots):
                     continue
                 self._aside[i] = self._aside_goal[i] if left_m <= s.speed_mps * dt_s else self._aside[i] + step
             elif self.arc_m[i] >= s.length_m:
                 continue
-            elif robot_speed_mps <= AT_REST_MPS and _in_the_way(rx - x, ry - y, heading, robot_radius_m):
+            elif (blocking := _nearest_in_the_way(x, y, heading, resting, robot_radius_m)) is not None:
                 self._waited_s[i] += dt_s      # a robot at rest in their way: they wait, then step round it
                 if self._waited_s[i] >= PATIENCE_S:
-                    self._aside_goal[i] = self._aside[i] + self._room_aside(x, y, heading, (rx, ry))
+                    self._aside_goal[i] = self._aside[i] + self._room_aside(x, y, heading,
+                                                                            _crowded_at(x, y, blocking, resting))
                     self._waited_s[i] = 0.0
                 continue
             else:
                 self._waited_s[i] = 0.0
                 self.arc_m[i] = min(self.arc_m[i] + s.speed_mps * dt_s, s.length_m)
             self.positions[i] = self._where(i)[:2]
-        self.observe(robot_xy, robot_radius_m)
+        self.observe(xy, robot_radius_m)
 
     def _where(self, i: int) -> tuple[float, float, float]:
         x, y, heading = self.scripts[i].at(self.arc_m[i])
@@ -191,15 +207,24 @@ class Crowd:
         side, room = (away, room_away) if room_away * 2.0 >= room_toward else (-away, room_toward)
         return side * room * left
 
-    def observe(self, robot_xy: tuple[float, float], robot_radius_m: float) -> None:
-        """Count a contact when one begins (it ends once the bodies are 0.05 m apart) and keep the clearance."""
+    def observe(self, robots_xy: ArrayLike, robot_radius_m: float) -> None:
+        """Count a contact when one begins, per person and robot (it ends once the bodies are 0.05 m apart), and
+        keep the clearance, overall and per robot (robots_xy: one (x, y) or (R, 2))."""
         if not len(self.scripts):
             return
-        gaps = np.hypot(self.positions[:, 0] - robot_xy[0], self.positions[:, 1] - robot_xy[1]) \
-            - robot_radius_m - PERSON_RADIUS_M
+        xy = np.asarray(robots_xy, float).reshape(-1, 2)
+        if self._contact.shape[1] != len(xy):    # the first call, or the number of robots changed
+            self._contact = np.zeros((len(self.scripts), len(xy)), bool)
+            self.collisions_by_robot = np.zeros(len(xy), int)
+            self.min_clearance_by_robot_m = np.full(len(xy), math.inf)
+        gaps = np.hypot(self.positions[:, 0, None] - xy[None, :, 0], self.positions[:, 1, None] - xy[None, :, 1]) \
+            - robot_radius_m - PERSON_RADIUS_M                  # (P, R)
+        self.min_clearance_by_robot_m = np.minimum(self.min_clearance_by_robot_m, gaps.min(axis=0))
         self.min_clearance_m = min(self.min_clearance_m, float(gaps.min()))
         touching = gaps < 0.0
-        self.collisions += int((touching & ~self._contact).sum())
+        began = (touching & ~self._contact).sum(axis=0)
+        self.collisions_by_robot += began
+        self.collisions += int(began.sum())
         self._contact = np.where(self._contact, gaps < 0.05, touching)
 
 
@@ -211,6 +236,24 @@ def _index(arc: np.ndarray, s: float, side: Literal['left', 'right'] = 'left') -
 def _gap_m(x: float, y: float, rx: float, ry: float, robot_radius_m: float) -> float:
     """Body to body, a person at (x, y) and the robot at (rx, ry)."""
     return math.hypot(x - rx, y - ry) - robot_radius_m - PERSON_RADIUS_M
+
+
+def _nearest_in_the_way(x: float, y: float, heading: float, robots: Sequence[tuple[float, float]],
+                        robot_radius_m: float) -> tuple[float, float] | None:
+    """Of robots (x, y), the nearest in the way of a person at (x, y) walking along heading; None if none is."""
+    blocking = [r for r in robots if _in_the_way(r[0] - x, r[1] - y, heading, robot_radius_m)]
+    return min(blocking, key=lambda r: math.hypot(r[0] - x, r[1] - y)) if blocking else None
+
+
+def _crowded_at(x: float, y: float, blocking: tuple[float, float],
+                robots: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Where to step away from: the blocking robot, or the middle of it and the other robots at rest within
+    OTHERS_NEAR_M of the person (away from the blocking one alone could be into the next one's way, and back)."""
+    near = [r for r in robots if r != blocking and math.hypot(r[0] - x, r[1] - y) <= OTHERS_NEAR_M]
+    if not near:
+        return blocking
+    near.append(blocking)
+    return sum(r[0] for r in near) / len(near), sum(r[1] for r in near) / len(near)
 
 
 def _in_the_way(dx: float, dy: float, heading: float, robot_radius_m: float) -> bool:

@@ -182,7 +182,8 @@ class SimService:
     def reset(self, request: api.ResetRequest) -> api.ResetReply:
         done: Future[tuple[Scene, float]] = Future()
         # Placed here, on the caller's thread: clutter takes a while to place, and the clock must not stall.
-        self._resets.put((self.world.prepare(request.seed, tuple(request.people), request.clutter), done))
+        prepared = self.world.prepare(request.seed, tuple(request.people), request.clutter)
+        self._resets.put((prepared, done))
         try:
             scene, now_s = done.result(timeout=self.reset_wait_s)
         except TimeoutError:
@@ -202,7 +203,8 @@ class SimService:
                               shortest_path_m=robots[0].shortest_path_m,
                               start=[first.start.x, first.start.y, first.start.yaw],
                               goal=[first.goal.x, first.goal.y, first.goal.yaw], now_s=now_s,
-                              describe=scenes.describe(scene), robots=robots)
+                              describe=scenes.describe(scene), robots=robots, clutter=prepared.clutter,
+                              people=len(prepared.scripts))
 
     def episode(self, robot: str = '') -> api.EpisodeReply:
         return api.EpisodeReply.model_validate({**self.world.episode(robot),

@@ -9,9 +9,10 @@ at its start, and the odometry keeps integrating, as a real robot carried to ano
 
 Several robots (SimParams.robots) share the scene, the clock and the people, each with its own start, goal and
 route (vln_ros/sim/fleet.py), base, odometry, camera times, faults and log. They are solid to each other: a step
-into another robot is refused like one into a wall, and counted apart (robot_collisions). The people react to
-the first robot only (their scripts are timed to meet it). The first robot is the default wherever one is
-named: `base`, `log` and the one-robot calls are its.
+into another robot is refused like one into a wall, and counted apart (robot_collisions). The people's scripts are
+timed to meet the first robot, but they meet every robot alike: they wait for any at rest in their way, step round
+it, never step into one, and each robot's contacts with them are its own (person_collisions). The first robot is
+the default wherever one is named: `base`, `log` and the one-robot calls are its.
 """
 from __future__ import annotations
 
@@ -87,6 +88,11 @@ class Prepared:
     scene: Scene
     physical: Scene
     scripts: tuple[people.PersonScript, ...]
+
+    @property
+    def clutter(self) -> int:
+        """How many boxes and chairs were placed (can be fewer than asked: sim/people.py)."""
+        return len(self.physical.landmarks) - len(self.scene.landmarks)
 
 
 class SimWorld:
@@ -189,10 +195,17 @@ class SimWorld:
                     'collisions': b.collisions, 'min_clearance_m': b.min_clearance_m,
                     'distance_travelled_m': b.distance_travelled_m, 'frames': r.log.frames,
                     'trajectory': list(r.log.trajectory), 'commands': list(r.log.commands),
-                    'answers': list(r.log.answers), 'person_collisions': self.crowd.collisions,
-                    'min_clearance_people_m': self.crowd.min_clearance_m,
+                    'answers': list(r.log.answers), **self._people_figures(self.robots.index(r)),
                     'people_tracks': list(self.log.people_tracks), 'robot': r.name,
                     'robot_collisions': b.robot_collisions}
+
+    def _people_figures(self, index: int) -> dict[str, Any]:
+        """One robot's contacts with people and its clearance to them (none yet: 0 and inf)."""
+        c = self.crowd
+        if index >= len(c.collisions_by_robot):
+            return {'person_collisions': 0, 'min_clearance_people_m': math.inf}
+        return {'person_collisions': int(c.collisions_by_robot[index]),
+                'min_clearance_people_m': float(c.min_clearance_by_robot_m[index])}
 
     def episode_counts(self) -> dict[str, Any]:
         """The episode's figures for /diagnostics (the first robot's; robot contacts of them all)."""
@@ -236,10 +249,10 @@ class SimWorld:
                 if len(self.robots) > 1:
                     r.base.neighbours = self.others_of(r.name)
                 r.base.step(self.dt_s, t)
-            if len(self.crowd):
-                here, moving = self.base.pose, self.base.velocity
-                self.crowd.step(self.dt_s, t - self.log.started_s, (here.x, here.y), self.params.base.radius_m,
-                                math.hypot(moving.vx, moving.vy))
+            if len(self.crowd):     # the people meet every robot (their scripts are timed to meet the first)
+                self.crowd.step(self.dt_s, t - self.log.started_s,
+                                [(r.base.pose.x, r.base.pose.y) for r in self.robots], self.params.base.radius_m,
+                                [math.hypot(r.base.velocity.vx, r.base.velocity.vy) for r in self.robots])
             due = [self._after_step(r, t, first=i == 0) for i, r in enumerate(self.robots)]
             self._lock.notify_all()
             return t, due
