@@ -909,12 +909,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('groups', nargs='*', metavar='GROUP', help=f'{" | ".join(BENCHES)} (default: all)')
     parser.add_argument('--out', type=Path, default=OUT, help=f'output folder (default {OUT})')
+    parser.add_argument('--only', metavar='BENCH[,BENCH...]', default='',
+                        help='of the groups, only these benchmarks (function names, e.g. bench_guard,bench_fleet)')
     parser.add_argument('--smoke', action='store_true',
                         help='each benchmark once, as short as it runs (make test does): its figures mean nothing')
     args = parser.parse_args(argv)
     for group in args.groups:
         if group not in BENCHES:
             parser.error(f'unknown group {group!r}: one of {", ".join(BENCHES)}')
+    groups = args.groups or list(BENCHES)
+    only = {name for name in args.only.split(',') if name}
+    known = {bench.__name__ for group in groups for bench in BENCHES[group]}
+    if only - known:
+        parser.error(f'--only: no benchmark {", ".join(sorted(only - known))} in {", ".join(groups)} '
+                     f'(there: {", ".join(sorted(known))})')
     claim = claim_private_run('bench', args.out)   # before rclpy: loopback only, large frames pass
     if claim is None:
         return 2
@@ -922,8 +930,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         SMOKE_ARGS.update(SMOKE)
     print(f'# {claim.describe()}', file=sys.stderr, flush=True)
-    for group in args.groups or list(BENCHES):
+    for group in groups:
         for bench in BENCHES[group]:
+            if only and bench.__name__ not in only:
+                continue
             print(f'# {group}: {bench.__name__}', file=sys.stderr, flush=True)
             bench(**SMOKE_ARGS.get(bench.__name__, {}))
     try:

@@ -69,3 +69,15 @@ def test_the_bench_group_runs_to_the_end_and_prints_its_figures(tmp_path, group)
     assert set(FIGURES[group]) <= {row['name'] for row in rows}, (FIGURES[group], [r['name'] for r in rows])
     written = [json.loads(line) for line in (tmp_path / 'results.jsonl').read_text().splitlines()]
     assert written == rows
+
+
+def test_only_runs_the_named_benchmarks_and_refuses_an_unknown_one(tmp_path):
+    run = [sys.executable, str(REPO / 'bench' / 'run.py'), 'inference', '--smoke', '--out', str(tmp_path)]
+    result = subprocess.run([*run, '--only', 'bench_parser'], capture_output=True, text=True,
+                            timeout=SMOKE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-4000:]
+    names = {json.loads(line)['name'] for line in result.stdout.splitlines() if line.startswith('{')}
+    assert 'parser_us_p99' in names and not names & {'stream_parse_16k_ms', 'inference_overhead_ms_p50'}, names
+    refused = subprocess.run([*run, '--only', 'bench_guard'], capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and '--only: no benchmark bench_guard in inference' in refused.stderr
