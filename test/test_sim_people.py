@@ -64,7 +64,7 @@ def test_a_crossing_person_walks_through_the_route_and_reaches_it_when_the_robot
     there_s = person.start_s + person.arc_m[k] / person.speed_mps
     meet = person.path[k]
     robot_due_s = people.START_DELAY_S + geodesic_arc(scene, meet) / people.NOMINAL_SPEED_MPS
-    assert there_s == pytest.approx(robot_due_s, abs=0.3)
+    assert there_s == pytest.approx(robot_due_s - people.CROSSING_EARLY_S, abs=0.3)   # in its way when it comes
     # from wall to wall, never inside one
     assert distance_to_walls(person.path, scene.walls).min() >= PERSON_RADIUS_M
 
@@ -269,12 +269,76 @@ def test_a_person_who_stepped_aside_walks_round_a_corner_of_their_way_without_a_
     assert biggest <= 1.0 * 0.01 * math.sqrt(2) + 1e-6, biggest
 
 
-def test_a_person_does_not_wait_for_a_moving_robot_so_driving_into_them_is_a_collision():
+def test_a_person_waits_for_a_moving_robot_too_so_a_contact_is_the_robot_driving_into_them():
     person = PersonScript('towards', sample_polyline([(4.0, 0.0), (-3.0, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
     crowd = Crowd([person])
+    stood = []
     for i in range(300):
         crowd.step(0.01, i * 0.01, (0.005 * i, 0.0), 0.3, 0.5)         # the robot drives at 0.5 m/s towards them
+        stood.append(float(crowd.positions[0][0]))
     assert crowd.collisions == 1 and crowd.min_clearance_m < 0.0
+    assert stood[-1] == stood[-60] > 0.0                               # they had stopped; the robot came on
+
+
+def test_a_person_does_not_walk_into_the_side_of_a_slow_robot_crossing_their_way():
+    """The safety study's one guarded contact (2026-12-04): a person crossing 1 m ahead of a robot that was braking
+    for them (0.17 m/s) walked into its side; people then waited only for a robot at rest."""
+    person = PersonScript('crossing', sample_polyline([(0.0, 1.2), (0.0, -2.0)], 0.1), 0.0, 1.2, RED_SHIRT)
+    crowd = Crowd([person])
+    for i in range(800):
+        crowd.step(0.01, i * 0.01, (-0.6 + 0.17 * i * 0.01, 0.0), 0.3, 0.17)
+    assert crowd.collisions == 0 and crowd.min_clearance_m > 0.0
+    assert crowd.positions[0][1] == pytest.approx(-2.0)                # and then went on their way
+
+
+def test_in_a_corridor_too_narrow_to_pass_a_person_held_by_a_robot_turns_back_to_where_they_came_from():
+    """The safety study's stand-off (seed 11): a person walking towards the robot stepped aside as far as the
+    corridor let them, still in its way, and both waited for ever. Here the corridor is 1.3 m wide: aside they are
+    still in the robot's way, so they turn back and walk to the start of their way."""
+    walls = (Wall(-1.0, -0.65, 19.0, -0.65, GREY), Wall(-1.0, 0.65, 19.0, 0.65, GREY))
+    narrow = Scene(seed=0, walls=walls, doors=(), landmarks=(), start=Pose2D(0.0, 0.0, 0.0),
+                   goal=Pose2D(18.0, 0.0, 0.0), route=((0.0, 0.0), (18.0, 0.0)), instruction='', language='en',
+                   kind='test')
+    person = PersonScript('towards', sample_polyline([(8.0, 0.0), (-0.5, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
+    crowd = Crowd([person], narrow)
+    for i in range(4000):                                              # 40 s, the robot at rest at (2, 0)
+        crowd.step(0.01, i * 0.01, (2.0, 0.0), 0.3, 0.0)
+    assert crowd.collisions == 0 and crowd.min_clearance_m > 0.0
+    assert crowd.positions[0][0] == pytest.approx(8.0)                 # back at the start of their way
+    assert abs(crowd.positions[0][1]) <= 0.65 - PERSON_RADIUS_M        # never through the wall
+
+
+def test_a_person_standing_at_the_wall_beside_a_waiting_robot_gives_way_along_the_corridor():
+    """The safety study's seed 11 once people turned back: the crossing person, back at the start of their walk
+    against the wall of a 1.8 m corridor, stood 0.06 m from the body of the robot stopped beside them, and a robot
+    on the centre line cannot pass anyone at a wall there. They now walk on along the corridor, away from it."""
+    walls = (Wall(-1.0, -0.9, 19.0, -0.9, GREY), Wall(-1.0, 0.9, 19.0, 0.9, GREY))
+    scene = Scene(seed=0, walls=walls, doors=(), landmarks=(), start=Pose2D(0.0, 0.0, 0.0),
+                  goal=Pose2D(18.0, 0.0, 0.0), route=((0.0, 0.0), (18.0, 0.0)), instruction='', language='en',
+                  kind='test')
+    wall_y = -0.9 + PERSON_RADIUS_M + people.WALL_MARGIN_M
+    person = PersonScript('crossing', sample_polyline([(3.56, wall_y), (3.56, wall_y)], 0.1), 0.0, 1.2, RED_SHIRT)
+    crowd = Crowd([person], scene)
+    robot = (3.30, 0.0)                                                # at rest, 0.06 m from them
+    for i in range(round((people.PATIENCE_S - 0.1) / 0.01)):
+        crowd.step(0.01, i * 0.01, robot, 0.3, 0.0)
+    assert crowd.positions[0] == pytest.approx([3.56, wall_y])        # they wait a while
+    for i in range(600):
+        crowd.step(0.01, 3.0 + i * 0.01, robot, 0.3, 0.0)
+    assert crowd.collisions == 0 and crowd.min_clearance_m > 0.0
+    assert crowd.positions[0][0] > 3.56 + 2.0                          # along the corridor, ahead of the robot
+    assert crowd.positions[0][1] >= wall_y - 1e-9                      # never into the wall
+
+
+@pytest.mark.parametrize('seed', [0, 8, 11])
+def test_a_crossing_person_walks_on_along_the_far_wall_back_the_way_the_robot_comes(seed):
+    """The safety study's other stand-off (seed 8): a crossing person stopped against the far wall, beside the
+    robot's way in a narrow corridor, for good. Their walk now goes on along that wall, past the robot."""
+    scene = scenes.generate(seed)
+    (person,) = people.place_people(scene, ['crossing'])
+    k = int(np.argmin([route_distance(scene, *p) for p in person.path]))     # where they cross the route
+    assert geodesic_arc(scene, person.path[-1]) < geodesic_arc(scene, person.path[k]) - 1.0     # back the way
+    assert distance_to_walls(person.path, scene.walls).min() >= PERSON_RADIUS_M
 
 
 def test_a_person_beside_the_robot_walks_past_it():

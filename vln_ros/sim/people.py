@@ -7,21 +7,29 @@ scene itself is never changed: its reference route, describe() and the oracle's 
 
 Timing: each script is timed so that the person meets the robot where it will be if it follows the route at
 NOMINAL_SPEED_MPS after START_DELAY_S (the first plan): the meeting point lies MEET_FRACTION of the way along the route.
-- crossing: walks across the corridor, from wall to wall, through the meeting point, arriving there when the robot does.
+- crossing: walks across the corridor, from wall to wall, through the meeting point, arriving there when the robot does,
+  then on along the far wall CROSSING_ON_M back the way the robot comes (past it: a person who stopped against the wall
+  would stand beside the robot's way for good, the stand-off the safety study met in a narrow corridor).
 - towards: walks down the route from beyond the meeting point towards the robot, head on.
 - doorway: stands in front of the door nearest the meeting point (or on the route there, if no door is near) until
   the robot is due, then steps STEP_OUT_M into the corridor and stays.
 - overtaking: starts behind the robot beside the route, walks faster than the robot, passes it at OVERTAKE_OFFSET_M,
   cuts in onto the route ahead of it, walks on along it a while and steps off it.
 
-The rule that keeps people honest: a person waits while a robot at rest (slower than AT_REST_MPS) is in their way,
-that is, in the lane their body sweeps (LANE_MARGIN_M wider each side) at most YIELD_M ahead of them, body to body,
-as people stop for a robot standing in their way; after PATIENCE_S they step SIDESTEP_M aside (to the side with more
-room) and walk on round it. They do not wait for a moving robot (people expect it to stop for them). So a person
-never walks into a robot at rest, and a contact with a person is one a moving robot made; the robot is not stopped
-by a person's body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
-Several robots: every one counts alike (a person waits for any at rest in their way, steps round the nearest, away
-from it and the other robots at rest within OTHERS_NEAR_M, never sideways into any); contacts are counted per robot.
+The rule that keeps people honest: a person waits while a robot is in their way, that is, in the lane their body
+sweeps (LANE_MARGIN_M wider each side) at most YIELD_M ahead of them, body to body, as people stop for a robot in
+their way, moving or not (they once waited only for a robot at rest, and a person stepping out 1 m ahead walked into
+the side of a robot braking for them). After PATIENCE_S they step SIDESTEP_M aside (to the side with more room) and
+walk on round it; a person who has stepped aside once, or has no room to (less than MIN_SIDESTEP_M), and is still
+held turns back: walks their way back to its start and stands there (in a corridor too narrow for both, one of the
+two must go back, and the robot cannot). A person standing (their walk done) with a robot at rest within
+GIVE_WAY_GAP_M for PATIENCE_S gives way: walks GIVE_WAY_WALK_M away from it, where there is most room (in a
+corridor: along it; a robot waiting beside someone at a wall cannot pass them in a narrow one). So a person
+never walks into a robot, and a contact with a person is one a moving robot made; the robot is not stopped by a
+person's body: the contact is counted (person_collisions) and the robot goes on, as the shove it would be.
+Several robots: every one counts alike (a person waits for any in their way, steps round the nearest, away from
+it and the other robots at rest (slower than AT_REST_MPS) within OTHERS_NEAR_M, never sideways into any);
+contacts are counted per robot.
 
 Clutter: boxes and chairs, CLUTTER_SIZES_M, drawn, seen and hit like landmarks (they are landmarks of the physical
 scene, counted in `collisions`), on the route or beside it, off the people's walks; an item is kept only while a robot
@@ -56,6 +64,11 @@ PATIENCE_S = 3.0                      # after waiting this long, a person steps 
 CONTACT_MARGIN_M = 0.05               # a step aside that would end nearer the robot's body than this waits
 OTHERS_NEAR_M = 2.0                   # other robots at rest this near count in which way to step (several robots)
 SIDESTEP_M = 0.8                      # as far as that (less where a wall is nearer), then walks on beside their way
+MIN_SIDESTEP_M = 0.1                  # with less room than that to step aside, a person held by a robot turns back
+GIVE_WAY_GAP_M = 0.3                  # a robot at rest this near (body to body) a standing person waits for them:
+GIVE_WAY_WALK_M = 3.0                 # after PATIENCE_S they walk this far away from it, where there is most room
+CROSSING_EARLY_S = 1.0               # a crossing person is at the meeting point this long before the robot
+CROSSING_ON_M = 3.0                   # a crossing person walks on this far along the far wall (less where it ends)
 WALL_MARGIN_M = 0.1                   # a person's path keeps this off the walls, beyond their radius
 STEP_OUT_M = 1.0
 DOOR_NEAR_M = 2.5                     # a door this near the meeting point is the doorway a person stands in
@@ -141,6 +154,7 @@ class Crowd:
         # round with it (0.8 m left becomes 0.8 m right of the old line: a 1.1 m jump in one step).
         self._aside = np.zeros((len(self.scripts), 2))
         self._aside_goal = np.zeros((len(self.scripts), 2))
+        self._back = np.zeros(len(self.scripts), bool)    # turned back: walking their way backwards to its start
 
     def __len__(self) -> int:
         return len(self.scripts)
@@ -150,16 +164,15 @@ class Crowd:
 
     def step(self, dt_s: float, episode_s: float, robots_xy: ArrayLike, robot_radius_m: float,
              robot_speeds_mps: ArrayLike) -> None:
-        """Walk each person dt_s (unless they wait for, or step round, a robot at rest in their way), then count
-        contacts and clearance. robots_xy: one robot's (x, y) or every robot's (R, 2); robot_speeds_mps: its speed
-        or theirs (R,). Every robot counts: a person waits for any at rest in their way, steps round the nearest of
-        those, and never steps sideways into any."""
+        """Walk each person dt_s (unless they wait for, step round or turn back from a robot in their way), then
+        count contacts and clearance. robots_xy: one robot's (x, y) or every robot's (R, 2); robot_speeds_mps: its
+        speed or theirs (R,). Every robot counts: a person waits for any in their way, steps round the nearest, and
+        never steps sideways into any."""
         xy = np.asarray(robots_xy, float).reshape(-1, 2)
         speeds = np.asarray(robot_speeds_mps, float).reshape(-1)
         if len(speeds) != len(xy):
             raise ValueError(f'{len(speeds)} robot speeds for {len(xy)} robots')
         robots = [(float(x), float(y)) for x, y in xy]
-        # Only robots at rest can be in a person's way (people do not wait for a moving one): a short list.
         resting = [r for r, v in zip(robots, speeds.tolist(), strict=True) if v <= AT_REST_MPS]
         for i, s in enumerate(self.scripts):
             if episode_s < s.start_s:
@@ -174,18 +187,33 @@ class Crowd:
                        for rx, ry in robots):
                     continue
                 self._aside[i] = self._aside_goal[i] if left_m <= s.speed_mps * dt_s else self._aside[i] + step
-            elif self.arc_m[i] >= s.length_m:
-                continue
-            elif (blocking := _nearest_in_the_way(x, y, heading, resting, robot_radius_m)) is not None:
-                self._waited_s[i] += dt_s      # a robot at rest in their way: they wait, then step round it
+            elif (self.arc_m[i] <= 0.0) if self._back[i] else (self.arc_m[i] >= s.length_m):
+                # At the end of their way (or back at its start) they stand, unless a robot waits beside them.
+                near = [r for r in resting if _gap_m(x, y, r[0], r[1], robot_radius_m) <= GIVE_WAY_GAP_M]
+                self._waited_s[i] = self._waited_s[i] + dt_s if near else 0.0
                 if self._waited_s[i] >= PATIENCE_S:
-                    self._aside_goal[i] = self._aside[i] + self._room_aside(x, y, heading,
-                                                                            _crowded_at(x, y, blocking, resting))
                     self._waited_s[i] = 0.0
+                    self._aside_goal[i] = self._aside[i] + self._room_away(x, y, _crowded_at(x, y, near[0], near))
+                continue
+            elif (blocking := _nearest_in_the_way(x, y, heading + math.pi * self._back[i], robots,
+                                                  robot_radius_m)) is not None:
+                self._waited_s[i] += dt_s      # a robot in their way: they wait, then step round it or turn back
+                if self._waited_s[i] >= PATIENCE_S:
+                    self._waited_s[i] = 0.0
+                    centre = _crowded_at(x, y, blocking, resting)
+                    aside = self._room_aside(x, y, heading, centre)
+                    # A step with room, not towards the robot(s) (where the walls leave room only on their side).
+                    room = float(np.hypot(*aside)) >= MIN_SIDESTEP_M and \
+                        float(np.dot(aside, (centre[0] - x, centre[1] - y))) <= 0.0
+                    if room and (self._back[i] or not self._aside[i].any()):
+                        self._aside_goal[i] = self._aside[i] + aside
+                    elif not self._back[i]:
+                        self._back[i] = True   # stepping aside did not clear the way, or cannot: back they go
                 continue
             else:
                 self._waited_s[i] = 0.0
-                self.arc_m[i] = min(self.arc_m[i] + s.speed_mps * dt_s, s.length_m)
+                step = -s.speed_mps * dt_s if self._back[i] else s.speed_mps * dt_s
+                self.arc_m[i] = min(max(self.arc_m[i] + step, 0.0), s.length_m)
             self.positions[i] = self._where(i)[:2]
         self.observe(xy, robot_radius_m)
 
@@ -206,6 +234,24 @@ class Crowd:
         room_toward = _free_along(self.scene, here, -away * left, SIDESTEP_M)
         side, room = (away, room_away) if room_away * 2.0 >= room_toward else (-away, room_toward)
         return side * room * left
+
+    def _room_away(self, x: float, y: float, robot_xy: tuple[float, float]) -> np.ndarray:
+        """A standing person's walk away from a robot waiting beside them: of 16 directions pointing away from it,
+        the one with the most room times how directly away it leads, GIVE_WAY_WALK_M at most (nothing where no
+        direction has MIN_SIDESTEP_M of room). In a corridor that is along it, ahead of the robot."""
+        away = np.array([x - robot_xy[0], y - robot_xy[1]])
+        away = away / max(float(np.hypot(*away)), 1e-9)
+        best, best_score = np.zeros(2), 0.0
+        for angle in np.arange(16) * (math.pi / 8):
+            d = np.array([math.cos(angle), math.sin(angle)])
+            directness = float(np.dot(d, away))
+            if directness <= 0.2:
+                continue
+            room = GIVE_WAY_WALK_M if self.scene is None else \
+                _free_along(self.scene, np.array([x, y]), d, GIVE_WAY_WALK_M)
+            if room >= MIN_SIDESTEP_M and room * directness > best_score:
+                best, best_score = d * room, room * directness
+        return best
 
     def observe(self, robots_xy: ArrayLike, robot_radius_m: float) -> None:
         """Count a contact when one begins, per person and robot (it ends once the bodies are 0.05 m apart), and
@@ -312,9 +358,10 @@ def place_people(scene: Scene, kinds: Sequence[str]) -> list[PersonScript]:
             side = 1.0 if rng.random() < 0.5 else -1.0
             a = meet + side * left * _free_along(scene, meet, side * left, 6.0)
             b = meet - side * left * _free_along(scene, meet, -side * left, 6.0)
-            path = _straight(a, b)
+            on = b - along * _free_along(scene, b, -along, CROSSING_ON_M)     # on along the far wall, past the robot
+            path = np.concatenate([_straight(a, b), _straight(b, on)[1:]])
             lead_m = float(np.hypot(*(meet - a)))
-            out.append(PersonScript(kind, path, max(0.0, meet_s - lead_m / speed), speed, bgr))
+            out.append(PersonScript(kind, path, max(0.0, meet_s - lead_m / speed - CROSSING_EARLY_S), speed, bgr))
         elif kind == 'towards':
             # Starts far enough down the route to walk towards the robot from the reset on, and meets it at meet_arc.
             start_arc = min(total, arc[k] + speed * meet_s)
