@@ -33,7 +33,7 @@ class FakeEngine(Backend):
     def cancel(self) -> None:
         raise AssertionError('a shared engine is cancelled only through its clients')
 
-    def client(self) -> FakeClient:
+    def client(self, robot: str = '') -> FakeClient:
         with self.lock:
             client = FakeClient(self, len(self.clients))
             self.clients.append(client)

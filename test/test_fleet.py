@@ -192,3 +192,24 @@ def test_a_task_switch_on_one_robot_never_cancels_anothers_request_in_flight():
     assert engine.cancelled == [0] and engine.answered == [(1, NOW_NS + 2)]
     assert [p.stamp_ns for p in robots['r2'].model_plans()] == [NOW_NS + 2]
     assert robots['r1'].model_plans() == []
+
+
+def test_one_inference_node_with_the_oracle_answers_each_robot_from_its_own_ground_truth(monkeypatch):
+    """With robots r1,r2 and the oracle backend, each robot's client asked for oracle.robot's (the first robot's)
+    ground truth: every robot got r1's plans. Each client now asks for its own robot."""
+    from vln_ros.core.backends.base import Request
+    from vln_ros.core.prompts import Prompt
+    from vln_ros.sim import api
+
+    asked: list[str] = []
+
+    def oracle(self, body):
+        asked.append(body.robot)
+        return api.OracleReply(text=f'{{"robot":"{body.robot}"}}', fault='')
+
+    monkeypatch.setattr(api.SimClient, 'oracle', oracle)
+    shared = SharedBackend(lambda params: OracleBackend(OracleParams()), 2)
+    clients = {robot: shared.client(InferenceParams(), robot=robot) for robot in ('r1', 'r2')}
+    request = Request(b'', NOW_NS, Prompt('', '', {}), 64, False, 0)
+    answers = {robot: client.generate(request).text for robot, client in clients.items()}
+    assert asked == ['r1', 'r2'] and answers == {'r1': '{"robot":"r1"}', 'r2': '{"robot":"r2"}'}

@@ -36,10 +36,11 @@ class SharedBackend:
         self._robots = robots
         self.backend: Backend | None = None
 
-    def client(self, params: InferenceParams) -> Backend:
+    def client(self, params: InferenceParams, robot: str = '') -> Backend:
+        """The backend for one robot's pipeline (robot: its namespace)."""
         if self.backend is None:
             self.backend = self._factory(params)
-        return self.backend if self._robots == 1 else self.backend.client()
+        return self.backend if self._robots == 1 else self.backend.client(robot)
 
     def close(self) -> None:
         """After every pipeline's release(): clients leave the shared model alone, so close it here (with one

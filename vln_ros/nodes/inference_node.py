@@ -20,6 +20,7 @@ a task switch or stop on r1 cancels only r1's request. set_task goes through the
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -235,7 +236,7 @@ class InferenceNode(Node):
                                       'the rest wait in the engine (docs/gpu_latency.md: 64 served 32 robots)')
         self._ports: dict[str, RobotPort] = {}
         for robot in robots:
-            self._ports[robot] = RobotPort(self, robot, self._shared.client)
+            self._ports[robot] = RobotPort(self, robot, functools.partial(self._shared.client, robot=robot))
         self.fleet = Fleet({robot: port.pipeline for robot, port in self._ports.items()}, p.max_active_robots)
         diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
         for port in self._ports.values():

@@ -71,12 +71,13 @@ class Backend(abc.ABC):
     def cancel(self) -> None:
         """Abort the request in flight, if any (thread-safe, returns at once)."""
 
-    def client(self) -> Backend:
+    def client(self, robot: str = '') -> Backend:
         """Another client of this backend: one per robot when one inference_node serves several (parameter
-        `robots`). It shares the model (one engine batches all clients' requests) but has its own request in
-        flight, so its cancel() aborts only its own robot's request; its close() leaves the shared model to
-        this backend's. Call it for every robot (this object itself serves none then). A backend that cannot
-        be shared raises NotShareable."""
+        `robots`; robot: the namespace it serves, for a backend whose answers depend on the robot, the oracle).
+        It shares the model (one engine batches all clients' requests) but has its own request in flight, so its
+        cancel() aborts only its own robot's request; its close() leaves the shared model to this backend's.
+        Call it for every robot (this object itself serves none then). A backend that cannot be shared raises
+        NotShareable."""
         raise NotShareable(f'backend {type(self).__name__} cannot serve several robots from one inference_node')
 
     def close(self) -> None:  # noqa: B027 (optional: most backends hold nothing to release)

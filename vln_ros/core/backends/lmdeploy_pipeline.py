@@ -208,7 +208,7 @@ class LmdeployBackend(Backend):
             except Exception:  # the request may have ended meanwhile; the flag covers the rest
                 pass
 
-    def client(self) -> LmdeployBackend:
+    def client(self, robot: str = '') -> LmdeployBackend:
         """Another client of this backend's engine, with its own request in flight and its own cancel: one per
         robot when several robots share one engine (lmdeploy batches their requests). Its close() leaves the
         engine to this backend's."""

@@ -208,7 +208,7 @@ class OpenAIBackend(Backend):
             except Exception:  # closing a half-read stream from another thread may raise; it is closed
                 pass
 
-    def client(self) -> OpenAIBackend:
+    def client(self, robot: str = '') -> OpenAIBackend:
         """Another client on the same HTTP connection pool (httpx's client is thread-safe), with its own stream
         and cancel; its close() leaves the pool to this backend's."""
         other = copy.copy(self)

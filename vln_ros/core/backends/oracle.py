@@ -115,9 +115,11 @@ class OracleBackend(Backend):
     def cancel(self) -> None:
         self._cancel.cancel()
 
-    def client(self) -> OracleBackend:
-        """Each request is its own HTTP call: a client only needs its own cancel flag."""
-        return OracleBackend(self._params)
+    def client(self, robot: str = '') -> OracleBackend:
+        """Each request is its own HTTP call: a client only needs its own cancel flag, and the robot whose ground
+        truth it answers from (its namespace, one of sim_node's robots; without it every robot of one
+        inference_node would be answered from oracle.robot's keyframes)."""
+        return OracleBackend(self._params.model_copy(update={'robot': robot}) if robot else self._params)
 
 
 register_backend(BackendSpec('oracle', "the simulator's ground truth (make eval; not a model)", OracleParams,

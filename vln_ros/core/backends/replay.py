@@ -91,7 +91,7 @@ class ReplayBackend(Backend):
     def cancel(self) -> None:
         self._cancel.cancel()
 
-    def client(self) -> Backend:
+    def client(self, robot: str = '') -> Backend:
         # A recording is one robot's answers (in order, or keyed by that robot's keyframe stamps).
         raise NotShareable("backend 'replay' cannot serve several robots: a recording holds one robot's answers; "
                            'run one inference_node per robot (without robots), each with its own replay.file')
