@@ -330,6 +330,16 @@ def test_a_person_standing_at_the_wall_beside_a_waiting_robot_gives_way_along_th
     assert crowd.positions[0][1] >= wall_y - 1e-9                      # never into the wall
 
 
+def test_no_crossing_begins_at_the_robots_start():
+    """Seed 16: the meeting point lay at a corner, so the crossing ran down the corridor the robot comes along and
+    began 0.2 m behind it, inside its body; the guard held the robot for the whole episode."""
+    for seed in range(40):
+        scene = scenes.generate(seed)
+        (person,) = people.place_people(scene, ['crossing'])
+        start = np.hypot(person.path[0][0] - scene.start.x, person.path[0][1] - scene.start.y)
+        assert start >= people.START_CLEAR_M - 1e-9, (seed, person.path[0])
+
+
 @pytest.mark.parametrize('seed', [0, 8, 11])
 def test_a_crossing_person_walks_on_along_the_far_wall_back_the_way_the_robot_comes(seed):
     """The safety study's other stand-off (seed 8): a crossing person stopped against the far wall, beside the

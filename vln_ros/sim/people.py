@@ -67,6 +67,7 @@ SIDESTEP_M = 0.8                      # as far as that (less where a wall is nea
 MIN_SIDESTEP_M = 0.1                  # with less room than that to step aside, a person held by a robot turns back
 GIVE_WAY_GAP_M = 0.3                  # a robot at rest this near (body to body) a standing person waits for them:
 GIVE_WAY_WALK_M = 3.0                 # after PATIENCE_S they walk this far away from it, where there is most room
+START_CLEAR_M = 1.5                   # no crossing begins or ends this near the robot's start
 CROSSING_EARLY_S = 1.0               # a crossing person is at the meeting point this long before the robot
 CROSSING_ON_M = 3.0                   # a crossing person walks on this far along the far wall (less where it ends)
 WALL_MARGIN_M = 0.1                   # a person's path keeps this off the walls, beyond their radius
@@ -336,6 +337,17 @@ def _free_along(scene: Scene, origin: np.ndarray, direction: np.ndarray, limit_m
     return max(0.0, min(limit_m, hit - PERSON_RADIUS_M - WALL_MARGIN_M))
 
 
+def _crossing_half(scene: Scene, meet: np.ndarray, direction: np.ndarray) -> float:
+    """How far a crossing reaches from the meeting point along direction: to the wall (6 m at most), but not within
+    START_CLEAR_M of the robot's start. A meeting point at a corner crosses along the corridor the robot comes
+    down, and one crossing (seed 16) began 0.2 m behind the robot, inside its body, and held it for good."""
+    start = np.array([scene.start.x, scene.start.y])
+    half = _free_along(scene, meet, direction, 6.0)
+    while half > 0.0 and float(np.hypot(*(meet + direction * half - start))) < START_CLEAR_M:
+        half -= 0.1
+    return max(half, 0.0)
+
+
 def _straight(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return sample_polyline([(float(a[0]), float(a[1])), (float(b[0]), float(b[1]))], 0.1)
 
@@ -356,8 +368,8 @@ def place_people(scene: Scene, kinds: Sequence[str]) -> list[PersonScript]:
         bgr = SHIRTS_BGR[index % len(SHIRTS_BGR)]
         if kind == 'crossing':
             side = 1.0 if rng.random() < 0.5 else -1.0
-            a = meet + side * left * _free_along(scene, meet, side * left, 6.0)
-            b = meet - side * left * _free_along(scene, meet, -side * left, 6.0)
+            a = meet + side * left * _crossing_half(scene, meet, side * left)
+            b = meet - side * left * _crossing_half(scene, meet, -side * left)
             on = b - along * _free_along(scene, b, -along, CROSSING_ON_M)     # on along the far wall, past the robot
             path = np.concatenate([_straight(a, b), _straight(b, on)[1:]])
             lead_m = float(np.hypot(*(meet - a)))
