@@ -44,7 +44,8 @@ class OracleParams(BackendParams):
 
     url: str = param(DEFAULT_URL, "The simulator's HTTP side channel (sim_node's api_port)")
     robot: str = param('', "Whose ground truth: one of sim_node's robots (its robots parameter, e.g. r2); "
-                       'empty: the first (the only one, usually)')
+                       'empty: the first (the only one, usually). An inference_node serving several robots '
+                       '(robots) answers each from its own, whatever this says')
     latency_s: float = param(0.5, 'Each answer takes this long in simulated time, like a model', 's',
                              ge=0.0, le=60.0)
     noise_m: float = param(0.0, 'Gaussian noise (standard deviation) on each waypoint step', 'm', ge=0.0, le=1.0)
