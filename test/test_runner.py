@@ -170,3 +170,32 @@ def test_an_executable_ignores_the_stop_signals_once_its_node_is_gone():
     result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f'ignored {[int(signal.SIGINT), int(signal.SIGTERM)]}' in result.stdout, result.stdout
+
+
+def test_a_node_stuck_after_a_stop_prints_every_threads_stack_and_exits_1_within_the_deadline():
+    """A controller_node once ran on 25 s after launch's SIGINT, through its SIGTERM, until launch killed it, and
+    nothing said where it was. A node whose shutdown hangs (here: destroy_node waits for ever) now prints every
+    thread's stack and exits 1, SHUTDOWN_DEADLINE_S after the stop was asked for."""
+    script = textwrap.dedent('''
+        import os, signal, threading
+        from rclpy.node import Node
+        from vln_ros.nodes import runner
+
+        class Stuck(Node):
+            def __init__(self):
+                super().__init__('stuck_node')
+                self.create_timer(0.1, lambda: None)
+
+            def destroy_node(self):
+                threading.Event().wait()      # never returns
+
+        runner.SHUTDOWN_DEADLINE_S = 2.0
+        threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+        runner.run_node('stuck_node', Stuck, ['stuck_node'])
+    ''')
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=60)
+    took_s = time.monotonic() - started
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'Timeout' in result.stderr and 'in destroy_node' in result.stderr, result.stderr
+    assert took_s < 30.0, took_s

@@ -1,8 +1,10 @@
 """The one `main` every vln_ros node executable uses: init, spin, shut down, and exit codes.
 
-Exit codes: 0 after a normal shutdown (Ctrl-C, SIGTERM via launch, rclpy shutdown), 2 when the
-parameters are invalid (the message names the parameter, the value and the allowed range), 3 when the
-node cannot start as configured (e.g. the chosen backend's library is missing; the message says the fix).
+Exit codes: 0 after a normal shutdown (Ctrl-C, SIGTERM via launch, rclpy shutdown), 1 when the node is
+still running SHUTDOWN_DEADLINE_S after a stop was asked for (every thread's stack is printed on stderr first:
+a node must not stay stuck, and the stacks say where it was), 2 when the parameters are invalid (the message
+names the parameter, the value and the allowed range), 3 when the node cannot start as configured (e.g. the
+chosen backend's library is missing; the message says the fix).
 Written with try/finally rather than `with rclpy.init()` so it runs on Jazzy as well as Kilted.
 
 Signals: SIGINT and SIGTERM only ever request a shutdown, however many arrive and whenever (a second
@@ -19,6 +21,7 @@ launch` does not pass a SIGTERM on to its nodes).
 """
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import textwrap
@@ -36,6 +39,12 @@ from vln_ros.nodes.parent import watch_parent
 # Longest a turn of the spin loop waits for work before it looks at the signal flag again (a signal also
 # wakes it at once: rclpy's own handler triggers the executor's guard condition).
 SIGNAL_CHECK_S = 0.1
+# A stop asked for (a signal, the parent gone) and the process still here this long after: its threads' stacks
+# go to stderr and it exits 1. Seen once (a fresh-clone run under load): a controller_node still running 25 s
+# after launch's SIGINT and through its SIGTERM, until launch killed it. Below launch's STOP_TIMEOUT_S (20 s),
+# so that the stacks come out before launch escalates; well above a normal stop (under a second; an lmdeploy
+# engine's teardown, a few seconds).
+SHUTDOWN_DEADLINE_S = 15.0
 EXIT_BAD_PARAMETERS = 2
 EXIT_CANNOT_START = 3
 
@@ -54,7 +63,8 @@ def usage(name: str, factory: Callable[[], Node], params: type[StrictModel] | No
             lines.append(f'  {spec.name} = {spec.default!r}  ({spec.allowed()}; {live})')
             lines.extend(textwrap.wrap(spec.description, 96, initial_indent=' ' * 6, subsequent_indent=' ' * 6))
         lines.append('')
-    lines.append(f'Exit codes: 0 after a normal shutdown, {EXIT_BAD_PARAMETERS} invalid parameters or arguments, '
+    lines.append(f'Exit codes: 0 after a normal shutdown, 1 still running {SHUTDOWN_DEADLINE_S:g} s after a stop '
+                 f'(the stacks on stderr), {EXIT_BAD_PARAMETERS} invalid parameters or arguments, '
                  f'{EXIT_CANNOT_START} cannot start as configured (the message says the fix).')
     return '\n'.join(lines)
 
@@ -66,10 +76,11 @@ class _ShutdownOnSignal:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: bool = False) -> None:
         # Remembered as well as acted on: a signal before rclpy.init (or while the node is being built)
         # has no context to shut down yet, and the node must then not start and run on.
         self.requested = False
+        self._deadline = deadline    # executables only: it ends the process (a test runner's too)
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def _handle(self, _signum: int, _frame: Any) -> None:
@@ -77,11 +88,20 @@ class _ShutdownOnSignal:
         # the executor). Shutting rclpy down from here instead hangs: the handler runs between two bytecodes
         # of whatever the main thread is doing, often a callback that holds the node's handle, and the
         # shutdown's destroy_node() waits for that handle for ever (seen, 1 run in 30 under load).
-        self.requested = True
+        self.request()
 
     def request(self) -> None:
-        """A shutdown asked for by other means than a signal (the parent process ended)."""
+        """A shutdown asked for: by a signal, or by other means (the parent process ended)."""
+        if not self.requested and self._deadline:
+            # faulthandler's watchdog is a C thread: it prints and exits even while the main thread is stuck
+            # in a call that holds the GIL.
+            faulthandler.dump_traceback_later(SHUTDOWN_DEADLINE_S, exit=True)
         self.requested = True
+
+    def done(self) -> None:
+        """The shutdown is over: no deadline any more."""
+        if self._deadline:
+            faulthandler.cancel_dump_traceback_later()
 
     def restore(self) -> None:
         for s, handler in self._previous.items():
@@ -102,7 +122,7 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
               f'(see {name} --help)', file=sys.stderr, flush=True)
         return EXIT_BAD_PARAMETERS
     # Installed before rclpy.init, so rclpy's own handlers (which wake the executor) chain to them.
-    signals = _ShutdownOnSignal()
+    signals = _ShutdownOnSignal(deadline=not restore_signal_handlers)
     # In-process callers (tests) are not executables: their parent is the test runner's.
     parent_watch = None if restore_signal_handlers else watch_parent(signals.request)
     rclpy.init(args=args)
@@ -138,6 +158,7 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        signals.done()
         if restore_signal_handlers:
             signals.restore()
         else:
