@@ -28,10 +28,11 @@ def standing(x: float, y: float) -> PersonScript:
     return PersonScript('test', np.array([[x, y]]), 0.0, 1.0, RED_SHIRT)
 
 
-def corridor() -> Scene:
-    """A straight corridor along +x, 2 m wide, 20 m long, the robot at its start facing down it."""
-    walls = (Wall(-1.0, -1.0, 19.0, -1.0, GREY), Wall(19.0, -1.0, 19.0, 1.0, GREY),
-             Wall(19.0, 1.0, -1.0, 1.0, GREY), Wall(-1.0, 1.0, -1.0, -1.0, GREY))
+def corridor(half_width_m: float = 1.0) -> Scene:
+    """A straight corridor along +x, 2 m wide (twice half_width_m), 20 m long, the robot at its start facing down it."""
+    w = half_width_m
+    walls = (Wall(-1.0, -w, 19.0, -w, GREY), Wall(19.0, -w, 19.0, w, GREY),
+             Wall(19.0, w, -1.0, w, GREY), Wall(-1.0, w, -1.0, -w, GREY))
     return Scene(seed=0, walls=walls, doors=(), landmarks=(), start=Pose2D(0.0, 0.0, 0.0), goal=Pose2D(18.0, 0.0, 0.0),
                  route=((0.0, 0.0), (18.0, 0.0)), instruction='', language='en', kind='test')
 
@@ -295,10 +296,7 @@ def test_in_a_corridor_too_narrow_to_pass_a_person_held_by_a_robot_turns_back_to
     """The safety study's stand-off (seed 11): a person walking towards the robot stepped aside as far as the
     corridor let them, still in its way, and both waited for ever. Here the corridor is 1.3 m wide: aside they are
     still in the robot's way, so they turn back and walk to the start of their way."""
-    walls = (Wall(-1.0, -0.65, 19.0, -0.65, GREY), Wall(-1.0, 0.65, 19.0, 0.65, GREY))
-    narrow = Scene(seed=0, walls=walls, doors=(), landmarks=(), start=Pose2D(0.0, 0.0, 0.0),
-                   goal=Pose2D(18.0, 0.0, 0.0), route=((0.0, 0.0), (18.0, 0.0)), instruction='', language='en',
-                   kind='test')
+    narrow = corridor(0.65)
     person = PersonScript('towards', sample_polyline([(8.0, 0.0), (-0.5, 0.0)], 0.1), 0.0, 1.2, RED_SHIRT)
     crowd = Crowd([person], narrow)
     for i in range(4000):                                              # 40 s, the robot at rest at (2, 0)
@@ -312,10 +310,7 @@ def test_a_person_standing_at_the_wall_beside_a_waiting_robot_gives_way_along_th
     """The safety study's seed 11 once people turned back: the crossing person, back at the start of their walk
     against the wall of a 1.8 m corridor, stood 0.06 m from the body of the robot stopped beside them, and a robot
     on the centre line cannot pass anyone at a wall there. They now walk on along the corridor, away from it."""
-    walls = (Wall(-1.0, -0.9, 19.0, -0.9, GREY), Wall(-1.0, 0.9, 19.0, 0.9, GREY))
-    scene = Scene(seed=0, walls=walls, doors=(), landmarks=(), start=Pose2D(0.0, 0.0, 0.0),
-                  goal=Pose2D(18.0, 0.0, 0.0), route=((0.0, 0.0), (18.0, 0.0)), instruction='', language='en',
-                  kind='test')
+    scene = corridor(0.9)
     wall_y = -0.9 + PERSON_RADIUS_M + people.WALL_MARGIN_M
     person = PersonScript('crossing', sample_polyline([(3.56, wall_y), (3.56, wall_y)], 0.1), 0.0, 1.2, RED_SHIRT)
     crowd = Crowd([person], scene)
