@@ -130,10 +130,13 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
     try:
         if signals.requested:
             return 0
+        # Made before the node: rclpy's SIGINT handler shuts the context down before ours records the signal,
+        # and an executor made on a dead context leaves a half-built guard condition whose __del__ prints
+        # tracebacks. A stop comes once the node's start-up line is out, so the executor must exist by then.
+        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         node = factory()
         if signals.requested:
             return 0
-        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         # executor.spin(), but ending at a signal: the signal wakes the executor, the turn ends, we stop.
         while not signals.requested and rclpy.ok():
