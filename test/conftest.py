@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -43,6 +45,15 @@ from vln_ros.harness.graph import SpinningGraph as Graph  # noqa: E402
 from vln_ros.harness.graph import call_service  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name: str) -> ModuleType:
+    """A development tool from tools/NAME.py: tools/ is not a package (it does not ship), so from its file."""
+    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / f'{name}.py')
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 DATA = REPO / 'test' / 'data'
 
 

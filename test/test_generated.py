@@ -3,27 +3,15 @@ layout are what tools/gen_docs.py writes; a backend registered in its own module
 the launch choices and the docs by itself, and a new module or folder in the layout."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from conftest import REPO
+from conftest import REPO, load_tool
 
-TOOL = REPO / 'tools' / 'gen_docs.py'
-
-
-def load_gen_docs():
-    # tools/ is not a package (it does not ship): load the tool from its file.
-    spec = importlib.util.spec_from_file_location('gen_docs', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen_docs = load_gen_docs()
+gen_docs = load_tool('gen_docs')
 
 
 @pytest.mark.parametrize('path', sorted(gen_docs.generated(), key=str), ids=lambda p: p.name)
@@ -115,7 +103,7 @@ assert 'lmdeploy, openai, oracle, replay, echo' in tables['launch arguments']
 def test_a_backend_registered_in_its_own_module_appears_everywhere(tmp_path):
     """In a fresh interpreter: the module registers before config is imported, as the package's do."""
     (tmp_path / 'echo_backend.py').write_text(NEW_BACKEND)
-    env_path = [str(tmp_path), str(TOOL.parent), *sys.path]
+    env_path = [str(tmp_path), str(REPO / 'tools'), *sys.path]
     result = subprocess.run([sys.executable, '-c', textwrap.dedent(CHECK)], capture_output=True, text=True,
                             env={**os.environ, 'PYTHONPATH': os.pathsep.join(env_path)}, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
