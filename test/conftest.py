@@ -45,6 +45,7 @@ from vln_ros.harness.graph import SpinningGraph as Graph  # noqa: E402
 from vln_ros.harness.graph import call_service  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / 'test' / 'data'
 
 
 def load_tool(name: str) -> ModuleType:
@@ -54,7 +55,7 @@ def load_tool(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-DATA = REPO / 'test' / 'data'
+
 
 
 @pytest.fixture(autouse=True)

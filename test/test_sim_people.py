@@ -29,7 +29,8 @@ def standing(x: float, y: float) -> PersonScript:
 
 
 def corridor(half_width_m: float = 1.0) -> Scene:
-    """A straight corridor along +x, 2 m wide (twice half_width_m), 20 m long, the robot at its start facing down it."""
+    """A straight corridor along +x, twice half_width_m wide (2 m by default), 20 m long, the robot at its start
+    facing down it."""
     w = half_width_m
     walls = (Wall(-1.0, -w, 19.0, -w, GREY), Wall(19.0, -w, 19.0, w, GREY),
              Wall(19.0, w, -1.0, w, GREY), Wall(-1.0, w, -1.0, -w, GREY))
