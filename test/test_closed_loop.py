@@ -107,3 +107,17 @@ def test_an_output_folder_it_cannot_write_is_one_line_and_exit_2():
     assert result.returncode == 2, result
     assert result.stderr.startswith('vln_eval: cannot write to the output folder /proc/vln_eval_out')
     assert len(result.stderr.strip().splitlines()) == 1 and 'Traceback' not in result.stderr
+
+
+def test_the_seed_systems_rule_runs_an_episode_through_the_stack(tmp_path, monkeypatch):
+    """`--baseline` (and the latency study's baseline rows): the rule stands in for controller_node without its
+    typed status, and the harness waited for that status' clock until it gave up ('the nodes are not on the
+    simulated clock', every episode). A short budget: the rule's walk, not its end, is what is checked."""
+    from vln_ros.eval import stack
+    monkeypatch.setattr(stack, 'BUDGET_MIN_S', 8.0)
+    monkeypatch.setattr(stack, 'BUDGET_S_PER_M', 0.0)
+    records, scores = eval_run.run_set(EvalOptions(latency_s=0.5, controller='baseline'), [0], tmp_path, 'baseline',
+                                       quiet=True)
+    assert records[0].end_state == 'timeout', records[0].end_reason
+    assert scores[0]['path_length_m'] > 1.0, scores[0]   # it walked on the plans it was given
+    assert scores[0]['limit_violations'] == 0
