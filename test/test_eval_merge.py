@@ -152,13 +152,33 @@ def test_a_latency_studys_runs_of_one_label_are_concatenated_and_the_plot_redraw
 
 
 def test_shards_split_each_row_into_even_contiguous_blocks_of_at_most_five_seeds():
+    assert merge.seed_blocks(12, 10) == [(10, 4), (14, 4), (18, 4)]
+    assert merge.seed_blocks(3, 0) == [(0, 3)] and merge.seed_blocks(11, 0) == [(0, 4), (4, 4), (8, 3)]
     row = safety.Row(True, 'people', 'oracle', 0.5, 12)
-    got = merge.shards([row, safety.Row(False, 'empty', 'drifting', 2.0, 3)], first_seed=10)
-    assert [(s.row.label, s.first_seed, s.row.episodes) for s in got] == [
-        ('guard people oracle 0.5s', 10, 4), ('guard people oracle 0.5s', 14, 4), ('guard people oracle 0.5s', 18, 4),
-        ('no guard empty drifting 2s', 10, 3)]
+    got = merge.safety_shards([row, safety.Row(False, 'empty', 'drifting', 2.0, 3)], first_seed=10)
+    assert [s.name for s in got] == [
+        'guard_people_oracle_0.5s_seeds_10-13', 'guard_people_oracle_0.5s_seeds_14-17',
+        'guard_people_oracle_0.5s_seeds_18-21', 'no_guard_empty_drifting_2s_seeds_10-12']
     assert got[0].args() == ['--study', 'safety', '--worlds', 'people', '--models', 'oracle', '--guard', 'on',
                              '--safety-episodes', '0.5:4', '--first-seed', '10']
+
+
+def test_the_latency_and_faults_studies_split_into_one_point_or_row_per_shard_in_the_studys_order():
+    got = merge.latency_shards([0.2, 8.0], ['compensation', 'baseline'], 7, 0)
+    assert [s.name for s in got] == [
+        'compensation_0.2s_seeds_0-3', 'compensation_0.2s_seeds_4-6', 'baseline_0.2s_seeds_0-3',
+        'baseline_0.2s_seeds_4-6', 'compensation_8s_seeds_0-3', 'compensation_8s_seeds_4-6', 'baseline_8s_seeds_0-3',
+        'baseline_8s_seeds_4-6']
+    assert got[1].args() == ['--study', 'latency', '--latencies', '0.2', '--modes', 'compensation', '--episodes', '3',
+                             '--first-seed', '4']
+    faults = merge.fault_shards(['none', 'kill_inference'], 2, 5)
+    assert [(s.name, s.args()) for s in faults] == [
+        ('none_seeds_5-6', ['--study', 'faults', '--faults', 'none', '--episodes', '2', '--first-seed', '5']),
+        ('kill_inference_seeds_5-6', ['--study', 'faults', '--faults', 'kill_inference', '--episodes', '2',
+                                      '--first-seed', '5'])]
+    # every shard's arguments are ones vln_eval accepts (the parser rejects an unknown mode or fault)
+    assert set(eval_run.MODES) == {'compensation', 'no_compensation', 'baseline'}
+    assert {'none', 'kill_inference'} <= set(eval_run.FAULTS)
 
 
 FAKE_CHILD = """
@@ -182,8 +202,8 @@ def test_the_pool_runs_at_most_n_children_merges_them_and_reports_the_one_that_f
     script = tmp_path / 'fake_child.py'
     script.write_text(FAKE_CHILD.format(test_dir=str(Path(__file__).parent)))
     study = safety.rows(['empty', 'clutter'], ['oracle'], ['on'], [(0.5, 7)])
-    code = merge.jobs_main(tmp_path / 'out', study, 0, 2, lambda shard: [sys.executable, str(script), *shard.args()],
-                           MADE, pictures=False)
+    code = merge.jobs_main(tmp_path / 'out', merge.safety_shards(study, 0), 2,
+                           lambda shard: [sys.executable, str(script), *shard.args()], MADE, pictures=False)
     assert code == 1
     out, err = capsys.readouterr()
     log = tmp_path / 'out' / 'shards' / 'guard_clutter_oracle_0.5s_seeds_0-3.log'
@@ -202,13 +222,61 @@ def test_the_pool_never_has_more_children_than_jobs_at_once(tmp_path: Path):
     assert pool.peak == 2 and len(pool.finished) == 5 and not pool.failed
 
 
-def test_vln_eval_merge_needs_a_run_and_jobs_needs_the_safety_study(capsys):
+def test_vln_eval_merge_needs_a_run_and_jobs_needs_a_study(capsys):
     with pytest.raises(SystemExit):
         eval_run.main(['--merge', 'out'])
     assert 'at least one run to merge' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         eval_run.main(['--jobs', '4'])
-    assert '--jobs 4: at least 1, and with --study safety only' in capsys.readouterr().err
+    assert '--jobs 4: at least 1, and with a --study only' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('argv, says', [
+    (['--study', 'latency', '--modes', 'compensation,fast'], "--modes 'compensation,fast': fast not among "),
+    (['--study', 'faults', '--faults', 'none,meteor'], "--faults 'none,meteor': meteor not among "),
+    (['--study', 'latency', '--latencies', '0.5,-1'], "--latencies '0.5,-1': '-1' must be a positive number"),
+    (['--study', 'latency', '--latencies', '0.5,nan'], "--latencies '0.5,nan': 'nan' must be a positive number"),
+    (['--study', 'latency', '--latencies', 'soon'], "--latencies 'soon': 'soon' is not a number of seconds"),
+])
+def test_a_study_refuses_an_unknown_mode_fault_or_latency_before_it_starts_anything(argv, says, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        eval_run.main([*argv, '--jobs', '2', '--out', str(tmp_path / 'out')])
+    assert exit_info.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
+FAKE_LATENCY_CHILD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {test_dir!r})
+from test_eval_merge import write_run
+from vln_ros.eval import run
+from vln_ros.eval.stack import EvalOptions
+args = sys.argv[1:]
+get = lambda name: args[args.index(name) + 1]
+latency, mode, first = float(get('--latencies')), get('--modes'), int(get('--first-seed'))
+options = run.mode_options(EvalOptions(latency_s=latency), mode)
+write_run(Path(get('--out')), f'{{mode}} {{latency:g}}s', options, list(range(first, first + int(get('--episodes')))),
+          mode=mode, latency_s=latency)
+"""
+
+
+def test_the_latency_study_as_shards_merges_into_its_points_in_the_studys_order(tmp_path: Path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(pictures, 'study_plot', lambda path, rows, title: drawn.append(
+        [(r['mode'], r['latency_s'], r['episodes']) for r in rows]))
+    script = tmp_path / 'fake_child.py'
+    script.write_text(FAKE_LATENCY_CHILD.format(test_dir=str(Path(__file__).parent)))
+    todo = merge.latency_shards([0.5, 2.0], ['compensation', 'baseline'], 7, 0)
+    code = merge.jobs_main(tmp_path / 'out', todo, 3, lambda shard: [sys.executable, str(script), *shard.args()],
+                           MADE)
+    assert code == 0
+    merged = json.loads((tmp_path / 'out' / 'results.json').read_text())
+    assert [(r['label'], r['seeds']) for r in merged['runs']] == [
+        ('compensation 0.5s', list(range(7))), ('baseline 0.5s', list(range(7))),
+        ('compensation 2s', list(range(7))), ('baseline 2s', list(range(7)))]
+    assert merged['seeds'] == list(range(7))
+    assert drawn == [[('compensation', 0.5, 7), ('baseline', 0.5, 7), ('compensation', 2.0, 7), ('baseline', 2.0, 7)]]
 
 
 def test_nan_and_infinite_figures_survive_the_merge(tmp_path: Path):
@@ -242,3 +310,28 @@ def test_an_interrupted_pool_stops_every_child_it_started(tmp_path: Path, monkey
         merge.run_shards([('a', forever), ('b', forever), ('c', forever)], tmp_path, jobs=2)
     assert len(started) == 2
     assert all(child.poll() is not None for child in started)
+
+
+def test_faults_chooses_the_rows_of_the_faults_study_and_runs_them_in_the_order_given(tmp_path: Path, monkeypatch):
+    """--faults picks rows by name: an answer fault runs with its oracle settings and inference parameters, a
+    loop fault is injected by the harness; the order on the command line is the table's."""
+    calls = []
+
+    def run_set(options, seeds, out, label, fault=''):
+        calls.append((label, fault, options.oracle, options.inference_params))
+        records, scores = episodes(seeds)
+        if fault:
+            scores = [{**s, 'fault_outcome': {'fault': fault}} for s in scores]
+        return records, scores
+
+    monkeypatch.setattr(eval_run, 'run_set', run_set)
+    monkeypatch.setattr(eval_run, 'begin_run', lambda program, *folders: [f.mkdir() for f in folders])   # no domain
+    code = eval_run.main(['--study', 'faults', '--faults', 'lose_odom,premature_arrived_confirmed',
+                          '--episodes', '2', '--out', str(tmp_path / 'out')])
+    assert code == 0
+    assert calls == [('lose_odom', 'lose_odom', (), ()),
+                     ("premature 'arrived' 10 %, confirmed twice", '', ('fault_premature_arrived:=0.1',),
+                      ('arrived_confirmations:=2',))]
+    merged = json.loads((tmp_path / 'out' / 'results.json').read_text())
+    assert [r['label'] for r in merged['runs']] == ['lose_odom', "premature 'arrived' 10 %, confirmed twice"]
+    assert merged['runs'][0]['loop_faults'] == [{'fault': 'lose_odom'}] * 2

@@ -1,9 +1,10 @@
-"""`vln_eval --merge OUT RUN...` and `vln_eval --study safety --jobs N`: runs made in pieces, put together.
+"""`vln_eval --merge OUT RUN...` and `vln_eval --study S --jobs N`: runs made in pieces, put together.
 
-A shard is an ordinary vln_eval run over some rows and a block of seeds, with its own results.json. merge() reads
-several (finished or interrupted), groups their runs by label, refuses runs of one label made with different
-options or the same seed twice, orders each label's episodes by seed and rebuilds every table, figure and picture
-from the merged episodes, as one run over all of them would have (run.py's run_entry and safety.py's functions).
+A shard is an ordinary vln_eval run over one row of a study (safety, latency or faults) and a block of seeds,
+with its own results.json. merge() reads several (finished or interrupted), groups their runs by label, refuses
+runs of one label made with different options or the same seed twice, orders each label's episodes by seed and
+rebuilds every table, figure and picture from the merged episodes, as one run over all of them would have
+(run.py's run_entry and safety.py's functions).
 run_shards() runs shards as child vln_eval processes, at most N at once, each with its own --out and log.
 """
 from __future__ import annotations
@@ -240,35 +241,55 @@ def merge_main(out: Path, inputs: Sequence[Path], made: dict[str, Any], pictures
 
 @dataclass(frozen=True)
 class Shard:
-    """One safety row over a contiguous block of seeds: one child vln_eval."""
+    """One row of a study over a contiguous block of seeds: one child vln_eval with these study arguments (the
+    pool adds its --out)."""
 
-    row: safety.Row
-    first_seed: int
-
-    @property
-    def name(self) -> str:
-        return (f"{'guard' if self.row.guard else 'no_guard'}_{self.row.world}_{self.row.model}_"
-                f"{self.row.latency_s:g}s_seeds_{self.first_seed}-{self.first_seed + self.row.episodes - 1}")
+    name: str
+    study_args: tuple[str, ...]
 
     def args(self) -> list[str]:
-        """The child's study arguments (its --out is added by the pool)."""
-        return ['--study', 'safety', '--worlds', self.row.world, '--models', self.row.model,
-                '--guard', 'on' if self.row.guard else 'off',
-                '--safety-episodes', f'{self.row.latency_s:g}:{self.row.episodes}', '--first-seed',
-                str(self.first_seed)]
+        return list(self.study_args)
 
 
-def shards(study_rows: Sequence[safety.Row], first_seed: int, most: int = SHARD_EPISODES) -> list[Shard]:
-    """Each row's seeds in contiguous blocks of at most `most`, as even as they go (12 -> 4, 4, 4)."""
-    out = []
-    for row in study_rows:
-        blocks = -(-row.episodes // most)
-        start = first_seed
-        for b in range(blocks):
-            n = row.episodes // blocks + (1 if b < row.episodes % blocks else 0)
-            out.append(Shard(safety.Row(row.guard, row.world, row.model, row.latency_s, n), start))
-            start += n
-    return out
+def seed_blocks(episodes: int, first_seed: int, most: int = SHARD_EPISODES) -> list[tuple[int, int]]:
+    """(first seed, episodes) of contiguous blocks of at most `most`, as even as they go (12 -> 4, 4, 4)."""
+    count = -(-episodes // most)
+    blocks, start = [], first_seed
+    for b in range(count):
+        n = episodes // count + (1 if b < episodes % count else 0)
+        blocks.append((start, n))
+        start += n
+    return blocks
+
+
+def _seeds_name(first: int, n: int) -> str:
+    return f'seeds_{first}-{first + n - 1}'
+
+
+def safety_shards(study_rows: Sequence[safety.Row], first_seed: int) -> list[Shard]:
+    """Each safety row's seeds in blocks (seed_blocks), in the rows' order."""
+    return [Shard(f"{'guard' if row.guard else 'no_guard'}_{row.world}_{row.model}_{row.latency_s:g}s_"
+                  f'{_seeds_name(first, n)}',
+                  ('--study', 'safety', '--worlds', row.world, '--models', row.model,
+                   '--guard', 'on' if row.guard else 'off', '--safety-episodes', f'{row.latency_s:g}:{n}',
+                   '--first-seed', str(first)))
+            for row in study_rows for first, n in seed_blocks(row.episodes, first_seed)]
+
+
+def latency_shards(latencies: Sequence[float], modes: Sequence[str], episodes: int, first_seed: int) -> list[Shard]:
+    """The latency study's points (latency x controller mode) in the order one process runs them, each point's
+    seeds in blocks."""
+    return [Shard(f'{mode}_{latency:g}s_{_seeds_name(first, n)}',
+                  ('--study', 'latency', '--latencies', f'{latency:g}', '--modes', mode, '--episodes', str(n),
+                   '--first-seed', str(first)))
+            for latency in latencies for mode in modes for first, n in seed_blocks(episodes, first_seed)]
+
+
+def fault_shards(faults: Sequence[str], episodes: int, first_seed: int) -> list[Shard]:
+    """The faults study's rows (run.FAULTS names) in the order given, each row's seeds in blocks."""
+    return [Shard(f'{fault}_{_seeds_name(first, n)}',
+                  ('--study', 'faults', '--faults', fault, '--episodes', str(n), '--first-seed', str(first)))
+            for fault in faults for first, n in seed_blocks(episodes, first_seed)]
 
 
 @dataclass
@@ -342,12 +363,11 @@ def child_command(passed: list[str]) -> Callable[[Shard], list[str]]:
     return lambda shard: [sys.executable, '-m', 'vln_ros.eval.run', *passed, *shard.args()]
 
 
-def jobs_main(out: Path, study_rows: Sequence[safety.Row], first_seed: int, jobs: int, command: Callable[[Shard],
-              list[str]], made: dict[str, Any], pictures: bool = True) -> int:
-    """vln_eval --study safety --jobs N: the study as shards under OUT/shards/, then merged into OUT. Exit 1 when
-    a child failed (after merging those that wrote results) or a velocity command broke the limits."""
+def jobs_main(out: Path, todo: Sequence[Shard], jobs: int, command: Callable[[Shard], list[str]],
+              made: dict[str, Any], pictures: bool = True) -> int:
+    """vln_eval --study S --jobs N: the study as shards under OUT/shards/, then merged into OUT. Exit 1 when a
+    child failed (after merging those that wrote results) or a velocity command broke the limits."""
     began = time.monotonic()
-    todo = shards(study_rows, first_seed)
     print(f'[shards] {len(todo)} shards of at most {SHARD_EPISODES} episodes, {jobs} at a time', flush=True)
     pool = run_shards([(s.name, command(s)) for s in todo], out / 'shards', jobs)
     have = [out / 'shards' / s.name for s in todo if (out / 'shards' / s.name / 'results.json').exists()]

@@ -4,10 +4,10 @@
              [--backend oracle|lmdeploy|openai] [--model M] [--param name:=value] [--oracle name:=value]
              [--no-compensation] [--baseline] [--study latency|faults|safety] [--speed 1.0]
              [--safety-episodes 0.5:20,2:10] [--worlds empty,clutter,people] [--models oracle,drifting,mirrored]
-             [--guard on,off] [--robots N]
+             [--guard on,off] [--latencies 0.2,...,8] [--modes compensation,...] [--faults none,...] [--robots N]
     vln_eval --tables eval_out/results.json     (the markdown tables of a finished run, as docs/eval.md has them)
     vln_eval --merge OUT RUN [RUN ...]          (runs made in pieces, put together: eval/merge.py)
-    vln_eval --study safety --jobs N            (the study as shards, N vln_eval processes at once, then merged)
+    vln_eval --study S --jobs N                 (a study as shards, N vln_eval processes at once, then merged)
 
 sim_node (a quadruped in generated indoor scenes, on simulated time) and camera_node, inference_node and
 controller_node, each its own process (vln_ros/eval/stack.py), in a private ROS domain nobody else on this
@@ -23,7 +23,10 @@ seed system's rule (vln_ros/eval/baseline.py); --study faults: answer faults (ma
 premature 'arrived', with and without arrived_confirmations 2, drift into a wall, 'forward' while blocked) and
 faults in the loop (inference node killed, camera frozen, odometry lost); --study safety (eval/safety.py): the
 collision guard on and off x worlds {empty, clutter, people} x models {oracle, drifting, mirrored} at 0.5 s
-and 2 s latency (--safety-episodes, --worlds, --models and --guard choose fewer).
+and 2 s latency (--safety-episodes, --worlds, --models and --guard choose fewer; --latencies and --modes, and
+--faults, do the same for the other two). --jobs N runs any study as shards of at most 5 seeds of one row, N
+processes at once, and merges them (eval/merge.py): the same tables as one process, in less time where there
+are cores.
 --robots N (make eval ROBOTS=N): N robots in one world (namespaces r1..rN, a queue on the scene's route, each
 with a goal of its own: vln_ros/sim/fleet.py), each with its own camera_node, inference_node and controller_node;
 an episode row per robot, success per robot, and contacts between robots counted apart (robot coll.).
@@ -56,15 +59,18 @@ from vln_ros.sim.params import MAX_ROBOTS
 
 LATENCIES_S = (0.2, 0.5, 1.0, 2.0, 5.0, 8.0)
 MODES = ('compensation', 'no_compensation', 'baseline')
-# label: (oracle settings, inference_node parameters)
-ANSWER_FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    'malformed 20 %': (('fault_malformed:=0.2',), ()),
-    'mirrored 20 %': (('fault_wrong_direction:=0.2',), ()),
-    "premature 'arrived' 10 %": (('fault_premature_arrived:=0.1',), ()),
-    "premature 'arrived' 10 %, confirmed twice": (('fault_premature_arrived:=0.1',), ('arrived_confirmations:=2',)),
-    'drift into a wall 20 %': (('fault_drift:=0.2',), ()),
-    "'forward' while blocked 50 %": (('fault_forward_blocked:=0.5',), ())}
-LOOP_FAULTS = ('kill_inference', 'freeze_camera', 'lose_odom')
+# --faults name: (table label, oracle settings, inference_node parameters)
+ANSWER_FAULTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    'none': ('no faults', (), ()),
+    'malformed': ('malformed 20 %', ('fault_malformed:=0.2',), ()),
+    'mirrored': ('mirrored 20 %', ('fault_wrong_direction:=0.2',), ()),
+    'premature_arrived': ("premature 'arrived' 10 %", ('fault_premature_arrived:=0.1',), ()),
+    'premature_arrived_confirmed': ("premature 'arrived' 10 %, confirmed twice", ('fault_premature_arrived:=0.1',),
+                                    ('arrived_confirmations:=2',)),
+    'drift': ('drift into a wall 20 %', ('fault_drift:=0.2',), ()),
+    'forward_blocked': ("'forward' while blocked 50 %", ('fault_forward_blocked:=0.5',), ())}
+LOOP_FAULTS = ('kill_inference', 'freeze_camera', 'lose_odom')   # injected by the harness; the label is the name
+FAULTS = (*ANSWER_FAULTS, *LOOP_FAULTS)
 DECEL_MARGIN_S = 0.5    # the stop bound's slack for discovery and the last messages in flight
 
 
@@ -72,6 +78,30 @@ def mode_options(options: EvalOptions, mode: str) -> EvalOptions:
     if mode == 'baseline':
         return replace(options, controller='baseline')
     return replace(options, latency_compensation=mode == 'compensation', controller='vln')
+
+
+def chosen(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    """A comma-separated choice among `allowed`, in the order given; ValueError naming what is unknown."""
+    names = [v.strip() for v in value.split(',') if v.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise ValueError(f"{option} {value!r}: {', '.join(unknown) or 'nothing chosen'} "
+                         f"not among {', '.join(allowed)}")
+    return names
+
+
+def parse_latencies(value: str) -> list[float]:
+    """--latencies: positive, finite seconds; ValueError naming the bad item."""
+    out = []
+    for item in value.split(','):
+        try:
+            latency = float(item)
+        except ValueError:
+            raise ValueError(f'--latencies {value!r}: {item!r} is not a number of seconds') from None
+        if not (math.isfinite(latency) and latency > 0):
+            raise ValueError(f'--latencies {value!r}: {item!r} must be a positive number of seconds')
+        out.append(latency)
+    return out
 
 
 def stop_bound_s(fault: str, p: ControllerParams) -> float:
@@ -295,6 +325,8 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument('--study', choices=('latency', 'faults', 'safety'),
                         help='run a study instead of one configuration')
     parser.add_argument('--latencies', default=','.join(map(str, LATENCIES_S)), help='--study latency: [s] list')
+    parser.add_argument('--modes', default=','.join(MODES), help=f"--study latency: controllers ({', '.join(MODES)})")
+    parser.add_argument('--faults', default=','.join(FAULTS), help=f"--study faults: rows ({', '.join(FAULTS)})")
     parser.add_argument('--safety-episodes', default=','.join(f'{lat:g}:{n}' for lat, n in safety.LATENCY_EPISODES),
                         help='--study safety: LATENCY_S:EPISODES per latency (default: the issue\'s 0.5:20,2:10)')
     parser.add_argument('--worlds', default=','.join(safety.WORLDS), help='--study safety: worlds to run')
@@ -310,7 +342,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument('--merge', nargs='+', type=Path, metavar=('OUT', 'RUN'),
                         help='merge runs (their folders or results.json: shards of one study) into OUT and exit')
     parser.add_argument('--jobs', type=int, default=1,
-                        help='--study safety: run it as shards, this many vln_eval processes at once (default 1)')
+                        help='--study: run it as shards, this many vln_eval processes at once (default 1)')
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.merge:
@@ -340,6 +372,9 @@ def _main(argv: list[str] | None) -> int:
         parser.error(f'--speed {args.speed:g}: a real backend runs at --speed 1 only (its latency is wall-clock: '
                      'a faster simulation would make the model look slower by that factor)')
     try:
+        latencies = parse_latencies(args.latencies)
+        modes = chosen(args.modes, MODES, '--modes')
+        faults = chosen(args.faults, FAULTS, '--faults')
         safety_rows = safety.rows(args.worlds.split(','), args.models.split(','), args.guard.split(','),
                                   safety.parse_latency_episodes(args.safety_episodes))
     except ValueError as exc:
@@ -349,14 +384,19 @@ def _main(argv: list[str] | None) -> int:
                           speed=args.speed, latency_compensation=not args.no_compensation,
                           controller='baseline' if args.baseline else 'vln', robots=args.robots)
     if args.jobs != 1:
-        if args.jobs < 1 or args.study != 'safety':
-            parser.error(f'--jobs {args.jobs}: at least 1, and with --study safety only')
+        if args.jobs < 1 or not args.study:
+            parser.error(f'--jobs {args.jobs}: at least 1, and with a --study only')
         from vln_ros.eval import merge
         passed = [f'--speed={args.speed}', *(f'--{name}={item}' for name in ('oracle', 'sim', 'param')
                                              for item in getattr(args, name)),
                   *(['--no-compensation'] if args.no_compensation else [])]
-        return merge.jobs_main(args.out, [r for r in safety_rows if safety.available(r.world)], args.first_seed,
-                               args.jobs, merge.child_command(passed), provenance(argv))
+        if args.study == 'safety':
+            todo = merge.safety_shards([r for r in safety_rows if safety.available(r.world)], args.first_seed)
+        elif args.study == 'latency':
+            todo = merge.latency_shards(latencies, modes, args.episodes, args.first_seed)
+        else:
+            todo = merge.fault_shards(faults, args.episodes, args.first_seed)
+        return merge.jobs_main(args.out, todo, args.jobs, merge.child_command(passed), provenance(argv))
     if begin_run('vln_eval', args.out) is None:
         return 2
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
@@ -381,8 +421,8 @@ def _main(argv: list[str] | None) -> int:
 
     if args.study == 'latency':
         study_rows = []
-        for latency in (float(x) for x in args.latencies.split(',')):
-            for mode in MODES:
+        for latency in latencies:
+            for mode in modes:
                 run_options = replace(mode_options(options, mode), latency_s=latency)
                 label = f'{mode} {latency:g}s'
                 records, scores = run_set(run_options, seeds, args.out, label)
@@ -418,16 +458,16 @@ def _main(argv: list[str] | None) -> int:
         print('\n' + results['safety_table'] + '\n\n' + json.dumps(results['safety_figures']))
         print(f"pictures: {', '.join(str(p) for p in written)}")
     elif args.study == 'faults':
-        records, scores = run_set(options, seeds, args.out, 'no faults')
-        record_run('no faults', options, records, scores)
-        for label, (settings, inference) in ANSWER_FAULTS.items():
+        for fault in faults:
+            if fault in LOOP_FAULTS:
+                records, scores = run_set(options, seeds, args.out, fault, fault=fault)
+                record_run(fault, options, records, scores, loop_faults=[s['fault_outcome'] for s in scores])
+                continue
+            label, settings, inference = ANSWER_FAULTS[fault]
             run_options = replace(options, oracle=options.oracle + settings,
                                   inference_params=options.inference_params + inference)
             records, scores = run_set(run_options, seeds, args.out, label)
             record_run(label, run_options, records, scores)
-        for fault in LOOP_FAULTS:
-            records, scores = run_set(options, seeds, args.out, fault, fault=fault)
-            record_run(fault, options, records, scores, loop_faults=[s['fault_outcome'] for s in scores])
     else:
         label = run_label(options)
         records, scores = run_set(options, seeds, args.out, label)
