@@ -109,6 +109,15 @@ def test_a_straight_successful_episode_scores_as_computed_by_hand():
     later = score(record(task_started_s=0.01), LIMITS, corridor())   # the task began between two trajectory samples
     assert later['stop_and_go'] == 0, later
     assert s['time_to_goal_s'] == pytest.approx(s['episode_time_s'], abs=1e-6)
+
+
+def test_the_time_to_goal_is_the_confirmed_arrived_not_an_earlier_unconfirmed_one():
+    """With arrived_confirmations 2 a lone 'arrived' is a stop plan and the task goes on: the faults study's
+    'confirmed twice' row gave times to goal of 0.5-3 s on 13 m routes, read from that first 'arrived'."""
+    base = record()
+    premature = Plan(2.0, 1.5, True, 'arrived', 0, 'task')
+    s = score(record(plans=[*base.plans[:2], premature, base.plans[2]]), LIMITS, corridor())
+    assert s['success'] and s['time_to_goal_s'] == pytest.approx(s['episode_time_s'], abs=1e-6)
     assert s['plan_age_s_p50'] > 0.5 and s['limit_violations'] == 0
 
 

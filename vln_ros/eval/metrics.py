@@ -267,7 +267,8 @@ def score(r: EpisodeRecord, limits: dict[str, float], scene: Scene | None = None
             i += 1
         if current is not None and (vx or vy or wz):
             ages.append(t - current.stamp_s)
-    arrived_at = next((p.received_s for p in task_plans if p.action == 'arrived'), math.nan)
+    # the 'arrived' that ended the task: with arrived_confirmations > 1 an earlier one was only a stop plan
+    arrived_at = next((p.received_s for p in reversed(plans_by_time) if p.action == 'arrived'), math.nan)
     return {
         'seed': r.seed, 'kind': r.kind, 'language': r.language, 'instruction': r.instruction,
         'success': success, 'spl': spl, 'navigation_error_m': navigation_error,
