@@ -335,3 +335,28 @@ def test_faults_chooses_the_rows_of_the_faults_study_and_runs_them_in_the_order_
     merged = json.loads((tmp_path / 'out' / 'results.json').read_text())
     assert [r['label'] for r in merged['runs']] == ['lose_odom', "premature 'arrived' 10 %, confirmed twice"]
     assert merged['runs'][0]['loop_faults'] == [{'fault': 'lose_odom'}] * 2
+
+
+def test_rescore_scores_the_episodes_again_with_this_codes_metrics_and_keeps_the_harness_facts(tmp_path: Path):
+    """A measure fixed after a run (time to goal read from an unconfirmed 'arrived'): --rescore recomputes it
+    from the recorded episode in its seed's scene; an in-loop fault's outcome, which only the harness knew,
+    stays."""
+    from vln_ros.sim import scenes
+    records = []
+    for seed in (0, 2):
+        goal = scenes.generate(seed).goal   # rescoring generates the seed's scene again: the walk ends at its goal
+        walk = record(seed=seed)
+        trajectory = [[t, x - 5.0 + goal.x, y + goal.y, *rest] for t, x, y, *rest in walk.trajectory]
+        records.append(record(seed=seed, goal=[goal.x, goal.y, goal.yaw], trajectory=trajectory))
+    scores = [{**metrics.score(r, LIMITS), 'time_to_goal_s': 0.5, 'fault_outcome': {'fault': 'lose_odom'}}
+              for r in records]   # what an older metric wrote, and the harness' fact
+    entry = eval_run.run_entry('lose_odom', eval_run.plain_options(EvalOptions()), records, scores)
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'a' / 'results.json').write_text(json.dumps({'runs': [entry], 'made': MADE}, default=str))
+    kept, _, _ = merge.merge([tmp_path / 'a'], MADE)
+    again, _, _ = merge.merge([tmp_path / 'a'], MADE, rescore=True)
+    assert [e['score']['time_to_goal_s'] for e in kept['runs'][0]['episodes']] == [0.5, 0.5]
+    fresh = [e['score'] for e in again['runs'][0]['episodes']]
+    assert all(s['success'] for s in fresh), fresh
+    assert [s['time_to_goal_s'] for s in fresh] == [pytest.approx(s['episode_time_s']) for s in fresh]
+    assert again['runs'][0]['loop_faults'] == [{'fault': 'lose_odom'}] * 2

@@ -87,12 +87,24 @@ def _safety_key(row: safety.Row) -> tuple[float, int, int, int]:
             0 if row.guard else 1)
 
 
-def merge(inputs: Sequence[Path], made: dict[str, Any]) -> tuple[dict[str, Any], list[safety.RowResult],
-                                                                  list[tuple[list[metrics.EpisodeRecord],
-                                                                             list[dict[str, Any]]]]]:
+def rescored(record: metrics.EpisodeRecord, old: dict[str, Any], options: dict[str, str]) -> dict[str, Any]:
+    """The episode scored again by this code's metrics (a measure fixed or added after the run), with the velocity
+    limits of the run's parameter file, or this checkout's where that file is not here (a run made elsewhere).
+    What only the harness knew at the time (an in-loop fault's outcome) is kept."""
+    from vln_ros.core.limits import VelocityLimits
+    from vln_ros.eval.stack import EvalOptions, controller_params
+    params_file = Path(options.get('params_file', ''))
+    if not params_file.is_file():
+        params_file = EvalOptions().params_file
+    limits = VelocityLimits.of(controller_params(params_file)).as_dict()
+    return {**old, **metrics.score(record, limits)}
+
+
+def merge(inputs: Sequence[Path], made: dict[str, Any], rescore: bool = False) -> tuple[
+        dict[str, Any], list[safety.RowResult], list[tuple[list[metrics.EpisodeRecord], list[dict[str, Any]]]]]:
     """The results.json of one run over every input's episodes, the safety rows (empty when no input was a safety
-    study) and each plain run's (records, scores) for its pictures. MergeError naming the files and the option
-    or seed when the inputs do not fit together."""
+    study) and each plain run's (records, scores) for its pictures; rescore: every episode scored again
+    (rescored()). MergeError naming the files and the option or seed when the inputs do not fit together."""
     from vln_ros.eval import run
     labels: dict[str, _Label] = {}
     backend = ''
@@ -134,6 +146,8 @@ def merge(inputs: Sequence[Path], made: dict[str, Any]) -> tuple[dict[str, Any],
         ordered = [have.episodes[k][0] for k in sorted(have.episodes)]
         records = [record_from_plain(e['record']) for e in ordered]
         scores = [e['score'] for e in ordered]
+        if rescore:
+            scores = [rescored(r, s, have.options) for r, s in zip(records, scores, strict=True)]
         merged.append((label, have, records, scores))
     if merged and all('safety' in m[1].extra for m in merged):   # safety.rows() order, whatever the shards' order
         merged.sort(key=lambda m: _safety_key(_safety_row(m[1].extra['safety'], len(m[2]))))
@@ -222,11 +236,13 @@ def report(results: dict[str, Any], written: list[Path], out: Path) -> None:
           f"results: {out / 'results.json'}" + (f"; pictures: {', '.join(map(str, written))}" if written else ''))
 
 
-def merge_main(out: Path, inputs: Sequence[Path], made: dict[str, Any], pictures: bool = True) -> int:
-    """vln_eval --merge: 0 when merged and no velocity command broke the limits, 1 when one did, 2 when the
-    inputs could not be merged."""
+def merge_main(out: Path, inputs: Sequence[Path], made: dict[str, Any], pictures: bool = True,
+               rescore: bool = False) -> int:
+    """vln_eval --merge [--rescore]: 0 when merged and no velocity command broke the limits, 1 when one did, 2 when
+    the inputs could not be merged."""
     try:
-        results, safety_results, pictured = merge(inputs, {**made, 'merged': [str(results_path(p)) for p in inputs]})
+        results, safety_results, pictured = merge(inputs, {**made, 'merged': [str(results_path(p)) for p in inputs]},
+                                                  rescore)
     except MergeError as exc:
         print(f'vln_eval: cannot merge: {exc}', file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@
              [--safety-episodes 0.5:20,2:10] [--worlds empty,clutter,people] [--models oracle,drifting,mirrored]
              [--guard on,off] [--latencies 0.2,...,8] [--modes compensation,...] [--faults none,...] [--robots N]
     vln_eval --tables eval_out/results.json     (the markdown tables of a finished run, as docs/eval.md has them)
-    vln_eval --merge OUT RUN [RUN ...]          (runs made in pieces, put together: eval/merge.py)
+    vln_eval --merge OUT RUN [RUN ...] [--rescore]  (runs made in pieces, put together: eval/merge.py)
     vln_eval --study S --jobs N                 (a study as shards, N vln_eval processes at once, then merged)
 
 sim_node (a quadruped in generated indoor scenes, on simulated time) and camera_node, inference_node and
@@ -341,6 +341,8 @@ def _main(argv: list[str] | None) -> int:
                         help="print a finished run's tables in markdown (what docs/eval.md has) and exit")
     parser.add_argument('--merge', nargs='+', type=Path, metavar=('OUT', 'RUN'),
                         help='merge runs (their folders or results.json: shards of one study) into OUT and exit')
+    parser.add_argument('--rescore', action='store_true',
+                        help='--merge: score every episode again with this version\'s metrics (a measure fixed later)')
     parser.add_argument('--jobs', type=int, default=1,
                         help='--study: run it as shards, this many vln_eval processes at once (default 1)')
     argv = sys.argv[1:] if argv is None else argv
@@ -349,7 +351,7 @@ def _main(argv: list[str] | None) -> int:
         from vln_ros.eval import merge
         if len(args.merge) < 2:
             parser.error('--merge OUT RUN [RUN ...]: at least one run to merge')
-        return merge.merge_main(args.merge[0], args.merge[1:], provenance(argv))
+        return merge.merge_main(args.merge[0], args.merge[1:], provenance(argv), rescore=args.rescore)
     if args.tables:
         try:
             print(markdown(json.loads(args.tables.read_text())), end='')
