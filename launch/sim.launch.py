@@ -4,7 +4,8 @@ sim_node renders the robot's camera in a generated indoor scene, integrates cmd_
 and /clock; the stack runs on that clock with the oracle backend (the simulator's ground truth: what a
 perfect model would answer) unless `backend:=` names another. sim_node logs the scene's instruction; give
 it with `ros2 service call /vln/set_task vln_ros/srv/SetTask "{instruction: '...'}"`. `make eval` runs and
-scores whole sets of episodes (docs/eval.md).
+scores whole sets of episodes (docs/eval.md). `robots:=r1,r2,r3`: several robots in one world, each with its own
+stack in its namespace (`ros2 service call /r1/vln/set_task ...`), what `make eval ROBOTS=3` starts.
 
 Thin on purpose: everything comes from vln_ros/bringup.py, which make eval also starts the processes from.
 """

@@ -273,6 +273,34 @@ def test_a_fleet_with_the_robot_side_starts_each_robots_nodes_in_its_namespace()
     assert [p.namespace for p in fleet(robots='r1,r2', nodes='robot', shape='api')] == ['r1', 'r2', 'r1', 'r2']
 
 
+
+def test_a_simulated_world_with_robots_has_one_sim_node_and_a_stack_in_each_robots_namespace():
+    started = bringup.processes(bringup.SimArgs, {'robots': 'r1, /r2', 'api_port': '9000', 'seed': '4'}, '/share')
+    assert [(p.name, p.namespace) for p in started] == [
+        ('sim_node', ''), ('camera_node', 'r1'), ('inference_node', 'r1'), ('controller_node', 'r1'),
+        ('camera_node', 'r2'), ('inference_node', 'r2'), ('controller_node', 'r2')]
+    assert started[0].parameters == {'seed': 4, 'speed': 1.0, 'api_port': 9000, 'robots': ('r1', 'r2')}
+    # each oracle answers from its own robot's ground truth, through the one simulator
+    assert [p.parameters.get('oracle.robot') for p in started if p.name == 'inference_node'] == ['r1', 'r2']
+    assert all(p.parameters['oracle.url'] == 'http://127.0.0.1:9000' for p in started if p.name == 'inference_node')
+    assert all(p.parameters['use_sim_time'] is True for p in started[1:])
+    # another backend asks its model for every robot: no oracle.robot
+    assert not any('oracle.robot' in p.parameters for p in bringup.processes(
+        bringup.SimArgs, {'robots': 'r1', 'backend': 'replay'}, '/share'))
+    # without robots: one robot, as before
+    assert [p.namespace for p in bringup.processes(bringup.SimArgs, {}, '/share')] == ['', '', '', '']
+
+
+@pytest.mark.parametrize(('values', 'named'), [
+    ({'robots': 'r1,r1'}, r"robots: .*'r1' is listed twice"),
+    ({'robots': 'r1,,r2'}, r"robots: .*an empty name"),
+    ({'robots': 'r1', 'namespace': 'site'}, r"robots: .*robots with namespace 'site': the robots are the namespaces"),
+    ({'robots': ','.join(f'r{i}' for i in range(9))}, r'robots: .*at most 8 robots in one world'),
+])
+def test_a_simulated_worlds_robots_are_checked_naming_the_bad_value(values, named):
+    with pytest.raises(ValueError, match=f'bad launch argument: {named}'):
+        bringup.processes(bringup.SimArgs, values, '/share')
+
 @pytest.mark.parametrize(('values', 'named'), [
     ({'robots': ''}, r"robots: .*name at least one robot namespace"),
     ({'robots': ' , '}, r"robots: .*name at least one robot namespace"),

@@ -564,6 +564,51 @@ def test_sim_launch_walks_the_simulated_robot_to_its_goal(launcher, graph, tmp_p
     stop_cleanly(launch, names)
 
 
+
+def test_sim_launch_with_robots_puts_each_robot_and_its_stack_in_its_namespace_in_one_world(launcher, graph, tmp_path):
+    """sim.launch.py robots:=a,b: ONE sim_node with both robots and a stack in each namespace, the oracle answering
+    each from its own robot's ground truth. A task for the first walks it to its goal; the second, given none,
+    gets no plan and only zero commands."""
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import qos_profile_sensor_data
+
+    from vln_ros.harness.processes import free_port
+    from vln_ros.sim import scenes
+    from vln_ros.srv import SetTask
+
+    seed, port, robots = 2, free_port(), ['/simw_r1', '/simw_r2']
+    watcher = graph.node('sim_world_watcher')
+    statuses: list[TaskStatus] = []
+    odometry: dict[str, list[Odometry]] = {r: [] for r in robots}
+    commands: dict[str, list[Twist]] = {r: [] for r in robots}
+    plans: dict[str, list[WaypointArray]] = {r: [] for r in robots}
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    watcher.create_subscription(TaskStatus, f'{robots[0]}/vln/task_status', statuses.append, latched)
+    for robot in robots:
+        watcher.create_subscription(Odometry, f'{robot}/odom', odometry[robot].append, qos_profile_sensor_data)
+        watcher.create_subscription(Twist, f'{robot}/cmd_vel', commands[robot].append, QoSProfile(depth=100))
+        watcher.create_subscription(WaypointArray, f'{robot}/vln/waypoints', plans[robot].append, QoSProfile(depth=100))
+    launch = launcher('ros2', 'launch', bringup.PACKAGE, 'sim.launch.py', f'seed:={seed}', f'api_port:={port}',
+                      'robots:=simw_r1,simw_r2')
+    assert wait_for(lambda: (bringup.SIM_EXECUTABLE in nodes_on_graph(watcher, '/')
+                             and all(set(NODE_NAMES) <= nodes_on_graph(watcher, r) for r in robots))
+                    or launch.proc.poll() is not None, STARTUP_S), launch.output()[-4000:]
+    assert nodes_on_graph(watcher, '/') & set(NODE_NAMES) == set(), 'the stacks are in the robots\' namespaces'
+    assert get_parameters(watcher, f'{robots[1]}/inference_node', ['backend', 'oracle.robot']) == ['oracle', 'simw_r2']
+    instruction = scenes.generate(seed).instruction
+    assert wait_for(lambda: instruction in launch.output(), 30.0), launch.output()[-4000:]
+    reply = call_service(watcher.create_client(SetTask, f'{robots[0]}/vln/set_task'),
+                         SetTask.Request(instruction=instruction))
+    assert reply.accepted, reply
+    assert wait_for(lambda: statuses and statuses[-1].state_name == 'stopped' or launch.proc.poll() is not None,
+                    90.0), [(s.state_name, s.reason) for s in statuses][-3:]
+    assert 'arrived' in statuses[-1].reason, statuses[-1]
+    walked = [o.pose.pose.position for o in odometry[robots[0]]]
+    assert ((walked[-1].x - walked[0].x) ** 2 + (walked[-1].y - walked[0].y) ** 2) ** 0.5 > 2.0   # it walked there
+    assert plans[robots[0]] and plans[robots[1]] == [], 'a plan for r1 only'
+    assert commands[robots[1]] and all(c.linear.x == 0.0 and c.angular.z == 0.0 for c in commands[robots[1]])
+    stop_cleanly(launch, [bringup.SIM_EXECUTABLE, *NODE_NAMES])
+
 def test_sigterm_to_ros2_launch_alone_stops_the_robot_and_leaves_no_node_running(launcher, graph, tmp_path):
     """What systemd or a supervisor sends: SIGTERM to the launcher only. ros2 launch does not pass it on, so each
     node watches its parent (nodes/parent.py); the controller sends a last zero command on its way out."""

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from vln_ros import interface as ri
 from vln_ros.core.config import InferenceParams, is_relative_namespace, load_node_yaml
 from vln_ros.sim.api import DEFAULT_PORT, local_url
+from vln_ros.sim.params import MAX_ROBOTS
 
 PACKAGE = 'vln_ros'
 PARAMS_FILE = os.path.join('config', 'vln.yaml')   # relative to the package's share folder
@@ -198,6 +199,25 @@ class SimArgs(StackArgs):
     camera_topic: str = Field(ri.SIM_CAMERA, description="sim_node's camera (sensor_msgs/Image)")
     backend: str = Field('oracle', description=f"inference_node's backend: {', '.join(BACKENDS)}; oracle = the "
                                                "simulator's ground truth (a perfect model, docs/eval.md)")
+    robots: str = Field('', description='Several robots in one world: their namespaces (r1,r2,r3), each with the '
+                                        "stack of its own in its namespace (the oracle answering from that robot's "
+                                        f'ground truth), at most {MAX_ROBOTS}; empty = one robot')
+
+    @field_validator('robots')
+    @classmethod
+    def _robot_namespaces(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            return value
+        if len(robot_namespaces(value)) > MAX_ROBOTS:
+            raise ValueError(f'robots {value!r}: at most {MAX_ROBOTS} robots in one world')
+        if str(info.data.get('namespace', '')).strip():   # StackArgs' field, validated before this one
+            raise ValueError(f"robots with namespace {info.data['namespace']!r}: the robots are the namespaces (one "
+                             'world, a namespace per robot)')
+        return value
+
+    def robot_names(self) -> tuple[str, ...]:
+        """The robots' namespaces; () for one robot (in `namespace`)."""
+        return robot_namespaces(self.robots) if self.robots.strip() else ()
 
 
 def robot_namespace(name: str) -> str:
@@ -486,12 +506,27 @@ def simulator(args: SimArgs) -> Process:
         'seed': args.seed, 'speed': args.speed, 'api_port': args.api_port})
 
 
+def sim_world(args: SimArgs, share_dir: str) -> list[Process]:
+    """sim.launch.py robots:=r1,r2: ONE sim_node holding every robot (r1/odom, r1/camera/image_raw, ...) and, in each
+    robot's namespace, the stack as sim.launch.py starts it for one robot; with the oracle, each inference_node
+    answers from its own robot's ground truth (oracle.robot)."""
+    robots = args.robot_names()
+    started = [simulator(args).with_parameters({'robots': robots})]
+    for robot in robots:
+        for process in stack(args.model_copy(update={'namespace': robot, 'robots': ''}), share_dir):
+            own = process.name == 'inference_node' and args.backend == 'oracle'
+            started.append(process.with_parameters({'oracle.robot': robot}) if own else process)
+    return started
+
+
 def processes(model: type[StackArgs], values: dict[str, str], share_dir: str) -> list[Process]:
     """What a launch file starts for its argument values: the simulator when simulating, the stack, and the
     player when replaying."""
     args = parse_args(model, values)
     if isinstance(args, FleetArgs):
         return fleet(args, share_dir)
+    if isinstance(args, SimArgs) and args.robot_names():
+        return sim_world(args, share_dir)
     return [*([simulator(args)] if isinstance(args, SimArgs) else []), *stack(args, share_dir),
             *([player(args)] if isinstance(args, ReplayArgs) else [])]
 

@@ -219,22 +219,14 @@ class EvalStack:
 
     def _fleet_commands(self, values: dict[str, str], extra: dict[str, dict[str, Any]],
                         names: tuple[str, ...]) -> dict[str, list[str]]:
-        """One sim_node with every robot, and per robot (namespace) the stack: processes named <robot>_<node>."""
+        """sim.launch.py robots:=r1,...: one sim_node with every robot, and per robot (namespace) the stack, the
+        oracle answering from that robot's ground truth (bringup.sim_world); processes named <robot>_<node>."""
         if self.options.controller == 'baseline':
             raise ValueError('the baseline controller runs with one robot only')
         out = {}
-        for p in bringup.processes(bringup.SimArgs, values, str(REPO)):
-            if p.name == bringup.SIM_EXECUTABLE:
-                p = p.with_parameters({**extra['sim_node'], 'robots': names})
-                out[p.name] = p.command(executable(p.executable))
-        for name in names:
-            for p in bringup.processes(bringup.SimArgs, {**values, 'namespace': name}, str(REPO)):
-                if p.name == bringup.SIM_EXECUTABLE:
-                    continue
-                own = {'oracle.robot': name} if p.name == 'inference_node' and self.options.backend == 'oracle' \
-                    else {}
-                p = p.with_parameters({**extra.get(p.name, {}), **own})
-                out[f'{name}_{p.name}'] = p.command(executable(p.executable))
+        for p in bringup.processes(bringup.SimArgs, {**values, 'robots': ','.join(names)}, str(REPO)):
+            p = p.with_parameters(extra.get(p.name, {}))
+            out[f'{p.namespace}_{p.name}' if p.namespace else p.name] = p.command(executable(p.executable))
         return out
 
     def _baseline_command(self) -> list[str]:
