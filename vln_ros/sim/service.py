@@ -28,7 +28,7 @@ from vln_ros.sim.params import SimParams
 from vln_ros.sim.people import PeopleView
 from vln_ros.sim.render import NO_ROBOTS, CameraSpec, RobotsView, depth_image, encode_depth
 from vln_ros.sim.scene import Scene
-from vln_ros.sim.world import Capture, Prepared, SimRobot, SimWorld
+from vln_ros.sim.world import Capture, Prepared, SimRobot, SimWorld, stagger_s
 
 ORACLE_WAIT_S = 120.0     # an /oracle request waits at most this long (wall) for its simulated latency
 RESET_WAIT_S = 10.0       # a reset waits at most this long (wall) for the physics thread to take it
@@ -63,10 +63,11 @@ class SimService:
         self._pending: list[list[tuple[Capture, Any]]] = [[] for _ in names]     # per robot; physics thread only
         self.laser = Laser(params.laser) if params.laser.enabled else None
         self._laser_rngs = [self._laser_stream(params.seed, i) for i in range(len(names))]   # physics thread only
-        self._next_scan_s = 0.0                                # physics thread only
+        # per robot, staggered like the cameras (world.stagger_s); physics thread only
+        self._next_scan_s = [stagger_s(i, len(names), params.laser.rate_hz) for i in range(len(names))]
         d = params.depth
         self.depth_camera = CameraSpec(width=d.width, height=d.height, hfov_deg=d.hfov_deg, height_m=d.mount.z_m)
-        self._next_depth_s = 0.0                               # physics thread only
+        self._next_depth_s = [stagger_s(i, len(names), d.rate_hz) for i in range(len(names))]   # physics thread only
         self._resets: queue.SimpleQueue[tuple[Prepared, Future[tuple[Scene, float]]]] = queue.SimpleQueue()
         self._rtf_lock = threading.Lock()
         self._rtf_window: list[tuple[float, float]] = []       # (wall, sim) samples of the last seconds
@@ -86,14 +87,14 @@ class SimService:
         """step() for every robot, in the order of world.names."""
         self._apply_resets()
         t, dues = self.world.step_all()
-        scan_due = self.laser is not None and t >= self._next_scan_s - 1e-9     # no latency: published at its stamp
-        if scan_due:
-            self._next_scan_s = max(self._next_scan_s + 1.0 / self.params.laser.rate_hz, t)
-        depth_due = self.params.depth.enabled and t >= self._next_depth_s - 1e-9   # no latency, like the laser
-        if depth_due:
-            self._next_depth_s = max(self._next_depth_s + 1.0 / self.params.depth.rate_hz, t)
         outs = []
         for i, (robot, due_now) in enumerate(zip(self.world.robots, dues, strict=True)):
+            scan_due = self.laser is not None and t >= self._next_scan_s[i] - 1e-9   # no latency: published then
+            if scan_due:
+                self._next_scan_s[i] = max(self._next_scan_s[i] + 1.0 / self.params.laser.rate_hz, t)
+            depth_due = self.params.depth.enabled and t >= self._next_depth_s[i] - 1e-9   # no latency, like the laser
+            if depth_due:
+                self._next_depth_s[i] = max(self._next_depth_s[i] + 1.0 / self.params.depth.rate_hz, t)
             others = self._others(robot)
             pending = self._pending[i]
             if due_now.capture is not None:  # rendered at capture, published once its latency has passed

@@ -35,6 +35,12 @@ TRAJECTORY_PERIOD_S = 0.05     # the episode log keeps the true pose at 20 Hz
 POSE_HISTORY_S = 120.0         # the oracle answers for keyframes captured up to this long ago
 
 
+def stagger_s(index: int, count: int, rate_hz: float) -> float:
+    """When robot `index` of `count` first senses at rate_hz: evenly spread over one period, so that the robots'
+    renders and scans fall in different physics steps."""
+    return index / (count * rate_hz)
+
+
 @dataclass
 class Capture:
     """A camera frame due for publication: captured at stamp_s from pose, published at due_s."""
@@ -108,7 +114,10 @@ class SimWorld:
         # stream is the seed's alone, as with one robot.
         self._odometries = [Odometry(params.odom, np.random.default_rng(params.seed if i == 0 else (params.seed, i)))
                             for i in range(len(self.names))]
-        self._clocks = [(0.0, 0.0)] * len(self.names)   # (next odometry, next frame) carried across resets
+        # (next odometry, next frame) carried across resets. Each robot's camera is a share of a period after the
+        # one before: renders fall in different physics steps, so no step renders every robot's frame at once
+        # (4 robots: 20 ms steps, a bursty /clock, controllers on it skipping periods).
+        self._clocks = [(0.0, stagger_s(i, len(self.names), params.camera.rate_hz)) for i in range(len(self.names))]
         self.scene: Scene              # the scene as generated: the first robot's oracle and route know only this
         self.physical: Scene           # the scene with its clutter: what the robots, cameras and lasers meet
         self.crowd: people.Crowd
