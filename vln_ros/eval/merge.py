@@ -87,16 +87,20 @@ def _safety_key(row: safety.Row) -> tuple[float, int, int, int]:
             0 if row.guard else 1)
 
 
-def rescored(record: metrics.EpisodeRecord, old: dict[str, Any], options: dict[str, str]) -> dict[str, Any]:
-    """The episode scored again by this code's metrics (a measure fixed or added after the run), with the velocity
-    limits of the run's parameter file, or this checkout's where that file is not here (a run made elsewhere).
-    What only the harness knew at the time (an in-loop fault's outcome) is kept."""
+def run_limits(options: dict[str, str]) -> dict[str, float]:
+    """The velocity limits a run was scored against: its parameter file's, or this checkout's where that file is
+    not here (a run made elsewhere)."""
     from vln_ros.core.limits import VelocityLimits
     from vln_ros.eval.stack import EvalOptions, controller_params
     params_file = Path(options.get('params_file', ''))
     if not params_file.is_file():
         params_file = EvalOptions().params_file
-    limits = VelocityLimits.of(controller_params(params_file)).as_dict()
+    return VelocityLimits.of(controller_params(params_file)).as_dict()
+
+
+def rescored(record: metrics.EpisodeRecord, old: dict[str, Any], limits: dict[str, float]) -> dict[str, Any]:
+    """The episode scored again by this code's metrics (a measure fixed or added after the run). What only the
+    harness knew at the time (an in-loop fault's outcome) is kept."""
     return {**old, **metrics.score(record, limits)}
 
 
@@ -146,8 +150,9 @@ def merge(inputs: Sequence[Path], made: dict[str, Any], rescore: bool = False) -
         ordered = [have.episodes[k][0] for k in sorted(have.episodes)]
         records = [record_from_plain(e['record']) for e in ordered]
         scores = [e['score'] for e in ordered]
-        if rescore:
-            scores = [rescored(r, s, have.options) for r, s in zip(records, scores, strict=True)]
+        if rescore:   # the parameter file read once per run, not once per episode
+            limits = run_limits(have.options)
+            scores = [rescored(r, s, limits) for r, s in zip(records, scores, strict=True)]
         merged.append((label, have, records, scores))
     if merged and all('safety' in m[1].extra for m in merged):   # safety.rows() order, whatever the shards' order
         merged.sort(key=lambda m: _safety_key(_safety_row(m[1].extra['safety'], len(m[2]))))
