@@ -18,7 +18,7 @@ from vln_ros.core.backends.base import BackendError, NotShareable
 from vln_ros.core.backends.openai_server import OpenAIBackend, OpenAIParams
 from vln_ros.core.backends.oracle import OracleBackend, OracleParams
 from vln_ros.core.config import InferenceParams, ParameterError, validate_params
-from vln_ros.core.fleet import Fleet, SharedBackend, capacity_refusal
+from vln_ros.core.fleet import Fleet, SharedBackend, capacity_refusal, fleet_engine_params
 from vln_ros.core.inference import InferencePipeline, Keyframe, PlanOut, StatusOut
 from vln_ros.core.tasks import State
 
@@ -128,6 +128,23 @@ def test_every_robot_gets_its_own_client_of_one_engine_loaded_once():
     assert not engine.closed
     shared.close()
     assert engine.closed
+
+
+def test_the_engine_gets_a_batch_slot_per_robot_when_the_parameters_give_fewer():
+    """config/vln.yaml's lmdeploy.max_batch_size (4) is sized for one robot: 16 robots through it left 12
+    waiting in the engine's queue behind whole answers (the node only warned)."""
+    loads = []
+    shared = SharedBackend(lambda params: loads.append(params) or FakeEngine(), 16)
+    shared.client(InferenceParams(backend='lmdeploy', **{'lmdeploy': {'max_batch_size': 4}}), robot='r1')
+    assert loads[0].lmdeploy.max_batch_size == 16
+    params, said = fleet_engine_params(InferenceParams(backend='lmdeploy'), 16)
+    assert params.lmdeploy.max_batch_size == 16 and said.startswith('lmdeploy.max_batch_size 4 raised to 16')
+    # a larger batch is kept; one robot, or another backend, is left as configured
+    big = InferenceParams(backend='lmdeploy', **{'lmdeploy': {'max_batch_size': 64}})
+    assert fleet_engine_params(big, 16) == (big, '')
+    assert fleet_engine_params(InferenceParams(backend='lmdeploy'), 1)[0].lmdeploy.max_batch_size == 4
+    openai = InferenceParams(backend='openai')
+    assert fleet_engine_params(openai, 16) == (openai, '')
 
 
 def test_a_replay_recording_cannot_serve_two_robots_but_serves_one(tmp_path):

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from vln_ros.core.backends.base import Backend
+from vln_ros.core.backends.lmdeploy_pipeline import LmdeployParams
 from vln_ros.core.config import InferenceParams
 from vln_ros.core.inference import InferencePipeline, TaskReply
 
@@ -24,6 +25,20 @@ def capacity_refusal(robot: str, active: Sequence[str], max_active_robots: int) 
         return None
     return (f'server at capacity: {len(active)} of {max_active_robots} robots have active tasks '
             f'({", ".join(active)})')
+
+
+def fleet_engine_params(params: InferenceParams, robots: int) -> tuple[InferenceParams, str]:
+    """The backend's settings for `robots` robots sharing it, and a line for the log when they differ from the
+    parameters. Each robot has at most one request in flight (its worker asks again only once answered), so an
+    in-process engine needs a batch slot per robot: with fewer (config/vln.yaml's lmdeploy.max_batch_size 4 is
+    sized for one robot) the rest queue behind whole answers. The fleet bench batched 32 robots in 64 slots with
+    no robot waiting for one (docs/gpu_latency.md), so a smaller batch size is raised to the robot count."""
+    engine = params.backend_params()
+    if robots < 2 or not isinstance(engine, LmdeployParams) or engine.max_batch_size >= robots:
+        return params, ''
+    raised = params.model_copy(update={'lmdeploy': engine.model_copy(update={'max_batch_size': robots})})
+    return raised, (f'lmdeploy.max_batch_size {engine.max_batch_size} raised to {robots}: a batch slot per robot '
+                    '(each has at most one request in flight)')
 
 
 class SharedBackend:
@@ -39,7 +54,7 @@ class SharedBackend:
     def client(self, params: InferenceParams, robot: str = '') -> Backend:
         """The backend for one robot's pipeline (robot: its namespace)."""
         if self.backend is None:
-            self.backend = self._factory(params)
+            self.backend = self._factory(fleet_engine_params(params, self._robots)[0])
         return self.backend if self._robots == 1 else self.backend.client(robot)
 
     def close(self) -> None:

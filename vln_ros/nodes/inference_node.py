@@ -41,10 +41,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 from vln_ros import interface
 from vln_ros.core.annotate import annotate
 from vln_ros.core.backends import Backend, make_backend
-from vln_ros.core.backends.lmdeploy_pipeline import LmdeployParams
 from vln_ros.core.config import InferenceParams
 from vln_ros.core.control import Plan, Pose2D, plan_path
-from vln_ros.core.fleet import Fleet, SharedBackend
+from vln_ros.core.fleet import Fleet, SharedBackend, fleet_engine_params
 from vln_ros.core.inference import (
     CANCEL_GRACE_S,
     Answered,
@@ -230,10 +229,9 @@ class InferenceNode(Node):
         self.outage = BackendOutage()
         self.get_logger().info(f'loading backend {p.backend!r}, model {p.model!r}'
                                + (f' for {len(robots)} robots: {", ".join(robots)}' if p.robots else ''))
-        engine = p.backend_params()
-        if isinstance(engine, LmdeployParams) and len(robots) > engine.max_batch_size:
-            self.get_logger().warning(f'{len(robots)} robots but lmdeploy.max_batch_size {engine.max_batch_size}: '
-                                      'the rest wait in the engine (docs/gpu_latency.md: 64 served 32 robots)')
+        raised = fleet_engine_params(p, len(robots))[1]   # what SharedBackend loads the engine with
+        if raised:
+            self.get_logger().info(raised)
         self._ports: dict[str, RobotPort] = {}
         for robot in robots:
             self._ports[robot] = RobotPort(self, robot, functools.partial(self._shared.client, robot=robot))

@@ -50,9 +50,10 @@ class LmdeployParams(BackendParams):
     session_len: int = param(8192, 'Most tokens (prompt, image and answer) of one request', 'tokens',
                              ge=1024, le=262_144)
     cache_max_entry_count: float = param(0.8, 'Share of free GPU memory given to the KV cache', gt=0.0, le=0.95)
-    max_batch_size: int = param(4, 'Most requests the engine batches (one plan at a time needs few; a fleet, '
-                                'parameter robots, one per robot: more wait in the engine. Measured: 64 '
-                                'served 32 robots, docs/gpu_latency.md)', ge=1, le=256)
+    max_batch_size: int = param(4, 'Most requests the engine batches (one plan at a time needs few). Serving a '
+                                'fleet (parameter robots), a smaller value is raised to the robot count: a slot '
+                                'per robot, each with one request in flight (measured: 64 served 32 robots, '
+                                'docs/gpu_latency.md)', ge=1, le=256)
     max_prefill_token_num: int = param(8192, "Prefill budget: most prompt tokens the engine prefills in one step "
                                        "(lmdeploy 0.18's default, what the fleet bench measured with: a "
                                        'keyframe is about 220 tokens plus the image, so 8192 admits about 16 '
