@@ -758,24 +758,42 @@ def bench_fleet(episodes: int = 3) -> None:
     cmd_vel rate during its tasks, counted by the simulator's base in simulated time (the controllers' timers run
     on /clock: the rate the robot gets, whatever the simulation's pace; fleet_real_time_factor_min says that
     pace). fleet_cross_talk: plans (vln/waypoints) or task statuses that reached one robot's namespace carrying
-    another robot's task id; must be 0."""
+    another robot's task id; must be 0. fleet_stack_cpu_cores: the CPU the 13 processes used (cores, over the
+    run's wall time), what shape engine saves (bench_fleet_engine)."""
+    _fleet('fleet', 'api', episodes)
+
+
+def bench_fleet_engine(episodes: int = 3) -> None:
+    """bench_fleet in shape engine (make eval ROBOTS=4 EVAL_ARGS='--shape engine'): ONE inference_node in the root
+    serves r1..r4 (fleet.launch.py's shape engine, the recommended one); fleet_engine_* as bench_fleet's."""
+    _fleet('fleet_engine', 'engine', episodes)
+
+
+def _fleet(prefix: str, shape: str, episodes: int) -> None:
+    import resource
+
     from vln_ros.eval import metrics
     from vln_ros.eval import run as eval_run
     from vln_ros.eval.stack import EvalOptions
 
-    records, scores = eval_run.run_set(EvalOptions(robots=4), list(range(episodes)), OUT / 'fleet', 'fleet',
-                                       quiet=True)
+    # every process of the stack is this process's child, and waited for when the run stops
+    cpu_before, wall_before = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    records, scores = eval_run.run_set(EvalOptions(robots=4, shape=shape), list(range(episodes)), OUT / prefix,
+                                       prefix, quiet=True)
+    cpu_after, wall_s = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - wall_before
+    cpu_s = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     rates = []
     for record in records:
         sent = [c[0] for c in record.commands if record.task_started_s <= c[0] <= record.task_ended_s]
         if len(sent) > 1:
             rates.append((len(sent) - 1) / (sent[-1] - sent[0]))
     summary = metrics.summarise(scores)
-    emit('fleet_cmd_vel_rate_hz_min', min(rates, default=math.nan), 'Hz')
-    emit('fleet_cross_talk', summary['cross_talk'], 'count')
-    emit('fleet_sr_0p5s', 100 * summary['sr'], '%')
-    emit('fleet_robot_collisions', summary['robot_collisions'], 'count')
-    emit('fleet_real_time_factor_min', summary['real_time_factor_min'], 'ratio')
+    emit(f'{prefix}_cmd_vel_rate_hz_min', min(rates, default=math.nan), 'Hz')
+    emit(f'{prefix}_cross_talk', summary['cross_talk'], 'count')
+    emit(f'{prefix}_sr_0p5s', 100 * summary['sr'], '%')
+    emit(f'{prefix}_robot_collisions', summary['robot_collisions'], 'count')
+    emit(f'{prefix}_real_time_factor_min', summary['real_time_factor_min'], 'ratio')
+    emit(f'{prefix}_stack_cpu_cores', cpu_s / wall_s, 'cores')
 
 
 def bench_safety_study(episodes: int = 3, worlds: tuple[str, ...] = ('empty', 'clutter', 'people'),
@@ -872,8 +890,8 @@ BENCHES: dict[str, list[Callable[..., None]]] = {
     'safety': [bench_guard, bench_guard_reaction, bench_safety_study],
     # about 25 minutes: 80 closed-loop episodes
     'eval': [bench_closed_loop, bench_sim_people],
-    # about 5 minutes: 3 episodes of 4 robots in one world
-    'fleet': [bench_fleet]}
+    # about 2 minutes: 3 episodes of 4 robots in one world, in each shape
+    'fleet': [bench_fleet, bench_fleet_engine]}
 
 # --smoke (test/test_bench.py, in `make test`): every benchmark once, as short as it still runs its whole path,
 # so a broken benchmark fails CI. Its figures mean nothing; only that each group runs to the end and prints.
@@ -897,6 +915,7 @@ SMOKE: dict[str, dict[str, object]] = {
     'bench_closed_loop': {'episodes': 1, 'studies': 1},
     'bench_sim_people': {'seconds': 6.0},
     'bench_fleet': {'episodes': 1},
+    'bench_fleet_engine': {'episodes': 1},
 }
 SMOKE_ARGS: dict[str, dict[str, object]] = {}   # main() sets it to SMOKE under --smoke
 PAGE_STEP_DEADLINE_S = 10.0   # one step on the console page (control taken, Release enabled, released)

@@ -5,7 +5,8 @@ and /clock; the stack runs on that clock with the oracle backend (the simulator'
 perfect model would answer) unless `backend:=` names another. sim_node logs the scene's instruction; give
 it with `ros2 service call /vln/set_task vln_ros/srv/SetTask "{instruction: '...'}"`. `make eval` runs and
 scores whole sets of episodes (docs/eval.md). `robots:=r1,r2,r3`: several robots in one world, each with its own
-stack in its namespace (`ros2 service call /r1/vln/set_task ...`), what `make eval ROBOTS=3` starts.
+stack in its namespace (`ros2 service call /r1/vln/set_task ...`), what `make eval ROBOTS=3` starts; with
+`shape:=engine`, ONE inference_node in the root serves them all (fleet.launch.py's shape engine, docs/fleet.md).
 
 Thin on purpose: everything comes from vln_ros/bringup.py, which make eval also starts the processes from.
 """

@@ -38,7 +38,9 @@ FIGURES = {
                'eval_safety_collisions_no_guard', 'eval_safety_sr_people_0p5s'],
     'eval': ['eval_sr_0p5s', 'eval_spl_0p5s', 'eval_collisions_0p5s', 'sim_real_time_factor',
              'sim_real_time_factor_people', 'sim_max_speed_people'],
-    'fleet': ['fleet_cmd_vel_rate_hz_min', 'fleet_cross_talk', 'fleet_sr_0p5s', 'fleet_robot_collisions'],
+    'fleet': ['fleet_cmd_vel_rate_hz_min', 'fleet_cross_talk', 'fleet_sr_0p5s', 'fleet_robot_collisions',
+              'fleet_stack_cpu_cores', 'fleet_engine_cmd_vel_rate_hz_min', 'fleet_engine_cross_talk',
+              'fleet_engine_sr_0p5s', 'fleet_engine_stack_cpu_cores'],
 }
 SMOKE_TIMEOUT_S = 600   # a group's smoke run: node start-ups dominate (eval: one episode, about a minute)
 

@@ -121,3 +121,16 @@ def test_the_seed_systems_rule_runs_an_episode_through_the_stack(tmp_path, monke
     assert records[0].end_state == 'timeout', records[0].end_reason
     assert scores[0]['path_length_m'] > 1.0, scores[0]   # it walked on the plans it was given
     assert scores[0]['limit_violations'] == 0
+
+
+def test_two_robots_served_by_one_inference_node_each_reach_their_own_goal(tmp_path):
+    """make eval ROBOTS=2 EVAL_ARGS='--shape engine': fleet.launch.py's shape engine in the closed loop, ONE
+    inference_node in the root serving r1 and r2 through one oracle backend, a client per robot asking for
+    that robot's ground truth. A client asking for the wrong robot's truth walks a robot to the other's goal."""
+    records, scores = eval_run.run_set(EvalOptions(latency_s=0.5, robots=2, shape='engine'), [0], tmp_path,
+                                       'engine', quiet=True)
+    assert sorted(r.robot for r in records) == ['r1', 'r2']
+    for r in scores:
+        assert r['success'] and r['navigation_error_m'] <= 1.0, (r['robot'], r['end_state'], r['end_reason'])
+        assert r['collisions'] == 0 and r['robot_collisions'] == 0 and r['limit_violations'] == 0, r
+        assert r['cross_talk'] == 0 and r['plans'] >= 3, r   # each robot's plans carried its own task id

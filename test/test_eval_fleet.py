@@ -21,6 +21,11 @@ def test_a_fleet_run_starts_one_simulator_with_every_robot_and_a_stack_per_names
         for node in ('camera_node', 'inference_node', 'controller_node'):
             assert f'__ns:=/r{i}' in commands[f'r{i}_{node}']
         assert f'oracle.robot:=r{i}' in commands[f'r{i}_inference_node']
+    # shape engine: ONE inference_node, in the root, serving the three namespaces
+    engine = EvalStack(EvalOptions(robots=3, shape='engine'), tmp_path).commands()
+    assert sorted(engine) == sorted(['sim_node', 'inference_node'] + [f'r{i}_{node}' for i in (1, 2, 3) for node in
+                                                                      ('camera_node', 'controller_node')])
+    assert 'robots:=[r1, r2, r3]' in engine['inference_node'] and '__ns:=/r1' not in engine['inference_node']
     single = EvalStack(EvalOptions(), tmp_path).commands()
     assert sorted(single) == ['camera_node', 'controller_node', 'inference_node', 'sim_node']
     assert not any('robots:=' in arg or 'oracle.robot' in arg for command in single.values() for arg in command)

@@ -291,11 +291,29 @@ def test_a_simulated_world_with_robots_has_one_sim_node_and_a_stack_in_each_robo
     assert [p.namespace for p in bringup.processes(bringup.SimArgs, {}, '/share')] == ['', '', '', '']
 
 
+def test_a_simulated_world_in_shape_engine_has_one_inference_node_serving_every_robot():
+    started = bringup.processes(bringup.SimArgs, {'robots': 'r1,r2', 'shape': 'engine', 'api_port': '9000'}, '/share')
+    assert [(p.name, p.namespace) for p in started] == [
+        ('sim_node', ''), ('inference_node', ''), ('camera_node', 'r1'), ('controller_node', 'r1'),
+        ('camera_node', 'r2'), ('controller_node', 'r2')]
+    (server,) = [p for p in started if p.name == 'inference_node']
+    # the node's parameter robots makes a client per robot; the oracle's client asks for that robot's ground truth
+    assert server.parameters['robots'] == ('r1', 'r2') and 'oracle.robot' not in server.parameters
+    assert server.parameters['oracle.url'] == 'http://127.0.0.1:9000' and server.parameters['use_sim_time'] is True
+    # nodes:= still chooses: without the inference node there is none in the root either
+    assert [p.name for p in bringup.processes(bringup.SimArgs, {'robots': 'r1', 'shape': 'engine',
+                                                                'nodes': 'robot'}, '/share')] == [
+        'sim_node', 'camera_node', 'controller_node']
+
+
 @pytest.mark.parametrize(('values', 'named'), [
     ({'robots': 'r1,r1'}, r"robots: .*'r1' is listed twice"),
     ({'robots': 'r1,,r2'}, r"robots: .*an empty name"),
     ({'robots': 'r1', 'namespace': 'site'}, r"robots: .*robots with namespace 'site': the robots are the namespaces"),
     ({'robots': ','.join(f'r{i}' for i in range(9))}, r'robots: .*at most 8 robots in one world'),
+    ({'shape': 'engine'}, r'shape: .*shape engine without robots'),
+    ({'robots': 'r1,r2', 'shape': 'engine', 'backend': 'replay'}, r"shape: .*shape engine with backend 'replay'"),
+    ({'robots': 'r1,r2', 'shape': 'both'}, r"shape: .*'api' or 'engine' \(got 'both'\)"),
 ])
 def test_a_simulated_worlds_robots_are_checked_naming_the_bad_value(values, named):
     with pytest.raises(ValueError, match=f'bad launch argument: {named}'):

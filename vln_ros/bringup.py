@@ -202,6 +202,11 @@ class SimArgs(StackArgs):
     robots: str = Field('', description='Several robots in one world: their namespaces (r1,r2,r3), each with the '
                                         "stack of its own in its namespace (the oracle answering from that robot's "
                                         f'ground truth), at most {MAX_ROBOTS}; empty = one robot')
+    shape: Literal['api', 'engine'] = Field(
+        'api', description="With robots, who answers them (fleet.launch.py's shapes): api: an inference_node in "
+                           'each robot namespace; engine: ONE inference_node in the root serving every robot '
+                           'through one backend (its parameter robots), each answered from its own ground truth '
+                           'with the oracle')
 
     @field_validator('robots')
     @classmethod
@@ -213,6 +218,18 @@ class SimArgs(StackArgs):
         if str(info.data.get('namespace', '')).strip():   # StackArgs' field, validated before this one
             raise ValueError(f"robots with namespace {info.data['namespace']!r}: the robots are the namespaces (one "
                              'world, a namespace per robot)')
+        return value
+
+    @field_validator('shape')
+    @classmethod
+    def _shape_fits(cls, value: str, info: ValidationInfo) -> str:
+        # robots and backend are validated before shape: a bad one is reported as itself
+        if value == 'engine' and not str(info.data.get('robots', '')).strip():
+            raise ValueError('shape engine without robots: one inference_node serving several robots needs their '
+                             'namespaces (robots:=r1,r2)')
+        if value == 'engine' and info.data.get('backend') == 'replay':
+            raise ValueError("shape engine with backend 'replay': a recording holds one robot's answers; use shape "
+                             'api (an inference_node per robot)')
         return value
 
     def robot_names(self) -> tuple[str, ...]:
@@ -509,11 +526,19 @@ def simulator(args: SimArgs) -> Process:
 def sim_world(args: SimArgs, share_dir: str) -> list[Process]:
     """sim.launch.py robots:=r1,r2: ONE sim_node holding every robot (r1/odom, r1/camera/image_raw, ...) and, in each
     robot's namespace, the stack as sim.launch.py starts it for one robot; with the oracle, each inference_node
-    answers from its own robot's ground truth (oracle.robot)."""
+    answers from its own robot's ground truth (oracle.robot). Shape engine: the robots' inference_nodes are ONE,
+    in the root, serving every robot (fleet.launch.py's shape engine; the oracle's client per robot asks for that
+    robot's ground truth)."""
     robots = args.robot_names()
     started = [simulator(args).with_parameters({'robots': robots})]
+    one_robot = args.model_copy(update={'robots': '', 'shape': 'api'})
+    if args.shape == 'engine':
+        started += [node_process(spec, one_robot, share_dir).with_parameters({'robots': robots})
+                    for spec in select_nodes(args.selection()) if spec.name == 'inference_node']
     for robot in robots:
-        for process in stack(args.model_copy(update={'namespace': robot, 'robots': ''}), share_dir):
+        for process in stack(one_robot.model_copy(update={'namespace': robot}), share_dir):
+            if process.name == 'inference_node' and args.shape == 'engine':
+                continue
             own = process.name == 'inference_node' and args.backend == 'oracle'
             started.append(process.with_parameters({'oracle.robot': robot}) if own else process)
     return started

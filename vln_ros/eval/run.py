@@ -5,6 +5,7 @@
              [--no-compensation] [--baseline] [--study latency|faults|safety] [--speed 1.0]
              [--safety-episodes 0.5:20,2:10] [--worlds empty,clutter,people] [--models oracle,drifting,mirrored]
              [--guard on,off] [--latencies 0.2,...,8] [--modes compensation,...] [--faults none,...] [--robots N]
+             [--shape api|engine]
     vln_eval --tables eval_out/results.json     (the markdown tables of a finished run, as docs/eval.md has them)
     vln_eval --merge OUT RUN [RUN ...] [--rescore]  (runs made in pieces, put together: eval/merge.py)
     vln_eval --study S --jobs N                 (a study as shards, N vln_eval processes at once, then merged)
@@ -30,6 +31,8 @@ are cores.
 --robots N (make eval ROBOTS=N): N robots in one world (namespaces r1..rN, a queue on the scene's route, each
 with a goal of its own: vln_ros/sim/fleet.py), each with its own camera_node, inference_node and controller_node;
 an episode row per robot, success per robot, and contacts between robots counted apart (robot coll.).
+--shape engine: the robots' inference_nodes are ONE, in the root, serving every namespace through one backend
+(fleet.launch.py's shape engine; the oracle still answers each robot from its own ground truth).
 Exit code 0 when every episode ran and no velocity command broke the limits; 1 otherwise; 2 when it could
 not start.
 """
@@ -221,7 +224,8 @@ def run_label(options: EvalOptions, reported: str = '') -> str:
         name = f'{options.backend} {Path(model).name or model}'
     return name + (' baseline' if options.controller == 'baseline' else '') + \
         ('' if options.latency_compensation else ' no compensation') + \
-        (f', {options.robots} robots' if options.robots > 1 else '')
+        (f', {options.robots} robots' if options.robots > 1 else '') + \
+        (', one inference_node for all' if options.shape == 'engine' else '')
 
 
 def reported_model(records: list[metrics.EpisodeRecord]) -> str:
@@ -335,6 +339,8 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument('--speed', type=float, default=1.0, help='simulated seconds per wall second (default 1)')
     parser.add_argument('--robots', type=int, default=1,
                         help='robots in one world, namespaces r1..rN, each with its own stack (default 1)')
+    parser.add_argument('--shape', choices=('api', 'engine'), default='api',
+                        help='--robots: an inference_node per robot (api, default) or one serving them all (engine)')
     parser.add_argument('--video-seed', type=int, default=None, help='the episode made into a video (the first)')
     parser.add_argument('--out', type=Path, default=Path('eval_out'), help='output folder (default eval_out)')
     parser.add_argument('--tables', type=Path, metavar='RESULTS_JSON',
@@ -370,6 +376,8 @@ def _main(argv: list[str] | None) -> int:
         parser.error(f'--robots {args.robots}: from 1 to {MAX_ROBOTS}')
     if args.robots > 1 and (args.study or args.baseline):
         parser.error(f'--robots {args.robots}: one configuration of the stack only (no --study, no --baseline)')
+    if args.shape == 'engine' and args.robots < 2:
+        parser.error('--shape engine: one inference_node serving several robots needs --robots 2 or more')
     if args.backend != 'oracle' and args.speed != 1.0:
         parser.error(f'--speed {args.speed:g}: a real backend runs at --speed 1 only (its latency is wall-clock: '
                      'a faster simulation would make the model look slower by that factor)')
@@ -384,7 +392,8 @@ def _main(argv: list[str] | None) -> int:
     options = EvalOptions(backend=args.backend, model=args.model, latency_s=args.latency,
                           oracle=tuple(args.oracle), inference_params=tuple(args.param), sim_params=tuple(args.sim),
                           speed=args.speed, latency_compensation=not args.no_compensation,
-                          controller='baseline' if args.baseline else 'vln', robots=args.robots)
+                          controller='baseline' if args.baseline else 'vln', robots=args.robots,
+                          shape=args.shape)
     if args.jobs != 1:
         if args.jobs < 1 or not args.study:
             parser.error(f'--jobs {args.jobs}: at least 1, and with a --study only')

@@ -11,8 +11,9 @@ between episodes, as a robot's stack would between errands; the clock never goes
 
 With `robots` N > 1 (make eval ROBOTS=N) one sim_node holds N robots in namespaces r1..rN (vln_ros/sim/fleet.py:
 a queue on the scene's route, each with a goal of its own) and each namespace gets its own camera_node,
-inference_node (the oracle asking for that robot's ground truth) and controller_node, and an observer of its own;
-every robot gets the scene's instruction at once, and an episode ends when every robot's task has ended.
+inference_node (the oracle asking for that robot's ground truth; with shape 'engine' ONE inference_node in the
+root serves them all) and controller_node, and an observer of its own; every robot gets the scene's instruction
+at once, and an episode ends when every robot's task has ended.
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class EvalOptions:
     speed: float = 1.0                      # simulated seconds per wall second
     params_file: Path = REPO / bringup.PARAMS_FILE
     robots: int = 1                         # > 1: that many robots in one world, namespaces r1..rN
+    shape: str = 'api'                      # ... answered by an inference_node each (api) or one for all (engine)
 
     def robot_names(self) -> tuple[str, ...]:
         """The robots' namespaces; () for the single robot in the root namespace."""
@@ -94,8 +96,10 @@ class EvalObserver(Observer):
         from vln_ros.msg import ControllerStatus, GuardStatus, TaskStatus, WaypointArray
 
         super().__init__('vln_eval_observer', sim_time=True, namespace=namespace)
-        # /diagnostics is one topic for every robot: a robot's observer keeps its own nodes' statuses only
+        # /diagnostics is one topic for every robot: a robot's observer keeps its own nodes' statuses only, those
+        # in its namespace and a status a node serving several robots names after it (shape engine's `: r1`)
         self._diagnostics_prefix = f'/{namespace}/' if namespace else ''
+        self._diagnostics_suffix = f': {namespace}' if namespace else None
         self.heard = Heard()
         # node name -> the simulated time its last typed status (controller_node: vln/controller_status, 1 Hz)
         # or, for nodes without a periodic typed message (camera_node; inference_node, whose task status comes
@@ -128,9 +132,12 @@ class EvalObserver(Observer):
     def _on_diagnostics(self, msg: Any) -> None:
         stamp = stamp_seconds(msg.header.stamp)
         for status in msg.status:
-            if not status.name.startswith(self._diagnostics_prefix):
+            if self._diagnostics_suffix and status.name.endswith(self._diagnostics_suffix):
+                name = status.name[:-len(self._diagnostics_suffix)].rsplit('/', 1)[-1]
+            elif status.name.startswith(self._diagnostics_prefix):
+                name = status.name.rsplit('/', 1)[-1]
+            else:
                 continue
-            name = status.name.rsplit('/', 1)[-1]
             # controller_node's typed status says it; the seed system's rule (eval/baseline.py), which stands in
             # for it under its name, has no typed status and says it here
             if name != CONTROLLER or self.controller is None:
@@ -220,11 +227,13 @@ class EvalStack:
     def _fleet_commands(self, values: dict[str, str], extra: dict[str, dict[str, Any]],
                         names: tuple[str, ...]) -> dict[str, list[str]]:
         """sim.launch.py robots:=r1,...: one sim_node with every robot, and per robot (namespace) the stack, the
-        oracle answering from that robot's ground truth (bringup.sim_world); processes named <robot>_<node>."""
+        oracle answering from that robot's ground truth (bringup.sim_world); processes named <robot>_<node>, the
+        one inference_node of shape engine (in the root) inference_node."""
         if self.options.controller == 'baseline':
             raise ValueError('the baseline controller runs with one robot only')
         out = {}
-        for p in bringup.processes(bringup.SimArgs, {**values, 'robots': ','.join(names)}, str(REPO)):
+        fleet = {'robots': ','.join(names), 'shape': self.options.shape}
+        for p in bringup.processes(bringup.SimArgs, {**values, **fleet}, str(REPO)):
             p = p.with_parameters(extra.get(p.name, {}))
             out[f'{p.namespace}_{p.name}' if p.namespace else p.name] = p.command(executable(p.executable))
         return out
