@@ -442,7 +442,8 @@ def fleet(args: argparse.Namespace, results: Results) -> int:
     started = time.monotonic()
     levers = Levers(max_batch_size=args.max_batch_size, cache_max_entry_count=args.cache_max_entry_count,
                     max_prefill_token_num=args.max_prefill_token_num, prefill_interval=args.prefill_interval,
-                    metrics=not args.disable_metrics, mp_engine=args.mp_engine)
+                    metrics=not args.disable_metrics, mp_engine=args.mp_engine,
+                    cudagraph_batch_sizes=args.cudagraph_sizes, block_size=args.block_size)
     shape = model_shape(args.model)
     point_cost_s = args.warmup_s + args.point_s + 4.0   # + drain, clients, the row
     rows: list[dict] = []
@@ -450,7 +451,7 @@ def fleet(args: argparse.Namespace, results: Results) -> int:
     for path in args.paths:
         for weights in args.weights:
             common = dict(path=path, weights=weights, shape=shape, gpu=args.gpu, tp=args.tp, size_px=args.size,
-                          levers=levers.__dict__)
+                          answer_tokens=args.answer_tokens, levers=levers.__dict__)
             left_s = args.budget_s - (time.monotonic() - started)
             if left_s < loads[path] + point_cost_s + 20:
                 rows.append(dict(common, skipped=f'{left_s:.0f} s of --budget-s left, a load takes '
@@ -603,8 +604,8 @@ def fleet_point(make_client, sampler, robots: int, guided: bool, warmup_s: float
 
     def call(robot: int, number: int) -> float | None:
         jpegs = frames[robot]
-        answer = clients[robot].generate(Request(jpegs[number % len(jpegs)], number, prompt, ANSWER_TOKENS, guided,
-                                                 args.size * args.size, ignore_eos=True))
+        answer = clients[robot].generate(Request(jpegs[number % len(jpegs)], number, prompt, args.answer_tokens,
+                                                 guided, args.size * args.size, ignore_eos=True))
         parse_answer(answer.text, limits)  # keyframe -> plan, as the node does it
         return answer.first_token_s
 
@@ -703,6 +704,11 @@ def main() -> int:
     fleet_options.add_argument('--disable-metrics', action='store_true', help="lmdeploy's request metrics off")
     fleet_options.add_argument('--mp-engine', action='store_true',
                                help='in-process: the engine in a process of its own (the api_server always does)')
+    fleet_options.add_argument('--answer-tokens', type=int, default=ANSWER_TOKENS,
+                               help='tokens of every answer (ignore_eos; a shorter answer format: fewer decode steps)')
+    fleet_options.add_argument('--cudagraph-sizes', default='',
+                               help="batch sizes to capture CUDA graphs for, e.g. 1,2,4,8,16,24,32 (empty: lmdeploy's)")
+    fleet_options.add_argument('--block-size', type=int, default=64, help="the KV cache's block length [tokens]")
     fleet_options.add_argument('--profile-robots', type=int, default=0, metavar='N',
                                help='also a torch.profiler window at N robots (in-process, unguided)')
     fleet_options.add_argument('--node-robots', type=int, default=16, help='fleet-node: robots on the one node')
@@ -723,6 +729,7 @@ def main() -> int:
     args.weights = fleet_choices('--weights', args.weights, ('bf16', 'fp8'))
     args.guided = [g == 'yes' for g in fleet_choices('--guided', args.guided, ('no', 'yes'))]
     args.robots = [int(n) for n in args.robots.split(',')]
+    args.cudagraph_sizes = tuple(int(n) for n in args.cudagraph_sizes.split(',') if n)
     results = Results(args.out)
     return {'check': check, 'bench': bench, 'levers': levers, 'server': server,
             'fleet': fleet, 'fleet-node': fleet_node}[args.what](args, results)

@@ -38,6 +38,11 @@ class Levers:
     # lmdeploy's api_server always does this; the in-process pipeline does not unless asked.
     mp_engine: bool = False
     session_len: int = 8192                # the node's lmdeploy.session_len default
+    # Below the API, for the host-side ceiling (docs/gpu_latency.md, "Not tried yet"): the batch sizes CUDA graphs
+    # are captured for (empty: lmdeploy's, inferred from max_batch_size), and the KV cache's block length in
+    # tokens (fewer, longer blocks: less block-table work per step on the host).
+    cudagraph_batch_sizes: tuple[int, ...] = ()
+    block_size: int = 64                   # lmdeploy 0.18's default
 
     def engine_extra(self) -> dict[str, Any]:
         """PytorchEngineConfig fields beyond the node's parameters (LmdeployBackend's engine_extra)."""
@@ -45,6 +50,10 @@ class Levers:
                                  'prefill_interval': self.prefill_interval, 'enable_metrics': self.metrics}
         if self.mp_engine:
             extra['enable_mp_engine'] = True
+        if self.cudagraph_batch_sizes:
+            extra['cudagraph_capture_batch_sizes'] = list(self.cudagraph_batch_sizes)
+        if self.block_size != 64:
+            extra['block_size'] = self.block_size
         return extra
 
 
@@ -62,6 +71,10 @@ def api_server_command(python: str, model: str, levers: Levers, fp8: bool, port:
         command += ['--model-format', 'fp8']
     if not levers.metrics:
         command.append('--disable-metrics')
+    if levers.cudagraph_batch_sizes:
+        command += ['--cudagraph-capture-batch-sizes', *map(str, levers.cudagraph_batch_sizes)]
+    if levers.block_size != 64:
+        command += ['--cache-block-seq-len', str(levers.block_size)]   # api_server's name for block_size
     return command
 
 

@@ -96,6 +96,13 @@ def test_the_api_server_gets_the_in_process_engine_settings():
     assert fp8[fp8.index('--distributed-executor-backend') + 1] == 'mp'
     assert levers.engine_extra() == {'max_prefill_token_num': 4096, 'prefill_interval': 16, 'enable_metrics': True}
     assert dataclasses.replace(levers, mp_engine=True).engine_extra()['enable_mp_engine'] is True
+    # the levers below the API reach both paths, under each one's name
+    low = dataclasses.replace(levers, cudagraph_batch_sizes=(8, 16, 24), block_size=128)
+    assert low.engine_extra()['cudagraph_capture_batch_sizes'] == [8, 16, 24]
+    assert low.engine_extra()['block_size'] == 128
+    server = api_server_command('python3', '/m', low, fp8=False, port=1)
+    assert server[server.index('--cudagraph-capture-batch-sizes') + 1:][:3] == ['8', '16', '24']
+    assert server[server.index('--cache-block-seq-len') + 1] == '128'
 
 
 def test_closed_loop_every_robot_asks_and_failures_are_counted_by_reason():
@@ -120,7 +127,7 @@ def test_a_fleet_point_through_the_openai_backend_gives_per_robot_rows_and_fairn
     """gpu.py's own point with 4 robots against the fake server: the api_server path without a GPU."""
     server = FakeOpenAIServer([TYPICAL_ANSWER] * 10_000)
     try:
-        args = SimpleNamespace(size=64)
+        args = SimpleNamespace(size=64, answer_tokens=gpu.ANSWER_TOKENS)
 
         def client():
             return make_backend(InferenceParams.model_validate({
