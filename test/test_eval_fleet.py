@@ -7,7 +7,7 @@ import math
 import pytest
 
 from vln_ros.eval import metrics
-from vln_ros.eval.run import episode_table
+from vln_ros.eval.run import episode_table, markdown
 from vln_ros.eval.stack import EvalOptions, EvalStack
 from vln_ros.sim import fleet, scenes
 
@@ -56,3 +56,23 @@ def test_a_follower_is_scored_against_its_own_goal_behind_the_leader_not_the_sce
     table = episode_table([at_own_goal]).splitlines()
     assert table[0].startswith('| seed | robot |') and table[2].startswith('| 0 | r3 | success |')
     assert math.isfinite(at_own_goal['ndtw'])
+
+
+def test_a_fleet_runs_the_first_seeds_whose_route_holds_its_queue_and_says_which_it_passed_over(tmp_path):
+    """Seed 0's 6.2 m route holds 4 robots: make eval ROBOTS=5 started sim_node on seed 0 and never ran (and a
+    refused reset ended the whole run). Now sim_node starts on a seed that holds the queue, and the run takes
+    the first seeds from --first-seed that do, naming those passed over."""
+    seeds, passed = fleet.seeds_that_fit(8, 0, 3)
+    assert seeds == [1, 3, 9] and passed == [0, 2, 4, 5, 6, 7, 8]
+    for seed in seeds:
+        assert len(fleet.staggered(scenes.generate(seed), 8)) == 8
+    for seed in passed:
+        with pytest.raises(ValueError, match=f'seed {seed}: '):
+            fleet.staggered(scenes.generate(seed), 8)
+    assert fleet.seeds_that_fit(4, 0, 3) == ([0, 1, 2], [])
+    assert 'seed:=1' in EvalStack(EvalOptions(robots=8), tmp_path).commands()['sim_node']
+    assert 'seed:=0' in EvalStack(EvalOptions(robots=4), tmp_path).commands()['sim_node']
+    head = markdown({'seeds': seeds, 'seeds_passed_over': passed, 'runs': [], 'made': {}}).splitlines()[0]
+    assert '3 episodes per run (seeds 1, 3, 9) (passed over, routes too short for the robots: 0, 2, 4, 5, 6, 7, 8)' \
+        in head
+    assert '(seeds 0-2)' in markdown({'seeds': [0, 1, 2], 'runs': [], 'made': {}}).splitlines()[0]

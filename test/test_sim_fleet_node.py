@@ -58,3 +58,18 @@ def test_two_robots_in_one_sim_node_each_move_only_with_their_own_cmd_vel(graph)
             proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
     assert proc.returncode == 0, proc.stdout.read() if proc.stdout else ''
+
+
+def test_robots_that_the_first_scenes_route_cannot_hold_end_sim_node_with_one_line_naming_seeds_that_do(graph):
+    """5 robots at seed 0 (a 6.2 m route holds 4): sim_node crashed with two tracebacks (the queue's ValueError,
+    then destroy_node on a half-built node), so `make eval ROBOTS=5` or `sim.launch.py robots:=` of 5 could not
+    start and did not say why."""
+    from vln_ros.nodes.runner import EXIT_CANNOT_START
+
+    result = subprocess.run([executable('sim_node'), '--ros-args', '-p', f'api_port:={free_port()}', '-p', 'seed:=0',
+                             '-p', 'robots:=[r1, r2, r3, r4, r5]'], capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == EXIT_CANNOT_START, output
+    assert 'Traceback' not in output and 'AttributeError' not in output, output
+    assert '[sim_node] cannot start: seed 0: robot 1 of 5 would walk 1.9 m' in output, output
+    assert 'choose a seed whose route holds 5 robots (seeds 1, 3, 5 from seed 0 on do)' in output, output

@@ -58,6 +58,7 @@ from vln_ros.core.config import ControllerParams
 from vln_ros.eval import metrics, safety
 from vln_ros.eval.stack import EvalOptions, EvalStack
 from vln_ros.harness.run_setup import begin_run
+from vln_ros.sim import fleet
 from vln_ros.sim.params import MAX_ROBOTS
 
 LATENCIES_S = (0.2, 0.5, 1.0, 2.0, 5.0, 8.0)
@@ -248,8 +249,15 @@ def markdown(results: dict[str, Any]) -> str:
     made = results.get('made', {})
     rows = [(run['label'], run['summary']) for run in results['runs']]
     seeds = results['seeds']   # a safety study's rows each run their own number: a sentence says so
-    episodes = f'seeds {seeds}' if isinstance(seeds, str) else \
-        f'{len(seeds)} episodes per run (seeds {seeds[0]}-{seeds[-1]})'
+    if isinstance(seeds, str):
+        episodes = f'seeds {seeds}'
+    elif seeds == list(range(seeds[0], seeds[-1] + 1)):
+        episodes = f'{len(seeds)} episodes per run (seeds {seeds[0]}-{seeds[-1]})'
+    else:   # a fleet's, with the seeds whose routes are too short for it passed over
+        episodes = f'{len(seeds)} episodes per run (seeds {", ".join(map(str, seeds))})'
+    if results.get('seeds_passed_over'):
+        passed = ', '.join(map(str, results['seeds_passed_over']))
+        episodes += f' (passed over, routes too short for the robots: {passed})'
     parts = [f"{made.get('date', '?')}, {made.get('machine', '?')}: `{made.get('command', '?')}`, {episodes}, "
              f"{results.get('wall_s', math.nan):.0f} s", '', table(rows), '', TABLE_NOTE]
     if 'safety_table' in results:
@@ -408,12 +416,22 @@ def _main(argv: list[str] | None) -> int:
         else:
             todo = merge.fault_shards(faults, args.episodes, args.first_seed)
         return merge.jobs_main(args.out, todo, args.jobs, merge.child_command(passed), provenance(argv))
+    seeds = list(range(args.first_seed, args.first_seed + args.episodes))
+    passed_over: list[int] = []
+    if args.robots > 1:   # a queue of robots needs a long enough route: the first seeds with one (sim/fleet.py)
+        try:
+            seeds, passed_over = fleet.seeds_that_fit(args.robots, args.first_seed, args.episodes)
+        except ValueError as exc:
+            parser.error(f'--robots {args.robots}: {exc}')
     if begin_run('vln_eval', args.out) is None:
         return 2
-    seeds = list(range(args.first_seed, args.first_seed + args.episodes))
+    if passed_over:
+        print(f'vln_eval: seeds {", ".join(map(str, passed_over))} passed over: their routes are too short for '
+              f'{args.robots} robots in a queue', file=sys.stderr, flush=True)
     began = time.monotonic()
     rows: list[tuple[str, dict[str, Any]]] = []
-    results: dict[str, Any] = {'seeds': seeds, 'backend': args.backend, 'made': provenance(argv), 'runs': []}
+    results: dict[str, Any] = {'seeds': seeds, 'backend': args.backend, 'made': provenance(argv), 'runs': [],
+                               **({'seeds_passed_over': passed_over} if passed_over else {})}
     pictured: tuple[list[metrics.EpisodeRecord], list[dict[str, Any]]] | None = None
 
     def record_run(label: str, run_options: EvalOptions, records: list[metrics.EpisodeRecord],

@@ -33,6 +33,7 @@ from vln_ros.harness.observer import SERVICE_TIMEOUT_S, Observer
 from vln_ros.harness.processes import REPO, ProcessGroup, executable, free_port, parameter_pairs
 from vln_ros.nodes.conversions import stamp_seconds
 from vln_ros.nodes.services import call_service
+from vln_ros.sim import fleet as sim_fleet
 from vln_ros.sim.api import RESET, ResetRequest, SimClient
 
 STARTUP_TIMEOUT_S = 90.0
@@ -232,7 +233,9 @@ class EvalStack:
         if self.options.controller == 'baseline':
             raise ValueError('the baseline controller runs with one robot only')
         out = {}
-        fleet = {'robots': ','.join(names), 'shape': self.options.shape}
+        # sim_node starts on a scene whose route holds the queue (seed 0's holds 4); each episode resets to its own
+        start_seed = sim_fleet.seeds_that_fit(len(names), 0, 1)[0][0]
+        fleet = {'robots': ','.join(names), 'shape': self.options.shape, 'seed': str(start_seed)}
         for p in bringup.processes(bringup.SimArgs, {**values, **fleet}, str(REPO)):
             p = p.with_parameters(extra.get(p.name, {}))
             out[f'{p.namespace}_{p.name}' if p.namespace else p.name] = p.command(executable(p.executable))

@@ -43,9 +43,9 @@ from vln_ros.nodes import diagnostics
 from vln_ros.nodes.conversions import time_msg
 from vln_ros.nodes.parameters import declare_params
 from vln_ros.nodes.runner import run_node
-from vln_ros.sim import api, scenes
+from vln_ros.sim import api, fleet, scenes
 from vln_ros.sim.laser import scan_geometry
-from vln_ros.sim.params import SimParams
+from vln_ros.sim.params import SimParams, robot_names
 from vln_ros.sim.render import CameraSpec, intrinsics, render
 from vln_ros.sim.service import SimService
 
@@ -70,20 +70,30 @@ class SimNode(Node):
         super().__init__('sim_node', **node_kwargs)
         if self.get_parameter('use_sim_time').value:
             raise StartupError('sim_node publishes /clock itself: run it without use_sim_time')
+        # Before anything that can fail: destroy_node runs after a failed start too.
+        self._stopping = threading.Event()
+        self._loop = threading.Thread(target=self._run, name='sim-physics', daemon=True)
+        self._server: api.ApiServer | None = None
         self.params: SimParams = declare_params(self, SimParams, cli_args=node_kwargs.get('cli_args'))
         p = self.params
         camera = CameraSpec(width=p.camera.width, height=p.camera.height, hfov_deg=p.camera.hfov_deg)
-        self.sim = SimService(p, lambda scene, pose, people, robots: render(scene, pose, camera, people, robots),
-                              self.get_logger().info)
+        try:
+            self.sim = SimService(p, lambda scene, pose, people, robots: render(scene, pose, camera, people, robots),
+                                  self.get_logger().info)
+        except ValueError as exc:   # the first scene's route has no room for the robots' queue
+            robots = len(robot_names(p.robots))
+            if robots < 2:
+                raise StartupError(str(exc)) from None
+            fit = fleet.seeds_that_fit(robots, p.seed, 3)[0]
+            raise StartupError(f'{exc}: choose a seed whose route holds {robots} robots (seeds '
+                               f'{", ".join(map(str, fit))} from seed {p.seed} on do), or fewer robots') from None
         self.world = self.sim.world
         self._clock_pub = self.create_publisher(Clock, interface.CLOCK, 10)
         self._scan_geometry = scan_geometry(p.laser.fov_deg, p.laser.step_deg)
         self._robots = [self._robot_io(name) for name in self.world.names]
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         diagnostics.start_timer(self, DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self._stopping = threading.Event()
         self._server = api.ApiServer(self.sim, p.api_address, p.api_port)
-        self._loop = threading.Thread(target=self._run, name='sim-physics', daemon=True)
         try:
             self._server.start()
         except OSError as exc:
@@ -122,7 +132,8 @@ class SimNode(Node):
         self._stopping.set()
         if self._loop.is_alive():   # not when start-up failed
             self._loop.join(timeout=2.0)
-        self._server.stop()
+        if self._server is not None:
+            self._server.stop()
         super().destroy_node()
 
     # -- the physics thread --------------------------------------------------------------------------

@@ -19,12 +19,14 @@ from dataclasses import replace
 import numpy as np
 
 from vln_ros.core.control import Pose2D
+from vln_ros.sim import scenes
 from vln_ros.sim.scene import Scene
 
 SPACING_M = 1.2            # between neighbours in the queue, start and goal: two bodies and a margin of 0.6 m
 MIN_SPACING_M = 0.9        # closer would leave a hand's breadth between 0.3 m bodies at their goals
 MIN_WALK_M = 2.0           # every robot walks at least this far (a shorter route gets a shorter spacing)
 SEARCH_STEP_M = 0.05       # around a corner, the next place in the queue is searched for in steps of this
+SEED_SEARCH = 1000         # seeds_that_fit looks this far past first_seed (8 robots fit in 29 of seeds 0-99)
 
 
 def point_at(route: tuple[tuple[float, float], ...], s_m: float) -> Pose2D:
@@ -105,3 +107,24 @@ def staggered(scene: Scene, count: int) -> list[Scene]:
         out.append(replace(scene, start=point_at(scene.route, start_m), goal=goal,
                            route=cut(scene.route, start_m, goal_m)))
     return out
+
+
+def seeds_that_fit(count: int, first_seed: int, n: int) -> tuple[list[int], list[int]]:
+    """The first n seeds from first_seed whose route holds count robots in a queue (staggered), and the seeds
+    passed over on the way (routes too short: seed 0's 6.2 m holds 4). ValueError when SEED_SEARCH seeds hold
+    fewer than n."""
+    fit: list[int] = []
+    passed: list[int] = []
+    for seed in range(first_seed, first_seed + SEED_SEARCH):
+        if len(fit) == n:
+            break
+        try:
+            staggered(scenes.generate(seed), count)
+        except ValueError:
+            passed.append(seed)
+            continue
+        fit.append(seed)
+    if len(fit) < n:
+        raise ValueError(f'only {len(fit)} of seeds {first_seed}-{first_seed + SEED_SEARCH - 1} have a route that '
+                         f'holds {count} robots, not {n}')
+    return fit, passed
