@@ -331,3 +331,25 @@ def test_sim_node_help_lists_the_routes_from_the_api():
     from vln_ros.nodes import sim_node
     assert api.describe_routes() in (sim_node.__doc__ or '')
     assert '    POST /reset {"seed": n}            a new episode' in api.describe_routes()
+
+
+def test_a_post_for_one_robot_names_it_in_the_body_or_the_query_and_never_lands_on_another():
+    """POST /fault?robot=r2 froze r1's camera (the query was dropped, and an empty body field means the first
+    robot), and /oracle?robot=r2 answered from r1's ground truth; sim_node's docs offer either way."""
+    from vln_ros.sim.service import SimService
+
+    service = SimService(SimParams(seed=1, robots=['r1', 'r2']), lambda scene, pose, people, _robots: None)
+    server = ApiServer(service, port=0)
+    client = SimClient.on_port(server.start())
+    try:
+        assert client.send('POST', '/fault?robot=r2', b'{"camera_frozen": true}')['camera_frozen'] is True
+        assert client.fault(robot='r2').camera_frozen and not client.fault(robot='r1').camera_frozen
+        assert refusal(client, 'POST', '/fault?robot=r2', b'{"robot": "r1", "odom_lost": true}') == (
+            400, "robot 'r1' in the body but ?robot=r2: name one robot")
+        assert not client.fault(robot='r1').odom_lost   # nothing applied on a refusal
+        assert refusal(client, 'POST', '/oracle?robot=r1', b'{"robot": "r2", "stamp_ns": 1}')[0] == 400
+        assert refusal(client, 'POST', '/oracle?robot=nobody', b'{"stamp_ns": 1}')[0] == 409   # unknown robot
+        assert refusal(client, 'POST', '/reset?robot=r2', b'{"seed": 1}') == (
+            400, '?robot=r2: a reset is for every robot of the world, not one')
+    finally:
+        server.stop()

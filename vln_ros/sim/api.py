@@ -248,11 +248,27 @@ class Simulator(Protocol):
 
 
 def _handlers(sim: Simulator) -> dict[str, Callable[[Any, str], ApiReply]]:
-    """Each route's path -> its call on the simulator (the request model, or None for a GET; a GET's ?robot=)."""
-    return {RESET.path: lambda body, _: sim.reset(body),
+    """Each route's path -> its call on the simulator (the request model, or None for a GET; the ?robot= query)."""
+    def reset(body: ResetRequest, robot: str) -> ResetReply:
+        if robot:
+            raise ValueError(f'?robot={robot}: a reset is for every robot of the world, not one')
+        return sim.reset(body)
+
+    return {RESET.path: reset,
             EPISODE.path: lambda _, robot: sim.episode(robot) if robot else sim.episode(),
             STATUS.path: lambda _, robot: sim.status(robot) if robot else sim.status(),
-            FAULT.path: lambda body, _: sim.fault(body), ORACLE.path: lambda body, _: sim.oracle(body)}
+            FAULT.path: lambda body, robot: sim.fault(_for_robot(body, robot)),
+            ORACLE.path: lambda body, robot: sim.oracle(_for_robot(body, robot))}
+
+
+def _for_robot(body: FaultRequest | OracleRequest, robot: str) -> Any:
+    """A POST's robot from its body's field or from ?robot= (either will do); both, differing, is refused: a fault
+    or an answer meant for r2 must not land on r1 (the first robot, an empty field's)."""
+    if not robot:
+        return body
+    if body.robot and body.robot != robot:
+        raise ValueError(f'robot {body.robot!r} in the body but ?robot={robot}: name one robot')
+    return body.model_copy(update={'robot': robot})
 
 
 def validation_message(exc: ValidationError) -> str:
