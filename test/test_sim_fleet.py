@@ -163,3 +163,29 @@ def test_the_robots_cameras_and_lasers_take_turns_so_no_physics_step_renders_for
         scans.append(sum(o.scan is not None for o in outs))
     assert max(frames) == 1 and max(scans) == 1
     assert 4 * 19 <= sum(frames) <= 4 * 21 and 4 * 30 <= sum(scans) <= 4 * 31   # each robot still at its rate
+
+
+def test_every_robots_camera_and_odometry_keep_their_period_exactly_after_the_first():
+    """Summed periods drift by float error, and a sensor due at a step's time was taken one step late: some
+    robots' frames came 0.09 and 0.11 s apart at 10 Hz (odometry 0.01 and 0.03 s at 50 Hz)."""
+    world = SimWorld(SimParams(robots=('r1', 'r2', 'r3', 'r4'), seed=3))
+    frames: list[list[float]] = [[] for _ in range(4)]
+    odometry: list[list[float]] = [[] for _ in range(4)]
+    for _ in range(3000):   # 30 simulated seconds
+        t, due = world.step_all()
+        for i, d in enumerate(due):
+            if d.capture:
+                frames[i].append(d.capture.stamp_s)
+            if d.odom:
+                odometry[i].append(t)
+    for times, period in [(f, 0.1) for f in frames] + [(o, 0.02) for o in odometry]:
+        gaps = np.diff(times[1:])   # the first sample comes at the first step, whatever the phase
+        assert len(gaps) > 200 and np.allclose(gaps, period, atol=1e-6), sorted(set(np.round(gaps, 4)))
+
+
+@pytest.mark.parametrize('sensor', ['camera', 'laser', 'depth', 'odom'])
+def test_a_sensor_faster_than_the_physics_is_refused_naming_both_rates(sensor):
+    """A 60 Hz camera on 50 Hz physics gave 50 frames a second, and said nothing."""
+    with pytest.raises(ValueError, match=f'{sensor}.rate_hz 45 is above physics_rate_hz 40: a sensor samples at '
+                                         'most once a physics step'):
+        SimParams.model_validate({'physics_rate_hz': 40.0, sensor: {'rate_hz': 45.0}})

@@ -136,3 +136,13 @@ class SimParams(StrictModel):
     @classmethod
     def _robot_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return robot_names(value)
+
+    @model_validator(mode='after')
+    def _sensors_within_the_physics_rate(self) -> SimParams:
+        # a sensor is sampled at the end of a physics step: a faster one would silently run at the physics rate
+        for name, rate_hz in (('camera', self.camera.rate_hz), ('laser', self.laser.rate_hz),
+                              ('depth', self.depth.rate_hz), ('odom', self.odom.rate_hz)):
+            if rate_hz > self.physics_rate_hz:
+                raise ValueError(f'{name}.rate_hz {rate_hz:g} is above physics_rate_hz {self.physics_rate_hz:g}: '
+                                 'a sensor samples at most once a physics step')
+        return self

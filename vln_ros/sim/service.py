@@ -28,7 +28,7 @@ from vln_ros.sim.params import SimParams
 from vln_ros.sim.people import PeopleView
 from vln_ros.sim.render import NO_ROBOTS, CameraSpec, RobotsView, depth_image, encode_depth
 from vln_ros.sim.scene import Scene
-from vln_ros.sim.world import Capture, Prepared, SimRobot, SimWorld, stagger_s
+from vln_ros.sim.world import DUE_TOLERANCE_S, Capture, Prepared, SimRobot, SimWorld, stagger_s
 
 ORACLE_WAIT_S = 120.0     # an /oracle request waits at most this long (wall) for its simulated latency
 RESET_WAIT_S = 10.0       # a reset waits at most this long (wall) for the physics thread to take it
@@ -89,10 +89,11 @@ class SimService:
         t, dues = self.world.step_all()
         outs = []
         for i, (robot, due_now) in enumerate(zip(self.world.robots, dues, strict=True)):
-            scan_due = self.laser is not None and t >= self._next_scan_s[i] - 1e-9   # no latency: published then
+            # no latency: published then
+            scan_due = self.laser is not None and t >= self._next_scan_s[i] - DUE_TOLERANCE_S
             if scan_due:
                 self._next_scan_s[i] = max(self._next_scan_s[i] + 1.0 / self.params.laser.rate_hz, t)
-            depth_due = self.params.depth.enabled and t >= self._next_depth_s[i] - 1e-9   # no latency, like the laser
+            depth_due = self.params.depth.enabled and t >= self._next_depth_s[i] - DUE_TOLERANCE_S   # like the laser
             if depth_due:
                 self._next_depth_s[i] = max(self._next_depth_s[i] + 1.0 / self.params.depth.rate_hz, t)
             others = self._others(robot)

@@ -33,6 +33,7 @@ from vln_ros.sim.scene import Scene
 
 TRAJECTORY_PERIOD_S = 0.05     # the episode log keeps the true pose at 20 Hz
 POSE_HISTORY_S = 120.0         # the oracle answers for keyframes captured up to this long ago
+DUE_TOLERANCE_S = 1e-9         # a sensor due at a step's time is due then: summed periods drift by float error
 
 
 def stagger_s(index: int, count: int, rate_hz: float) -> float:
@@ -282,12 +283,12 @@ class SimWorld:
                 for i, (x, y) in enumerate(self.crowd.positions.tolist()):
                     r.log.people_tracks.append([t, float(i), x, y])
         odom = None
-        if t >= r.next_odom_s:
+        if t >= r.next_odom_s - DUE_TOLERANCE_S:
             r.next_odom_s = max(r.next_odom_s + 1.0 / self.params.odom.rate_hz, t)
             if not r.odom_lost:
                 odom = (odom_pose, odom_twist)
         capture = None
-        if t >= r.next_frame_s:
+        if t >= r.next_frame_s - DUE_TOLERANCE_S:
             r.next_frame_s = max(r.next_frame_s + 1.0 / self.params.camera.rate_hz, t)
             if not r.camera_frozen:
                 capture = Capture(t, t + self.params.camera.latency_s, pose)
