@@ -205,3 +205,33 @@ def test_an_answer_that_comes_after_ctrl_c_shut_the_context_down_ends_quietly(gr
     assert wait_for(lambda: totals().get('keyframe_requests', 0) >= 2 or not node._ports['r1'].worker.is_alive(),
                     10.0), totals()   # the worker went on to its next turn
     assert node._ports['r1'].worker.is_alive() and totals().get('internal_errors', 0) == 0, totals()
+
+
+def test_stopping_a_node_whose_robots_requests_ignore_the_cancel_takes_one_grace_not_one_per_robot(graph):
+    """destroy_node waited CANCEL_GRACE_S + 1 s for each robot's worker in turn: six robots whose requests did not
+    end on the cancel (a request still queued in a saturated engine) took 18 s, past the runner's 15 s stop
+    deadline, which then dumps the stacks and exits 1."""
+    import time
+
+    from vln_ros.core.inference import CANCEL_GRACE_S, Keyframe
+
+    engine = FakeEngine(default_latency_s=60.0)
+    make_client = engine.client
+
+    def deaf_client(robot: str = ''):
+        client = make_client(robot)
+        client.cancel = lambda: None   # the cancel is not honoured
+        return client
+
+    engine.client = deaf_client
+    robots = [f'r{i}' for i in range(1, 7)]
+    node = InferenceNode(backend_factory=lambda _p: engine, context=graph.context, parameter_overrides=[
+        Parameter('backend', value='openai'), Parameter('robots', value=robots),
+        Parameter('inference_timeout_s', value=30.0)])
+    for robot in robots:
+        assert node.fleet.set_task(robot, 'go').accepted
+        node.pipeline(robot).receive(Keyframe(JPEG, node.get_clock().now().nanoseconds, time.perf_counter()))
+    assert wait_for(lambda: len(engine.in_flight) == len(robots), 5.0), engine.in_flight
+    began = time.monotonic()
+    node.destroy_node()
+    assert time.monotonic() - began < CANCEL_GRACE_S + 1.0 + 2.0   # one grace (3 s) and slack; it was 18 s

@@ -283,9 +283,12 @@ class InferenceNode(Node):
         ports = getattr(self, '_ports', {})  # absent or partial when parameters or the backend failed in __init__
         for port in ports.values():
             port.pipeline.close()
+        # The robots' requests wind down together: one grace for all, not one each (6 robots whose backend
+        # ignored the cancel took 18 s, past the runner's stop deadline).
+        deadline = time.monotonic() + CANCEL_GRACE_S + 1.0
         for port in ports.values():
             if port.worker.is_alive():
-                port.worker.join(timeout=CANCEL_GRACE_S + 1.0)
+                port.worker.join(timeout=max(0.0, deadline - time.monotonic()))
             port.pipeline.release()
         if hasattr(self, '_shared'):
             self._shared.close()
