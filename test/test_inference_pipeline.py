@@ -408,6 +408,9 @@ def test_a_request_stuck_past_the_grace_period_is_a_stop_plan_and_an_error(monke
     time.sleep(1.0)  # once it has ended, the next request is served
     h.answer()
     assert h.model_plans()[-1].action == 'forward'
+    # ... and the error is over: it stayed ERROR 'backend stuck' for the node's life, for every later good answer
+    health = h.pipeline.health(time.monotonic())
+    assert health.level is not Level.ERROR and h.totals()['backend_stuck'] == 1, (health.level, health.message)
 
 
 def test_malformed_answers_all_become_stop_plans():

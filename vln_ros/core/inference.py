@@ -218,6 +218,7 @@ class InferencePipeline:
         self._throttles = {name: Throttle() for name in ('stale', 'not_jpeg', 'rejected', 'parse', 'internal')}
         self._outage = outage if outage is not None else BackendOutage()
         self._pending: concurrent.futures.Future[Answer] | None = None
+        self._stuck_on: concurrent.futures.Future[Answer] | None = None   # a cancelled request that did not end
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='inference_backend')
         self._backend: Backend | None = None
         self._recorder: AnswerRecorder | None = None
@@ -455,6 +456,7 @@ class InferencePipeline:
                 pass
             if not self._pending.done():
                 self.counters.add('backend_stuck')
+                self._stuck_on = self._pending
                 return None, BackendError('stuck', 'the previous, cancelled request has not ended')
         self._pending = self._pool.submit(self._backend.generate, request)
         timeout_s = self.params.inference_timeout_s
@@ -571,7 +573,9 @@ class InferencePipeline:
         for name in DIAGNOSTIC_COUNTERS:
             values[name] = totals.get(name, 0)
         values.update({k: v for k, v in sorted(totals.items()) if k.startswith(DIAGNOSTIC_FAMILIES)})
-        if state == State.FAILED or totals.get('backend_stuck', 0):
+        # stuck while that request has not ended, not for ever after (backend_stuck counts every time it was)
+        stuck = self._stuck_on is not None and not self._stuck_on.done()
+        if state == State.FAILED or stuck:
             return Health(Level.ERROR, reason if state == State.FAILED else 'backend stuck', values)
         if failures_in_row:
             return Health(Level.WARN, f'{failures_in_row} failed answer(s) in a row: {last_error[:80]}', values)
