@@ -697,3 +697,26 @@ def test_a_task_switch_while_the_plan_streams_publishes_nothing_of_the_old_task(
     backend.release.set()
     worker.join(2.0)
     assert not [p for p in h.model_plans() if p.task_id == old and not p.stop]
+
+
+def test_inference_timeout_s_raised_live_reaches_the_openai_backends_request():
+    """`ros2 param set ... inference_timeout_s 20` under overload: the openai backend kept the HTTP read timeout of
+    the start-up value (1 s), so a 3 s answer failed as the server gone (`unavailable`, 'connection lost
+    mid-answer') while the raised timeout had 17 s to run."""
+    from openai_server import FORWARD as SERVER_FORWARD
+    from openai_server import FakeOpenAIServer
+
+    server = FakeOpenAIServer([SERVER_FORWARD])
+    server.repeat_last = True
+    server.batching(1.5, 0.0)   # every answer takes 1.5 s
+    try:
+        h = Harness(inference_timeout_s=0.5, openai={'base_url': server.base_url, 'served_model': 'm'})
+        h.pipeline.set_params(h.params.model_copy(update={'inference_timeout_s': 20.0}))
+        h.pipeline.set_task('go')
+        h.answer()
+        assert h.model_plans()[-1].action == 'forward', h.model_plans()[-1]
+        assert not [k for k in h.totals() if k.startswith('backend_failures')], h.totals()
+        h.pipeline.close()
+        h.pipeline.release()
+    finally:
+        server.close()

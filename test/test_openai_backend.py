@@ -86,11 +86,16 @@ def test_a_server_gone_mid_answer_is_unavailable_not_a_bad_or_partial_answer(ser
     assert failed.value.reason == 'unavailable' and 'mid-answer' in failed.value.detail
 
 
-def test_slow_server_times_out(server):
+def test_slow_server_times_out_at_the_backends_own_bound(server):
+    """The backend's own bound, for a caller without a timeout of its own. The node's is inference_timeout_s, the
+    pipeline's, which cancels first and changes live (the node gives the backend INFERENCE_TIMEOUT_MAX_S)."""
+    from vln_ros.core.backends.openai_server import OpenAIBackend
+
     server.delay_s = 3.0
     started = time.perf_counter()
+    backend = OpenAIBackend(OpenAIParams(base_url=server.base_url, served_model='m'), 'm', timeout_s=0.5)
     with pytest.raises(BackendError) as failed:
-        backend_for(server.base_url, timeout_s=0.5, served_model='m').generate(request())
+        backend.generate(request())
     assert failed.value.reason == 'timeout' and time.perf_counter() - started < 2.5
 
 

@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from vln_ros.core.schema import StartupError
 
+# inference_timeout_s's upper bound. A backend's own bound on a request (an HTTP read timeout) is this, not the
+# parameter's value at start-up: the parameter changes live, and the caller's timeout cancels first.
+INFERENCE_TIMEOUT_MAX_S = 300.0
+
 if TYPE_CHECKING:  # core/config imports the backends, and prompts imports config
     from vln_ros.core.prompts import Prompt
 

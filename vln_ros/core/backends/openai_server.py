@@ -21,7 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from vln_ros.core.backends.base import Answer, Backend, BackendError, Request
+from vln_ros.core.backends.base import INFERENCE_TIMEOUT_MAX_S, Answer, Backend, BackendError, Request
 from vln_ros.core.backends.lmdeploy_pipeline import mm_processor_kwargs
 from vln_ros.core.backends.registry import BackendSpec, model_name, register_backend
 from vln_ros.core.schema import BackendParams, StartupError, param
@@ -224,4 +224,7 @@ class OpenAIBackend(Backend):
 
 register_backend(BackendSpec(
     'openai', 'an OpenAI-compatible server', OpenAIParams,
-    lambda section, params: OpenAIBackend(section, model_name(params), params.inference_timeout_s)))
+    # The HTTP read timeout is the parameter's bound, not its start-up value: inference_timeout_s is raised live
+    # under overload, and the pipeline's own timeout cancels the request first (a read timeout ended it as the
+    # server gone, `unavailable`, while the raised timeout had not run out).
+    lambda section, params: OpenAIBackend(section, model_name(params), INFERENCE_TIMEOUT_MAX_S)))
