@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -19,6 +20,7 @@ from vln_ros.core.backends.base import (
     Backend,
     BackendError,
     CancelFlag,
+    Request,
     load_records,
 )
 from vln_ros.core.config import InferenceParams
@@ -250,8 +252,8 @@ def test_an_answer_for_a_task_no_longer_current_is_discarded():
     h.pipeline._slot.take(timeout_s=0.0)
     real_call = h.pipeline._call_backend
 
-    def switch_during_the_call(request):
-        answer = real_call(request)
+    def switch_during_the_call(request, task_id):
+        answer = real_call(request, task_id)
         h.pipeline.set_task('another task')
         return answer
     h.pipeline._call_backend = switch_during_the_call
@@ -472,7 +474,7 @@ def test_a_bug_in_a_step_is_counted_logged_and_ends_in_a_stop_plan():
     h = Harness(ScriptedBackend(FORWARD))
     h.pipeline.set_task('go')
 
-    def broken(request):
+    def broken(request, task_id):
         raise KeyError('bug')
     h.pipeline._call_backend = broken
     assert h.answer() is None
@@ -720,3 +722,55 @@ def test_inference_timeout_s_raised_live_reaches_the_openai_backends_request():
         h.pipeline.release()
     finally:
         server.close()
+
+
+class LateRegisteringBackend(Backend):
+    """A request is known to the backend only once generate() has started, as with every real backend: a cancel
+    before that finds nothing to abort (openai: no call yet; oracle: no flag set; lmdeploy: cleared at start)."""
+
+    model_name = 'late'
+
+    def __init__(self, before_start: Callable[[], None]) -> None:
+        self.before_start = before_start
+        self.lock = threading.Lock()
+        self.in_flight: threading.Event | None = None
+        self.cancels_that_found_nothing = 0
+
+    def generate(self, request: Request) -> Answer:
+        self.before_start()   # the executor's task switch lands here: after the prompt, before the request
+        aborted = threading.Event()
+        with self.lock:
+            self.in_flight = aborted
+        if aborted.wait(5.0):
+            raise BackendError('cancelled')
+        return Answer(FORWARD, 5.0)
+
+    def cancel(self) -> None:
+        with self.lock:
+            if self.in_flight is None:
+                self.cancels_that_found_nothing += 1
+            else:
+                self.in_flight.set()
+
+
+def test_a_task_switch_between_the_prompt_and_the_requests_start_still_aborts_that_request():
+    """The cancel of a switch that came after the worker built the old task's prompt but before the backend had
+    the request was lost: the old task's request ran to its end (5 s here; up to inference_timeout_s against a
+    hung server), holding its batch slot while the robot waited, stopped, for the new task's first plan."""
+    switched: list[float] = []
+
+    def switch() -> None:
+        if not switched:
+            other = threading.Thread(target=lambda: switched.append(time.monotonic())
+                                     if h.pipeline.set_task('another way').accepted else None)
+            other.start()
+            other.join()
+
+    backend = LateRegisteringBackend(switch)
+    h = Harness(backend, inference_timeout_s=10.0)
+    h.pipeline.set_task('go')
+    started = time.monotonic()
+    h.answer()
+    assert switched and backend.cancels_that_found_nothing >= 1   # the switch's own cancel came too early
+    assert time.monotonic() - started < 2.0, 'the old task\'s request ran on'
+    assert h.model_plans() == [] and h.totals()['answers_discarded_old_task'] == 1

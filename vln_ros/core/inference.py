@@ -26,6 +26,7 @@ then completes the task's history; if it does not parse, or names another plan, 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import dataclasses
 import enum
@@ -55,6 +56,7 @@ from vln_ros.core.tasks import Counters, State, TaskManager, TaskRejected
 
 # After a timeout the cancelled request gets this long to end before the next one may start.
 CANCEL_GRACE_S = 2.0
+RECANCEL_S = 0.05        # a request of an old task is cancelled again this often until it ends (see _call_backend)
 LOG_THROTTLE_S = 5.0
 # Counters that /diagnostics always shows (0 until they happen), and the families shown once they occur.
 DIAGNOSTIC_COUNTERS = ('keyframes_received', 'keyframes_dropped', 'keyframes_stale', 'keyframes_not_jpeg',
@@ -219,6 +221,7 @@ class InferencePipeline:
         self._outage = outage if outage is not None else BackendOutage()
         self._pending: concurrent.futures.Future[Answer] | None = None
         self._stuck_on: concurrent.futures.Future[Answer] | None = None   # a cancelled request that did not end
+        self._woken: threading.Event | None = None   # the request in flight's wait: its end, or a cancel
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='inference_backend')
         self._backend: Backend | None = None
         self._recorder: AnswerRecorder | None = None
@@ -390,7 +393,7 @@ class InferencePipeline:
                           p.image_max_pixels, on_chunk=on_chunk)
         self.counters.add('requests')
         called = time.perf_counter()
-        answer, error = self._call_backend(request)
+        answer, error = self._call_backend(request, task_id)
         returned = time.perf_counter()
 
         parsed = parse_answer(answer.text, p.parser) if answer is not None else None
@@ -446,7 +449,7 @@ class InferencePipeline:
             return False
         return True
 
-    def _call_backend(self, request: Request) -> tuple[Answer | None, BackendError | None]:
+    def _call_backend(self, request: Request, task_id: str) -> tuple[Answer | None, BackendError | None]:
         """The backend's answer, or the error; bounded by inference_timeout_s whatever the backend does."""
         assert self._backend is not None, 'load() first'
         if self._pending is not None and not self._pending.done():  # a cancelled request still winding down
@@ -458,10 +461,26 @@ class InferencePipeline:
                 self.counters.add('backend_stuck')
                 self._stuck_on = self._pending
                 return None, BackendError('stuck', 'the previous, cancelled request has not ended')
-        self._pending = self._pool.submit(self._backend.generate, request)
+        pending = self._pending = self._pool.submit(self._backend.generate, request)
+        woken = threading.Event()
+        pending.add_done_callback(lambda _done: woken.set())
+        with self._lock:
+            self._woken = woken   # a task switch, a stop or close sets it (_cancel_backend)
+            superseded = self.closed or not self._tasks.is_current(task_id)
         timeout_s = self.params.inference_timeout_s
+        deadline = time.monotonic() + timeout_s
+        if not superseded and not woken.wait(timeout_s):
+            self._backend.cancel()
+            return None, BackendError('timeout', f'no answer within inference_timeout_s ({timeout_s} s)')
+        # Ended, or its task is over. A cancel that came while the backend did not yet have the request (between
+        # the prompt and generate's start) did nothing, and the old task's request would run to its end, holding
+        # its batch slot while the robot waits for the new task: so cancel again until it ends.
+        while not pending.done() and time.monotonic() < deadline:
+            self._backend.cancel()
+            with contextlib.suppress(Exception):   # its outcome is read below
+                pending.result(timeout=min(RECANCEL_S, max(0.0, deadline - time.monotonic())))
         try:
-            return self._pending.result(timeout=timeout_s), None
+            return pending.result(timeout=0.0), None
         except concurrent.futures.TimeoutError:
             self._backend.cancel()
             return None, BackendError('timeout', f'no answer within inference_timeout_s ({timeout_s} s)')
@@ -474,6 +493,8 @@ class InferencePipeline:
     def _cancel_backend(self) -> None:
         if self._backend is not None:
             self._backend.cancel()
+        if self._woken is not None:   # the worker's wait: it cancels again until the request ends
+            self._woken.set()
 
     # -- publishing (called with _lock held) ----------------------------------------------------------
     def _publish_result(self, keyframe: Keyframe, task_id: str, instruction: str, answer: Answer | None,
