@@ -53,6 +53,21 @@ def test_a_robot_driven_into_the_one_ahead_stops_at_its_body_and_the_contact_is_
     assert world.episode('r2')['robot_collisions'] == 1 and world.episode('r1')['robot_collisions'] == 0
 
 
+def test_two_robots_closing_head_on_each_count_the_contact_they_made():
+    """A contact counts for the robot that made the step (docs/eval.md): a follower into a standing leader is one,
+    two robots driving into each other are one each, so the run's robot coll. is 2 for that meeting."""
+    world = SimWorld(SimParams.model_validate(TWO))
+    leader, follower = world.robots
+    for _ in range(300):
+        world.command(-0.5, 0.0, 0.0, 'r1')   # the leader backs into the follower driving up to it
+        world.command(0.5, 0.0, 0.0, 'r2')
+        world.step_all()
+    gap = math.hypot(leader.base.pose.x - follower.base.pose.x, leader.base.pose.y - follower.base.pose.y)
+    assert gap >= 2 * 0.3 - 1e-9
+    assert world.episode('r1')['robot_collisions'] == 1 and world.episode('r2')['robot_collisions'] == 1
+    assert world.episode_counts()['robot_collisions'] == 2
+
+
 def test_each_robots_laser_sees_the_other_robot_ahead_at_its_true_distance():
     service = SimService(SimParams.model_validate(TWO), lambda scene, pose, people, _robots: None)
     first: list = [None, None]   # each robot's first scan (staggered: in different steps)

@@ -83,7 +83,7 @@ class EpisodeRecord:
     robot: str = ''                         # several robots in one world (make eval ROBOTS=N): whose episode
     robot_index: int = 0                    # its place in the queue (vln_ros/sim/fleet.py), the leader 0
     fleet_size: int = 1                     # how many robots shared the world
-    robot_collisions: int = 0               # contacts with other robots (collisions: walls, landmarks, clutter)
+    robot_collisions: int = 0               # steps into another robot (head-on: one each); walls etc.: collisions
     cross_talk: int = 0                     # plans or task statuses in its namespace with another robot's task id
     clutter_placed: int = 0                 # boxes and chairs the simulator placed (its reset reply; fewer than
                                             # asked where the scene had no room), recorded, not scored

@@ -9,7 +9,8 @@ at its start, and the odometry keeps integrating, as a real robot carried to ano
 
 Several robots (SimParams.robots) share the scene, the clock and the people, each with its own start, goal and
 route (vln_ros/sim/fleet.py), base, odometry, camera times, faults and log. They are solid to each other: a step
-into another robot is refused like one into a wall, and counted apart (robot_collisions). The people's scripts are
+into another robot is refused like one into a wall, and counted apart for the robot that made it (robot_collisions:
+two closing head-on count one each). The people's scripts are
 timed to meet the first robot, but they meet every robot alike: they wait for any at rest in their way, step round
 it, never step into one, and each robot's contacts with them are its own (person_collisions). The first robot is
 the default wherever one is named: `base`, `log` and the one-robot calls are its.
