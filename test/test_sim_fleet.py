@@ -204,3 +204,17 @@ def test_a_sensor_faster_than_the_physics_is_refused_naming_both_rates(sensor):
     with pytest.raises(ValueError, match=f'{sensor}.rate_hz 45 is above physics_rate_hz 40: a sensor samples at '
                                          'most once a physics step'):
         SimParams.model_validate({'physics_rate_hz': 40.0, sensor: {'rate_hz': 45.0}})
+
+
+def test_clutter_in_a_world_of_several_robots_keeps_clear_of_every_robots_start_and_goal():
+    """Clutter was kept clear of the route's two ends only: with four robots it refused most seeds (a box on a
+    robot's start) and put some robots' goals inside a box (seed 7: r3's), a goal never reached."""
+    world = SimWorld(SimParams(seed=1, robots=('r1', 'r2', 'r3', 'r4')))
+    placed = 0
+    for seed in range(20):
+        world.reset(seed, clutter=3)   # no robot's start on a box: ValueError if one were
+        placed += len(world.physical.landmarks) - len(world.scene.landmarks)
+        for robot in world.robots:
+            for pose in (robot.scene.start, robot.scene.goal):
+                assert robot.base.clearance_at(pose.x, pose.y) > 0.0, (seed, robot.name, pose)
+    assert placed > 10   # still clutter where the route has room for it

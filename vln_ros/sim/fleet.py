@@ -87,26 +87,33 @@ def polyline_end(route: tuple[tuple[float, float], ...]) -> float:
     return float(np.hypot(*(points[1:] - points[:-1]).T).sum())
 
 
-def staggered(scene: Scene, count: int) -> list[Scene]:
-    """Each robot's scene, the leader first: the same walls and instruction, its own start, goal and route.
+def queue_arcs(scene: Scene, count: int) -> list[tuple[float, float]]:
+    """Where each robot starts and stops along the scene's route (metres from its start), the leader first.
     ValueError when a robot would walk less than MIN_WALK_M."""
     spacing = spacing_for(scene, count)
     if count == 1:
-        return [scene]
+        return [(0.0, scene.route_length_m)]
     starts, goals = [0.0], [scene.route_length_m]        # the last robot's start, the leader's goal
     for _ in range(count - 1):
         starts.append(_next_apart(scene.route, starts[-1], spacing, 1))
         goals.append(_next_apart(scene.route, goals[-1], spacing, -1))
     starts.reverse()                                     # the leader's first
-    out = []
     for i, (start_m, goal_m) in enumerate(zip(starts, goals, strict=True)):
         if goal_m - start_m < MIN_WALK_M:
             raise ValueError(f'seed {scene.seed}: robot {i + 1} of {count} would walk {goal_m - start_m:.1f} m, '
                              f'less than {MIN_WALK_M} m, on its {scene.route_length_m:.1f} m route')
-        goal = scene.goal if i == 0 else point_at(scene.route, goal_m)
-        out.append(replace(scene, start=point_at(scene.route, start_m), goal=goal,
-                           route=cut(scene.route, start_m, goal_m)))
-    return out
+    return list(zip(starts, goals, strict=True))
+
+
+def staggered(scene: Scene, count: int) -> list[Scene]:
+    """Each robot's scene, the leader first: the same walls and instruction, its own start, goal and route.
+    ValueError when a robot would walk less than MIN_WALK_M."""
+    if count == 1:
+        spacing_for(scene, count)   # checks the count
+        return [scene]
+    return [replace(scene, start=point_at(scene.route, start_m), goal=scene.goal if i == 0 else
+                    point_at(scene.route, goal_m), route=cut(scene.route, start_m, goal_m))
+            for i, (start_m, goal_m) in enumerate(queue_arcs(scene, count))]
 
 
 def seeds_that_fit(count: int, first_seed: int, n: int) -> tuple[list[int], list[int]]:

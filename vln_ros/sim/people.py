@@ -47,7 +47,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from vln_ros.sim import geodesic
+from vln_ros.sim import fleet, geodesic
 from vln_ros.sim.geometry import distance_to_landmarks, distance_to_walls, sample_polyline
 from vln_ros.sim.scene import Landmark, Scene
 
@@ -422,14 +422,19 @@ def with_clutter(scene: Scene, clutter: Sequence[Landmark]) -> Scene:
 
 
 def place_clutter(scene: Scene, count: int, robot_radius_m: float = 0.3,
-                  walks: Sequence[PersonScript] = ()) -> tuple[Landmark, ...]:
+                  walks: Sequence[PersonScript] = (), robots: int = 1) -> tuple[Landmark, ...]:
     """count boxes and chairs (fewer where the scene has no room for them) on or beside the route, seeded by the
-    scene's seed, none within CLUTTER_CLEAR_ENDS_M of the start or the goal, none on the people's walks (a person
-    walks round a robot, not through a box), and each kept only if a robot of robot_radius_m + CLUTTER_MARGIN_M still
-    has a path from the start to the goal (sim/geodesic.py)."""
+    scene's seed, none within CLUTTER_CLEAR_ENDS_M of the start or the goal (of every robot's, when robots share
+    the route as a queue: sim/fleet.py), none on the people's walks (a person walks round a robot, not through a
+    box), and each kept only if a robot of robot_radius_m + CLUTTER_MARGIN_M still has a path from the start to the
+    goal (sim/geodesic.py). ValueError when the route has no room for the robots' queue."""
     walked = np.concatenate([w.path for w in walks]) if walks else np.zeros((0, 2))
     if count <= 0:
         return ()
+    # Several robots start and stop inside the route's ends: clutter there put a robot's goal in a box.
+    # In a straight line from each (around a corner the route is longer than the gap).
+    stops = np.array([[p.x, p.y] for arcs in fleet.queue_arcs(scene, robots)
+                      for p in (fleet.point_at(scene.route, m) for m in arcs)]) if robots > 1 else np.zeros((0, 2))
     rng = np.random.default_rng((scene.seed, CLUTTER_STREAM))
     pts, arc, direction = _route_samples(scene)
     total = float(arc[-1])
@@ -447,6 +452,8 @@ def place_clutter(scene: Scene, count: int, robot_radius_m: float = 0.3,
         box = Landmark(float(centre[0]), float(centre[1]), size_x, size_y, height, name, CLUTTER_BGR[name])
         half = math.hypot(size_x, size_y) / 2
         point = centre[None, :]
+        if len(stops) and float(np.hypot(*(stops - centre).T).min()) < CLUTTER_CLEAR_ENDS_M:
+            continue   # at a robot's start or goal
         if float(distance_to_walls(point, scene.walls)[0]) < half or \
                 float(distance_to_landmarks(point, list(scene.landmarks) + placed)[0]) < half:
             continue   # inside a wall or on another box

@@ -166,7 +166,8 @@ class SimWorld:
         paths, about 0.1 s an item), thread-safe, so a caller can do it off the physics thread."""
         scene = scenes.generate(seed)
         scripts = tuple(people.place_people(scene, walkers))
-        physical = people.with_clutter(scene, people.place_clutter(scene, clutter, self.params.base.radius_m, scripts))
+        physical = people.with_clutter(scene, people.place_clutter(scene, clutter, self.params.base.radius_m, scripts,
+                                                                   len(self.names)))
         return Prepared(scene, physical, scripts)
 
     def reset(self, seed: int, walkers: tuple[str, ...] = (), clutter: int = 0,
