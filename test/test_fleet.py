@@ -77,10 +77,29 @@ def test_a_robot_listed_twice_is_refused_not_merged():
         validate_params(InferenceParams, {'backend': 'openai', 'robots': ['r1', 'r2', 'r1']})
 
 
-@pytest.mark.parametrize('bad', ['', '1r', '/r1', 'r1/', 'r1//r2', 'r-1', 'r 1', '~/r1'])
+@pytest.mark.parametrize('bad', ['', '1r', '/r1', 'r1/', 'r1//r2', 'r-1', 'r 1', '~/r1', 'r' * 65])
 def test_a_robot_name_that_is_no_relative_ros_namespace_is_refused_by_name(bad):
     with pytest.raises(ParameterError, match=f'robots: {bad!r} is not a relative ROS namespace'):
         validate_params(InferenceParams, {'backend': 'openai', 'robots': ['r0', bad]})
+
+
+def test_the_longest_robot_name_allowed_makes_valid_names_of_every_topic_and_service():
+    """A 240-character robot name passed the check and ended inference_node's start with rclpy's
+    InvalidTopicNameException (a traceback): the names are now capped, and the cap keeps every name valid."""
+    from rclpy.validate_full_topic_name import validate_full_topic_name
+
+    from vln_ros import interface
+    from vln_ros.core.schema import MAX_NAMESPACE_CHARS
+
+    longest = 'site_' + 'x' * 10 + '/' + 'r' * (MAX_NAMESPACE_CHARS - 16)
+    assert len(longest) == MAX_NAMESPACE_CHARS
+    validate_params(InferenceParams, {'backend': 'openai', 'robots': [longest]})
+    relative = [v for k, v in vars(interface).items() if k.isupper() and isinstance(v, str) and '/' in v
+                and not v.startswith('/') and ' ' not in v]
+    assert len(relative) > 10
+    for name in relative:
+        assert validate_full_topic_name(f'/{longest}/{name}')
+        assert validate_full_topic_name(f'/{longest}/{name}', is_service=True)
 
 
 # -- the cap ------------------------------------------------------------------------------------------

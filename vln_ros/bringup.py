@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from vln_ros import interface as ri
 from vln_ros.core.config import InferenceParams, is_relative_namespace, load_node_yaml
+from vln_ros.core.schema import NAMESPACE_RULE
 from vln_ros.sim.api import DEFAULT_PORT, local_url
 from vln_ros.sim.params import MAX_ROBOTS
 
@@ -243,8 +244,7 @@ def robot_namespace(name: str) -> str:
     relative = name.strip()
     relative = relative[1:] if relative.startswith('/') else relative
     if not is_relative_namespace(relative):
-        raise ValueError(f"robot namespace {name!r} is not a ROS namespace (tokens of letters, digits and "
-                         "underscores, not starting with a digit, separated by single '/')")
+        raise ValueError(f'robot namespace {name!r} is not a ROS namespace ({NAMESPACE_RULE})')
     return relative
 
 

@@ -48,10 +48,17 @@ class BackendParams(StrictModel):
 _NAME_TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
 
+# A robot's topic and service names are its namespace and up to ~40 characters more, and DDS names end at 255 (a
+# 240-character robot name ended inference_node's start with rclpy's InvalidTopicNameException, a traceback).
+MAX_NAMESPACE_CHARS = 64
+NAMESPACE_RULE = ("tokens of letters, digits and underscores, not starting with a digit, separated by single '/', "
+                  f'at most {MAX_NAMESPACE_CHARS} characters')
+
+
 def is_relative_namespace(name: str) -> bool:
-    """`r1`, `site_a/r1`: tokens of letters, digits and underscores, not starting with a digit, separated by
-    single '/', no leading '/'. The one rule for robot namespaces (the `robots` parameter, fleet launch files)."""
-    return bool(name) and all(_NAME_TOKEN.fullmatch(token) for token in name.split('/'))
+    """`r1`, `site_a/r1`: NAMESPACE_RULE, no leading '/'. The one rule for robot namespaces (the `robots`
+    parameter, fleet launch files)."""
+    return 0 < len(name) <= MAX_NAMESPACE_CHARS and all(_NAME_TOKEN.fullmatch(token) for token in name.split('/'))
 
 
 def check_robot_names(robots: Sequence[str]) -> None:
@@ -61,8 +68,7 @@ def check_robot_names(robots: Sequence[str]) -> None:
     seen: set[str] = set()
     for robot in robots:
         if not is_relative_namespace(robot):
-            raise ValueError(f'robots: {robot!r} is not a relative ROS namespace (tokens of letters, digits and '
-                             "underscores, not starting with a digit, separated by single '/'; no leading '/')")
+            raise ValueError(f"robots: {robot!r} is not a relative ROS namespace ({NAMESPACE_RULE}; no leading '/')")
         if robot in seen:
             raise ValueError(f'robots: {robot!r} is listed twice (each robot namespace once)')
         seen.add(robot)

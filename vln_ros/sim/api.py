@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vln_ros.core.schema import MAX_NAMESPACE_CHARS
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -71,7 +73,8 @@ class ResetRequest(ApiRequest):
                          description='Static obstacles (boxes, chairs) on and near the route; it stays passable')
 
 
-ROBOT_FIELD = Field('', max_length=64, description="which robot (sim_node's robots parameter); '' the first")
+ROBOT_FIELD = Field('', max_length=MAX_NAMESPACE_CHARS,
+                    description="which robot (sim_node's robots parameter); '' the first")
 
 
 class RobotStart(ApiReply):
