@@ -172,6 +172,19 @@ def test_a_replay_recording_cannot_serve_two_robots_but_serves_one(tmp_path):
         SharedBackend(make_backend, 2).client(params)
     one = SharedBackend(make_backend, 1)
     assert one.client(params) is one.backend
+    named = SharedBackend(make_backend, 1)   # robots: [r1] alone: a recording still serves it as it is
+    assert named.client(params, robot='r1') is named.backend
+
+
+def test_one_named_robot_gets_its_own_oracle_client_answering_from_its_ground_truth():
+    """robots: [r2] alone was served by the backend itself, whose oracle asked for the simulator's first robot's
+    ground truth (r1's), not r2's."""
+    params = InferenceParams(backend='oracle', robots=('r2',))
+    shared = SharedBackend(make_backend, 1)
+    client = shared.client(params, robot='r2')
+    assert client is not shared.backend and client._params.robot == 'r2'
+    client.close()
+    shared.close()
 
 
 def test_openai_and_oracle_clients_cancel_only_their_own_request():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-from vln_ros.core.backends.base import Backend
+from vln_ros.core.backends.base import Backend, NotShareable
 from vln_ros.core.backends.lmdeploy_pipeline import LmdeployParams
 from vln_ros.core.config import InferenceParams
 from vln_ros.core.inference import InferencePipeline, TaskReply
@@ -44,23 +44,35 @@ def fleet_engine_params(params: InferenceParams, robots: int) -> tuple[Inference
 class SharedBackend:
     """One backend for all robots, loaded on the first robot's request for it (on the main thread: lmdeploy
     installs signal handlers), then a client per robot. With one robot the backend itself serves it (any
-    backend will do); with more, a backend that cannot be shared raises NotShareable at start-up."""
+    backend will do), through a client of its own when that robot is named and the backend can make one (the
+    oracle answers a named robot from that robot's ground truth); with more, a backend that cannot be shared
+    raises NotShareable at start-up."""
 
     def __init__(self, factory: Callable[[InferenceParams], Backend], robots: int) -> None:
         self._factory = factory
         self._robots = robots
         self.backend: Backend | None = None
+        self._shared = robots > 1   # clients were handed out: the pipelines' release() leaves the model to us
 
     def client(self, params: InferenceParams, robot: str = '') -> Backend:
         """The backend for one robot's pipeline (robot: its namespace)."""
         if self.backend is None:
             self.backend = self._factory(fleet_engine_params(params, self._robots)[0])
-        return self.backend if self._robots == 1 else self.backend.client(robot)
+        if self._robots > 1:
+            return self.backend.client(robot)
+        if robot:   # robots: [r2] alone: without its own client, the oracle answered from the first robot's truth
+            try:
+                client = self.backend.client(robot)
+            except NotShareable:   # a recording serves one robot as it is
+                return self.backend
+            self._shared = True
+            return client
+        return self.backend
 
     def close(self) -> None:
-        """After every pipeline's release(): clients leave the shared model alone, so close it here (with one
-        robot, that pipeline closed it)."""
-        if self.backend is not None and self._robots > 1:
+        """After every pipeline's release(): clients leave the shared model alone, so close it here (a pipeline
+        served by the backend itself closed it)."""
+        if self.backend is not None and self._shared:
             self.backend.close()
 
 
