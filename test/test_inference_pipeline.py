@@ -774,3 +774,36 @@ def test_a_task_switch_between_the_prompt_and_the_requests_start_still_aborts_th
     assert switched and backend.cancels_that_found_nothing >= 1   # the switch's own cancel came too early
     assert time.monotonic() - started < 2.0, 'the old task\'s request ran on'
     assert h.model_plans() == [] and h.totals()['answers_discarded_old_task'] == 1
+
+
+def test_a_request_given_up_on_against_a_server_that_never_answers_ends_with_the_callers_timeout():
+    """A server (or proxy) that holds the headers: the pipeline's timeout gives up on the request, and its HTTP
+    thread and connection must end with that timeout, not with a longer one fixed at start-up (a 300 s read
+    timeout left every timed-out keyframe's connection open for 5 minutes)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: [held.append(listener.accept()[0]) for _ in range(16)], daemon=True).start()
+    port = listener.getsockname()[1]
+
+    def requests_alive() -> int:
+        return sum(t.name == 'openai_request' and t.is_alive() for t in threading.enumerate())
+
+    before = requests_alive()
+    try:
+        h = Harness(inference_timeout_s=0.5,
+                    openai={'base_url': f'http://127.0.0.1:{port}/v1', 'served_model': 'm'})
+        h.pipeline.set_task('go')
+        for _ in range(3):
+            h.answer()
+        assert h.totals()['backend_failures_timeout'] == 3
+        assert wait_for(lambda: requests_alive() == before, 5.0), requests_alive() - before
+        h.pipeline.close()
+        h.pipeline.release()
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()

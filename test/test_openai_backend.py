@@ -87,8 +87,8 @@ def test_a_server_gone_mid_answer_is_unavailable_not_a_bad_or_partial_answer(ser
 
 
 def test_slow_server_times_out_at_the_backends_own_bound(server):
-    """The backend's own bound, for a caller without a timeout of its own. The node's is inference_timeout_s, the
-    pipeline's, which cancels first and changes live (the node gives the backend INFERENCE_TIMEOUT_MAX_S)."""
+    """The backend's own bound (its start-up timeout, or the request's timeout_s: the pipeline's
+    inference_timeout_s as it is when the request is sent, which changes live)."""
     from vln_ros.core.backends.openai_server import OpenAIBackend
 
     server.delay_s = 3.0

@@ -29,7 +29,6 @@ import yaml
 from pydantic import BaseModel, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
-from vln_ros.core.backends.base import INFERENCE_TIMEOUT_MAX_S
 from vln_ros.core.backends.registry import BACKENDS
 from vln_ros.core.guard import GuardParams
 from vln_ros.core.schema import BackendParams as BackendParams
@@ -471,7 +470,7 @@ class InferenceSettings(StrictModel):
                                            'blocked, at that distance and bearing; 0 = never', 's', ge=0.0,
                                            le=600.0, dynamic=True)
     inference_timeout_s: float = param(10.0, 'An answer taking longer is abandoned (request aborted): stop '
-                                       'plan', 's', gt=0.0, le=INFERENCE_TIMEOUT_MAX_S, dynamic=True)
+                                       'plan', 's', gt=0.0, le=300.0, dynamic=True)
     keyframe_max_age_s: float = param(10.0, 'Keyframes older than this (by capture stamp) are not used', 's',
                                       gt=0.0, le=600.0, dynamic=True)
     failure_threshold: int = param(3, 'This many failed answers in a row mark the task failed on '

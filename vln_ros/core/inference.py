@@ -390,7 +390,7 @@ class InferencePipeline:
                     self.counters.add('plans_from_stream')
 
         request = Request(keyframe.jpeg, keyframe.stamp_ns, prompt, p.max_new_tokens, p.guided_json,
-                          p.image_max_pixels, on_chunk=on_chunk)
+                          p.image_max_pixels, on_chunk=on_chunk, timeout_s=p.inference_timeout_s)
         self.counters.add('requests')
         called = time.perf_counter()
         answer, error = self._call_backend(request, task_id)

@@ -19,10 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from vln_ros.core.schema import StartupError
 
-# inference_timeout_s's upper bound. A backend's own bound on a request (an HTTP read timeout) is this, not the
-# parameter's value at start-up: the parameter changes live, and the caller's timeout cancels first.
-INFERENCE_TIMEOUT_MAX_S = 300.0
-
 if TYPE_CHECKING:  # core/config imports the backends, and prompts imports config
     from vln_ros.core.prompts import Prompt
 
@@ -40,6 +36,9 @@ class Request:
     # Called from the backend's thread with each streamed piece of text and the output tokens so far
     # (backends that stream; the GPU benchmark times the tokens with it).
     on_chunk: Callable[[str, int], None] | None = field(default=None, compare=False, repr=False)
+    # The caller's bound on this request (inference_timeout_s as it is now: it changes live), for a backend's own
+    # timeouts, so that a request the caller gave up on ends with it; None: the backend's start-up bound.
+    timeout_s: float | None = None
 
     def image_data_url(self) -> str:
         return 'data:image/jpeg;base64,' + base64.b64encode(self.image_jpeg).decode('ascii')

@@ -11,7 +11,8 @@ cancel() can close the stream between chunks.
 Each request runs on a thread of its own, and generate() waits for it or for cancel(): a server (or a proxy) may
 hold the response's headers until the batch gets to the request, and a read blocked there cannot be
 interrupted, so a cancel must not wait for it (it did, until inference_timeout_s). The abandoned request ends
-by itself: its stream is closed as soon as it opens, or the HTTP timeout ends it.
+by itself: its stream is closed as soon as it opens, or the HTTP timeout ends it (the request's timeout_s, the
+caller's inference_timeout_s when it was sent).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from vln_ros.core.backends.base import INFERENCE_TIMEOUT_MAX_S, Answer, Backend, BackendError, Request
+from vln_ros.core.backends.base import Answer, Backend, BackendError, Request
 from vln_ros.core.backends.lmdeploy_pipeline import mm_processor_kwargs
 from vln_ros.core.backends.registry import BackendSpec, model_name, register_backend
 from vln_ros.core.schema import BackendParams, StartupError, param
@@ -29,6 +30,8 @@ from vln_ros.core.schema import BackendParams, StartupError, param
 if TYPE_CHECKING:  # the openai package is imported only when this backend is built
     from openai.types.chat import ChatCompletionMessageParam
     from openai.types.shared_params import ResponseFormatJSONSchema
+
+BOUND_MARGIN_S = 5.0   # generate() waits this much past the request's read timeout and connect before giving up
 
 
 class OpenAIParams(BackendParams):
@@ -94,7 +97,7 @@ class OpenAIBackend(Backend):
         self._lock = threading.Lock()
         self._call: _Call | None = None     # the request in flight, if any
         self._owns_client = True
-        self._bound_s = timeout_s + params.connect_timeout_s + 5.0   # generate()'s own bound on a request
+        self._bound_s = timeout_s + params.connect_timeout_s + BOUND_MARGIN_S   # generate()'s own bound
 
     def _model(self) -> str:
         if not self._served_model:  # the server's first model (asked once, when first needed)
@@ -110,14 +113,16 @@ class OpenAIBackend(Backend):
         with self._lock:
             self._call = call
         threading.Thread(target=self._request, args=(call, request), name='openai_request', daemon=True).start()
-        finished = call.finished.wait(self._bound_s)
+        bound_s = self._bound_s if request.timeout_s is None else \
+            request.timeout_s + self._params.connect_timeout_s + BOUND_MARGIN_S
+        finished = call.finished.wait(bound_s)
         with self._lock:
             if self._call is call:
                 self._call = None
         if call.cancelled:
             raise BackendError('cancelled')
         if not finished:
-            raise BackendError('timeout', f'no answer from {self._params.base_url} in {self._bound_s:.0f} s')
+            raise BackendError('timeout', f'no answer from {self._params.base_url} in {bound_s:.0f} s')
         if call.error is not None:
             raise call.error
         assert call.answer is not None
@@ -149,7 +154,11 @@ class OpenAIBackend(Backend):
                 model=self._model(), messages=chat_messages(request), max_tokens=request.max_new_tokens,
                 temperature=0.0, stream=True, stream_options={'include_usage': True},
                 response_format=openai.omit if fmt is None else fmt,  # omit: the field is not sent at all
-                extra_body=extra_body(request))
+                extra_body=extra_body(request),
+                # the read timeout of this request: the caller's bound now, not at start-up (it is raised live
+                # under overload, and a request the caller gave up on must not hold a connection for longer)
+                timeout=openai.NOT_GIVEN if request.timeout_s is None else
+                httpx.Timeout(request.timeout_s, connect=self._params.connect_timeout_s))
             with self._lock:
                 call.stream = stream
             if call.cancelled:   # cancelled while the headers were awaited: hang up now
@@ -224,7 +233,4 @@ class OpenAIBackend(Backend):
 
 register_backend(BackendSpec(
     'openai', 'an OpenAI-compatible server', OpenAIParams,
-    # The HTTP read timeout is the parameter's bound, not its start-up value: inference_timeout_s is raised live
-    # under overload, and the pipeline's own timeout cancels the request first (a read timeout ended it as the
-    # server gone, `unavailable`, while the raised timeout had not run out).
-    lambda section, params: OpenAIBackend(section, model_name(params), INFERENCE_TIMEOUT_MAX_S)))
+    lambda section, params: OpenAIBackend(section, model_name(params), params.inference_timeout_s)))
