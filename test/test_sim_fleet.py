@@ -201,9 +201,14 @@ def test_every_robots_camera_and_odometry_keep_their_period_exactly_after_the_fi
 @pytest.mark.parametrize('sensor', ['camera', 'laser', 'depth', 'odom'])
 def test_a_sensor_faster_than_the_physics_is_refused_naming_both_rates(sensor):
     """A 60 Hz camera on 50 Hz physics gave 50 frames a second, and said nothing."""
+    on = {'enabled': True} if sensor in ('laser', 'depth') else {}
     with pytest.raises(ValueError, match=f'{sensor}.rate_hz 45 is above physics_rate_hz 40: a sensor samples at '
                                          'most once a physics step'):
-        SimParams.model_validate({'physics_rate_hz': 40.0, sensor: {'rate_hz': 45.0}})
+        SimParams.model_validate({'physics_rate_hz': 45.0 - 5.0, 'odom': {'rate_hz': 40.0},
+                                  sensor: {'rate_hz': 45.0, **on}})
+    if on:   # a sensor that is off is not checked
+        SimParams.model_validate({'physics_rate_hz': 40.0, 'odom': {'rate_hz': 40.0},
+                                  sensor: {'rate_hz': 45.0, 'enabled': False}})
 
 
 def test_clutter_in_a_world_of_several_robots_keeps_clear_of_every_robots_start_and_goal():

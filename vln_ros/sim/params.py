@@ -118,7 +118,8 @@ class SimParams(StrictModel):
 
     seed: int = param(0, 'Scene of the first episode (vln_ros/sim/scenes.py); later ones through the API', ge=0)
     speed: float = param(1.0, 'Simulated seconds per wall-clock second it aims for (1 = real time)', gt=0.0, le=20.0)
-    physics_rate_hz: float = param(100.0, 'Integration steps per simulated second; /clock is published each step',
+    physics_rate_hz: float = param(100.0, 'Integration steps per simulated second; /clock is published each step; '
+                                   'at least every sensor rate (odom.rate_hz, camera.rate_hz, ...)',
                                    'Hz', ge=20.0, le=1000.0)
     api_address: str = param(api.DEFAULT_ADDRESS,
                              'Address of the HTTP side channel (episodes, ground truth, the oracle)')
@@ -140,9 +141,11 @@ class SimParams(StrictModel):
     @model_validator(mode='after')
     def _sensors_within_the_physics_rate(self) -> SimParams:
         # a sensor is sampled at the end of a physics step: a faster one would silently run at the physics rate
-        for name, rate_hz in (('camera', self.camera.rate_hz), ('laser', self.laser.rate_hz),
-                              ('depth', self.depth.rate_hz), ('odom', self.odom.rate_hz)):
-            if rate_hz > self.physics_rate_hz:
+        for name, rate_hz, enabled in (('camera', self.camera.rate_hz, True),
+                                       ('laser', self.laser.rate_hz, self.laser.enabled),
+                                       ('depth', self.depth.rate_hz, self.depth.enabled),
+                                       ('odom', self.odom.rate_hz, True)):
+            if enabled and rate_hz > self.physics_rate_hz:
                 raise ValueError(f'{name}.rate_hz {rate_hz:g} is above physics_rate_hz {self.physics_rate_hz:g}: '
                                  'a sensor samples at most once a physics step')
         return self
