@@ -807,3 +807,40 @@ def test_a_request_given_up_on_against_a_server_that_never_answers_ends_with_the
         for conn in held:
             conn.close()
         listener.close()
+
+
+DEAF_REQUEST_SCRIPT = '''
+import sys, time
+sys.path[:0] = [sys.argv[1]]
+from test_inference_pipeline import FORWARD, Harness
+from vln_ros.core.backends.base import Answer, Backend
+
+class Deaf(Backend):
+    model_name = 'deaf'
+    def generate(self, request):
+        time.sleep(30.0)        # a request queued in a saturated engine: the cancel does not reach it
+        return Answer(FORWARD, 30.0)
+    def cancel(self):
+        pass
+
+h = Harness(Deaf(), inference_timeout_s=0.3)
+h.pipeline.set_task('go')
+h.answer()                      # times out; the request goes on in the background
+h.pipeline.close()
+h.pipeline.release()
+print('released', h.totals()['backend_failures_timeout'], flush=True)
+'''
+
+
+def test_a_process_whose_backend_ignores_the_cancel_exits_once_released():
+    """The request ran on a ThreadPoolExecutor's thread, which Python joins at exit: after the node was destroyed
+    the process stayed for the rest of the request (23-60 s measured), past the runner's stop deadline."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, '-c', DEAF_REQUEST_SCRIPT, str(Path(__file__).parent)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and 'released 1' in result.stdout, result.stderr[-2000:]
+    assert time.monotonic() - started < 15.0   # the interpreter's start and imports; the request would take 30 s

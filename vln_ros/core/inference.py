@@ -188,6 +188,25 @@ class Health:
     values: dict[str, object]
 
 
+def _in_daemon_thread(call: Callable[[Request], Answer], request: Request) -> concurrent.futures.Future[Answer]:
+    """call(request) on a daemon thread of its own, as a future. Not a ThreadPoolExecutor: Python joins a pool's
+    threads at exit, so a backend deaf to the cancel (a request queued in a saturated engine) held the process
+    after the node was destroyed, past the runner's stop deadline (which is off by then), for the rest of its
+    request (60 s in a test). The pipeline starts a request only once the one before has ended (_call_backend)."""
+    future: concurrent.futures.Future[Answer] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(call(request))
+        except BaseException as exc:  # noqa: BLE001 - the caller reads it from the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name='inference_backend', daemon=True).start()
+    return future
+
+
 class InferencePipeline:
     def __init__(self, params: InferenceParams, publish_plan: Callable[[PlanOut], None],
                  publish_status: Callable[[StatusOut], None], clock_ns: Callable[[], int], log: Log,
@@ -222,7 +241,6 @@ class InferencePipeline:
         self._pending: concurrent.futures.Future[Answer] | None = None
         self._stuck_on: concurrent.futures.Future[Answer] | None = None   # a cancelled request that did not end
         self._woken: threading.Event | None = None   # the request in flight's wait: its end, or a cancel
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='inference_backend')
         self._backend: Backend | None = None
         self._recorder: AnswerRecorder | None = None
         self.load_time_s = 0.0
@@ -461,7 +479,7 @@ class InferencePipeline:
                 self.counters.add('backend_stuck')
                 self._stuck_on = self._pending
                 return None, BackendError('stuck', 'the previous, cancelled request has not ended')
-        pending = self._pending = self._pool.submit(self._backend.generate, request)
+        pending = self._pending = _in_daemon_thread(self._backend.generate, request)
         woken = threading.Event()
         pending.add_done_callback(lambda _done: woken.set())
         with self._lock:
@@ -614,8 +632,7 @@ class InferencePipeline:
         self._cancel_backend()
 
     def release(self) -> None:
-        """After the worker has ended: the backend pool, the model and the recording."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """After the worker has ended: the model and the recording."""
         if self._backend is not None:
             self._backend.close()
         if self._recorder is not None:
