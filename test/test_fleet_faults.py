@@ -192,8 +192,13 @@ def test_an_overloaded_server_stops_every_robot_by_its_plan_timeout_counted_and_
         server.per_request_s = 0.05   # the load is gone: fresh plans again, without touching any node
         assert wait_for(lambda: all(w.moving() for w in robots.values()), 30.0), \
             {r: w.mode() for r, w in robots.items()}
-        answers = {r: w.answers() for r, w in robots.items()}
-        print(f'answers per robot: {answers}')  # fairness, for the report (-s): about equal
+        # Fairness over a window in which both are served, not since the start: with shape api each robot has a
+        # node of its own, and under load one came up seconds before the other and had 10 answers to its 3.
+        recovered = {r: w.answers() for r, w in robots.items()}
+        assert wait_for(lambda: all(w.answers() >= recovered[r] + 5 for r, w in robots.items()), 30.0), \
+            {r: w.answers() - recovered[r] for r, w in robots.items()}
+        answers = {r: w.answers() - recovered[r] for r, w in robots.items()}
+        print(f'answers per robot after the recovery: {answers}')  # fairness, for the report (-s): about equal
         assert min(answers.values()) >= max(answers.values()) / 3, answers
         assert not processes.dead(), processes.logs()
     finally:
