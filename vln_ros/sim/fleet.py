@@ -108,12 +108,12 @@ def queue_arcs(scene: Scene, count: int) -> list[tuple[float, float]]:
 def staggered(scene: Scene, count: int) -> list[Scene]:
     """Each robot's scene, the leader first: the same walls and instruction, its own start, goal and route.
     ValueError when a robot would walk less than MIN_WALK_M."""
+    arcs = queue_arcs(scene, count)
     if count == 1:
-        spacing_for(scene, count)   # checks the count
         return [scene]
     return [replace(scene, start=point_at(scene.route, start_m), goal=scene.goal if i == 0 else
                     point_at(scene.route, goal_m), route=cut(scene.route, start_m, goal_m))
-            for i, (start_m, goal_m) in enumerate(queue_arcs(scene, count))]
+            for i, (start_m, goal_m) in enumerate(arcs)]
 
 
 def seeds_that_fit(count: int, first_seed: int, n: int) -> tuple[list[int], list[int]]:

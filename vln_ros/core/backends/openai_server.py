@@ -97,7 +97,7 @@ class OpenAIBackend(Backend):
         self._lock = threading.Lock()
         self._call: _Call | None = None     # the request in flight, if any
         self._owns_client = True
-        self._bound_s = timeout_s + params.connect_timeout_s + BOUND_MARGIN_S   # generate()'s own bound
+        self._timeout_s = timeout_s   # a request's read timeout when it carries none of its own
 
     def _model(self) -> str:
         if not self._served_model:  # the server's first model (asked once, when first needed)
@@ -113,8 +113,8 @@ class OpenAIBackend(Backend):
         with self._lock:
             self._call = call
         threading.Thread(target=self._request, args=(call, request), name='openai_request', daemon=True).start()
-        bound_s = self._bound_s if request.timeout_s is None else \
-            request.timeout_s + self._params.connect_timeout_s + BOUND_MARGIN_S
+        # generate()'s own bound: past the request's read timeout and its connect
+        bound_s = (request.timeout_s or self._timeout_s) + self._params.connect_timeout_s + BOUND_MARGIN_S
         finished = call.finished.wait(bound_s)
         with self._lock:
             if self._call is call:
