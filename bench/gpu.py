@@ -4,9 +4,10 @@
     python3 bench/gpu.py check --model DIR [--tp N] [--out DIR]
     python3 bench/gpu.py bench --model DIR [--tp N] [--gpu H100|H200] [--sizes 256,448,640] [--out DIR]
     python3 bench/gpu.py levers --model DIR [--engines bf16,bf16+prefix,fp8+prefix] [--out DIR]
-    python3 bench/gpu.py fleet --model DIR [--quick] [--paths inprocess,server] [--weights bf16,fp8]
+    python3 bench/gpu.py fleet --model DIR [--quick] [--paths inprocess,server,proxy] [--weights bf16,fp8]
                                [--robots 1,4,8,16,32] [--max-batch-size 64 ...] [--profile-robots N] [--out DIR]
-    python3 bench/gpu.py fleet-node --model DIR [--node-robots 16] [--node-guided] [--point-s 10] [--out DIR]
+    python3 bench/gpu.py fleet-node --model DIR [--node-robots 16] [--node-guided] [--node-weights fp8]
+                                    [--node-backend openai --url URL] [--point-s 10] [--out DIR]
 
 check: the real inference_node process, lmdeploy backend, keyframes over ROS 2. Verifies that it reports
 loading then idle, that plans are published for a task, that a task switch aborts the request in flight
@@ -27,11 +28,13 @@ text prompt alone (its prefill), the whole request (the image's share), and the 
 fleet: many robots on one engine (issue 25): N robots, each with keyframes of its own, each asking again as
 soon as it is answered, for --point-s per point after --warmup-s; in-process (one lmdeploy engine, a
 backend client per robot) and through `lmdeploy serve api_server` (started here with the same settings,
-the openai backend per robot). Per point: p50/p99 keyframe-to-plan and first token over all robots and
-per robot, answers per second, fairness (each robot's rate against the mean), errors, the busiest host
-threads' CPU and the GPU's utilization (where the ceiling is); --profile-robots N adds a torch.profiler window
-at N robots (GPU kernel time against wall time). One engine load per (path, weights); what would not
-fit in --budget-s is skipped and said so. The summary table is printed at the end (bench/gpu_fleet.py).
+the openai backend per robot), and with --paths proxy through `lmdeploy serve proxy` over --proxy-servers
+api_servers (a GPU each where there are enough, else sharing one). Per point: p50/p99 keyframe-to-plan and
+first token over all robots and per robot, answers per second, fairness (each robot's rate against the
+mean), errors, the busiest host threads' CPU and the GPU's utilization (where the ceiling is);
+--profile-robots N adds a torch.profiler window at N robots (GPU kernel time against wall time). One engine
+load per (path, weights); what would not fit in --budget-s is skipped and said so. The summary table is
+printed at the end (bench/gpu_fleet.py).
 
 fleet-node: the real inference_node serving --node-robots namespaces through its one engine (parameter
 `robots`), driven over ROS 2 like model-paced camera_nodes (bench/gpu_fleet_node.py): per-robot plan rate and
@@ -447,7 +450,8 @@ def fleet(args: argparse.Namespace, results: Results) -> int:
     shape = model_shape(args.model)
     point_cost_s = args.warmup_s + args.point_s + 4.0   # + drain, clients, the row
     rows: list[dict] = []
-    loads: dict[str, float] = {'inprocess': 100.0, 'server': 130.0}  # first guesses (shared/GPU.md), then measured
+    # first guesses (shared/GPU.md), then measured
+    loads: dict[str, float] = {'inprocess': 100.0, 'server': 130.0, 'proxy': 260.0}
     for path in args.paths:
         for weights in args.weights:
             common = dict(path=path, weights=weights, shape=shape, gpu=args.gpu, tp=args.tp, size_px=args.size,
@@ -545,7 +549,67 @@ def fleet_engine(path: str, weights: str, levers, args: argparse.Namespace):
         finally:
             stop_process_group(proc, 20.0)
 
-    return inprocess() if path == 'inprocess' else server()
+    @contextlib.contextmanager
+    def proxy():
+        # `lmdeploy serve proxy` over --proxy-servers api_servers: one a GPU where there are enough, else all on
+        # one GPU, started one after another, each with its share of the KV cache (each sizes its cache from
+        # what is free when it loads).
+        import dataclasses
+        import urllib.request
+
+        import torch
+        count = args.proxy_servers
+        own_gpu = torch.cuda.device_count() >= count
+        share = levers if own_gpu else dataclasses.replace(
+            levers, cache_max_entry_count=round(levers.cache_max_entry_count / count, 3))
+        procs: list[subprocess.Popen] = []
+        try:
+            for i in range(count):
+                port = args.port + 1 + i
+                command = api_server_command(sys.executable, str(args.model), share, weights == 'fp8', port, args.tp,
+                                             args.executor)
+                log_path = args.out / f'api_server_{weights}_{i}.log'
+                env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(i)) if own_gpu else None
+                print(f'# {quote(command)}  (log: {log_path}{f", GPU {i}" if own_gpu else ""})', file=sys.stderr,
+                      flush=True)
+                with log_path.open('w') as log:
+                    procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                  start_new_session=True))
+                wait_for_server(f'http://127.0.0.1:{port}/v1', procs[-1], args.server_start_s, log_path)
+            command = [sys.executable, '-m', 'lmdeploy', 'serve', 'proxy', '--server-name', '127.0.0.1',
+                       '--server-port', str(args.port), '--routing-strategy', args.proxy_strategy,
+                       '--disable-cache-status']
+            log_path = args.out / 'proxy.log'
+            print(f'# {quote(command)}  (log: {log_path})', file=sys.stderr, flush=True)
+            with log_path.open('w') as log:
+                procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            proxy_url = f'http://127.0.0.1:{args.port}'
+            deadline = time.monotonic() + 60.0
+            for i in range(count):
+                body = json.dumps({'url': f'http://127.0.0.1:{args.port + 1 + i}'}).encode()
+                while True:   # the proxy's port opens a moment after its process starts
+                    try:
+                        urllib.request.urlopen(urllib.request.Request(
+                            proxy_url + '/nodes/add', data=body, headers={'Content-Type': 'application/json'}),
+                            timeout=5.0).read()
+                        break
+                    except OSError as exc:
+                        if time.monotonic() > deadline or procs[-1].poll() is not None:
+                            raise RuntimeError('the proxy did not take its servers: '
+                                               + log_path.read_text()[-2000:]) from exc
+                        time.sleep(0.5)
+            served = wait_for_server(proxy_url + '/v1', procs[-1], 30.0, log_path)
+
+            def client():
+                return make_backend(InferenceParams.model_validate({
+                    'backend': 'openai', 'model': str(args.model), 'inference_timeout_s': 60.0,
+                    'openai': {'base_url': proxy_url + '/v1', 'served_model': served}}))
+            yield client, HostSampler(pid=procs[0].pid)
+        finally:
+            for proc in reversed(procs):
+                stop_process_group(proc, 20.0)
+
+    return {'inprocess': inprocess, 'server': server, 'proxy': proxy}[path]()
 
 
 def wait_for_server(base_url: str, proc: subprocess.Popen, bound_s: float, log: Path) -> str:
@@ -689,7 +753,8 @@ def main() -> int:
     fleet_options = parser.add_argument_group('fleet')
     fleet_options.add_argument('--quick', action='store_true',
                                help='a first check: bf16, 1 and 8 robots, 4 s points, both paths')
-    fleet_options.add_argument('--paths', default='inprocess,server', help='inprocess and/or server (api_server)')
+    fleet_options.add_argument('--paths', default='inprocess,server',
+                               help='inprocess, server (api_server) and/or proxy (--proxy-servers behind the proxy)')
     fleet_options.add_argument('--weights', default='bf16,fp8', help='bf16 and/or fp8, one engine load each')
     fleet_options.add_argument('--guided', default='no,yes', help='unguided (no) and/or guided (yes) points')
     fleet_options.add_argument('--robots', default='1,4,8,16,32', help='robots per point')
@@ -717,7 +782,15 @@ def main() -> int:
     fleet_options.add_argument('--node-backend', default='lmdeploy', choices=('lmdeploy', 'openai'),
                                help='fleet-node: the engine in the node, or an OpenAI-compatible server at --url')
     fleet_options.add_argument('--node-guided', action='store_true', help='fleet-node: guided JSON decoding')
+    fleet_options.add_argument('--node-weights', default='auto', choices=('auto', 'fp8'),
+                               help="fleet-node: the node's lmdeploy.weights (fp8: online FP8 of the text linears)")
     fleet_options.add_argument('--port', type=int, default=23333, help='the api_server started for --paths server')
+    fleet_options.add_argument('--proxy-servers', type=int, default=2,
+                               help='--paths proxy: api_servers behind `lmdeploy serve proxy` (--port), on ports '
+                                    'after it; a GPU each where there are enough, else sharing one')
+    fleet_options.add_argument('--proxy-strategy', default='min_expected_latency',
+                               choices=('random', 'min_expected_latency', 'min_observed_latency'),
+                               help="--paths proxy: the proxy's routing strategy")
     fleet_options.add_argument('--server-start-s', type=float, default=300.0, help='bound on the server start-up')
     fleet_options.add_argument('--budget-s', type=float, default=450.0,
                                help='what would not end within this (from the start) is skipped, said so')
@@ -725,7 +798,7 @@ def main() -> int:
     args.sizes = [int(s) for s in args.sizes.split(',')]
     if args.quick:
         args.weights, args.robots, args.point_s, args.warmup_s = 'bf16', '1,8', 4.0, 1.0
-    args.paths = fleet_choices('--paths', args.paths, ('inprocess', 'server'))
+    args.paths = fleet_choices('--paths', args.paths, ('inprocess', 'server', 'proxy'))
     args.weights = fleet_choices('--weights', args.weights, ('bf16', 'fp8'))
     args.guided = [g == 'yes' for g in fleet_choices('--guided', args.guided, ('no', 'yes'))]
     args.robots = [int(n) for n in args.robots.split(',')]

@@ -122,7 +122,8 @@ def fleet_node(args: argparse.Namespace, results: Any) -> int:
     expect = results.expect
     started = time.monotonic()
     backend = (('backend:=lmdeploy', f'model:={args.model}', f'lmdeploy.tp:={args.tp}',
-                f'lmdeploy.executor:={args.executor}', f'lmdeploy.max_batch_size:={args.max_batch_size}')
+                f'lmdeploy.executor:={args.executor}', f'lmdeploy.max_batch_size:={args.max_batch_size}',
+                f'lmdeploy.weights:={args.node_weights}')
                if args.node_backend == 'lmdeploy' else ('backend:=openai', f'openai.base_url:={args.url}'))
     node = FleetNodeUnderTest(robots, (
         *backend, f'max_new_tokens:={args.node_tokens}', f'guided_json:={"true" if args.node_guided else "false"}',
@@ -146,7 +147,8 @@ def fleet_node(args: argparse.Namespace, results: Any) -> int:
                       'p99_s': round(percentile([a for _, a, _ in plans[r]], 99), 3)} for r in robots]
         cross = sum(1 for r in robots for _, _, m in plans[r] if m.task_id not in node.tasks[r])
         fair = fairness(rates)
-        row = {'robots': len(robots), 'guided': args.node_guided, 'max_new_tokens': args.node_tokens,
+        row = {'robots': len(robots), 'guided': args.node_guided, 'backend': args.node_backend,
+               'weights': args.node_weights, 'max_new_tokens': args.node_tokens,
                'window_s': round(seconds, 2), 'plans_per_s': round(sum(rates), 2),
                'p50_s': round(percentile(ages, 50), 3), 'p99_s': round(percentile(ages, 99), 3),
                'stop_plans': sum(1 for r in robots for _, _, m in plans[r] if m.stop),
