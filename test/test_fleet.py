@@ -53,11 +53,13 @@ class Robot:
         return [p for p in self.plans if p.action not in ('new_task', 'stop')]
 
 
-def fleet_of(engine: FakeEngine, *robots: str, max_active_robots: int = 0) -> tuple[Fleet, dict[str, Robot]]:
+def fleet_of(engine: FakeEngine, *robots: str, max_active_robots: int = 0, idle_release_s: float = 0.0,
+             clock=time.monotonic, log=lambda _line: None) -> tuple[Fleet, dict[str, Robot]]:
     params = InferenceParams(backend='openai', robots=robots, max_active_robots=max_active_robots)
     shared = SharedBackend(lambda _p: engine, len(robots))
     by_name = {robot: Robot(shared, params) for robot in robots}
-    return Fleet({r: robot.pipeline for r, robot in by_name.items()}, max_active_robots), by_name
+    fleet = Fleet({r: robot.pipeline for r, robot in by_name.items()}, max_active_robots, idle_release_s, log, clock)
+    return fleet, by_name
 
 
 # -- parameters ---------------------------------------------------------------------------------------
@@ -127,6 +129,46 @@ def test_a_task_over_the_cap_is_refused_and_the_robots_status_says_why_until_a_p
     assert fleet.set_task('r1', 'switch').accepted  # holds its place
     robots['r2'].pipeline.stop_task('done')
     assert fleet.set_task('r3', 'go').accepted and fleet.active() == ['r1', 'r3']
+
+
+def test_at_the_cap_the_robot_silent_longest_past_idle_release_s_gives_its_place_and_says_why():
+    """A robot whose camera or link died mid-task held its place until someone stopped it: with a cap, one
+    dead robot kept a live one from ever getting a task. (Real seconds: the pipelines stamp with the monotonic
+    clock; the margins are 0.8 s either way.)"""
+    lines: list[str] = []
+    fleet, robots = fleet_of(FakeEngine(), 'r1', 'r2', 'r3', 'r4', max_active_robots=3, idle_release_s=2.0,
+                             log=lines.append)
+    for robot in ('r1', 'r2', 'r3'):
+        assert fleet.set_task(robot, 'go').accepted
+    time.sleep(1.0)   # r2 and r3 still send keyframes; r1 has been silent since its task started
+    robots['r2'].pipeline.receive(Keyframe(JPEG, NOW_NS, time.perf_counter()))
+    robots['r3'].pipeline.receive(Keyframe(JPEG, NOW_NS, time.perf_counter()))
+    assert not fleet.set_task('r4', 'go').accepted   # r1 silent 1 s: not yet
+    time.sleep(1.2)
+    reply = fleet.set_task('r4', 'go')
+    assert reply.accepted and fleet.active() == ['r2', 'r3', 'r4']
+    status = robots['r1'].statuses[-1]
+    assert status.state == State.STOPPED and status.reason.startswith('released after 2 s without a keyframe')
+    assert status.reason.endswith('its place on the server went to r4') and lines == [f'r1: {status.reason}']
+    assert robots['r1'].plans[-1].action == 'stop'   # the released robot is told to stop, not left on its plan
+    # one place is given, no more: r2 and r3 are within idle_release_s of their keyframes, r4 just started
+    assert not fleet.set_task('r1', 'again').accepted and fleet.active() == ['r2', 'r3', 'r4']
+
+
+def test_no_place_is_released_while_the_robots_request_is_on_the_server_or_with_idle_release_off():
+    later = {'s': 0.0}
+    engine = FakeEngine(60.0, 0.0)   # r1's request hangs on the server
+    fleet, robots = fleet_of(engine, 'r1', 'r2', max_active_robots=1, idle_release_s=5.0,
+                             clock=lambda: time.monotonic() + later['s'])
+    assert fleet.set_task('r1', 'go').accepted
+    robots['r1'].answer_in_background(NOW_NS)
+    assert wait_for(lambda: engine.in_flight, 5.0)
+    later['s'] = 100.0
+    assert not fleet.set_task('r2', 'go').accepted   # the server is slow, r1 is not silent
+    robots['r1'].pipeline.stop_task('test over')
+    robots['r1'].worker.join(5.0)
+    off, _ = fleet_of(FakeEngine(), 'r1', 'r2', max_active_robots=1, clock=lambda: time.monotonic() + 1e6)
+    assert off.set_task('r1', 'go').accepted and not off.set_task('r2', 'go').accepted
 
 
 # -- one backend, a client per robot ------------------------------------------------------------------

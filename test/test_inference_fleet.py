@@ -4,6 +4,7 @@ and a robot whose camera goes away mid-request. The per-robot logic without a gr
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from conftest import wait_for
@@ -140,6 +141,19 @@ def test_the_cap_refuses_a_task_and_the_robots_task_status_says_why(graph):
     assert r3.last_status().state_name == 'idle'
     assert probes['r1'].stop_task().success
     assert r3.set_task('go').accepted
+
+
+def test_at_the_cap_a_silent_robot_gives_its_place_after_idle_release_s(graph):
+    engine = FakeEngine()
+    _, probes = start(graph, engine, robots=('r1', 'r2', 'r3'), max_active_robots=2, idle_release_s=3.0)
+    assert probes['r1'].set_task('go').accepted and probes['r2'].set_task('go').accepted
+    time.sleep(3.2)   # neither camera sends a keyframe: r1, whose task started first, is the one silent longest
+    assert probes['r3'].set_task('go').accepted
+    r1 = probes['r1']
+    assert wait_for(lambda: (s := r1.last_status()) is not None and s.state_name == 'stopped', 5.0)
+    assert r1.last_status().reason.startswith('released after 3 s without a keyframe')
+    assert r1.last_status().reason.endswith('its place on the server went to r3')
+    assert probes['r2'].last_status().state_name == 'active'
 
 
 def test_duplicate_robot_namespaces_are_refused_at_start_up(graph):

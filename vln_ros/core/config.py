@@ -492,6 +492,10 @@ class InferenceSettings(StrictModel):
     max_active_robots: int = param(0, 'With robots: most robots with a running task at once; a new task on '
                                    'another robot is refused, saying why on its task status. 0 = no cap',
                                    ge=0, le=1024)
+    idle_release_s: float = param(60.0, 'With max_active_robots: when a new task would be refused at the cap, a '
+                                  'robot whose running task has had no keyframe for this long (its camera or its '
+                                  'link is gone) has that task stopped, saying why, and its place goes to the new '
+                                  'one. 0 = a place is held until the task ends', 's', ge=0.0, le=86400.0)
     parser: ParserParams = ParserParams()
 
     def backend_params(self) -> BackendParams:

@@ -5,11 +5,13 @@ counters, latest-wins slot, worker thread) and all of them ask one backend: `Sha
 hands each robot its own client (Backend.client: the same engine, which batches the robots' requests, but
 each client's cancel() aborts only its own robot's request). `Fleet` routes the task services to a robot's
 pipeline and applies the cap on robots with a running task (max_active_robots): a new task over the cap is
-refused, and the reply and that robot's latched task status say why.
+refused, and the reply and that robot's latched task status say why, unless a robot with a running task has
+been silent (no keyframe) for idle_release_s: that task is stopped, saying why, and the place is given.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from vln_ros.core.backends.base import Backend, NotShareable
@@ -79,9 +81,15 @@ class SharedBackend:
 class Fleet:
     """The robots' pipelines by namespace, and the cap on robots with a running task."""
 
-    def __init__(self, pipelines: Mapping[str, InferencePipeline], max_active_robots: int) -> None:
+    def __init__(self, pipelines: Mapping[str, InferencePipeline], max_active_robots: int,
+                 idle_release_s: float = 0.0, log: Callable[[str], object] = lambda _line: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """idle_release_s: 0 = a place is held until the task ends. log: a warning line when a place is released.
+        clock: time.monotonic (the pipelines' clock), or a test's."""
         self.pipelines = dict(pipelines)
         self.max_active_robots = max_active_robots
+        self.idle_release_s = idle_release_s
+        self._log, self._clock = log, clock
         # Held from the count to the start, so that two robots asking at once cannot both take the last place.
         self._admit = threading.Lock()
 
@@ -92,6 +100,25 @@ class Fleet:
         pipeline = self.pipelines[robot]
         with self._admit:
             refusal = capacity_refusal(robot, self.active(), self.max_active_robots)
+            if refusal is not None and self._release_silent_robot(robot):
+                refusal = capacity_refusal(robot, self.active(), self.max_active_robots)
             if refusal is not None:
                 return pipeline.refuse_task(refusal)
             return pipeline.set_task(instruction)
+
+    def _release_silent_robot(self, asker: str) -> bool:
+        """At the cap: stop the task of the robot silent longest, if for idle_release_s or more, so that `asker`
+        gets its place. A robot whose camera or link is gone would otherwise hold it until someone stops it."""
+        if self.idle_release_s <= 0:
+            return False
+        now_s = self._clock()
+        silent = [(pipeline.silent_for(now_s), robot) for robot, pipeline in self.pipelines.items()
+                  if robot != asker and pipeline.running]
+        if not silent or max(silent)[0] < self.idle_release_s:
+            return False
+        seconds, robot = max(silent)
+        reason = f'released after {seconds:.0f} s without a keyframe: its place on the server went to {asker}'
+        if not self.pipelines[robot].stop_task(reason)[0]:
+            return False   # it ended meanwhile (its worker's failure threshold): its place is free anyway
+        self._log(f'{robot}: {reason}')
+        return True

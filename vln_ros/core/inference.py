@@ -244,6 +244,7 @@ class InferencePipeline:
         self._backend: Backend | None = None
         self._recorder: AnswerRecorder | None = None
         self.load_time_s = 0.0
+        self._heard_s = time.monotonic()     # the last keyframe or task start (a fleet's idle release reads it)
 
     def load(self, backend_factory: Callable[[InferenceParams], Backend]) -> None:
         """Create (for lmdeploy: load) the backend; the status says `loading` meanwhile, then `idle`. Call on
@@ -286,7 +287,16 @@ class InferencePipeline:
             self.params = params
 
     # -- the node's callbacks: never wait on the model ---------------------------------------------
+    def silent_for(self, now_s: float) -> float:
+        """Seconds since the last keyframe or task start, whichever was later; now_s: time.monotonic(). 0 while
+        a request is in flight: then the wait is on the server, not on the robot."""
+        pending = self._pending
+        if pending is not None and not pending.done():
+            return 0.0
+        return now_s - self._heard_s
+
     def receive(self, keyframe: Keyframe) -> None:
+        self._heard_s = time.monotonic()
         self.counters.add('keyframes_received')
         with self._lock:
             if self._tasks.running and self._tasks.task is not None:
@@ -313,6 +323,7 @@ class InferencePipeline:
                 self.counters.add('tasks_rejected')
                 return TaskReply(False, '', f'rejected: {exc}')
             self.counters.add('tasks_started')
+            self._heard_s = time.monotonic()
             self._asker.task_started()
             self._cancel_backend()
             self._publish_stop('new_task', f'new task: {task.instruction[:80]}')

@@ -235,7 +235,8 @@ class InferenceNode(Node):
         self._ports: dict[str, RobotPort] = {}
         for robot in robots:
             self._ports[robot] = RobotPort(self, robot, functools.partial(self._shared.client, robot=robot))
-        self.fleet = Fleet({robot: port.pipeline for robot, port in self._ports.items()}, p.max_active_robots)
+        self.fleet = Fleet({robot: port.pipeline for robot, port in self._ports.items()}, p.max_active_robots,
+                           p.idle_release_s, self.get_logger().warning)
         diagnostics.start_timer(self, p.diagnostics_period_s, self._publish_diagnostics)
         for port in self._ports.values():
             port.worker.start()
@@ -257,7 +258,7 @@ class InferenceNode(Node):
         """A change through the parameter services, validated by the model (parameters.LiveParameters). The
         worker reads the parameters once per keyframe; prompt limits and history take effect with the next
         prompt, the failure threshold at once. The backend, its settings, history_max, base_frame,
-        record_file, diagnostics_period_s, robots and max_active_robots are read-only."""
+        record_file, diagnostics_period_s, robots, max_active_robots and idle_release_s are read-only."""
         for port in getattr(self, '_ports', {}).values():
             port.pipeline.set_params(params)
         self.params = params
