@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -310,3 +312,25 @@ def test_the_server_path_starts_lmdeploys_api_server_waits_for_it_and_stops_it(t
     assert f"'--server-port', '{port}'" in log and "'--model-format', 'fp8'" in log
     assert 'stopped by SIGINT' in log
     assert point['host']['busiest_threads'] and point['host']['children_cpu_cores'] >= 0  # the server's own threads
+
+
+def test_fleet_node_drives_the_real_node_with_three_robots_through_the_openai_backend(tmp_path):
+    """`bench/gpu.py fleet-node` end to end without a GPU (it otherwise first runs on a lent one): the real
+    inference_node serving r1..r3 against the fake server, over a graph of its own; every robot's plans, no
+    cross-talk, and r1's task switch checked by the script itself."""
+    server = FakeOpenAIServer([TYPICAL_ANSWER] * 10_000)
+    server.batching(0.1, 0.02)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(Path(gpu.__file__)), 'fleet-node', '--model', str(tmp_path), '--node-backend',
+             'openai', '--url', server.base_url, '--node-robots', '3', '--warmup-s', '1', '--point-s', '3',
+             '--out', str(tmp_path / 'out')], capture_output=True, text=True, timeout=180)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / 'out' / 'results.jsonl').read_text().splitlines()]
+    row = next(r['row'] for r in rows if r.get('name') == 'fleet_node_keyframe_to_plan_s_p50')
+    assert (row['robots'], row['backend'], row['weights'], row['cross_talk']) == (3, 'openai', 'auto', 0)
+    assert [r['robot'] for r in row['per_robot']] == ['r1', 'r2', 'r3'] and all(r['plans'] for r in row['per_robot'])
+    assert row['stop_plans'] < sum(r['plans'] for r in row['per_robot'])   # the fake's answers parse into plans
+    assert rows[-1] == {'check': 'gpu-fleet-node', 'ok': True, 'failures': []}
