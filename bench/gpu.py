@@ -559,7 +559,10 @@ def fleet_engine(path: str, weights: str, levers, args: argparse.Namespace):
 
         import torch
         count = args.proxy_servers
-        own_gpu = torch.cuda.device_count() >= count
+        # GPUs by the indices this process sees (CUDA_VISIBLE_DEVICES may already narrow them), tp for each server
+        visible = (os.environ.get('CUDA_VISIBLE_DEVICES') or ','.join(map(str, range(torch.cuda.device_count()))))
+        gpus = [g for g in visible.split(',') if g.strip()]
+        own_gpu = len(gpus) >= count * args.tp
         share = levers if own_gpu else dataclasses.replace(
             levers, cache_max_entry_count=round(levers.cache_max_entry_count / count, 3))
         procs: list[subprocess.Popen] = []
@@ -569,8 +572,9 @@ def fleet_engine(path: str, weights: str, levers, args: argparse.Namespace):
                 command = api_server_command(sys.executable, str(args.model), share, weights == 'fp8', port, args.tp,
                                              args.executor)
                 log_path = args.out / f'api_server_{weights}_{i}.log'
-                env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(i)) if own_gpu else None
-                print(f'# {quote(command)}  (log: {log_path}{f", GPU {i}" if own_gpu else ""})', file=sys.stderr,
+                mine = ','.join(gpus[i * args.tp:(i + 1) * args.tp])
+                env = dict(os.environ, CUDA_VISIBLE_DEVICES=mine) if own_gpu else None
+                print(f'# {quote(command)}  (log: {log_path}{f", GPUs {mine}" if own_gpu else ""})', file=sys.stderr,
                       flush=True)
                 with log_path.open('w') as log:
                     procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -787,7 +791,7 @@ def main() -> int:
     fleet_options.add_argument('--port', type=int, default=23333, help='the api_server started for --paths server')
     fleet_options.add_argument('--proxy-servers', type=int, default=2,
                                help='--paths proxy: api_servers behind `lmdeploy serve proxy` (--port), on ports '
-                                    'after it; a GPU each where there are enough, else sharing one')
+                                    'after it; --tp GPUs each where there are enough, else sharing them')
     fleet_options.add_argument('--proxy-strategy', default='min_expected_latency',
                                choices=('random', 'min_expected_latency', 'min_observed_latency'),
                                help="--paths proxy: the proxy's routing strategy")
@@ -799,6 +803,8 @@ def main() -> int:
     if args.quick:
         args.weights, args.robots, args.point_s, args.warmup_s = 'bf16', '1,8', 4.0, 1.0
     args.paths = fleet_choices('--paths', args.paths, ('inprocess', 'server', 'proxy'))
+    if args.proxy_servers < 1:
+        parser.error('--proxy-servers: at least 1')
     args.weights = fleet_choices('--weights', args.weights, ('bf16', 'fp8'))
     args.guided = [g == 'yes' for g in fleet_choices('--guided', args.guided, ('no', 'yes'))]
     args.robots = [int(n) for n in args.robots.split(',')]

@@ -3,6 +3,7 @@ one robot reaches the other (plans, cancels), the cap's refusal on the robot's t
 and a robot whose camera goes away mid-request. The per-robot logic without a graph: test/test_fleet.py."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -151,8 +152,8 @@ def test_at_the_cap_a_silent_robot_gives_its_place_after_idle_release_s(graph):
     assert probes['r3'].set_task('go').accepted
     r1 = probes['r1']
     assert wait_for(lambda: (s := r1.last_status()) is not None and s.state_name == 'stopped', 5.0)
-    assert r1.last_status().reason.startswith('released after 3 s without a keyframe')
-    assert r1.last_status().reason.endswith('its place on the server went to r3')
+    assert re.fullmatch(r'released after \d+ s without a keyframe: its place on the server went to r3',
+                        r1.last_status().reason)
     assert probes['r2'].last_status().state_name == 'active'
 
 

@@ -100,25 +100,23 @@ class Fleet:
         pipeline = self.pipelines[robot]
         with self._admit:
             refusal = capacity_refusal(robot, self.active(), self.max_active_robots)
-            if refusal is not None and self._release_silent_robot(robot):
+            if refusal is not None and self.idle_release_s > 0:
+                self._release_silent_robot(robot)
+                # counted again: a place may also have freed by itself meanwhile (a task arrived, or was stopped)
                 refusal = capacity_refusal(robot, self.active(), self.max_active_robots)
             if refusal is not None:
                 return pipeline.refuse_task(refusal)
             return pipeline.set_task(instruction)
 
-    def _release_silent_robot(self, asker: str) -> bool:
+    def _release_silent_robot(self, asker: str) -> None:
         """At the cap: stop the task of the robot silent longest, if for idle_release_s or more, so that `asker`
         gets its place. A robot whose camera or link is gone would otherwise hold it until someone stops it."""
-        if self.idle_release_s <= 0:
-            return False
         now_s = self._clock()
         silent = [(pipeline.silent_for(now_s), robot) for robot, pipeline in self.pipelines.items()
                   if robot != asker and pipeline.running]
         if not silent or max(silent)[0] < self.idle_release_s:
-            return False
+            return
         seconds, robot = max(silent)
         reason = f'released after {seconds:.0f} s without a keyframe: its place on the server went to {asker}'
-        if not self.pipelines[robot].stop_task(reason)[0]:
-            return False   # it ended meanwhile (its worker's failure threshold): its place is free anyway
-        self._log(f'{robot}: {reason}')
-        return True
+        if self.pipelines[robot].stop_task(reason)[0]:   # else its task ended meanwhile
+            self._log(f'{robot}: {reason}')

@@ -244,7 +244,10 @@ class InferencePipeline:
         self._backend: Backend | None = None
         self._recorder: AnswerRecorder | None = None
         self.load_time_s = 0.0
-        self._heard_s = time.monotonic()     # the last keyframe or task start (a fleet's idle release reads it)
+        # The last keyframe, task start or request's end, and whether a request is on the server: what a fleet's
+        # idle release reads (silent_for).
+        self._heard_s = time.monotonic()
+        self._in_request = False
 
     def load(self, backend_factory: Callable[[InferenceParams], Backend]) -> None:
         """Create (for lmdeploy: load) the backend; the status says `loading` meanwhile, then `idle`. Call on
@@ -288,10 +291,9 @@ class InferencePipeline:
 
     # -- the node's callbacks: never wait on the model ---------------------------------------------
     def silent_for(self, now_s: float) -> float:
-        """Seconds since the last keyframe or task start, whichever was later; now_s: time.monotonic(). 0 while
-        a request is in flight: then the wait is on the server, not on the robot."""
-        pending = self._pending
-        if pending is not None and not pending.done():
+        """Seconds since the last keyframe, task start or request's end, whichever was later; now_s:
+        time.monotonic(). 0 while a request is on the server: then the wait is on the server, not the robot."""
+        if self._in_request:
             return 0.0
         return now_s - self._heard_s
 
@@ -480,6 +482,15 @@ class InferencePipeline:
 
     def _call_backend(self, request: Request, task_id: str) -> tuple[Answer | None, BackendError | None]:
         """The backend's answer, or the error; bounded by inference_timeout_s whatever the backend does."""
+        self._in_request = True
+        try:
+            return self._call_backend_bounded(request, task_id)
+        finally:
+            # The wait was on the server: the robot's silence (silent_for) counts from the request's end.
+            self._heard_s = time.monotonic()
+            self._in_request = False
+
+    def _call_backend_bounded(self, request: Request, task_id: str) -> tuple[Answer | None, BackendError | None]:
         assert self._backend is not None, 'load() first'
         if self._pending is not None and not self._pending.done():  # a cancelled request still winding down
             try:
