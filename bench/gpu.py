@@ -529,23 +529,31 @@ def fleet_engine(path: str, weights: str, levers, args: argparse.Namespace):
             gc.collect()
             torch.cuda.empty_cache()
 
+    def launch(command: list[str], log_path: Path, env: dict[str, str] | None = None,
+               note: str = '') -> subprocess.Popen:
+        """A server process in a session of its own (stop_process_group ends it), its output in log_path."""
+        print(f'# {quote(command)}  (log: {log_path}{note})', file=sys.stderr, flush=True)
+        with log_path.open('w') as log:
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def openai_clients(base_url: str, served: str):
+        """A factory of one robot's openai backend against base_url."""
+        def client():
+            return make_backend(InferenceParams.model_validate({
+                'backend': 'openai', 'model': str(args.model), 'inference_timeout_s': 60.0,
+                'openai': {'base_url': base_url, 'served_model': served}}))
+        return client
+
     @contextlib.contextmanager
     def server():
         command = api_server_command(sys.executable, str(args.model), levers, weights == 'fp8', args.port, args.tp,
                                      args.executor)
         log_path = args.out / f'api_server_{weights}.log'
-        print(f'# {quote(command)}  (log: {log_path})', file=sys.stderr, flush=True)
-        with log_path.open('w') as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = launch(command, log_path)
         try:
             base_url = f'http://127.0.0.1:{args.port}/v1'
             served = wait_for_server(base_url, proc, args.server_start_s, log_path)
-
-            def client():
-                return make_backend(InferenceParams.model_validate({
-                    'backend': 'openai', 'model': str(args.model), 'inference_timeout_s': 60.0,
-                    'openai': {'base_url': base_url, 'served_model': served}}))
-            yield client, HostSampler(pid=proc.pid)
+            yield openai_clients(base_url, served), HostSampler(pid=proc.pid)
         finally:
             stop_process_group(proc, 20.0)
 
@@ -574,19 +582,13 @@ def fleet_engine(path: str, weights: str, levers, args: argparse.Namespace):
                 log_path = args.out / f'api_server_{weights}_{i}.log'
                 mine = ','.join(gpus[i * args.tp:(i + 1) * args.tp])
                 env = dict(os.environ, CUDA_VISIBLE_DEVICES=mine) if own_gpu else None
-                print(f'# {quote(command)}  (log: {log_path}{f", GPUs {mine}" if own_gpu else ""})', file=sys.stderr,
-                      flush=True)
-                with log_path.open('w') as log:
-                    procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                  start_new_session=True))
+                procs.append(launch(command, log_path, env, f', GPUs {mine}' if own_gpu else ''))
                 wait_for_server(f'http://127.0.0.1:{port}/v1', procs[-1], args.server_start_s, log_path)
             command = [sys.executable, '-m', 'lmdeploy', 'serve', 'proxy', '--server-name', '127.0.0.1',
                        '--server-port', str(args.port), '--routing-strategy', args.proxy_strategy,
                        '--disable-cache-status']
             log_path = args.out / 'proxy.log'
-            print(f'# {quote(command)}  (log: {log_path})', file=sys.stderr, flush=True)
-            with log_path.open('w') as log:
-                procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(launch(command, log_path))
             proxy_url = f'http://127.0.0.1:{args.port}'
             deadline = time.monotonic() + 60.0
             for i in range(count):
@@ -603,12 +605,7 @@ def fleet_engine(path: str, weights: str, levers, args: argparse.Namespace):
                                                + log_path.read_text()[-2000:]) from exc
                         time.sleep(0.5)
             served = wait_for_server(proxy_url + '/v1', procs[-1], 30.0, log_path)
-
-            def client():
-                return make_backend(InferenceParams.model_validate({
-                    'backend': 'openai', 'model': str(args.model), 'inference_timeout_s': 60.0,
-                    'openai': {'base_url': proxy_url + '/v1', 'served_model': served}}))
-            yield client, HostSampler(pid=procs[0].pid)
+            yield openai_clients(proxy_url + '/v1', served), HostSampler(pid=procs[0].pid)
         finally:
             for proc in reversed(procs):
                 stop_process_group(proc, 20.0)

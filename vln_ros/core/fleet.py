@@ -114,9 +114,9 @@ class Fleet:
         now_s = self._clock()
         silent = [(pipeline.silent_for(now_s), robot) for robot, pipeline in self.pipelines.items()
                   if robot != asker and pipeline.running]
-        if not silent or max(silent)[0] < self.idle_release_s:
+        seconds, robot = max(silent, default=(0.0, ''))
+        if seconds < self.idle_release_s:
             return
-        seconds, robot = max(silent)
         reason = f'released after {seconds:.0f} s without a keyframe: its place on the server went to {asker}'
         if self.pipelines[robot].stop_task(reason)[0]:   # else its task ended meanwhile
             self._log(f'{robot}: {reason}')
